@@ -1,0 +1,134 @@
+"""The ``fastntk`` command: a thin layer over the public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from .activations import ACTIVATION_NAMES
+
+
+def _add_network_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("network (MATH.md section 1)")
+    g.add_argument("--activation", "-a", default="relu",
+                   help=f"activation name ({', '.join(ACTIVATION_NAMES)}; parameters as "
+                        "'leaky_relu:0.1', 'gaussian:2'); default relu")
+    g.add_argument("--hidden-layers", "-L", type=int, default=1,
+                   help="number of hidden layers L >= 1 (default 1)")
+    g.add_argument("--gamma-w", type=float, default=1.0, help="input weight std (default 1)")
+    g.add_argument("--gamma-b", type=float, default=0.0, help="input bias std (default 0)")
+    g.add_argument("--sigma-w", type=float, default=1.0, help="hidden weight std (default 1)")
+    g.add_argument("--sigma-b", type=float, default=None,
+                   help="hidden bias std (default: Assumption 2, 1 - sigma_w^2 E[phi^2])")
+    g.add_argument("--no-output-bias", action="store_true",
+                   help="no bias on the output layer (MATH.md section 1 literally)")
+
+
+def network_from_args(args):
+    """Build the NTK object named by the network arguments."""
+    from .ntk import NTK
+
+    return NTK(args.activation, args.hidden_layers, gamma_w=args.gamma_w, gamma_b=args.gamma_b,
+               sigma_w=args.sigma_w, sigma_b=args.sigma_b, output_bias=not args.no_output_bias)
+
+
+def cmd_coeffs(args) -> int:
+    net = network_from_args(args)
+    t0 = time.perf_counter()
+    coef = net.coefficients(args.T)
+    elapsed = time.perf_counter() - t0
+    if args.json:
+        out = {
+            "network": net.spec(), "T": args.T, "method": coef.method,
+            "ntk": coef.ntk.tolist(), "nngp": coef.nngp.tolist(),
+            "ntk_at_one": coef.ntk_at_one, "nngp_at_one": coef.nngp_at_one,
+            "tail_bound": coef.tail_bound, "nngp_tail_bound": coef.nngp_tail_bound,
+            "certified": coef.certified, "seconds": elapsed,
+        }
+        if args.layers:
+            out["layers"] = [
+                {"layer": ls.layer, "variance": ls.variance, "alpha": ls.alpha.tolist(),
+                 "upsilon": None if ls.upsilon is None else ls.upsilon.tolist(),
+                 "kappa": ls.kappa.tolist()} for ls in coef.layers]
+        json.dump(out, sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"# {net!r}")
+    print(f"# Theta(1) = {coef.ntk_at_one:.15g}   NNGP(1) = {coef.nngp_at_one:.15g}")
+    print(f"# certified tail bound (|rho| <= 1): NTK {coef.tail_bound:.3e}, "
+          f"NNGP {coef.nngp_tail_bound:.3e}" + ("" if coef.certified else
+                                                 " (Hermite coefficients by quadrature)"))
+    print(f"# method {coef.method}, {elapsed * 1e3:.1f} ms")
+    print(f"{'p':>6} {'kappa_p (NTK)':>24} {'alpha_p (NNGP)':>24} {'cum. share %':>13}")
+    cum = np.cumsum(coef.ntk) / coef.ntk_at_one * 100
+    for p in range(coef.degree + 1):
+        print(f"{p:>6} {coef.ntk[p]:>24.16e} {coef.nngp[p]:>24.16e} {cum[p]:>13.6f}")
+    return 0
+
+
+def cmd_table1(args) -> int:
+    from .tables import table1
+
+    tab = table1(args.max_T)
+    if args.json:
+        json.dump(tab, sys.stdout, indent=1)
+        print()
+        return 0
+    print("Share (%) of sum_p kappa_{p,2} held by p <= T (two-layer NTK, paper's Table 1)")
+    print(f"{'T':>3} " + " ".join(f"{name:>10}" for name in tab))
+    for T in range(args.max_T + 1):
+        print(f"{T:>3} " + " ".join(f"{tab[name][T]:>10.3f}" for name in tab))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastntk",
+        description="Exact, certified infinite-width NTKs of deep fully-connected networks "
+                    "via their power series (Murray et al., ICLR 2023).")
+    parser.add_argument("--version", action="version", version="fastntk 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("coeffs", help="NTK/NNGP power-series coefficients with tail bounds",
+                       description="Print kappa_p (NTK) and alpha_p (NNGP), p = 0..T, with the "
+                                   "certified truncation bound.")
+    _add_network_args(p)
+    p.add_argument("-T", type=int, default=20, help="highest power p (default 20)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--layers", action="store_true", help="with --json: per-layer tables")
+    p.set_defaults(func=cmd_coeffs)
+
+    p = sub.add_parser("table1", help="the paper's Table 1 (two-layer coefficient shares)",
+                       description="Share of sum_p kappa_{p,2} held by the first T+1 "
+                                   "coefficients for ReLU, Tanh, Sigmoid and Gaussian.")
+    p.add_argument("--max-T", type=int, default=5, help="largest T (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_table1)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+        print(f"fastntk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastntk {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Input validation and built-in data sets (unit-norm rows on the sphere)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_rows(X, name: str = "X", normalize: bool = False, rtol: float = 1e-6) -> np.ndarray:
+    """Return X as a C-contiguous float64 (n, d) array of unit-norm rows.
+
+    Raises ValueError naming the first offending row for NaN/inf entries, zero rows, or
+    rows whose norm differs from 1 by more than ``rtol`` (unless ``normalize``, which
+    projects each row onto the sphere).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {X.shape})")
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ValueError(f"{name} row {i} contains NaN or inf: {X[i, :5]}...")
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    if normalize:
+        if (norms == 0).any():
+            raise ValueError(f"{name} row {int(np.argmin(norms))} is zero and cannot be normalized")
+        return np.ascontiguousarray(X / norms[:, None])
+    bad = np.abs(norms - 1.0) > rtol
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} row {i} has norm {norms[i]:.9g}, not 1: the NTK power series needs inputs on "
+            "the unit sphere (pass normalize=True to project rows)")
+    return np.ascontiguousarray(X)
+
+
+def sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """n points uniform on the unit sphere S^{d-1} in R^d."""
+    if n < 1 or d < 1:
+        raise ValueError(f"sphere needs n >= 1 and d >= 1, got n={n}, d={d}")
+    X = np.random.default_rng(seed).standard_normal((n, d))
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def digits() -> np.ndarray:
+    """scikit-learn's handwritten digits (1,797 x 64), rows normalised to unit norm."""
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data.astype(np.float64)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
