@@ -109,12 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_table1)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    import importlib
+
+    for module in _EXTRA_COMMANDS:
+        importlib.import_module(f"fastntk.{module}").register(sub)
     return parser
 
 
-_EXTRA_COMMANDS: list = []
+# Each of these modules defines register(subparsers) adding its command(s).
+_EXTRA_COMMANDS: list[str] = []
 
 
 def main(argv: list[str] | None = None) -> int:
