@@ -306,6 +306,7 @@ class NTK:
         if self.has_exact:
             ntk, nngp = exact_cpu.theta_exact_array(np.ascontiguousarray(flat), *self.recipe())
             vals = ntk if which == "ntk" else nngp
+            vals[flat == 1.0] = one
             bound = np.zeros_like(vals)
         else:
             off = np.abs(flat[flat != 1.0])

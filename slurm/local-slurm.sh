@@ -227,7 +227,14 @@ start_slurm_daemons() {
         }
         CHANGED+=("slurmctld")
     fi
-    if [[ -z $(daemon_pid slurmd "$SLURMD_PID") ]]; then
+    local spid
+    spid=$(daemon_pid slurmd "$SLURMD_PID")
+    if [[ -n $spid && " ${CHANGED[*]} " == *" slurmctld "* ]]; then
+        # slurmctld was (re)started under a running slurmd: the node stays 'unknown' until slurmd
+        # re-registers (several seconds); SIGHUP makes it re-register at once.
+        kill -HUP "$spid" 2>/dev/null || true
+    fi
+    if [[ -z $spid ]]; then
         log "starting slurmd"
         SLURMD_STARTED_AT=$(date +%s)
         /usr/sbin/slurmd || {
@@ -241,7 +248,7 @@ start_slurm_daemons() {
 # True if slurmctld reports a SlurmdStartTime at or after SLURMD_STARTED_AT (epoch seconds).
 slurmd_registered() {
     local t epoch
-    t=$(scontrol show node "$NODE" 2>/dev/null | sed -n 's/.*SlurmdStartTime=\([^ ]*\).*/\1/p')
+    t=$(timeout 5 scontrol show node "$NODE" 2>/dev/null | sed -n 's/.*SlurmdStartTime=\([^ ]*\).*/\1/p')
     [[ -n $t && $t != None && $t != Unknown ]] || return 1
     epoch=$(date -d "$t" +%s 2>/dev/null) || return 0 # unparsable: do not block on it
     ((epoch >= SLURMD_STARTED_AT - 1))
@@ -252,9 +259,18 @@ wait_for_node() {
     local deadline state resumed=0
     deadline=$(($(date +%s) + TIMEOUT))
     while :; do
+        # Daemons must still be alive.
+        [[ -n $(daemon_pid slurmctld "$CTLD_PID") ]] || {
+            tail_log "$LOG_DIR/slurmctld.log"
+            die "slurmctld exited while waiting for the node"
+        }
+        [[ -n $(daemon_pid slurmd "$SLURMD_PID") ]] || {
+            tail_log "$LOG_DIR/slurmd.log"
+            die "slurmd exited while waiting for the node"
+        }
         state=""
-        if scontrol ping >/dev/null 2>&1 || scontrol ping 2>/dev/null | grep -q UP; then
-            state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n 1 || true)
+        if timeout 5 scontrol ping >/dev/null 2>&1; then
+            state=$(timeout 5 sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n 1 || true)
         fi
         # If slurmd was (re)started by this run, the saved state may say idle before slurmd has
         # registered: also require its SlurmdStartTime to be from this run.
@@ -270,23 +286,14 @@ wait_for_node() {
                 # Not responding states end in '*' and are handled below (they cannot be resumed).
                 if ((resumed < 3)); then
                     log "node $NODE is $state; resuming it"
-                    scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
+                    timeout 5 scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
                     resumed=$((resumed + 1))
                 fi
                 ;;
         esac
-        # Daemons must still be alive.
-        [[ -n $(daemon_pid slurmctld "$CTLD_PID") ]] || {
-            tail_log "$LOG_DIR/slurmctld.log"
-            die "slurmctld exited while waiting for the node"
-        }
-        [[ -n $(daemon_pid slurmd "$SLURMD_PID") ]] || {
-            tail_log "$LOG_DIR/slurmd.log"
-            die "slurmd exited while waiting for the node"
-        }
         if (($(date +%s) >= deadline)); then
-            sinfo -N -l >&2 2>/dev/null || true
-            scontrol show node "$NODE" 2>/dev/null | grep -E 'State|Reason' >&2 || true
+            timeout 5 sinfo -N -l >&2 2>/dev/null || true
+            timeout 5 scontrol show node "$NODE" 2>/dev/null | grep -E 'State|Reason' >&2 || true
             tail_log "$LOG_DIR/slurmctld.log"
             tail_log "$LOG_DIR/slurmd.log"
             die "node $NODE not usable after ${TIMEOUT}s (state: '${state:-no answer from slurmctld}')"
