@@ -99,22 +99,24 @@ def relu_family_compose(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised duals of phi = slope z + (1 - slope) relu(z) composed with A.
 
-    E[phi(u) phi(v)] / q = slope c + (1 - slope)^2 k(c) / 2 and
-    E[phi'(u) phi'(v)]   = slope + (1 - slope)^2 v(c) / 2, with k, v as in
-    ``relu_dual_compose``; c = A(rho).  Exact in O(degree^2) (MATH.md section 3).
-    ``one_minus_a0`` (default 1 - A(0)) lets the caller pass 1 - A(0) computed exactly.
+    E[phi(u) phi(v)] / q = m1 c + w kt(c) and E[phi'(u) phi'(v)] = m1 + w vt(c), with
+    m1 = mu_1(phi)^2 = (1 + slope)^2 / 4, w = (1 - slope)^2 / 2 and kt, vt the ReLU duals
+    without their linear Hermite term (``relu_dual_compose``); c = A(rho).  Every term is
+    non-negative; exact in O(degree^2) (MATH.md section 3).  ``one_minus_a0`` (default
+    1 - A(0)) lets the caller pass 1 - A(0) computed without cancellation.
     """
     a = _padded(a, degree)
     w = 0.5 * (1.0 - slope) ** 2
+    m1 = 0.25 * (1.0 + slope) ** 2
     b = 1.0 - a[0] if one_minus_a0 is None else float(one_minus_a0)
     if b <= 0.0:
         e, ed = np.zeros(degree + 1), np.zeros(degree + 1)
-        e[0], ed[0] = slope + 2.0 * w, slope + 2.0 * w
+        e[0], ed[0] = slope + w, slope + w  # k(1) = v(1) = 1
         return e, ed
-    k, v = series_cpu.relu_dual_compose(a, b, degree)
-    ed = w * v
-    ed[0] += slope
-    return slope * a + w * k, ed
+    kt, vt = series_cpu.relu_dual_compose(a, b, degree)
+    ed = w * vt
+    ed[0] += m1
+    return m1 * a + w * kt, ed
 
 
 def _padded(a: np.ndarray, degree: int) -> np.ndarray:

@@ -162,23 +162,26 @@ def _integrate(series, constant, degree):
 
 @njit(cache=True)
 def relu_dual_compose(a, one_minus_a0, degree):
-    """Series of the normalised ReLU duals composed with A (A >= 0, A(0) < 1).
+    """Series of the odd-part-free normalised ReLU duals composed with A (A >= 0, A(0) < 1).
 
-    k(s) = (sqrt(1 - s^2) + (pi - arccos s) s) / pi  (so E[relu(u) relu(v)] = q k(c) / 2) and
-    v(s) = (pi - arccos s) / pi                       (so E[step(u) step(v)] = v(c) / 2),
-    with k' = v, v' = 1 / (pi sqrt(1 - s^2)).  Returns (k(A), v(A)) truncated at `degree`,
-    computed by series ODEs in positive arithmetic in O(degree^2) (MATH.md section 3).
-    ``one_minus_a0`` = 1 - A(0), passed separately so that A(0) near 1 keeps its digits.
+    With k(s) = (sqrt(1 - s^2) + (pi - arccos s) s) / pi (E[relu(u) relu(v)] = q k(c) / 2) and
+    v(s) = (pi - arccos s) / pi (E[step(u) step(v)] = v(c) / 2), returns
+    kt(A) = k(A) - A / 2 and vt(A) = v(A) - 1 / 2 = arcsin(A) / pi, both with non-negative
+    coefficients (the linear Hermite term is split off, so leaky/abs slopes never cancel).
+    kt' = vt, vt' = 1 / (pi sqrt(1 - s^2)): solved as series ODEs in positive arithmetic in
+    O(degree^2) (MATH.md section 3).  ``one_minus_a0`` = 1 - A(0), passed separately so that
+    A(0) near 1 keeps its digits.
     """
     b = one_minus_a0
     a0 = a[0]
     u, da = _inverse_sqrt_one_minus_square(a, 1.0, b * (2.0 - b), degree)
     theta0 = 2.0 * np.arcsin(np.sqrt(0.5 * b))
+    asin0 = np.arcsin(a0) if a0 < 0.5 else 0.5 * np.pi - theta0
     w = truncated_product(da, u, degree)
-    v = _integrate(w, (np.pi - theta0) / np.pi, degree)
-    for p in range(1, degree + 1):
-        v[p] /= np.pi
-    w2 = truncated_product(v, da, degree)
-    k0 = (np.sqrt(b * (2.0 - b)) + (np.pi - theta0) * a0) / np.pi
-    k = _integrate(w2, k0, degree)
-    return k, v
+    vt = _integrate(w, asin0, degree)
+    for p in range(degree + 1):
+        vt[p] /= np.pi
+    w2 = truncated_product(vt, da, degree)
+    kt0 = (np.sqrt(b * (2.0 - b)) + asin0 * a0) / np.pi
+    kt = _integrate(w2, kt0, degree)
+    return kt, vt
