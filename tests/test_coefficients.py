@@ -151,3 +151,13 @@ def test_per_layer_tables_are_consistent():
         conv = np.convolve(prev.kappa, cur.upsilon)[:31]
         np.testing.assert_allclose(cur.kappa, cur.alpha + conv, rtol=1e-13, atol=1e-16)
     np.testing.assert_allclose(coef.ntk, coef.layers[-1].kappa)
+
+
+@pytest.mark.parametrize("activation", ["relu", "abs", "erf", "tanh"])
+def test_constant_layer_input_gives_constant_kernel(activation):
+    """gamma_w = 0: every input looks alike, so Theta is the constant Theta(1)."""
+    net = fastntk.NTK(activation, 3, gamma_w=0.0, gamma_b=0.8)
+    coef = net.coefficients(6)
+    assert coef.ntk[0] == pytest.approx(net.theta_one, rel=1e-13)
+    assert np.all(coef.ntk[1:] == 0)
+    assert net.ntk(0.3) == pytest.approx(net.theta_one, rel=1e-13)
