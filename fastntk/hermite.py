@@ -12,12 +12,11 @@ the weight), which stay bounded for every order, and reports the Parseval residu
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import warnings
-
 from scipy import integrate, special
 
 SQRT_2PI = math.sqrt(2.0 * math.pi)

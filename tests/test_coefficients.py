@@ -16,6 +16,7 @@ import pytest
 import fastntk
 from fastntk.hermite import hermite_for
 
+
 def _rel_close(got, want, rtol, atol):
     got, want = np.asarray(got, float), np.asarray(want, float)
     err = np.abs(got - want)
