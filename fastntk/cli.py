@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each of these modules defines register(subparsers) adding its command(s).
-_EXTRA_COMMANDS: list[str] = []
+_EXTRA_COMMANDS: list[str] = ["cli_spectrum", "cli_matrix"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -215,14 +215,25 @@ def _row_blocks(n: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(s + block, n)) for s in range(0, n, block)]
 
 
+def kernel_block(net, X, si: int, ei: int, sj: int, ej: int, method: str = "auto",
+                 tol: float = 1e-12, which: str = "ntk", device: str = "cpu") -> np.ndarray:
+    """The block Theta(X[si:ei], X[sj:ej]) of one data set X by the tile contract; a
+    diagonal block (si, ei) == (sj, ej) goes through the symmetric tile (one syrk, the lower
+    triangle evaluated, the diagonal exactly Theta(1))."""
+    Xj = None if (si, ei) == (sj, ej) else X[sj:ej]
+    return theta_tile(net, X[si:ei], Xj, method=method, tol=tol, which=which, device=device)
+
+
 class TileOperator(KernelOperator):
     """Matrix-free ``scale * Theta(X, X)`` in this process (K = Theta / n by default).
 
     ``symmetric=True`` (default) evaluates only the tiles Theta(X_I, X_J) with I <= J, each
     once, and uses it twice (T V_J into rows I, T^T V_I into rows J): half the kernel
     evaluations, memory one ``tile`` x ``tile`` block.  ``symmetric=False`` streams each
-    row block through the fused ``theta_tile_matvec`` (Theta(X_I, X) @ V, holding
-    ``row_chunk`` rows of the block at a time).  Tr(Theta) = n Theta(1) is exact.
+    row block through the fused ``theta_tile_matvec`` (Theta(X_I, X) @ V).
+    ``method``, ``tol``, ``which``, ``device`` go to the tiles (``fastntk.tiles``: ``"auto"``,
+    ``"exact"``, ``"series"``; ``device="cuda"`` for the CUDA kernels).
+    Tr(Theta) = n Theta(1) is exact.
     """
 
     description = "matrix-free tiles, in process"
@@ -236,11 +247,13 @@ class TileOperator(KernelOperator):
         self.X = check_rows(X, "X", normalize)
         self.n = self.X.shape[0]
         self.scale = 1.0 / self.n if scale is None else float(scale)
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {scale}")
         if which not in ("ntk", "nngp"):
             raise ValueError(f"which must be 'ntk' or 'nngp', got {which!r}")
         self.method = check_method(net, method)
         self.tol, self.which, self.device = float(tol), which, device
-        if int(tile) < 1:
+        if isinstance(tile, bool) or int(tile) < 1:
             raise ValueError(f"tile must be >= 1, got {tile}")
         self.tile = int(tile)
         self.symmetric = bool(symmetric)
@@ -253,42 +266,41 @@ class TileOperator(KernelOperator):
     def _trace(self):
         return self.n * self.diagonal_value
 
+    def _block(self, si, ei, sj, ej):
+        return kernel_block(self.net, self.X, si, ei, sj, ej, self.method, self.tol,
+                            self.which, self.device)
+
+    def _iter(self, items, desc):
+        if not self.progress:
+            return items
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=desc, leave=False)
+
     def _apply(self, V):
         blocks = _row_blocks(self.n, self.tile)
-        X, kw = self.X, dict(method=self.method, tol=self.tol, which=self.which,
-                             device=self.device)
         if not self.symmetric:
             out = np.empty_like(V)
-            it = blocks
-            if self.progress:
-                from tqdm.auto import tqdm
-
-                it = tqdm(blocks, desc="row blocks", leave=False)
-            for s, e in it:
-                out[s:e] = theta_tile_matvec(self.net, X[s:e], X, V, **kw)
+            for si, ei in self._iter(blocks, "row blocks"):
+                out[si:ei] = theta_tile_matvec(
+                    self.net, self.X[si:ei], self.X, V, method=self.method, tol=self.tol,
+                    which=self.which, device=self.device)
             return out
         out = np.zeros_like(V)
         pairs = [(i, j) for i in range(len(blocks)) for j in range(i, len(blocks))]
-        it = pairs
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(pairs, desc="tiles", leave=False)
-        for i, j in it:
+        for i, j in self._iter(pairs, "tiles"):
             (si, ei), (sj, ej) = blocks[i], blocks[j]
-            T = theta_tile(self.net, X[si:ei], X[sj:ej], **kw)
+            T = self._block(si, ei, sj, ej)
             out[si:ei] += T @ V[sj:ej]
             if i != j:
                 out[sj:ej] += T.T @ V[si:ei]
         return out
 
 
-def _dask_row_task(net, X, start, stop, V, method, tol, which, device, row_chunk):
+def _dask_row_task(net, X, start, stop, V, method, tol, which, device):
     """Runs on a worker: Theta(X[start:stop], X) @ V by the fused tile @ V kernel."""
-    from fastntk.tiles import theta_tile_matvec as _mv
-
-    return _mv(net, X[start:stop], X, V, method=method, tol=tol, which=which, device=device,
-               row_chunk=row_chunk)
+    return theta_tile_matvec(net, X[start:stop], X, V, method=method, tol=tol, which=which,
+                             device=device)
 
 
 class DaskTileOperator(TileOperator):
@@ -296,33 +308,31 @@ class DaskTileOperator(TileOperator):
 
     X is scattered once to every worker (``broadcast=True``); each pass scatters V the same
     way and submits one task per row block of ``tile`` rows, each returning
-    Theta(X_I, X) @ V (computed by ``theta_tile_matvec`` where X lives); the blocks are
-    gathered and stacked in order.  Call :meth:`close` (or use ``with``) to release X.
+    Theta(X_I, X) @ V computed where X lives (the fused ``theta_tile_matvec``); the blocks
+    are gathered and stacked in order.  Call :meth:`close` (or use ``with``) to release X
+    on the workers.
     """
 
     description = "matrix-free tiles on a Dask cluster"
 
     def __init__(self, net, X, client, scale: float | None = None, tile: int = 1024,
                  method: str = "auto", tol: float = 1e-12, which: str = "ntk",
-                 device: str = "cpu", row_chunk: int = 512, progress: bool = False,
-                 normalize: bool = False) -> None:
+                 device: str = "cpu", progress: bool = False, normalize: bool = False) -> None:
         super().__init__(net, X, scale=scale, tile=tile, method=method, tol=tol, which=which,
                          device=device, symmetric=False, progress=progress,
                          normalize=normalize)
         if client is None:
             raise ValueError("DaskTileOperator needs a distributed.Client")
         self.client = client
-        self.row_chunk = int(row_chunk)
-        self._X_future = client.scatter(self.X, broadcast=True)
-        self._net_future = client.scatter(net, broadcast=True)
+        self._X_future = client.scatter(self.X, broadcast=True, hash=False)
+        self._net_future = client.scatter(net, broadcast=True, hash=False)
 
     def _apply(self, V):
         client = self.client
-        V_future = client.scatter(V, broadcast=True)
+        V_future = client.scatter(V, broadcast=True, hash=False)
         futures = [
             client.submit(_dask_row_task, self._net_future, self._X_future, s, e, V_future,
-                          self.method, self.tol, self.which, self.device, self.row_chunk,
-                          pure=False)
+                          self.method, self.tol, self.which, self.device, pure=False)
             for s, e in _row_blocks(self.n, self.tile)]
         if self.progress:
             from distributed import as_completed
@@ -405,10 +415,3 @@ def kernel_operator(net, X, scale: float | None = None, client=None, centered: b
 def block_sizes(n: int, block: int) -> Sequence[tuple[int, int]]:
     """The (start, stop) row blocks used by the tile operators (exposed for tests)."""
     return _row_blocks(n, block)
-
-
-def _check_scale(scale) -> float:  # pragma: no cover - helper kept for symmetry
-    scale = float(scale)
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale}")
-    return scale

@@ -1,0 +1,252 @@
+"""Tile and assembly benchmarks (pytest-benchmark; issue 3).
+
+Run (one run gives every ratio; FASTNTK_BENCH_JSON=path also merges them into a JSON file)::
+
+    pytest bench/bench_tiles.py --benchmark-enable -p no:cacheprovider -s
+
+Environment: FASTNTK_BENCH_N (default 10000), FASTNTK_BENCH_SCALING ("2000,5000,10000,20000"
+in memory), FASTNTK_BENCH_ZARR ("10000,20000,40000" to zarr; "" to skip),
+FASTNTK_BENCH_ZARR_DIR (default: a temporary directory).
+
+* group relu-exact: ReLU, L = 3, n x d = N x 784, exact method: one BLAS X @ X.T, the
+  symmetric tile (syrk + lower triangle + mirror), and the Dask assembly (threaded
+  scheduler) of 8 x 8 blocks stored in place (``KernelMatrix.to_numpy``) and of 4 x 4 blocks
+  by ``compute()``.  Target: tile / gram <= 1.5; peak memory <= 1.3 x the n x n float64
+  output (measured in a fresh process from the kernel's VmHWM after resetting it).
+* group series-d64: tanh (no closed form), series tiles at tol 1e-12, n x d = N x 64, and
+  the exact ReLU tile on the same data (reported ratio).
+* scaling: time vs n in memory and to zarr; t / n^2 within 20 % of the largest size's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from fastntk import NTK, sphere
+from fastntk.matrix import to_zarr
+from fastntk.tiles import plan_tile, theta_tile
+
+N = int(os.environ.get("FASTNTK_BENCH_N", "10000"))
+SCALING = [int(v) for v in os.environ.get("FASTNTK_BENCH_SCALING",
+                                          "2000,5000,10000,20000").split(",") if v]
+ZARR = [int(v) for v in os.environ.get("FASTNTK_BENCH_ZARR", "10000,20000,40000").split(",")
+        if v]
+RESULTS: dict = {"n": N}
+
+
+def _record(benchmark, key):
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        RESULTS[key] = float(stats.stats.min)
+
+
+def _save():
+    """Merge this run's figures into $FASTNTK_BENCH_JSON, if set (partial runs add to it)."""
+    path = os.environ.get("FASTNTK_BENCH_JSON")
+    if not path:
+        return
+    old = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+    old.update(RESULTS)
+    with open(path, "w") as f:
+        json.dump(old, f, indent=1, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def relu():
+    net = NTK("relu", 3)
+    theta_tile(net, sphere(300, 8, 0))  # compile / load the kernels
+    return net
+
+
+@pytest.fixture(scope="module")
+def tanh():
+    return NTK("tanh", 3)
+
+
+@pytest.fixture(scope="module")
+def X784():
+    return sphere(N, 784, 0)
+
+
+@pytest.fixture(scope="module")
+def X64():
+    return sphere(N, 64, 1)
+
+
+# ------------------------------------------------------------------ ReLU exact
+@pytest.mark.benchmark(group="relu-exact")
+def test_blas_gram_784(benchmark, X784):
+    benchmark.pedantic(lambda: X784 @ X784.T, rounds=3, iterations=1, warmup_rounds=1)
+    _record(benchmark, "gram_784")
+
+
+@pytest.mark.benchmark(group="relu-exact")
+def test_relu_exact_tile_784(benchmark, relu, X784):
+    benchmark.pedantic(lambda: theta_tile(relu, X784), rounds=3, iterations=1,
+                       warmup_rounds=1)
+    _record(benchmark, "relu_tile_784")
+
+
+@pytest.mark.benchmark(group="relu-exact")
+def test_relu_exact_dask_to_numpy_784(benchmark, relu, X784):
+    chunk = -(-N // 8)
+    benchmark.pedantic(lambda: relu.matrix(X784, chunks=chunk).to_numpy(),
+                       rounds=3, iterations=1, warmup_rounds=1)
+    _record(benchmark, "relu_to_numpy_784")
+
+
+@pytest.mark.benchmark(group="relu-exact")
+def test_relu_exact_dask_784(benchmark, relu, X784):
+    chunk = -(-N // 4)
+    benchmark.pedantic(lambda: relu.matrix(X784, chunks=chunk).compute(scheduler="threads"),
+                       rounds=2, iterations=1, warmup_rounds=1)
+    _record(benchmark, "relu_dask_784")
+
+
+# --------------------------------------------------------------- series tiles
+@pytest.mark.benchmark(group="series-d64")
+def test_blas_gram_64(benchmark, X64):
+    benchmark.pedantic(lambda: X64 @ X64.T, rounds=3, iterations=1, warmup_rounds=1)
+    _record(benchmark, "gram_64")
+
+
+@pytest.mark.benchmark(group="series-d64")
+def test_relu_exact_tile_64(benchmark, relu, X64):
+    benchmark.pedantic(lambda: theta_tile(relu, X64), rounds=3, iterations=1, warmup_rounds=1)
+    _record(benchmark, "relu_tile_64")
+
+
+@pytest.mark.benchmark(group="series-d64")
+def test_tanh_series_tile_64(benchmark, tanh, X64):
+    out = {}
+
+    def run():
+        out["K"], out["bound"] = theta_tile(tanh, X64, tol=1e-12, return_bound=True)
+
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    _record(benchmark, "tanh_tile_64")
+    out.pop("K")
+    r = 0.0
+    for s in range(0, N, 2000):  # the tile's largest off-diagonal |rho|
+        g = np.abs(X64[s:s + 2000] @ X64.T)
+        g[np.arange(g.shape[0]), np.arange(s, s + g.shape[0])] = 0.0
+        r = max(r, float(g.max()))
+    RESULTS["tanh_max_rho"] = r
+    RESULTS["tanh_series_degree"] = len(plan_tile(tanh, "auto", r).coeffs) - 1
+    RESULTS["tanh_bound"] = out["bound"]
+    assert out["bound"] <= 1e-12 * tanh.theta_one
+
+
+# ---------------------------------------------------------------- peak memory
+_MEMORY = textwrap.dedent("""
+    import json, resource, sys
+    import numpy as np
+    from fastntk import NTK, sphere
+    from fastntk.tiles import theta_tile
+    n, d, how = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    X = sphere(n, d, 0)
+    net = NTK("relu", 3)
+    theta_tile(net, X[:500])
+    net.matrix(X[:500], chunks=200).compute(scheduler="threads")
+    def status(key):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
+    if how == "tile":
+        K = theta_tile(net, X)
+    elif how == "dask-to_numpy":
+        K = net.matrix(X, chunks=-(-n // 8)).to_numpy()
+    else:
+        K = net.matrix(X, chunks=-(-n // 4)).compute(scheduler="threads")
+    peak = status("VmHWM")
+    print(json.dumps({"extra": peak - before, "output": K.nbytes}))
+""")
+
+
+@pytest.mark.parametrize("how", ["tile", "dask-to_numpy", "dask-compute"])
+def test_peak_memory(how):
+    proc = subprocess.run([sys.executable, "-c", _MEMORY, str(N), "784", how],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    ratio = m["extra"] / m["output"]
+    RESULTS[f"peak_memory_ratio_{how}"] = ratio
+    print(f"\npeak memory ({how}): {m['extra'] / 2**20:.0f} MiB for a "
+          f"{m['output'] / 2**20:.0f} MiB output: {ratio:.3f} x")
+    if how != "dask-compute":  # compute() holds all blocks, then their concatenation
+        assert ratio <= 1.3
+
+
+# -------------------------------------------------------------------- scaling
+def test_scaling(relu, tmp_path_factory):
+    """t(n) / n^2 for each size, relative to the median over sizes (target: within 20 %)."""
+    times = {}
+    for n in SCALING:
+        X = sphere(n, 64, 2)
+        best = np.inf
+        for _ in range(max(2, int(4e8 // n**2))):  # small sizes: more repeats (noisy host)
+            t = time.perf_counter()
+            K = theta_tile(relu, X)
+            best = min(best, time.perf_counter() - t)
+            del K
+        times[n] = best
+    ztimes = {}
+    root = os.environ.get("FASTNTK_BENCH_ZARR_DIR") or str(tmp_path_factory.mktemp("zarr"))
+    for n in ZARR:
+        X = sphere(n, 64, 2)
+        with tempfile.TemporaryDirectory(dir=root) as d:
+            t = time.perf_counter()
+            rep = to_zarr(relu, X, os.path.join(d, "K.zarr"), chunks=4096)
+            ztimes[n] = time.perf_counter() - t
+            assert rep.complete
+    lines = []
+    for key, label, tt in (("memory", "in memory (theta_tile)", times),
+                           ("zarr", "to zarr (chunk 4096)", ztimes)):
+        if not tt:
+            continue
+        med = float(np.median([t / n**2 for n, t in tt.items()]))
+        rel = {n: (t / n**2) / med for n, t in tt.items()}
+        for n, t in sorted(tt.items()):
+            lines.append(f"{label:24s} n={n:6d}  {t:8.3f} s  {t / n**2 * 1e9:7.3f} ns/entry  "
+                         f"(t/n^2) / median: {rel[n]:5.2f}")
+        RESULTS[f"scaling_{key}_s"] = {str(n): t for n, t in tt.items()}
+        RESULTS[f"scaling_{key}_t_over_n2_vs_median"] = {str(n): v for n, v in rel.items()}
+        if len(tt) > 1:
+            slope = np.polyfit(np.log(list(tt)), np.log(list(tt.values())), 1)[0]
+            RESULTS[f"scaling_{key}_loglog_slope"] = float(slope)
+            lines.append(f"{label:24s} log-log slope {slope:.3f} (n^2: 2)")
+    print("\n" + "\n".join(lines))
+
+
+def test_ratios():
+    """Ratios from this run (needs --benchmark-enable), printed (and saved, see _save)."""
+    r = RESULTS
+    if "gram_784" in r and "relu_tile_784" in r:
+        r["ratio_relu_tile_to_gram_784"] = r["relu_tile_784"] / r["gram_784"]
+    if "gram_784" in r and "relu_dask_784" in r:
+        r["ratio_relu_dask_4x4_to_gram_784"] = r["relu_dask_784"] / r["gram_784"]
+    if "gram_784" in r and "relu_to_numpy_784" in r:
+        r["ratio_relu_dask_to_numpy_to_gram_784"] = r["relu_to_numpy_784"] / r["gram_784"]
+    if "tanh_tile_64" in r and "relu_tile_64" in r:
+        r["ratio_tanh_series_to_relu_exact_64"] = r["tanh_tile_64"] / r["relu_tile_64"]
+    r["threads"] = os.cpu_count()
+    _save()
+    print("\n" + json.dumps(r, indent=1, sort_keys=True))
+    if "ratio_relu_tile_to_gram_784" in r:
+        assert r["ratio_relu_tile_to_gram_784"] <= 1.5

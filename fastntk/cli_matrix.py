@@ -1,0 +1,91 @@
+"""``fastntk matrix``: the kernel matrix of a data set, out of core, into a zarr store.
+
+    fastntk matrix --data X.npy --activation relu --hidden-layers 3 --out K.zarr \\
+        [--chunk 4096] [--device cpu|cuda] [--scheduler-file F | --workers N]
+
+Rerunning the same command after an interruption resumes it (only missing blocks are
+computed).  Data: .npy (memory-mapped), .zarr[:array], .h5/.hdf5[:dataset], or
+sphere:n=N,d=D[,seed=S].  Read the result with ``fastntk.matrix.open_matrix(path)`` or
+``zarr.open_group(path)["kernel"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .tiles import METHODS
+
+
+def register(subparsers) -> None:
+    """Add the ``matrix`` command to the ``fastntk`` parser."""
+    from .cli import _add_network_args
+
+    p = subparsers.add_parser(
+        "matrix", help="kernel matrix Theta(x_i, x_j) to zarr (tiles, Dask, resumable)",
+        description="Compute the NTK (or NNGP) matrix of a data set block by block and write "
+                    "it to a zarr store out of core; rerun the same command to resume.")
+    _add_network_args(p)
+    p.add_argument("--data", required=True,
+                   help="X.npy | X.zarr[:array] | X.h5[:dataset] | sphere:n=N,d=D[,seed=S]")
+    p.add_argument("--normalize", action="store_true",
+                   help="project rows onto the unit sphere (default: they must be unit)")
+    p.add_argument("--out", required=True, help="output zarr store (a directory), e.g. K.zarr")
+    p.add_argument("--chunk", type=int, default=4096,
+                   help="rows per block; a worker holds a few chunk^2 blocks (default 4096)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
+    p.add_argument("--method", choices=METHODS, default="auto",
+                   help="exact closed-form recursion, certified series, or auto (default)")
+    p.add_argument("--tol", type=float, default=1e-12,
+                   help="series: error bound relative to Theta(1) (default 1e-12)")
+    p.add_argument("--which", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scheduler-file", help="connect to a running Dask scheduler")
+    g.add_argument("--workers", type=int, help="start a LocalCluster with N worker processes")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the in-process scheduler (no --workers/--scheduler-file)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing fastntk store at --out instead of resuming")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_matrix)
+
+
+def cmd_matrix(args) -> int:
+    from .cli import network_from_args
+    from .cluster import get_client
+    from .gpu import CudaUnavailableError
+    from .io import load_data
+    from .matrix import make_spec, write_zarr
+
+    net = network_from_args(args)
+    X = load_data(args.data)
+    try:
+        spec = make_spec(net, X, None, args.chunk, args.device, args.method, args.tol,
+                         args.which, args.normalize)
+    except CudaUnavailableError as exc:
+        print(f"fastntk matrix: error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    with get_client(workers=args.workers, scheduler_file=args.scheduler_file) as client:
+        report = write_zarr(spec, args.out, overwrite=args.overwrite,
+                            progress=not args.no_progress, client=client,
+                            num_workers=args.threads)
+    summary = {
+        "out": report.path, "shape": list(report.shape), "chunk": report.chunk,
+        "blocks_total": report.blocks_total, "blocks_already_done": report.blocks_already_done,
+        "blocks_computed": report.blocks_computed, "seconds": round(report.seconds, 3),
+        "complete": report.complete, "network": net.spec(), "method": spec.method,
+    }
+    if args.json:
+        json.dump(summary, sys.stdout, indent=1)
+        print()
+    else:
+        resumed = (f" ({report.blocks_already_done} already done, resumed)"
+                   if report.blocks_already_done else "")
+        print(f"{report.path}: {report.shape[0]} x {report.shape[1]} {args.which} matrix, "
+              f"{report.blocks_computed} of {report.blocks_total} blocks computed{resumed} in "
+              f"{report.seconds:.2f} s ({spec.method})")
+    return 0

@@ -1,0 +1,145 @@
+"""Loading data matrices X (n x d, one point per row) from files or generators.
+
+Accepted specifications (``load_data``):
+
+* ``X.npy``                            memory-mapped (read only what is used);
+* ``X.zarr`` or ``X.zarr:name``        a zarr array, or the array ``name`` in a zarr group;
+* ``X.h5`` / ``X.hdf5`` [``:dataset``] an HDF5 dataset (the only one in the file if unnamed);
+* ``sphere:n=100000,d=64,seed=0``      n points uniform on the unit sphere S^{d-1}.
+
+Rows must lie on the unit sphere for the NTK power series; ``normalize=True`` projects them
+(``fastntk.data.check_rows``), otherwise the caller validates them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .data import check_rows, sphere
+
+SUFFIXES = (".npy", ".zarr", ".h5", ".hdf5")
+
+
+def parse_sphere(spec: str) -> dict:
+    """``sphere:n=..,d=..,seed=..`` -> dict(n=, d=, seed=) with clear errors."""
+    body = spec.split(":", 1)[1] if ":" in spec else ""
+    out = {"seed": 0}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in ("n", "d", "seed"):
+            raise ValueError(f"bad data spec {spec!r}: expected sphere:n=N,d=D[,seed=S], "
+                             f"got item {part!r}")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            raise ValueError(f"bad data spec {spec!r}: {key} must be an integer, got "
+                             f"{value!r}") from None
+    missing = [k for k in ("n", "d") if k not in out]
+    if missing:
+        raise ValueError(f"bad data spec {spec!r}: missing {', '.join(missing)} "
+                         "(expected sphere:n=N,d=D[,seed=S])")
+    if out["n"] < 1 or out["d"] < 1:
+        raise ValueError(f"bad data spec {spec!r}: n and d must be >= 1")
+    return out
+
+
+def _split_member(spec: str) -> tuple[str, str | None]:
+    """'file.h5:dataset' -> ('file.h5', 'dataset'); only after a known suffix."""
+    for suffix in SUFFIXES:
+        marker = suffix + ":"
+        k = spec.lower().rfind(marker)
+        if k >= 0:
+            return spec[: k + len(suffix)], spec[k + len(marker):] or None
+    return spec, None
+
+
+def _as_matrix(X, where: str) -> np.ndarray:
+    if X.ndim != 2:
+        raise ValueError(f"{where}: expected a 2-D array (n points x d), got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(f"{where}: expected real numbers, got dtype {X.dtype}")
+    return X
+
+
+def _load_h5(path: str, member: str | None) -> np.ndarray:
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("reading .h5/.hdf5 needs h5py (pip install h5py)") from None
+    with h5py.File(path, "r") as f:
+        if member is None:
+            names = []
+            f.visititems(lambda name, obj: names.append(name)
+                         if isinstance(obj, h5py.Dataset) else None)
+            if len(names) != 1:
+                raise ValueError(f"{path} holds {len(names)} datasets ({', '.join(names[:8])}); "
+                                 f"name one as {path}:DATASET")
+            member = names[0]
+        if member not in f or not isinstance(f[member], h5py.Dataset):
+            raise ValueError(f"{path} has no dataset {member!r}")
+        dset = f[member]
+        _as_matrix(dset, f"{path}:{member}")
+        return np.asarray(dset[...], dtype=np.float64)
+
+
+def _load_zarr(path: str, member: str | None) -> np.ndarray:
+    import zarr
+
+    try:
+        node = zarr.open(store=path, mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"cannot open {path} as zarr: {exc}") from None
+    if isinstance(node, zarr.Group):
+        if member is None:
+            arrays = [name for name, _ in node.arrays()]
+            if len(arrays) != 1:
+                raise ValueError(f"{path} is a zarr group with {len(arrays)} arrays "
+                                 f"({', '.join(arrays[:8])}); name one as {path}:ARRAY")
+            member = arrays[0]
+        if member not in node or not isinstance(node[member], zarr.Array):
+            raise ValueError(f"{path} has no array {member!r}")
+        node = node[member]
+    elif member is not None:
+        raise ValueError(f"{path} is a zarr array, not a group: drop ':{member}'")
+    _as_matrix(node, path)
+    return np.asarray(node[...], dtype=np.float64)
+
+
+def load_data(spec, normalize: bool = False) -> np.ndarray:
+    """The data matrix named by ``spec`` (see the module docstring), float64 rows.
+
+    ``.npy`` files stay memory-mapped when they already hold float64; the others are read
+    into memory (n x d, never anything n x n).  ``normalize``: project rows onto the
+    sphere (and validate them: NaN/inf rows and zero rows are errors).
+    """
+    if isinstance(spec, np.ndarray):
+        X = _as_matrix(spec, "data")
+    else:
+        spec = os.fspath(spec)
+        if spec.lower().startswith("sphere:") or spec.lower() == "sphere":
+            p = parse_sphere(spec)
+            X = sphere(p["n"], p["d"], p["seed"])
+        else:
+            path, member = _split_member(spec)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"data file {path} does not exist")
+            low = path.lower().rstrip("/")
+            if low.endswith(".npy"):
+                if member is not None:
+                    raise ValueError(f"{path} is a .npy file: drop ':{member}'")
+                X = _as_matrix(np.load(path, mmap_mode="r"), path)
+                if X.dtype != np.float64:
+                    X = np.asarray(X, dtype=np.float64)
+            elif low.endswith(".zarr"):
+                X = _load_zarr(path, member)
+            elif low.endswith((".h5", ".hdf5")):
+                X = _load_h5(path, member)
+            else:
+                raise ValueError(f"unknown data format for {spec!r}: use .npy, .zarr, "
+                                 ".h5/.hdf5 or sphere:n=N,d=D[,seed=S]")
+    if normalize:
+        X = check_rows(X, "X", normalize=True)
+    return X

@@ -1,0 +1,632 @@
+"""Top-k eigenvalues of NTK matrices, effective ranks and the paper's theorems (MATH.md 5, 6).
+
+Convention: the NTK matrix is K = Theta(X, X) / n (the paper's 1/n, MATH.md section 1), so
+Tr(K) = Theta(1) exactly and eigenvalues do not grow with n.  Every function takes
+``scale``; ``scale=1`` gives the eigenvalues of Theta itself.
+
+The solver (:class:`BlockKrylov`) is a thick-restart block Krylov method with Rayleigh-Ritz.
+It stores an orthonormal basis Z and its image A Z, so every pass (one application of the
+operator to a block of new directions) gives exact Ritz pairs *and* their residuals
+r_i = A u_i - theta_i u_i for free.  It is matrix-free: the operator streams kernel tiles
+(``fastntk.operators``); nothing of size n x n is ever stored.  Memory is
+O(n * max_basis) with ``max_basis`` a small multiple of the block.
+
+Error estimates, per Ritz value theta_i (A symmetric):
+* ``residual``      ||r_i||; some eigenvalue lies within ||r_i|| of theta_i (Weyl / Bauer-Fike);
+* ``error_estimate`` min(||r_i||, ||r_i||^2 / gap_i) with gap_i the distance from theta_i to
+  the other Ritz values (less their residuals): the Kato-Temple / gap bound, which is what the
+  eigenvalue error really is once the pair has separated from its neighbours.
+Both assume the Krylov space has found every eigenvalue above theta_k: true with probability
+one for a random start, but in practice a block smaller than an eigenvalue cluster converges
+slowly.  MATH.md section 5: on data near-uniform on the sphere S^{d-1}, lambda_1 is far above a
+cluster of d nearly equal eigenvalues, so the block grows (``grow=True``) until the Ritz
+values show a clear gap below theta_k inside the block.
+
+The solver is a step function over passes with a serialisable :class:`SolverState`
+(numpy arrays, the random generator's state, counters) so a run can be checkpointed after
+any pass and resumed (:meth:`BlockKrylov.state_dict` / :meth:`BlockKrylov.from_state_dict`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.linalg as sla
+
+from .operators import (
+    ArrayOperator,
+    CenteredOperator,
+    DenseOperator,
+    KernelOperator,
+    kernel_operator,
+)
+
+__all__ = [
+    "BlockKrylov", "EigenResult", "SolverState", "centered_c0", "data_gram_eigenvalues",
+    "default_block", "dense_eigenvalues", "effective_rank", "spectrum_study", "theorem3_bound",
+    "theorem5_bound", "top_eigenvalues", "top_eigenvalues_array", "top_eigenvalues_operator",
+    "warm_start_block",
+]
+
+_EPS = np.finfo(np.float64).eps
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class EigenResult:
+    """Top-k eigenvalues (descending) with per-eigenvalue error estimates.
+
+    ``residuals`` are ||A v_i - lambda_i v_i|| (a rigorous bound on the distance to some
+    eigenvalue), ``error_estimates`` min(residual, residual^2 / gap). ``trace`` is Tr(A)
+    (exact for kernel operators). ``pass_times`` are the seconds of each operator pass.
+    """
+
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    error_estimates: np.ndarray
+    eigenvectors: np.ndarray | None
+    trace: float
+    n: int
+    k: int
+    passes: int
+    converged: bool
+    tol: float
+    method: str
+    seconds: float
+    pass_times: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    scale: float = 1.0
+    block: int = 0
+
+    @property
+    def effective_rank(self) -> float:
+        """Tr(A) / lambda_1(A)."""
+        return float(self.trace / self.eigenvalues[0])
+
+    def summary(self) -> dict:
+        """A JSON-able dictionary (no eigenvectors)."""
+        return {
+            "eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
+            "error_estimates": self.error_estimates.tolist(), "trace": self.trace,
+            "effective_rank": self.effective_rank, "n": self.n, "k": self.k,
+            "passes": self.passes, "converged": self.converged, "tol": self.tol,
+            "method": self.method, "seconds": self.seconds, "pass_times": self.pass_times,
+            "scale": self.scale, "block": self.block, "history": self.history,
+        }
+
+
+@dataclass
+class SolverState:
+    """Everything :class:`BlockKrylov` needs to continue after a pass (serialisable).
+
+    ``Z`` (n x m, orthonormal) and ``AZ`` = A Z span the current search space; ``rng`` is
+    the state dict of the numpy bit generator; ``ritz``/``residuals`` are from the last
+    Rayleigh-Ritz; ``block`` is the current block size.
+    """
+
+    n: int
+    k: int
+    block: int
+    seed: int | None
+    passes: int = 0
+    Z: np.ndarray | None = None
+    AZ: np.ndarray | None = None
+    ritz: np.ndarray | None = None
+    residuals: np.ndarray | None = None
+    converged: bool = False
+    rng: dict | None = None
+    history: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain dict (arrays stay numpy arrays: save with np.savez / pickle)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SolverState:
+        return cls(**d)
+
+
+def _check_k(k, n: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {k!r}")
+    k = int(k)
+    if k <= 0:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k >= n:
+        raise ValueError(
+            f"k = {k} must be < n = {n} (the number of data points); for all eigenvalues "
+            "use dense_eigenvalues")
+    return k
+
+
+# --------------------------------------------------------------------------- solver
+class BlockKrylov:
+    """Thick-restart block Krylov / Rayleigh-Ritz for the top-k eigenpairs of a symmetric
+    PSD operator (one operator pass per :meth:`step`).
+
+    Parameters
+    ----------
+    op : a :class:`~fastntk.operators.KernelOperator` (or anything with ``n`` and
+        ``matvec``).
+    k : number of wanted eigenvalues, 1 <= k < n.
+    block : new directions per pass (default k + max(10, k)).
+    tol : stop when every wanted pair has error_estimate <= tol * theta_i (relative
+        eigenvalue accuracy) and residual <= ``residual_tol`` * theta_1.
+    residual_tol : optional bound on ||r_i|| / theta_1 (default: no condition).
+    max_passes : at most this many passes.
+    max_basis : restart (keeping the best Ritz vectors) when the basis would exceed this many
+        columns (default 4 * block, at least k + 2 * block).
+    grow : enlarge the block (up to ``max_block``) while the Ritz values show no gap of a
+        factor ``gap_ratio`` between theta_k and theta_block (an unresolved cluster).
+    seed : seed of the random start (reproducible).
+    start : optional (n, j) array of directions put first into the first block (the rest is
+        random): a warm start.  ``top_eigenvalues`` passes [1, X] (the p = 0 and p = 1 terms
+        of n K = sum_p c_p (X X^T)^{.p} live in their span), which saves about a pass.
+    """
+
+    def __init__(self, op, k: int, block: int | None = None, tol: float = 1e-10,
+                 residual_tol: float | None = None, max_passes: int = 50,
+                 max_basis: int | None = None, grow: bool = True,
+                 max_block: int | None = None, gap_ratio: float = 0.5,
+                 seed: int | None = 0, state: SolverState | None = None,
+                 start: np.ndarray | None = None) -> None:
+        self.op = op
+        self.start = None if start is None else np.asarray(start, dtype=np.float64)
+        if self.start is not None and (self.start.ndim != 2 or self.start.shape[0] != op.n):
+            raise ValueError(f"start must have shape (n, j) with n = {op.n}, got "
+                             f"{self.start.shape}")
+        n = int(op.n)
+        self.k = _check_k(k, n)
+        if block is None:
+            block = self.k + max(10, self.k)
+        block = int(block)
+        if block < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
+        self.block0 = min(block, n)
+        if not (tol > 0 and math.isfinite(tol)):
+            raise ValueError(f"tol must be a positive number, got {tol}")
+        self.tol = float(tol)
+        self.residual_tol = residual_tol
+        self.max_passes = int(max_passes)
+        self.max_block = min(n, int(max_block) if max_block else max(4 * self.block0, 128))
+        self.max_basis = min(n, int(max_basis) if max_basis else
+                             max(4 * self.max_block, self.k + 2 * self.max_block))
+        self.grow = bool(grow)
+        self.gap_ratio = float(gap_ratio)
+        if state is None:
+            rng = np.random.default_rng(seed)
+            state = SolverState(n=n, k=self.k, block=self.block0, seed=seed,
+                                rng=rng.bit_generator.state)
+        elif state.n != n or state.k != self.k:
+            raise ValueError(f"state is for n={state.n}, k={state.k}; this run has n={n}, "
+                             f"k={self.k}")
+        self.state = state
+        # Ritz vectors / residual vectors / error estimates of the last Rayleigh-Ritz: derived
+        # from (Z, AZ) and recomputed after a restore, so not part of the state
+        self._U = self._R = self._errors = None
+        self._floor = 0.0
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """The serialisable state (see :class:`SolverState`)."""
+        return self.state.to_dict()
+
+    @classmethod
+    def from_state_dict(cls, op, d: dict, **kw) -> BlockKrylov:
+        state = SolverState.from_dict(dict(d))
+        return cls(op, state.k, state=state, **kw)
+
+    def _rng(self) -> np.random.Generator:
+        bg = np.random.PCG64()
+        bg.state = self.state.rng
+        return np.random.Generator(bg)
+
+    # ---------------------------------------------------------------- one pass
+    def _new_directions(self, rng) -> np.ndarray:
+        st = self.state
+        n, b = st.n, st.block
+        if st.Z is None:
+            P = rng.standard_normal((n, b))
+            if self.start is not None:
+                j = min(self.start.shape[1], max(b - max(10, b // 4), 0))
+                P[:, :j] = self.start[:, :j]
+        else:
+            if self._R is None:
+                self._rayleigh_ritz()
+            # residual directions of the unconverged leading Ritz pairs (block Krylov step)
+            m = self._R.shape[1]
+            conv = self._errors <= 0.25 * np.maximum(self.tol * np.abs(self.state.ritz),
+                                                     self._floor)
+            take = [i for i in range(m) if not (i < self.k and conv[i])][:b]
+            if not take:
+                take = list(range(min(m, b)))
+            P = self._R[:, take].copy()
+        # orthogonalise against Z twice (CGS2), then within the block
+        for _ in range(2):
+            if st.Z is not None:
+                P -= st.Z @ (st.Z.T @ P)
+        Q, R = np.linalg.qr(P)
+        diag = np.abs(np.diag(R))
+        keep = diag > 1e-10 * max(float(diag.max(initial=0.0)), 1e-300)
+        Q = Q[:, keep]
+        need = P.shape[1] - Q.shape[1]
+        if need > 0 or Q.shape[1] == 0:  # rank-deficient: refill with random directions
+            extra = rng.standard_normal((n, max(need, 1)))
+            for _ in range(2):
+                if st.Z is not None:
+                    extra -= st.Z @ (st.Z.T @ extra)
+                extra -= Q @ (Q.T @ extra)
+            Qe, _ = np.linalg.qr(extra)
+            Q = np.hstack([Q, Qe])
+        if st.Z is not None:  # final re-orthogonalisation of the whole block
+            Q -= st.Z @ (st.Z.T @ Q)
+            Q, _ = np.linalg.qr(Q)
+        return np.ascontiguousarray(Q)
+
+    def _restart(self, keep: int) -> None:
+        """Thick restart: keep the best ``keep`` Ritz vectors and their exact images."""
+        st = self.state
+        H = st.Z.T @ st.AZ
+        H = 0.5 * (H + H.T)
+        theta, S = np.linalg.eigh(H)
+        S = S[:, np.argsort(theta)[::-1][:keep]]
+        st.Z, st.AZ = st.Z @ S, st.AZ @ S
+        self._rayleigh_ritz()
+
+    def step(self) -> SolverState:
+        """One pass: new block, one operator application, Rayleigh-Ritz, residuals."""
+        st = self.state
+        if st.converged:
+            return st
+        rng = self._rng()
+        if st.Z is not None and st.Z.shape[1] + st.block > self.max_basis:
+            keep = max(self.k + st.block, self.max_basis - 2 * st.block, self.k + 1)
+            self._restart(min(keep, st.Z.shape[1]))
+        if st.Z is not None and st.Z.shape[1] + st.block > st.n:
+            st.block = st.n - st.Z.shape[1]
+        t0 = time.perf_counter()
+        P = self._new_directions(rng)
+        W = np.asarray(self.op.matvec(P), dtype=np.float64)
+        t_op = time.perf_counter() - t0
+        st.rng = rng.bit_generator.state
+        st.Z = P if st.Z is None else np.hstack([st.Z, P])
+        st.AZ = W if st.AZ is None else np.hstack([st.AZ, W])
+        st.passes += 1
+        self._rayleigh_ritz()
+        errs = self._errors[: self.k]
+        theta = st.ritz[: self.k]
+        ok = errs <= np.maximum(self.tol * np.abs(theta), self._floor)
+        if self.residual_tol is not None:
+            ok &= st.residuals[: self.k] <= self.residual_tol * abs(st.ritz[0])
+        st.converged = bool(ok.all()) or st.Z.shape[1] >= st.n
+        # grow the block while no gap separates theta_k from theta_block (a cluster)
+        if self.grow and not st.converged and st.block < self.max_block:
+            m = len(st.ritz)
+            j = min(self.k - 1 + st.block, m - 1)
+            if st.ritz[j] > self.gap_ratio * st.ritz[self.k - 1]:
+                st.block = min(2 * st.block, self.max_block)
+        st.history.append({
+            "pass": st.passes, "basis": int(st.Z.shape[1]), "block": int(st.block),
+            "seconds": t_op, "max_rel_error": float(np.max(errs / np.abs(theta))),
+            "max_residual": float(np.max(st.residuals[: self.k])),
+            "unconverged": int(np.sum(~ok)),
+        })
+        return st
+
+    def _rayleigh_ritz(self) -> None:
+        st = self.state
+        H = st.Z.T @ st.AZ
+        H = 0.5 * (H + H.T)
+        theta, S = np.linalg.eigh(H)
+        order = np.argsort(theta)[::-1]
+        theta, S = theta[order], S[:, order]
+        m = min(len(theta), self.k + st.block)
+        S = S[:, :m]
+        U = st.Z @ S
+        R = st.AZ @ S - U * theta[:m]
+        rn = np.linalg.norm(R, axis=0)
+        # rounding floor: the pass itself (sums of n products) is accurate to about
+        # eps * sqrt(n) * ||A||, and ||A|| = theta_1 for a PSD operator
+        self._floor = 8 * _EPS * math.sqrt(st.n) * abs(theta[0])
+        rn = np.maximum(rn, self._floor)
+        errs = np.empty(m)
+        for i in range(m):
+            others = np.delete(theta[:m], i)
+            gap = np.min(np.abs(others - theta[i]) - np.delete(rn, i)) if m > 1 else np.inf
+            errs[i] = min(rn[i], rn[i] ** 2 / gap) if gap > rn[i] else rn[i]
+        errs = np.maximum(errs, self._floor)
+        st.ritz, st.residuals = theta[:m].copy(), rn
+        self._U, self._R, self._errors = U, R, errs
+
+    def __iter__(self):
+        """Iterate over passes (yields the state after each), stopping when converged."""
+        while not self.state.converged and self.state.passes < self.max_passes:
+            yield self.step()
+
+    def run(self, progress: bool = False, callback=None) -> SolverState:
+        """Run passes until converged or ``max_passes``; ``callback(state)`` after each."""
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_passes, desc=f"top-{self.k} eigenvalues", unit="pass")
+            bar.update(self.state.passes)
+        try:
+            for st in self:
+                if bar is not None:
+                    h = st.history[-1]
+                    bar.update(1)
+                    bar.set_postfix(rel_err=f"{h['max_rel_error']:.1e}", block=h["block"],
+                                    left=h["unconverged"])
+                if callback is not None:
+                    callback(st)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.state
+
+    def result(self, eigenvectors: bool = False, method: str = "block-krylov",
+               seconds: float = 0.0) -> EigenResult:
+        st = self.state
+        if st.ritz is None:
+            raise RuntimeError("no pass has been run")
+        if self._U is None:
+            self._rayleigh_ritz()
+        k = self.k
+        trace = float(self.op.trace()) if hasattr(self.op, "trace") else float("nan")
+        vecs = None
+        if eigenvectors:
+            vecs = np.ascontiguousarray(self._U[:, :k])
+            # fix the sign so that the largest-magnitude entry is positive (reproducible)
+            idx = np.argmax(np.abs(vecs), axis=0)
+            vecs *= np.sign(vecs[idx, np.arange(k)])
+        return EigenResult(
+            eigenvalues=st.ritz[:k].copy(), residuals=st.residuals[:k].copy(),
+            error_estimates=self._errors[:k].copy(), eigenvectors=vecs, trace=trace, n=st.n,
+            k=k, passes=st.passes, converged=st.converged, tol=self.tol, method=method,
+            seconds=seconds, pass_times=list(getattr(self.op, "pass_times", [])),
+            history=list(st.history), scale=float(getattr(self.op, "scale", 1.0)),
+            block=st.block)
+
+
+# --------------------------------------------------------------------------- front ends
+def top_eigenvalues_operator(op: KernelOperator, k: int, tol: float = 1e-10,
+                             eigenvectors: bool = False, progress: bool = False,
+                             **solver_kw) -> EigenResult:
+    """Top-k eigenvalues of a symmetric PSD operator by :class:`BlockKrylov`."""
+    t0 = time.perf_counter()
+    solver = BlockKrylov(op, k, tol=tol, **solver_kw)
+    solver.run(progress=progress)
+    return solver.result(eigenvectors, seconds=time.perf_counter() - t0)
+
+
+def default_block(k: int, d: int | None = None, n: int | None = None) -> int:
+    """Block size for top-k: k + max(10, k), widened to 2 (d + 1) (at most 128) when d is
+    known, so that the first pass already spans lambda_1 and the degree-1 cluster of d
+    eigenvalues that data near-uniform on S^{d-1} produces (MATH.md section 5).  A pass
+    costs n^2 kernel evaluations whatever the block, so a wide block is cheap."""
+    b = k + max(10, k)
+    if d is not None:
+        b = max(b, min(2 * d + 2, 128))
+    if n is not None:
+        b = min(b, n)
+    return b
+
+
+def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:
+    """[1, X] (or 1 and a random sketch of the range of X when d is large): the p = 0 and p = 1
+    terms c_0 1 1^T + c_1 X X^T of n K lie in this span, and for dot-product kernels the top
+    eigenvectors (lambda_1 and the degree-1 cluster, MATH.md section 5) are close to it."""
+    n, d = X.shape
+    cols = max(1, block - max(10, block // 4)) - 1
+    if d <= cols:
+        S = X
+    else:
+        rng = np.random.default_rng(None if seed is None else seed + 1)
+        S = X @ rng.standard_normal((d, cols))
+    return np.hstack([np.ones((n, 1)), S])
+
+
+def top_eigenvalues(net, X, k: int, tol: float = 1e-10, scale: float | None = None,
+                    centered: bool = False, eigenvectors: bool = False, client=None,
+                    seed: int | None = 0, block: int | None = None, method: str = "auto",
+                    tile: int | None = None, device: str = "cpu", which: str = "ntk",
+                    tile_tol: float = 1e-12, progress: bool = False, normalize: bool = False,
+                    symmetric: bool = True, warm_start: bool = True,
+                    **solver_kw) -> EigenResult:
+    """Top-k eigenvalues of the NTK matrix K = Theta(X, X) / n, matrix-free.
+
+    ``scale=1`` gives the eigenvalues of Theta itself (default 1 / n: the paper's K).
+    ``centered`` gives K~ = K - (c_0 / n) 1 1^T (Theorem 5).  ``client``: a
+    ``distributed.Client`` to spread each pass over a Dask cluster.  ``tol`` is the relative
+    eigenvalue accuracy aimed for; ``block`` defaults to :func:`default_block`
+    (see :class:`BlockKrylov` for the other solver options: ``max_passes``, ``max_basis``,
+    ``residual_tol``, ``grow``...).  ``method``/``tile_tol``/``device``/``tile`` choose how
+    tiles are evaluated (``fastntk.tiles``).  Seeded: the same ``seed``
+    gives the same result.  ``warm_start``: the first block starts from span[1, X] (see
+    :func:`warm_start_block`) plus random directions.
+    """
+    from .data import check_rows
+
+    X = check_rows(X, "X", normalize)
+    n, d = X.shape
+    k = _check_k(k, n)
+    if block is None:
+        block = default_block(k, d, n)
+    kw = dict(method=method, tol=tile_tol, which=which, device=device)
+    if client is None:
+        kw["symmetric"] = symmetric
+    if tile is not None:
+        kw["tile"] = tile
+    if warm_start and "start" not in solver_kw:
+        solver_kw["start"] = warm_start_block(X, block, seed)
+    op = kernel_operator(net, X, scale=scale, client=client, centered=centered, **kw)
+    try:
+        res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
+                                       progress=progress, seed=seed, block=block, **solver_kw)
+    finally:
+        op.close()
+    res.method = "block-krylov, " + ("dask" if client is not None else "in-process") + " tiles"
+    return res
+
+
+def top_eigenvalues_array(A, k: int, tol: float = 1e-10, scale: float | None = None,
+                          eigenvectors: bool = False, seed: int | None = 0,
+                          row_block: int | None = None, progress: bool = False,
+                          **solver_kw) -> EigenResult:
+    """Top-k eigenvalues of an assembled matrix (zarr array or path, h5py, memmap, dask,
+    numpy), read by row blocks, never whole.  ``scale`` multiplies the stored matrix
+    (default: the store's ``attrs['scale']`` for a path, else 1)."""
+    if isinstance(A, str) or hasattr(A, "__fspath__"):
+        op = ArrayOperator.open(str(A), scale=scale, row_block=row_block)
+    else:
+        op = ArrayOperator(A, scale=1.0 if scale is None else scale, row_block=row_block)
+    res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
+                                   progress=progress, seed=seed, **solver_kw)
+    res.method = "block-krylov, assembled matrix"
+    return res
+
+
+def dense_eigenvalues(A, k: int | None = None, scale: float = 1.0,
+                      eigenvectors: bool = False) -> EigenResult:
+    """Exact path for small n: scipy.linalg.eigh on a dense symmetric matrix (top k, or all).
+
+    Error estimates are the LAPACK backward-error level, eps * n * ||A||."""
+    t0 = time.perf_counter()
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
+        raise ValueError(f"need a non-empty square matrix, got shape {A.shape}")
+    n = A.shape[0]
+    if k is None:
+        k = n
+    elif isinstance(k, bool) or not isinstance(k, numbers.Integral) or k <= 0 or k > n:
+        raise ValueError(f"k must be an integer in 1..n = {n}, got {k!r}")
+    out = sla.eigh(A, subset_by_index=[n - k, n - 1], eigvals_only=not eigenvectors,
+                   overwrite_a=False)
+    w, V = (out, None) if not eigenvectors else out
+    w = scale * w[::-1]
+    if V is not None:
+        V = V[:, ::-1].copy()
+        idx = np.argmax(np.abs(V), axis=0)
+        V *= np.sign(V[idx, np.arange(k)])
+    err = np.full(k, n * _EPS * abs(w[0]))
+    return EigenResult(eigenvalues=w, residuals=err, error_estimates=err, eigenvectors=V,
+                       trace=scale * float(np.trace(A)), n=n, k=k, passes=0, converged=True,
+                       tol=0.0, method="dense eigh", seconds=time.perf_counter() - t0,
+                       scale=scale)
+
+
+# --------------------------------------------------------------------------- theorems
+def effective_rank(trace: float, lambda1: float) -> float:
+    """eff(K) = Tr(K) / lambda_1(K)."""
+    if not lambda1 > 0:
+        raise ValueError(f"lambda_1 must be > 0, got {lambda1}")
+    return float(trace / lambda1)
+
+
+def _table(net_or_coeffs, T: int = 64):
+    """(c_p array, Theta(1)) from an NTK or a Coefficients object."""
+    if hasattr(net_or_coeffs, "coefficients"):
+        coef = net_or_coeffs.coefficients(T)
+    else:
+        coef = net_or_coeffs
+    return np.asarray(coef.ntk), float(coef.ntk_at_one)
+
+
+def theorem3_bound(net_or_coeffs) -> float:
+    """Theorem 3: eff(K) <= sum_p c_p / c_0 = Theta(1) / c_0 (exact: sum_p c_p = Theta(1))."""
+    c, one = _table(net_or_coeffs, 1)
+    if c[0] <= 0:
+        return math.inf
+    return one / float(c[0])
+
+
+def theorem5_bound(net_or_coeffs, gram_effective_rank: float) -> float:
+    """Theorem 5: eff(K~) <= eff(X X^T) * sum_{p>=1} c_p / c_1 = eff(XX^T) (Theta(1) - c_0)/c_1."""
+    c, one = _table(net_or_coeffs, 1)
+    if c[1] <= 0:
+        return math.inf
+    return float(gram_effective_rank) * (one - float(c[0])) / float(c[1])
+
+
+def centered_c0(net) -> float:
+    """c_0 = kappa_0 = Theta(rho = 0)."""
+    return float(net.coefficients(0).ntk[0])
+
+
+def data_gram_eigenvalues(X, k: int | None = None) -> tuple[np.ndarray, float]:
+    """(top eigenvalues of X X^T, Tr(X X^T)) through the d x d matrix X^T X (or the SVD)."""
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    if d <= 4096:
+        w = np.linalg.eigvalsh(X.T @ X)[::-1]
+    else:
+        w = np.linalg.svd(X, compute_uv=False) ** 2
+    w = np.maximum(w, 0.0)
+    if k is not None:
+        w = w[:k]
+    return w, float(np.einsum("ij,ij->", X, X))
+
+
+def spectrum_study(net, X, k: int = 50, tol: float = 1e-10, centered: bool = False,
+                   compare_gram: bool = True, client=None, seed: int | None = 0,
+                   progress: bool = False, dense_below: int = 0, **kw) -> dict:
+    """The paper's spectrum study on data X: top-k of K = Theta / n, eff(K) with its
+    Theorem 3 bound, optionally K~ with eff(K~) and the Theorem 5 bound, and lambda_p /
+    lambda_1 beside the data Gram X X^T (Figure 2).  Returns a JSON-able dict.
+
+    ``dense_below``: for n below this, assemble K and use ``dense_eigenvalues``.
+    """
+    from .data import check_rows
+
+    X = check_rows(X, "X", kw.pop("normalize", False))
+    n, d = X.shape
+    k = _check_k(k, n)
+    out: dict = {"network": net.spec(), "n": n, "d": d, "k": k, "tol": tol,
+                 "convention": "K = Theta(X, X) / n"}
+    t0 = time.perf_counter()
+    cents = [False, True] if centered else [False]
+    c0 = centered_c0(net)
+    coef = net.coefficients(1)
+    out["coefficients"] = {"c0": float(coef.ntk[0]), "c1": float(coef.ntk[1]),
+                           "theta_one": net.theta_one}
+    gram_w, gram_tr = data_gram_eigenvalues(X)
+    gram_eff = gram_tr / gram_w[0]
+    for cen in cents:
+        t1 = time.perf_counter()
+        if n < dense_below:
+            K = net.kernel(X) / n
+            if cen:
+                K = K - c0 / n
+            res = dense_eigenvalues(K, k)
+        else:
+            res = top_eigenvalues(net, X, k, tol=tol, centered=cen, client=client, seed=seed,
+                                  progress=progress, **kw)
+        entry = res.summary()
+        entry["seconds"] = time.perf_counter() - t1
+        entry["ratios"] = (res.eigenvalues / res.eigenvalues[0]).tolist()
+        if not cen:
+            entry["theorem3_bound"] = theorem3_bound(net)
+            entry["effective_rank_upper"] = res.trace / max(
+                res.eigenvalues[0] - res.residuals[0], 1e-300)
+            out["ntk"] = entry
+        else:
+            entry["theorem5_bound"] = theorem5_bound(net, gram_eff)
+            entry["effective_rank_upper"] = res.trace / max(
+                res.eigenvalues[0] - res.residuals[0], 1e-300)
+            out["centered"] = entry
+    if compare_gram:
+        m = min(k, len(gram_w))
+        out["gram"] = {"eigenvalues": gram_w[:m].tolist(), "trace": gram_tr,
+                       "effective_rank": gram_eff,
+                       "ratios": (gram_w[:m] / gram_w[0]).tolist()}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+# re-exported for convenience
+__all__ += ["ArrayOperator", "CenteredOperator", "DenseOperator", "kernel_operator"]

@@ -1,0 +1,113 @@
+"""CUDA tiles (kernels/tiles_cuda.py, fastntk/gpu.py) equal the CPU tiles to 1e-12.
+
+Where there is no GPU, ``test_cuda_tests_in_simulator`` reruns this file in a subprocess with
+``NUMBA_ENABLE_CUDASIM=1`` (the variable must be set before numba is imported), so a plain
+``pytest tests/`` exercises the kernels in Numba's CUDA simulator.  The simulator tests use
+tiny inputs and ``THREADS_PER_BLOCK = 4`` so that several thread blocks (and partial ones)
+run.  On a machine with a GPU the same tests run for real (``bench/gpu_check.sh``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastntk import NTK, sphere
+from fastntk.gpu import cuda_available, simulator
+
+SIM = simulator()
+RUN = SIM or cuda_available()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the simulator")
+
+
+@pytest.mark.skipif(SIM, reason="already inside the simulator")
+def test_cuda_tests_in_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+         os.path.abspath(__file__)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", proc.stdout)
+    assert passed and int(passed.group(1)) >= 10, proc.stdout[-2000:]
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Small thread blocks so multi-block (and partial-block) paths run on tiny tiles."""
+    from fastntk.kernels import tiles_cuda
+
+    monkeypatch.setattr(tiles_cuda, "THREADS_PER_BLOCK", 4)
+
+
+def rows(n, d, seed):
+    X = sphere(n, d, seed)
+    if n > 6:
+        X[5] = X[1]        # duplicate
+        X[6] = -X[2]       # antipodal
+    return X
+
+
+CASES = [("relu", {}), ("relu", dict(gamma_b=0.5)), ("erf", {}), ("gaussian", {}),
+         ("sin", {}), ("tanh", {})]
+
+
+@needs_cuda
+@pytest.mark.parametrize(("name", "kw"), CASES, ids=[f"{a}{'-b' if k else ''}" for a, k in CASES])
+def test_cuda_tiles_equal_cpu_tiles(name, kw):
+    from fastntk.tiles import theta_tile
+
+    net = NTK(name, 2, **kw)
+    X, Y = rows(9, 5, 0), sphere(7, 5, 1)
+    one = net.theta_one
+    Ks = theta_tile(net, X, device="cuda")
+    assert np.max(np.abs(Ks - theta_tile(net, X))) <= 1e-12 * one
+    assert np.all(np.diag(Ks) == one) and Ks[1, 5] == one
+    Kr = theta_tile(net, X, Y, device="cuda")
+    assert Kr.shape == (9, 7)
+    assert np.max(np.abs(Kr - theta_tile(net, X, Y))) <= 1e-12 * one
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_cuda_fused_matvec(name):
+    from fastntk.tiles import theta_tile, theta_tile_matvec
+
+    net = NTK(name, 2)
+    X, Y = rows(9, 5, 2), sphere(6, 5, 3)
+    V = np.random.default_rng(0).standard_normal((6, 3))
+    got = theta_tile_matvec(net, X, Y, V, device="cuda")
+    assert np.max(np.abs(got - theta_tile(net, X, Y) @ V)) <= 1e-12 * net.theta_one * 6
+    sym = theta_tile_matvec(net, X, None, np.ones(9), device="cuda")
+    assert np.max(np.abs(sym - theta_tile(net, X).sum(1))) <= 1e-12 * net.theta_one * 9
+
+
+@needs_cuda
+def test_cuda_nngp_series_and_gram_baseline():
+    from fastntk import gpu
+    from fastntk.tiles import theta_tile
+
+    net = NTK("erf", 2)
+    X = rows(7, 3, 4)
+    assert np.max(np.abs(theta_tile(net, X, which="nngp", device="cuda")
+                         - theta_tile(net, X, which="nngp"))) <= 1e-12 * net.nngp_one
+    a, bound = gpu.theta_tile_cuda(net, X, method="series", return_bound=True)
+    assert np.max(np.abs(a - theta_tile(net, X))) <= bound + 1e-12 * net.theta_one
+    Y = sphere(5, 3, 5)
+    assert np.max(np.abs(gpu.gram_cuda(X, Y) - X @ Y.T)) <= 1e-15
+
+
+@needs_cuda
+def test_cuda_matrix_assembly():
+    net = NTK("relu", 2)
+    X = sphere(10, 3, 6)
+    got = net.matrix(X, chunks=4, device="cuda").compute(scheduler="sync")
+    from fastntk.tiles import theta_tile
+
+    assert np.max(np.abs(got - theta_tile(net, X))) <= 1e-12 * net.theta_one
