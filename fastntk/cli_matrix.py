@@ -1,7 +1,7 @@
 """``fastntk matrix``: the kernel matrix of a data set, out of core, into a zarr store.
 
     fastntk matrix --data X.npy --activation relu --hidden-layers 3 --out K.zarr \\
-        [--chunk 4096] [--device cpu|cuda] [--scheduler-file F | --workers N]
+        [--chunk 4096] [--device cpu|cuda] [--workers N | --scheduler-file F | --cluster slurm]
 
 Rerunning the same command after an interruption resumes it (only missing blocks are
 computed).  Data: .npy (memory-mapped), .zarr[:array], .h5/.hdf5[:dataset], or
@@ -40,9 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--tol", type=float, default=1e-12,
                    help="series: error bound relative to Theta(1) (default 1e-12)")
     p.add_argument("--which", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--scheduler-file", help="connect to a running Dask scheduler")
-    g.add_argument("--workers", type=int, help="start a LocalCluster with N worker processes")
+    from .cluster import add_cluster_args
+
+    add_cluster_args(p)
     p.add_argument("--threads", type=int, default=None,
                    help="threads of the in-process scheduler (no --workers/--scheduler-file)")
     p.add_argument("--overwrite", action="store_true",
@@ -53,8 +53,16 @@ def register(subparsers) -> None:
 
 
 def cmd_matrix(args) -> int:
+    try:
+        return _cmd_matrix(args)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        print(f"fastntk matrix: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_matrix(args) -> int:
     from .cli import network_from_args
-    from .cluster import get_client
+    from .cluster import client_from_args
     from .gpu import CudaUnavailableError
     from .io import load_data
     from .matrix import make_spec, write_zarr
@@ -69,7 +77,7 @@ def cmd_matrix(args) -> int:
         return 2
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    with get_client(workers=args.workers, scheduler_file=args.scheduler_file) as client:
+    with client_from_args(args) as client:
         report = write_zarr(spec, args.out, overwrite=args.overwrite,
                             progress=not args.no_progress, client=client,
                             num_workers=args.threads)

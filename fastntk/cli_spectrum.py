@@ -59,20 +59,21 @@ def load_data(spec: str, normalize: bool = True) -> np.ndarray:
 
 
 def _client_context(args):
-    if not (args.workers or args.scheduler_file or args.address):
-        import contextlib
+    from .cluster import client_from_args
 
-        return contextlib.nullcontext(None)
-    try:
-        from .cluster import get_client
-    except ImportError:
-        raise ValueError("--workers/--scheduler-file/--address need fastntk.cluster") from None
-    return get_client(workers=args.workers, scheduler_file=args.scheduler_file,
-                      address=args.address)
+    return client_from_args(args)
 
 
 # ----------------------------------------------------------------------------- spectrum
 def cmd_spectrum(args) -> int:
+    try:
+        return _cmd_spectrum(args)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        print(f"fastntk spectrum: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_spectrum(args) -> int:
     from .spectrum import (
         centered_c0,
         data_gram_eigenvalues,
@@ -101,6 +102,11 @@ def cmd_spectrum(args) -> int:
                      max_passes=args.max_passes)
     if args.block:
         solver_kw["block"] = args.block
+    if args.chunk:
+        solver_kw["tile"] = args.chunk
+    if args.checkpoint:
+        solver_kw["checkpoint"] = args.checkpoint
+    summary["checkpoint"] = args.checkpoint
     with _client_context(args) as client:
         runs = [("ntk", False)] + ([("centered", True)] if args.centered else [])
         results = {}
@@ -374,10 +380,14 @@ def register(sub) -> None:
                    help="folder for spectrum.json and PNG plots")
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("Dask cluster (optional)")
-    g.add_argument("--workers", type=int, default=None, help="start a LocalCluster")
-    g.add_argument("--scheduler-file", default=None, help="connect by scheduler file")
-    g.add_argument("--address", default=None, help="connect to a scheduler address")
+    p.add_argument("--chunk", type=_positive_int, default=None,
+                   help="rows per kernel tile / Dask task (default automatic)")
+    p.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="save the eigensolver state after every pass in DIR; rerunning the "
+                        "same command resumes from the last completed pass")
+    from .cluster import add_cluster_args
+
+    add_cluster_args(p)
     p.set_defaults(func=cmd_spectrum)
 
     p = sub.add_parser(

@@ -5,8 +5,8 @@ Theta(x_i, x_j) whose blocks are tiles (``fastntk.tiles.theta_tile``):
 
 * X is split into row blocks once; each block is one graph key (with a distributed client,
   one scattered future), so every worker receives each block it needs once;
-* for Theta(X, X) only the upper triangle of blocks is computed (diagonal blocks through one
-  syrk and their lower triangle), the lower blocks are transposes of the upper ones;
+* for Theta(X, X) only the upper triangle of blocks is computed (diagonal blocks through
+  their lower triangle only), the lower blocks are transposes of the upper ones;
 * n need not be a multiple of the chunk size; a worker holds O(chunk^2), never O(n^2).
 
 ``KernelMatrix.to_zarr(path)`` (or :func:`to_zarr`) writes the matrix out of core: one task

@@ -81,6 +81,7 @@ class EigenResult:
     history: list[dict] = field(default_factory=list)
     scale: float = 1.0
     block: int = 0
+    passes_resumed: int = 0  # passes restored from a checkpoint (not run by this call)
 
     @property
     def effective_rank(self) -> float:
@@ -96,6 +97,8 @@ class EigenResult:
             "passes": self.passes, "converged": self.converged, "tol": self.tol,
             "method": self.method, "seconds": self.seconds, "pass_times": self.pass_times,
             "scale": self.scale, "block": self.block, "history": self.history,
+            "passes_resumed": self.passes_resumed,
+            "passes_run": self.passes - self.passes_resumed,
         }
 
 
@@ -396,12 +399,23 @@ class BlockKrylov:
 # --------------------------------------------------------------------------- front ends
 def top_eigenvalues_operator(op: KernelOperator, k: int, tol: float = 1e-10,
                              eigenvectors: bool = False, progress: bool = False,
-                             **solver_kw) -> EigenResult:
-    """Top-k eigenvalues of a symmetric PSD operator by :class:`BlockKrylov`."""
+                             checkpoint=None, **solver_kw) -> EigenResult:
+    """Top-k eigenvalues of a symmetric PSD operator by :class:`BlockKrylov`.
+
+    ``checkpoint``: a :class:`fastntk.checkpoint.Checkpoint`; the run resumes from its saved
+    state (if any) and saves the state after every pass."""
     t0 = time.perf_counter()
-    solver = BlockKrylov(op, k, tol=tol, **solver_kw)
-    solver.run(progress=progress)
-    return solver.result(eigenvectors, seconds=time.perf_counter() - t0)
+    state = None if checkpoint is None else checkpoint.load()
+    if state is not None:
+        solver = BlockKrylov.from_state_dict(op, state, tol=tol, **solver_kw)
+    else:
+        solver = BlockKrylov(op, k, tol=tol, **solver_kw)
+    resumed = solver.state.passes
+    callback = None if checkpoint is None else (lambda st: checkpoint.save(solver.state_dict()))
+    solver.run(progress=progress, callback=callback)
+    res = solver.result(eigenvectors, seconds=time.perf_counter() - t0)
+    res.passes_resumed = resumed
+    return res
 
 
 def default_block(k: int, d: int | None = None, n: int | None = None) -> int:
@@ -436,7 +450,7 @@ def top_eigenvalues(net, X, k: int, tol: float = 1e-10, scale: float | None = No
                     seed: int | None = 0, block: int | None = None, method: str = "auto",
                     tile: int | None = None, device: str = "cpu", which: str = "ntk",
                     tile_tol: float = 1e-12, progress: bool = False, normalize: bool = False,
-                    symmetric: bool = True, warm_start: bool = True,
+                    symmetric: bool = True, warm_start: bool = True, checkpoint=None,
                     **solver_kw) -> EigenResult:
     """Top-k eigenvalues of the NTK matrix K = Theta(X, X) / n, matrix-free.
 
@@ -448,7 +462,9 @@ def top_eigenvalues(net, X, k: int, tol: float = 1e-10, scale: float | None = No
     ``residual_tol``, ``grow``...).  ``method``/``tile_tol``/``device``/``tile`` choose how
     tiles are evaluated (``fastntk.tiles``).  Seeded: the same ``seed``
     gives the same result.  ``warm_start``: the first block starts from span[1, X] (see
-    :func:`warm_start_block`) plus random directions.
+    :func:`warm_start_block`) plus random directions.  ``checkpoint``: a directory (or a
+    :class:`fastntk.checkpoint.Checkpoint`): save the solver state after every pass and resume
+    from it; a checkpoint of different inputs or parameters is refused.
     """
     from .data import check_rows
 
@@ -464,10 +480,23 @@ def top_eigenvalues(net, X, k: int, tol: float = 1e-10, scale: float | None = No
         kw["tile"] = tile
     if warm_start and "start" not in solver_kw:
         solver_kw["start"] = warm_start_block(X, block, seed)
+    if checkpoint is not None and not hasattr(checkpoint, "save"):
+        from .checkpoint import Checkpoint, run_metadata
+
+        skip = ("start", "max_passes")
+        meta = run_metadata(
+            net, X, k=k, tol=tol, seed=seed, centered=bool(centered),
+            scale=float(1.0 / n if scale is None else scale), block=int(block),
+            method=method, which=which, tile_tol=tile_tol, warm_start=bool(warm_start),
+            solver={key: v for key, v in sorted(solver_kw.items()) if key not in skip})
+        checkpoint = Checkpoint(checkpoint, "centered" if centered else "ntk", meta)
+    if checkpoint is not None:
+        checkpoint.check()  # refuse a foreign checkpoint before any work
     op = kernel_operator(net, X, scale=scale, client=client, centered=centered, **kw)
     try:
         res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
-                                       progress=progress, seed=seed, block=block, **solver_kw)
+                                       progress=progress, seed=seed, block=block,
+                                       checkpoint=checkpoint, **solver_kw)
     finally:
         op.close()
     res.method = "block-krylov, " + ("dask" if client is not None else "in-process") + " tiles"

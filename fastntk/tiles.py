@@ -1,7 +1,7 @@
 """Tiles of the kernel matrix: the one contract every execution path shares.
 
 ``theta_tile(net, Xi, Xj)`` returns the block Theta(X_i, X_j) (``Xj=None``: the symmetric
-block Theta(X_i, X_i), computed from one BLAS syrk and the lower triangle only);
+block Theta(X_i, X_i), from the lower triangle of the Gram block only, then mirrored);
 ``theta_tile_matvec(net, Xi, Xj, V)`` returns Theta(X_i, X_j) @ V without keeping the block
 (row chunks of the block live only briefly).  The Dask assembly (``fastntk.matrix``), the
 matrix-free eigensolver (``fastntk.operators``/``fastntk.spectrum``) and the CUDA path all
@@ -120,10 +120,26 @@ def _pair(Xi, Xj):
     return Xi, Xj
 
 
+GRAM_BLOCK_ROWS = 1024
+
+
+def gram_lower(X: np.ndarray) -> np.ndarray:
+    """X X^T with only the lower triangle (j <= i) defined, C order, by row-block GEMMs
+    written in place: the flops of a syrk, one n x n allocation.  (numpy's own ``X @ X.T``
+    dispatches to syrk, which crashed here for n = 40,000 with numpy 2.4 / OpenBLAS 0.3.31,
+    and it also mirrors the triangle, work the tiles redo anyway.)"""
+    n = X.shape[0]
+    G = np.empty((n, n))
+    for s in range(0, n, GRAM_BLOCK_ROWS):
+        e = min(s + GRAM_BLOCK_ROWS, n)
+        np.matmul(X[s:e], X[:e].T, out=G[s:e, :e])
+    return G
+
+
 def gram_block(Xi: np.ndarray, Xj: np.ndarray | None = None) -> np.ndarray:
-    """G = X_i X_j^T by BLAS, float64, C order (``Xj=None``: X_i X_i^T by syrk)."""
+    """G = X_i X_j^T by BLAS, float64, C order (``Xj=None``: X_i X_i^T, symmetric)."""
     if Xj is None:
-        return np.ascontiguousarray(Xi @ Xi.T)  # numpy dispatches A @ A.T to syrk
+        return tiles_cpu.mirror_lower(gram_lower(Xi))
     return np.ascontiguousarray(np.dot(Xi, Xj.T))
 
 
@@ -198,8 +214,9 @@ def theta_tile(net, Xi: np.ndarray, Xj: np.ndarray | None = None, method: str = 
                return_bound: bool = False, threads: int | None = None):
     """The block Theta(X_i, X_j) (rows assumed unit-norm and finite).
 
-    ``Xj=None`` (or ``Xj is Xi``) gives the symmetric block Theta(X_i, X_i): one syrk, the
-    lower triangle evaluated, the diagonal exactly Theta(1), mirrored.  Memory: the block
+    ``Xj=None`` (or ``Xj is Xi``) gives the symmetric block Theta(X_i, X_i): the lower
+    triangle of the Gram block (:func:`gram_lower`) evaluated, the diagonal exactly
+    Theta(1), mirrored.  Memory: the block
     itself plus O(threads) small buffers.  ``return_bound``: also return the certified
     absolute error bound of the block (0 for the exact method).  ``threads``: cap on the
     Numba threads of this call (see :func:`limit_threads`).
@@ -212,8 +229,8 @@ def theta_tile(net, Xi: np.ndarray, Xj: np.ndarray | None = None, method: str = 
                                        return_bound=True)
     else:
         with limit_threads(threads):
-            g, bound = map_gram(net, gram_block(Xi, Xj), method, tol, which, Xi, Xj,
-                                symmetric=Xj is None)
+            g = gram_lower(Xi) if Xj is None else gram_block(Xi, Xj)
+            g, bound = map_gram(net, g, method, tol, which, Xi, Xj, symmetric=Xj is None)
     return (g, bound) if return_bound else g
 
 
