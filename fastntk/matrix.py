@@ -3,8 +3,8 @@
 ``kernel_matrix(net, X)`` (also ``NTK.matrix(X)``) returns a lazy ``dask.array`` of
 Theta(x_i, x_j) whose blocks are tiles (``fastntk.tiles.theta_tile``):
 
-* X is split into row blocks once; each block is one graph key (with a distributed client,
-  one scattered future), so every worker receives each block it needs once;
+* X is split into row blocks once; each block is one graph key, so every worker receives
+  each block it needs once (and a lost worker's blocks are recreated by the scheduler);
 * for Theta(X, X) only the upper triangle of blocks is computed (diagonal blocks through
   their lower triangle only), the lower blocks are transposes of the upper ones;
 * n need not be a multiple of the chunk size; a worker holds O(chunk^2), never O(n^2).
@@ -187,22 +187,19 @@ def _write_block(opts, xi, xj, path, i, j, ri, rj, mirror):
     return (i, j)
 
 
-def _row_keys(spec: MatrixSpec, token: str, client):
-    """Graph entries holding the row blocks once: literals, or futures on a cluster."""
-    xb = [spec.X[s:e] for s, e in spec.row_bounds()]
-    yb = None if spec.Y is None else [spec.Y[s:e] for s, e in spec.col_bounds()]
-    opts = TileOptions(spec.net, spec.method, spec.tol, spec.which, spec.device)
-    if client is not None:
-        xb = client.scatter([np.ascontiguousarray(b) for b in xb])
-        if yb is not None:
-            yb = client.scatter([np.ascontiguousarray(b) for b in yb])
-        opts = client.scatter([opts], broadcast=True, hash=False)[0]
-    dsk = {"fastntk-opts-" + token: opts}
-    for i, b in enumerate(xb):
-        dsk[("fastntk-rows-" + token, i)] = b
-    for j, b in enumerate(yb or []):
-        dsk[("fastntk-cols-" + token, j)] = b
-    colname = "fastntk-rows-" + token if yb is None else "fastntk-cols-" + token
+def _row_keys(spec: MatrixSpec, token: str):
+    """Graph entries holding each row block once (and the tile options once).
+
+    They are graph literals, not ``client.scatter``-ed futures: a worker holding them can die
+    and the scheduler recreates them elsewhere (scattered data would be lost for good)."""
+    dsk = {"fastntk-opts-" + token: TileOptions(spec.net, spec.method, spec.tol, spec.which,
+                                                spec.device)}
+    for i, (s, e) in enumerate(spec.row_bounds()):
+        dsk[("fastntk-rows-" + token, i)] = np.ascontiguousarray(spec.X[s:e])
+    if spec.Y is not None:
+        for j, (s, e) in enumerate(spec.col_bounds()):
+            dsk[("fastntk-cols-" + token, j)] = np.ascontiguousarray(spec.Y[s:e])
+    colname = "fastntk-rows-" + token if spec.Y is None else "fastntk-cols-" + token
     return dsk, "fastntk-opts-" + token, "fastntk-rows-" + token, colname
 
 
@@ -253,15 +250,15 @@ class KernelMatrix(_DaskArray):
 
 def kernel_matrix(net, X, Y=None, chunks: int = 4096, device: str = "cpu",
                   method: str = "auto", tol: float = 1e-12, which: str = "ntk",
-                  normalize: bool = False, client=None) -> KernelMatrix:
+                  normalize: bool = False) -> KernelMatrix:
     """Lazy dask array of Theta(x_i, y_j) (``Y=None``: Theta(X, X), symmetric).
 
     ``chunks``: rows per block (any n; the last block is smaller).  ``device``: ``"cpu"``
     or ``"cuda"`` (clear error without a GPU).  ``method``/``tol``/``which``: as in
     ``fastntk.tiles.theta_tile``.  ``normalize``: project rows onto the sphere (otherwise
-    rows must have unit norm).  ``client``: a ``distributed.Client`` to scatter the row
-    blocks to (the array must then be computed on that client); without one the blocks are
-    graph literals and any scheduler works (threads, processes, a distributed client).
+    rows must have unit norm).  Each row block is one graph key (a literal), so any
+    scheduler computes the array: threads (default), processes, or a distributed client
+    (``client.compute(K)``, or ``K.compute()`` under a default client).
     """
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -269,7 +266,7 @@ def kernel_matrix(net, X, Y=None, chunks: int = 4096, device: str = "cpu",
     spec = make_spec(net, X, Y, chunks, device, method, tol, which, normalize)
     meta = spec.metadata()
     token = tokenize(meta, spec.device, id(net))
-    dsk, opts, rows, cols = _row_keys(spec, token, client)
+    dsk, opts, rows, cols = _row_keys(spec, token)
     name = "fastntk-" + spec.which + "-" + token
     rb, cb = spec.row_bounds(), spec.col_bounds()
     for i in range(len(rb)):
@@ -436,7 +433,7 @@ def _run_blocks(spec: MatrixSpec, path: str, todo, progress, client, num_workers
     from dask.base import tokenize
 
     token = tokenize(spec.metadata(), path, spec.device, time.time_ns())
-    dsk, opts, rows, cols = _row_keys(spec, token, client)
+    dsk, opts, rows, cols = _row_keys(spec, token)
     rb, cb = spec.row_bounds(), spec.col_bounds()
     name = "fastntk-write-" + token
     keys = []

@@ -338,13 +338,13 @@ class NTK:
         return K
 
     def matrix(self, X, Y=None, chunks: int = 4096, device: str = "cpu", method: str = "auto",
-               tol: float = 1e-12, which: str = "ntk", normalize: bool = False, client=None):
+               tol: float = 1e-12, which: str = "ntk", normalize: bool = False):
         """Lazy dask array of Theta(x_i, y_j) assembled from tiles (``fastntk.matrix``);
         ``.to_zarr(path)`` writes it out of core and resumes an interrupted run."""
         from .matrix import kernel_matrix
 
         return kernel_matrix(self, X, Y, chunks=chunks, device=device, method=method, tol=tol,
-                             which=which, normalize=normalize, client=client)
+                             which=which, normalize=normalize)
 
 
 @lru_cache(maxsize=64)

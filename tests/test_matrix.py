@@ -69,12 +69,12 @@ def test_only_upper_triangle_is_computed(relu, data):
 @pytest.mark.cluster
 def test_dask_equals_single_tile_on_localcluster(client, data):
     net = NTK("erf", 2, gamma_b=0.3)
-    K = net.matrix(data, chunks=60, client=client)
-    got = K.compute()
+    K = net.matrix(data, chunks=60)
+    got = client.compute(K).result()
     assert np.max(np.abs(got - theta_tile(net, data))) <= 1e-15 * net.theta_one
     # a series activation: each tile picks its own degree; agreement within the bound
     tanh = NTK("tanh", 2)
-    got = tanh.matrix(data, chunks=60, client=client).compute()
+    got = client.compute(tanh.matrix(data, chunks=60)).result()
     assert np.max(np.abs(got - theta_tile(tanh, data))) <= 2e-12 * tanh.theta_one
 
 
