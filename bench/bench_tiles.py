@@ -31,7 +31,8 @@ import time
 import numpy as np
 import pytest
 
-from fastntk import NTK, sphere
+from fastntk import NTK
+from fastntk.data import sphere
 from fastntk.matrix import to_zarr
 from fastntk.tiles import plan_tile, theta_tile
 
@@ -153,7 +154,8 @@ def test_tanh_series_tile_64(benchmark, tanh, X64):
 _MEMORY = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
-    from fastntk import NTK, sphere
+    from fastntk import NTK
+from fastntk.data import sphere
     from fastntk.tiles import theta_tile
     n, d, how = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     X = sphere(n, d, 0)

@@ -303,6 +303,19 @@ def _dask_row_task(net, X, start, stop, V, method, tol, which, device):
                              device=device)
 
 
+def _recoverable_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "a worker (and data on it) was lost", not a bug in a task."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return (FutureCancelledError, KilledWorker, CommClosedError, asyncio.CancelledError,
+            concurrent.futures.CancelledError)
+
+
 class DaskTileOperator(TileOperator):
     """Matrix-free ``scale * Theta(X, X)`` across a Dask cluster.
 
@@ -324,15 +337,33 @@ class DaskTileOperator(TileOperator):
         if client is None:
             raise ValueError("DaskTileOperator needs a distributed.Client")
         self.client = client
-        self._X_future = client.scatter(self.X, broadcast=True, hash=False)
-        self._net_future = client.scatter(net, broadcast=True, hash=False)
+        self._scatter_inputs()
+
+    def _scatter_inputs(self) -> None:
+        self._X_future = self.client.scatter(self.X, broadcast=True, hash=False)
+        self._net_future = self.client.scatter(self.net, broadcast=True, hash=False)
 
     def _apply(self, V):
+        """One pass; if workers die and scattered inputs are lost with them, scatter again
+        and redo the pass (each row block is a pure function of X, V: same numbers)."""
+        errors = _recoverable_errors()
+        for attempt in range(3):
+            try:
+                return self._apply_once(V)
+            except errors as exc:
+                if attempt == 2:
+                    raise RuntimeError(f"a Dask pass failed three times after worker loss: "
+                                       f"{exc!r}") from exc
+                self._scatter_inputs()
+        raise AssertionError("unreachable")
+
+    def _apply_once(self, V):
         client = self.client
         V_future = client.scatter(V, broadcast=True, hash=False)
         futures = [
             client.submit(_dask_row_task, self._net_future, self._X_future, s, e, V_future,
-                          self.method, self.tol, self.which, self.device, pure=False)
+                          self.method, self.tol, self.which, self.device, pure=False,
+                          retries=2)
             for s, e in _row_blocks(self.n, self.tile)]
         if self.progress:
             from distributed import as_completed

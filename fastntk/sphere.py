@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
-import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -328,16 +326,3 @@ def fit_coefficient_decay(coeffs, model: str, pmin: int = 8, pmax: int | None = 
         sel &= p % 2 == 1
     sel &= c > floor
     return fit_decay(p[sel] - shift, c[sel], model, prefactor_exponent)
-
-
-# ``fastntk.sphere`` is also the name of the data helper ``fastntk.data.sphere(n, d, seed)``
-# that ``fastntk/__init__.py`` exports; importing this submodule rebinds the package
-# attribute to the module, so the module stays callable as that function.
-class _CallableModule(types.ModuleType):
-    def __call__(self, n: int, d: int, seed: int = 0) -> np.ndarray:
-        from .data import sphere as _sphere
-
-        return _sphere(n, d, seed)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from fastntk import NTK, sphere
+from fastntk import NTK
+from fastntk.data import sphere
 from fastntk.gpu import cuda_available, simulator
 
 SIM = simulator()

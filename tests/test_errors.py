@@ -57,7 +57,7 @@ def test_zero_variance_refused():
 
 def test_bad_data():
     net = fastntk.NTK("relu", 2)
-    X = fastntk.sphere(5, 3)
+    X = fastntk.uniform_sphere(5, 3)
     bad = X.copy()
     bad[2, 1] = np.nan
     with pytest.raises(ValueError, match="row 2 contains NaN"):
@@ -69,7 +69,7 @@ def test_bad_data():
     K = net.kernel(bad, normalize=True)
     np.testing.assert_allclose(K, net.kernel(X), rtol=1e-13)
     with pytest.raises(ValueError, match="3 columns but Y has 4"):
-        net.kernel(X, fastntk.sphere(2, 4))
+        net.kernel(X, fastntk.uniform_sphere(2, 4))
     with pytest.raises(ValueError, match="empty"):
         net.kernel(np.zeros((0, 3)))
     with pytest.raises(ValueError, match=r"rho must lie in \[-1, 1\]"):

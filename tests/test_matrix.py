@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import zarr
 
-from fastntk import NTK, sphere
+from fastntk import NTK
 from fastntk.cli import main as cli_main
+from fastntk.data import sphere
 from fastntk.matrix import kernel_matrix, open_matrix, to_zarr
 from fastntk.tiles import theta_tile
 

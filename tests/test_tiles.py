@@ -17,7 +17,8 @@ import pytest
 from fastntk.kernels import exact_cpu, tiles_cpu
 from numba import njit
 
-from fastntk import NTK, sphere
+from fastntk import NTK
+from fastntk.data import sphere
 from fastntk.tiles import map_gram, plan_tile, theta_tile, theta_tile_matvec
 
 TOL = 1e-12  # the accuracy bar, relative to Theta(1)
