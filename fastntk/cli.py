@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
+            ConnectionError, TimeoutError, RuntimeError) as exc:
         print(f"fastntk {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -53,14 +53,6 @@ def register(subparsers) -> None:
 
 
 def cmd_matrix(args) -> int:
-    try:
-        return _cmd_matrix(args)
-    except (ConnectionError, TimeoutError, RuntimeError) as exc:
-        print(f"fastntk matrix: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _cmd_matrix(args) -> int:
     from .cli import network_from_args
     from .cluster import client_from_args
     from .gpu import CudaUnavailableError

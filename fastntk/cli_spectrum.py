@@ -66,14 +66,6 @@ def _client_context(args):
 
 # ----------------------------------------------------------------------------- spectrum
 def cmd_spectrum(args) -> int:
-    try:
-        return _cmd_spectrum(args)
-    except (ConnectionError, TimeoutError, RuntimeError) as exc:
-        print(f"fastntk spectrum: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _cmd_spectrum(args) -> int:
     from .spectrum import (
         centered_c0,
         data_gram_eigenvalues,
