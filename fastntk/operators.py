@@ -316,23 +316,34 @@ def _recoverable_errors() -> tuple[type[BaseException], ...]:
             concurrent.futures.CancelledError)
 
 
+def _dask_pair_task(net, X, si, ei, sj, ej, V, method, tol, which, device):
+    """Runs on a worker: for the tile K_IJ = Theta(X_I, X_J), I <= J, the contributions
+    (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V (only the first if I = J)."""
+    blk = kernel_block(net, X, si, ei, sj, ej, method, tol, which, device)
+    if (si, ei) == (sj, ej):
+        return blk @ V[si:ei], None
+    return blk @ V[sj:ej], blk.T @ V[si:ei]
+
+
 class DaskTileOperator(TileOperator):
     """Matrix-free ``scale * Theta(X, X)`` across a Dask cluster.
 
     X is scattered once to every worker (``broadcast=True``); each pass scatters V the same
-    way and submits one task per row block of ``tile`` rows, each returning
-    Theta(X_I, X) @ V computed where X lives (the fused ``theta_tile_matvec``); the blocks
-    are gathered and stacked in order.  Call :meth:`close` (or use ``with``) to release X
-    on the workers.
+    way.  With ``symmetric=True`` (default) one task per tile pair I <= J evaluates
+    Theta(X_I, X_J) once and returns its contributions to both row blocks of K V, which this
+    process adds up as they arrive (half the kernel work of a full pass, memory O(n k) here);
+    ``symmetric=False`` submits one task per row block, each Theta(X_I, X) @ V by the fused
+    ``theta_tile_matvec``.  Call :meth:`close` (or use ``with``) to release X on the workers.
     """
 
     description = "matrix-free tiles on a Dask cluster"
 
     def __init__(self, net, X, client, scale: float | None = None, tile: int = 1024,
                  method: str = "auto", tol: float = 1e-12, which: str = "ntk",
-                 device: str = "cpu", progress: bool = False, normalize: bool = False) -> None:
+                 device: str = "cpu", progress: bool = False, normalize: bool = False,
+                 symmetric: bool = True) -> None:
         super().__init__(net, X, scale=scale, tile=tile, method=method, tol=tol, which=which,
-                         device=device, symmetric=False, progress=progress,
+                         device=device, symmetric=symmetric, progress=progress,
                          normalize=normalize)
         if client is None:
             raise ValueError("DaskTileOperator needs a distributed.Client")
@@ -360,21 +371,38 @@ class DaskTileOperator(TileOperator):
     def _apply_once(self, V):
         client = self.client
         V_future = client.scatter(V, broadcast=True, hash=False)
-        futures = [
-            client.submit(_dask_row_task, self._net_future, self._X_future, s, e, V_future,
-                          self.method, self.tol, self.which, self.device, pure=False,
-                          retries=2)
-            for s, e in _row_blocks(self.n, self.tile)]
+        blocks = _row_blocks(self.n, self.tile)
+        opts = (self.method, self.tol, self.which, self.device)
+        if self.symmetric:
+            pairs = [(a, b) for a in range(len(blocks)) for b in range(a, len(blocks))]
+            futures = [client.submit(_dask_pair_task, self._net_future, self._X_future,
+                                     *blocks[a], *blocks[b], V_future, *opts, pure=False,
+                                     retries=2) for a, b in pairs]
+        else:
+            futures = [client.submit(_dask_row_task, self._net_future, self._X_future, s, e,
+                                     V_future, *opts, pure=False, retries=2)
+                       for s, e in blocks]
+        from distributed import as_completed
+
+        index = {fut.key: i for i, fut in enumerate(futures)}
+        out = np.zeros((self.n, V.shape[1]))
+        done = as_completed(futures, with_results=True)
         if self.progress:
-            from distributed import as_completed
             from tqdm.auto import tqdm
 
-            for _ in tqdm(as_completed(futures), total=len(futures), desc="row blocks",
-                          leave=False):
-                pass
-        parts = client.gather(futures)
+            done = tqdm(done, total=len(futures), desc="tiles", leave=False)
+        for fut, result in done:
+            i = index[fut.key]
+            if self.symmetric:
+                (si, ei), (sj, ej) = blocks[pairs[i][0]], blocks[pairs[i][1]]
+                out[si:ei] += result[0]
+                if result[1] is not None:
+                    out[sj:ej] += result[1]
+            else:
+                out[slice(*blocks[i])] = result
+            fut.release()
         del V_future
-        return np.vstack(parts)
+        return out
 
     def close(self) -> None:
         for name in ("_X_future", "_net_future"):

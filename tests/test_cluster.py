@@ -99,29 +99,30 @@ def test_existing_scheduler_address(net, X, reference, client2):
 
 # ----------------------------------------------------------------------------- fault tolerance
 class _KillingClient:
-    """Proxy of a Client whose ``gather`` first SIGKILLs one worker process (mid-pass:
-    the row-block tasks have been submitted, some may be running on that worker)."""
+    """Proxy of a Client that SIGKILLs one worker process at its ``kill_on_submit``-th task
+    submission (mid-pass: earlier tasks of the pass may be running on that worker)."""
 
-    def __init__(self, client, kill_on_pass: int) -> None:
-        self._client, self._pass, self._kill_on = client, 0, kill_on_pass
+    def __init__(self, client, kill_on_submit: int) -> None:
+        self._client, self._count, self._kill_on = client, 0, kill_on_submit
         self.killed = []
 
     def __getattr__(self, name):
         return getattr(self._client, name)
 
-    def gather(self, futures, **kw):
-        self._pass += 1
-        if self._pass == self._kill_on:
+    def submit(self, *args, **kw):
+        self._count += 1
+        fut = self._client.submit(*args, **kw)
+        if self._count == self._kill_on:
             pids = self._client.run(os.getpid)
             addr, pid = sorted(pids.items())[0]
             os.kill(pid, signal.SIGKILL)
             self.killed.append((addr, pid))
-        return self._client.gather(futures, **kw)
+        return fut
 
 
 @pytest.mark.cluster
 def test_worker_killed_mid_eigensolve(net, X, reference, client2):
-    proxy = _KillingClient(client2, kill_on_pass=2)
+    proxy = _KillingClient(client2, kill_on_submit=46)  # 36 tile pairs a pass: mid pass 2
     op = kernel_operator(net, X, client=proxy, tile=50)
     try:
         from fastntk.spectrum import default_block, warm_start_block
