@@ -90,7 +90,8 @@ def cmd_spectrum(args) -> int:
                                "degree": coef.degree, "tail_bound": coef.tail_bound}
     gram_w, gram_tr = data_gram_eigenvalues(X)
     gram_eff = gram_tr / gram_w[0]
-    solver_kw = dict(tol=args.tol, seed=args.seed, method=args.method, progress=progress,
+    solver_kw = dict(tol=args.tol, seed=args.seed, method=args.method, device=args.device,
+                     progress=progress,
                      max_passes=args.max_passes)
     if args.block:
         solver_kw["block"] = args.block
@@ -354,6 +355,8 @@ def register(sub) -> None:
     p.add_argument("--max-passes", type=int, default=50, help="at most this many passes")
     p.add_argument("--method", default="auto", choices=("auto", "exact", "series"),
                    help="tile evaluation method (default auto)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
     p.add_argument("--centered", action="store_true",
                    help="also the centered kernel K - (c_0/n) 1 1^T (Theorem 5)")
     p.add_argument("--compare-gram", action="store_true",

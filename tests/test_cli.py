@@ -47,3 +47,13 @@ def test_console_script_help():
                          text=True, check=True).stdout
     for cmd in ("coeffs", "table1"):
         assert cmd in out
+
+
+def test_spectrum_device_cuda_without_gpu_is_a_clear_error(capsys):
+    from fastntk.gpu import cuda_available
+
+    if cuda_available():
+        return
+    assert main(["spectrum", "--data", "sphere:n=40,d=4", "-k", "2", "--device", "cuda",
+                 "--no-progress"]) == 2
+    assert "cuda" in capsys.readouterr().err.lower()
