@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .exact_cpu import LEAKY_RELU, dual_moments, leaky_dual, theta_exact
+from .exact_cpu import LEAKY_RELU, dual_moments, leaky_dual
 
 NEAR = 1.0 / 32.0  # |rho| > 1 - NEAR: recompute 1 -+ rho from the rows
 BLOCK = 256  # entries per inner vector loop (row buffers stay in L1)
@@ -305,40 +305,3 @@ def mirror_lower(g):
             for j in range(max(j0, i + 1), j1):
                 g[i, j] = g[j, i]
     return g
-
-
-@njit(cache=True, parallel=True)
-def map_exact_inplace(g, code, param, gw2, gb2, sw2, sb2, q, want_nngp):
-    """g[i, j] <- Theta(g[i, j]) (or the NNGP if ``want_nngp``) by the exact recursion,
-    entry by entry from the Gram value alone (no near-duplicate recomputation)."""
-    n1, n2 = g.shape
-    for i in prange(n1):
-        for j in range(n2):
-            ntk, nngp = theta_exact(g[i, j], code, param, gw2, gb2, sw2, sb2, q)
-            g[i, j] = nngp if want_nngp else ntk
-    return g
-
-
-@njit(cache=True)
-def map_series_inplace(g, coeffs, at_one):
-    """g[i, j] <- sum_p coeffs[p] g[i, j]^p by Horner's rule, clipped to [-1, 1];
-    entries with rho >= 1 get ``at_one`` (the exact Theta(1))."""
-    return horner_tile(g, coeffs, at_one, False)
-
-
-@njit(cache=True, parallel=True)
-def max_abs_offdiag(g, skip_unit):
-    """max |g[i, j]| over entries with g < 1 (if ``skip_unit``), per tile: picks the series
-    degree (entries at exactly 1 are evaluated exactly)."""
-    n1, n2 = g.shape
-    best = np.zeros(max(n1, 1))
-    for i in prange(n1):
-        m = 0.0
-        for j in range(n2):
-            if skip_unit and g[i, j] >= 1.0:
-                continue
-            v = abs(g[i, j])
-            if v > m:
-                m = v
-        best[i] = m
-    return min(best.max(), 1.0)

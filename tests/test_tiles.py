@@ -14,7 +14,7 @@ import mpmath
 import naive
 import numpy as np
 import pytest
-from fastntk.kernels import exact_cpu, tiles_cpu
+from fastntk.kernels import exact_cpu
 from numba import njit
 
 from fastntk import NTK
@@ -271,4 +271,3 @@ def test_clipping_and_rows_free_map_gram():
     s, _ = map_gram(net, g.copy(), "series")
     assert s[0, 0] == net.theta_one
     assert math.isfinite(s[0, 1])
-    assert tiles_cpu.max_abs_offdiag(g, True) == 1.0
