@@ -130,3 +130,35 @@ def test_sbatch_matrix(tmp_path):
     np.testing.assert_allclose(open_matrix(str(out)).compute(),
                                theta_tile(NTK("relu", 2), sphere(300, 8, 0)), rtol=0,
                                atol=1e-13)
+
+
+def test_scancel_a_worker_job_mid_run_leaves_results_unchanged():
+    """One of two dask-jobqueue worker jobs is scancelled in the middle of pass 2: Dask
+    recomputes its tasks on the other worker and the eigenvalues do not change."""
+    import fastntk
+    from fastntk.cluster import get_client
+    from fastntk.spectrum import top_eigenvalues
+
+    net = fastntk.NTK("relu", 2)
+    X = fastntk.uniform_sphere(600, 8, seed=0)
+    ref = top_eigenvalues(net, X, 5, tol=1e-10, seed=0, tile=100)
+    cancelled = []
+    with get_client(cluster="slurm", jobs=2, memory="1GB", walltime="00:05:00",
+                    timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        submit, count = client.submit, [0]
+
+        def submit_then_cancel(*args, **kw):  # 6 row blocks: 21 tile pairs a pass
+            count[0] += 1
+            fut = submit(*args, **kw)
+            if count[0] == 30:
+                job = _our_jobs(f"fastntk-dask-{os.getpid()}")[0].split()[0]
+                subprocess.run(["scancel", job], timeout=10, check=True)
+                cancelled.append(job)
+            return fut
+
+        client.submit = submit_then_cancel
+        res = top_eigenvalues(net, X, 5, tol=1e-10, seed=0, tile=100, client=client)
+    assert cancelled
+    np.testing.assert_allclose(res.eigenvalues, ref.eigenvalues, rtol=0, atol=1e-12)
+    assert not _our_jobs(f"fastntk-dask-{os.getpid()}")
