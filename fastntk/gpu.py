@@ -114,11 +114,7 @@ def theta_tile_cuda(net, Xi, Xj=None, method: str = "auto", tol: float = 1e-12,
     k = tiles_cuda.kernels(tpb)
     n1, n2 = p["Xi"].shape[0], p["Xj"].shape[0]
     blocks, threads = tiles_cuda.grid(n1, n2, tpb)
-    dxi = cuda.to_device(p["Xi"])
-    dxj = dxi if p["diag"] else cuda.to_device(p["Xj"])
-    dni = cuda.to_device(p["ni"])
-    dnj = dni if p["diag"] else cuda.to_device(p["nj"])
-    dsb2, dq = cuda.to_device(p["sb2"]), cuda.to_device(p["q"])
+    dxi, dxj, dni, dnj, dsb2, dq = _upload(p)
     dout = cuda.device_array((n1, n2))
     if p["method"] == "exact":
         k.gram_map[blocks, threads](dxi, dxj, dni, dnj, dout, True, p["diag"],
@@ -137,6 +133,18 @@ def theta_tile_cuda(net, Xi, Xj=None, method: str = "auto", tol: float = 1e-12,
     return (g, bound) if return_bound else g
 
 
+def _upload(p: dict) -> tuple:
+    """Copy a prepared tile's rows, row norms and layer recipe to the device (a symmetric
+    tile sends its rows once)."""
+    from numba import cuda
+
+    dxi = cuda.to_device(p["Xi"])
+    dxj = dxi if p["diag"] else cuda.to_device(p["Xj"])
+    dni = cuda.to_device(p["ni"])
+    dnj = dni if p["diag"] else cuda.to_device(p["nj"])
+    return dxi, dxj, dni, dnj, cuda.to_device(p["sb2"]), cuda.to_device(p["q"])
+
+
 def theta_tile_matvec_cuda(net, Xi, Xj, V, method: str = "auto", tol: float = 1e-12,
                            which: str = "ntk") -> np.ndarray:
     """Theta(X_i, X_j) @ V on the GPU by the fused kernel (the tile is never stored)."""
@@ -152,11 +160,7 @@ def theta_tile_matvec_cuda(net, Xi, Xj, V, method: str = "auto", tol: float = 1e
     tpb = _tpb()
     k = tiles_cuda.kernels(tpb)
     blocks, threads = tiles_cuda.grid(n1, n2, tpb)
-    dxi = cuda.to_device(p["Xi"])
-    dxj = dxi if p["diag"] else cuda.to_device(p["Xj"])
-    dni = cuda.to_device(p["ni"])
-    dnj = dni if p["diag"] else cuda.to_device(p["nj"])
-    dsb2, dq = cuda.to_device(p["sb2"]), cuda.to_device(p["q"])
+    dxi, dxj, dni, dnj, dsb2, dq = _upload(p)
     if p["method"] == "exact":
         mode, coeffs = tiles_cuda.MODE_EXACT, p["empty"]
     else:
