@@ -9,7 +9,10 @@ It stores an orthonormal basis Z and its image A Z, so every pass (one applicati
 operator to a block of new directions) gives exact Ritz pairs *and* their residuals
 r_i = A u_i - theta_i u_i for free.  It is matrix-free: the operator streams kernel tiles
 (``fastntk.operators``); nothing of size n x n is ever stored.  Memory is
-O(n * max_basis) with ``max_basis`` a small multiple of the block.
+O(n * max_basis) with ``max_basis`` a small multiple of the block: Z and A Z live in one
+growing column-major buffer each (:class:`fastntk.basis.KrylovBasis`), Ritz vectors and
+residuals are never formed whole (their norms are accumulated by row chunks, restarts rotate
+the basis in place), so the peak is the basis plus a few n x block arrays of the pass in flight.
 
 Error estimates, per Ritz value theta_i (A symmetric):
 * ``residual``      ||r_i||; some eigenvalue lies within ||r_i|| of theta_i (Weyl / Bauer-Fike);
@@ -32,11 +35,12 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.linalg as sla
 
+from .basis import KrylovBasis
 from .operators import (
     ArrayOperator,
     CenteredOperator,
@@ -125,8 +129,11 @@ class SolverState:
     history: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """Plain dict (arrays stay numpy arrays: save with np.savez / pickle)."""
-        return asdict(self)
+        """Plain dict (arrays stay numpy arrays: save with np.savez / pickle).
+
+        Shallow: ``Z`` and ``AZ`` are the solver's own arrays (views of its basis, no copy of
+        the n x m basis), valid until the solver's next pass; save them (or copy) first."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> SolverState:
@@ -208,10 +215,18 @@ class BlockKrylov:
             raise ValueError(f"state is for n={state.n}, k={state.k}; this run has n={n}, "
                              f"k={self.k}")
         self.state = state
-        # Ritz vectors / residual vectors / error estimates of the last Rayleigh-Ritz: derived
-        # from (Z, AZ) and recomputed after a restore, so not part of the state
-        self._U = self._R = self._errors = None
+        self.basis = KrylovBasis(n, min(n, self.max_basis, 4 * self.block0))
+        if state.Z is not None:
+            self.basis.load(state.Z, state.AZ)
+            self._sync()
+        # Ritz coefficients S (Ritz vectors Z S), Ritz values and error estimates of the last
+        # Rayleigh-Ritz: derived from (Z, AZ) and recomputed after a restore, so not state
+        self._S = self._theta = self._errors = None
         self._floor = 0.0
+
+    def _sync(self) -> None:
+        """Point the state's Z / AZ at the basis (views: no copy)."""
+        self.state.Z, self.state.AZ = self.basis.Z, self.basis.AZ
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -230,54 +245,50 @@ class BlockKrylov:
 
     # ---------------------------------------------------------------- one pass
     def _new_directions(self, rng) -> np.ndarray:
-        st = self.state
+        st, basis = self.state, self.basis
         n, b = st.n, st.block
-        if st.Z is None:
+        if basis.m == 0:
             P = rng.standard_normal((n, b))
             if self.start is not None:
                 j = min(self.start.shape[1], max(b - max(10, b // 4), 0))
                 P[:, :j] = self.start[:, :j]
+                self.start = None  # only the first block uses it: free its n x j doubles
         else:
-            if self._R is None:
+            if self._S is None:
                 self._rayleigh_ritz()
             # residual directions of the unconverged leading Ritz pairs (block Krylov step)
-            m = self._R.shape[1]
-            conv = self._errors <= 0.25 * np.maximum(self.tol * np.abs(self.state.ritz),
+            m = self._S.shape[1]
+            conv = self._errors <= 0.25 * np.maximum(self.tol * np.abs(self._theta),
                                                      self._floor)
             take = [i for i in range(m) if not (i < self.k and conv[i])][:b]
             if not take:
                 take = list(range(min(m, b)))
-            P = self._R[:, take].copy()
+            P = basis.combine(self._S[:, take], self._theta[take])
         # orthogonalise against Z twice (CGS2), then within the block
-        for _ in range(2):
-            if st.Z is not None:
-                P -= st.Z @ (st.Z.T @ P)
+        basis.project_out(basis.project_out(P))
         Q, R = np.linalg.qr(P)
+        del P
         diag = np.abs(np.diag(R))
         keep = diag > 1e-10 * max(float(diag.max(initial=0.0)), 1e-300)
-        Q = Q[:, keep]
-        need = P.shape[1] - Q.shape[1]
+        if not keep.all():
+            Q = Q[:, keep]
+        need = b - Q.shape[1]
         if need > 0 or Q.shape[1] == 0:  # rank-deficient: refill with random directions
             extra = rng.standard_normal((n, max(need, 1)))
             for _ in range(2):
-                if st.Z is not None:
-                    extra -= st.Z @ (st.Z.T @ extra)
+                basis.project_out(extra)
                 extra -= Q @ (Q.T @ extra)
             Qe, _ = np.linalg.qr(extra)
             Q = np.hstack([Q, Qe])
-        if st.Z is not None:  # final re-orthogonalisation of the whole block
-            Q -= st.Z @ (st.Z.T @ Q)
-            Q, _ = np.linalg.qr(Q)
+        if basis.m:  # final re-orthogonalisation of the whole block
+            Q, _ = np.linalg.qr(basis.project_out(Q))
         return np.ascontiguousarray(Q)
 
     def _restart(self, keep: int) -> None:
         """Thick restart: keep the best ``keep`` Ritz vectors and their exact images."""
-        st = self.state
-        H = st.Z.T @ st.AZ
-        H = 0.5 * (H + H.T)
-        theta, S = np.linalg.eigh(H)
-        S = S[:, np.argsort(theta)[::-1][:keep]]
-        st.Z, st.AZ = st.Z @ S, st.AZ @ S
+        theta, S = np.linalg.eigh(self.basis.gram())
+        self.basis.rotate(S[:, np.argsort(theta)[::-1][:keep]])
+        self._sync()
         self._rayleigh_ritz()
 
     def step(self) -> SolverState:
@@ -286,18 +297,20 @@ class BlockKrylov:
         if st.converged:
             return st
         rng = self._rng()
-        if st.Z is not None and st.Z.shape[1] + st.block > self.max_basis:
+        m = self.basis.m
+        if m and m + st.block > self.max_basis:
             keep = max(self.k + st.block, self.max_basis - 2 * st.block, self.k + 1)
-            self._restart(min(keep, st.Z.shape[1]))
-        if st.Z is not None and st.Z.shape[1] + st.block > st.n:
-            st.block = st.n - st.Z.shape[1]
+            self._restart(min(keep, m))
+        if self.basis.m + st.block > st.n:
+            st.block = st.n - self.basis.m
         t0 = time.perf_counter()
         P = self._new_directions(rng)
         W = np.asarray(self.op.matvec(P), dtype=np.float64)
         t_op = time.perf_counter() - t0
         st.rng = rng.bit_generator.state
-        st.Z = P if st.Z is None else np.hstack([st.Z, P])
-        st.AZ = W if st.AZ is None else np.hstack([st.AZ, W])
+        self.basis.append(P, W)
+        del P, W
+        self._sync()
         st.passes += 1
         self._rayleigh_ritz()
         errs = self._errors[: self.k]
@@ -305,7 +318,7 @@ class BlockKrylov:
         ok = errs <= np.maximum(self.tol * np.abs(theta), self._floor)
         if self.residual_tol is not None:
             ok &= st.residuals[: self.k] <= self.residual_tol * abs(st.ritz[0])
-        st.converged = bool(ok.all()) or st.Z.shape[1] >= st.n
+        st.converged = bool(ok.all()) or self.basis.m >= st.n
         # grow the block while no gap separates theta_k from theta_block (a cluster)
         if self.grow and not st.converged and st.block < self.max_block:
             m = len(st.ritz)
@@ -313,7 +326,7 @@ class BlockKrylov:
             if st.ritz[j] > self.gap_ratio * st.ritz[self.k - 1]:
                 st.block = min(2 * st.block, self.max_block)
         st.history.append({
-            "pass": st.passes, "basis": int(st.Z.shape[1]), "block": int(st.block),
+            "pass": st.passes, "basis": int(self.basis.m), "block": int(st.block),
             "seconds": t_op, "max_rel_error": float(np.max(errs / np.abs(theta))),
             "max_residual": float(np.max(st.residuals[: self.k])),
             "unconverged": int(np.sum(~ok)),
@@ -322,28 +335,24 @@ class BlockKrylov:
 
     def _rayleigh_ritz(self) -> None:
         st = self.state
-        H = st.Z.T @ st.AZ
-        H = 0.5 * (H + H.T)
-        theta, S = np.linalg.eigh(H)
+        theta, S = np.linalg.eigh(self.basis.gram())
         order = np.argsort(theta)[::-1]
         theta, S = theta[order], S[:, order]
         m = min(len(theta), self.k + st.block)
-        S = S[:, :m]
-        U = st.Z @ S
-        R = st.AZ @ S - U * theta[:m]
-        rn = np.linalg.norm(R, axis=0)
+        theta, S = theta[:m].copy(), np.ascontiguousarray(S[:, :m])
+        rn = self.basis.residual_norms(S, theta)
         # rounding floor: the pass itself (sums of n products) is accurate to about
         # eps * sqrt(n) * ||A||, and ||A|| = theta_1 for a PSD operator
         self._floor = 8 * _EPS * math.sqrt(st.n) * abs(theta[0])
         rn = np.maximum(rn, self._floor)
         errs = np.empty(m)
         for i in range(m):
-            others = np.delete(theta[:m], i)
+            others = np.delete(theta, i)
             gap = np.min(np.abs(others - theta[i]) - np.delete(rn, i)) if m > 1 else np.inf
             errs[i] = min(rn[i], rn[i] ** 2 / gap) if gap > rn[i] else rn[i]
         errs = np.maximum(errs, self._floor)
-        st.ritz, st.residuals = theta[:m].copy(), rn
-        self._U, self._R, self._errors = U, R, errs
+        st.ritz, st.residuals = theta.copy(), rn
+        self._S, self._theta, self._errors = S, theta, errs
 
     def __iter__(self):
         """Iterate over passes (yields the state after each), stopping when converged."""
@@ -377,13 +386,13 @@ class BlockKrylov:
         st = self.state
         if st.ritz is None:
             raise RuntimeError("no pass has been run")
-        if self._U is None:
+        if self._S is None:
             self._rayleigh_ritz()
         k = self.k
         trace = float(self.op.trace()) if hasattr(self.op, "trace") else float("nan")
         vecs = None
         if eigenvectors:
-            vecs = np.ascontiguousarray(self._U[:, :k])
+            vecs = self.basis.combine(self._S[:, :k])
             # fix the sign so that the largest-magnitude entry is positive (reproducible)
             idx = np.argmax(np.abs(vecs), axis=0)
             vecs *= np.sign(vecs[idx, np.arange(k)])
