@@ -266,13 +266,14 @@ class BlockKrylov:
             P = basis.combine(self._S[:, take], self._theta[take])
         # orthogonalise against Z twice (CGS2), then within the block
         basis.project_out(basis.project_out(P))
+        width = P.shape[1]  # b, or fewer when fewer residual directions are left
         Q, R = np.linalg.qr(P)
         del P
         diag = np.abs(np.diag(R))
         keep = diag > 1e-10 * max(float(diag.max(initial=0.0)), 1e-300)
         if not keep.all():
             Q = Q[:, keep]
-        need = b - Q.shape[1]
+        need = width - Q.shape[1]
         if need > 0 or Q.shape[1] == 0:  # rank-deficient: refill with random directions
             extra = rng.standard_normal((n, max(need, 1)))
             for _ in range(2):
