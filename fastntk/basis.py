@@ -59,7 +59,6 @@ class KrylovBasis:
             new = np.empty((self.n, cap), order="F")
             new[:, : self.m] = old[:, : self.m]
             setattr(self, name, new)
-            del old
 
     def append(self, P: np.ndarray, W: np.ndarray) -> None:
         """Add the columns P (orthonormal, orthogonal to Z) and their images W = A P."""
@@ -96,23 +95,24 @@ class KrylovBasis:
             P[r] -= self._Z[r, : self.m] @ C
         return P
 
+    def _products(self, S: np.ndarray, theta: np.ndarray | None):
+        """Row chunks (rows, block) of Z S, or with ``theta`` of (A Z) S - (Z S) diag(theta)."""
+        for r in self._chunks():
+            U = self._Z[r, : self.m] @ S
+            yield r, (U if theta is None else self._AZ[r, : self.m] @ S - U * theta)
+
     def combine(self, S: np.ndarray, theta: np.ndarray | None = None) -> np.ndarray:
         """Z S (Ritz vectors), or with ``theta`` the residuals (A Z) S - (Z S) diag(theta)."""
         S = np.asarray(S, dtype=np.float64)
         out = np.empty((self.n, S.shape[1]))
-        for r in self._chunks():
-            U = self._Z[r, : self.m] @ S
-            if theta is None:
-                out[r] = U
-            else:
-                out[r] = self._AZ[r, : self.m] @ S - U * theta
+        for r, block in self._products(S, theta):
+            out[r] = block
         return out
 
     def residual_norms(self, S: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """||(A Z) s_i - theta_i Z s_i|| for every column s_i of S, without forming them."""
         sq = np.zeros(S.shape[1])
-        for r in self._chunks():
-            R = self._AZ[r, : self.m] @ S - (self._Z[r, : self.m] @ S) * theta
+        for _, R in self._products(S, theta):
             sq += np.einsum("ij,ij->j", R, R)
         return np.sqrt(sq)
 

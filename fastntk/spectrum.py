@@ -219,9 +219,9 @@ class BlockKrylov:
         if state.Z is not None:
             self.basis.load(state.Z, state.AZ)
             self._sync()
-        # Ritz coefficients S (Ritz vectors Z S), Ritz values and error estimates of the last
-        # Rayleigh-Ritz: derived from (Z, AZ) and recomputed after a restore, so not state
-        self._S = self._theta = self._errors = None
+        # Ritz coefficients S (Ritz vectors Z S; the values are state.ritz) and error
+        # estimates of the last Rayleigh-Ritz: derived from (Z, AZ), recomputed after a restore
+        self._S = self._errors = None
         self._floor = 0.0
 
     def _sync(self) -> None:
@@ -258,12 +258,11 @@ class BlockKrylov:
                 self._rayleigh_ritz()
             # residual directions of the unconverged leading Ritz pairs (block Krylov step)
             m = self._S.shape[1]
-            conv = self._errors <= 0.25 * np.maximum(self.tol * np.abs(self._theta),
-                                                     self._floor)
+            conv = self._errors <= 0.25 * np.maximum(self.tol * np.abs(st.ritz), self._floor)
             take = [i for i in range(m) if not (i < self.k and conv[i])][:b]
             if not take:
                 take = list(range(min(m, b)))
-            P = basis.combine(self._S[:, take], self._theta[take])
+            P = basis.combine(self._S[:, take], st.ritz[take])
         # orthogonalise against Z twice (CGS2), then within the block
         basis.project_out(basis.project_out(P))
         width = P.shape[1]  # b, or fewer when fewer residual directions are left
@@ -352,8 +351,8 @@ class BlockKrylov:
             gap = np.min(np.abs(others - theta[i]) - np.delete(rn, i)) if m > 1 else np.inf
             errs[i] = min(rn[i], rn[i] ** 2 / gap) if gap > rn[i] else rn[i]
         errs = np.maximum(errs, self._floor)
-        st.ritz, st.residuals = theta.copy(), rn
-        self._S, self._theta, self._errors = S, theta, errs
+        st.ritz, st.residuals = theta, rn
+        self._S, self._errors = S, errs
 
     def __iter__(self):
         """Iterate over passes (yields the state after each), stopping when converged."""
