@@ -64,6 +64,14 @@ def _as_matrix(X, where: str) -> np.ndarray:
     return X
 
 
+def _only_member(names: list[str], path: str, holder: str, kind: str) -> str:
+    """The one dataset/array in a container; several or none: ask for ``path:NAME``."""
+    if len(names) != 1:
+        raise ValueError(f"{holder} {len(names)} {kind}s ({', '.join(names[:8])}); "
+                         f"name one as {path}:{kind.upper()}")
+    return names[0]
+
+
 def _load_h5(path: str, member: str | None) -> np.ndarray:
     try:
         import h5py
@@ -74,10 +82,7 @@ def _load_h5(path: str, member: str | None) -> np.ndarray:
             names = []
             f.visititems(lambda name, obj: names.append(name)
                          if isinstance(obj, h5py.Dataset) else None)
-            if len(names) != 1:
-                raise ValueError(f"{path} holds {len(names)} datasets ({', '.join(names[:8])}); "
-                                 f"name one as {path}:DATASET")
-            member = names[0]
+            member = _only_member(names, path, f"{path} holds", "dataset")
         if member not in f or not isinstance(f[member], h5py.Dataset):
             raise ValueError(f"{path} has no dataset {member!r}")
         dset = f[member]
@@ -94,11 +99,8 @@ def _load_zarr(path: str, member: str | None) -> np.ndarray:
         raise ValueError(f"cannot open {path} as zarr: {exc}") from None
     if isinstance(node, zarr.Group):
         if member is None:
-            arrays = [name for name, _ in node.arrays()]
-            if len(arrays) != 1:
-                raise ValueError(f"{path} is a zarr group with {len(arrays)} arrays "
-                                 f"({', '.join(arrays[:8])}); name one as {path}:ARRAY")
-            member = arrays[0]
+            member = _only_member([name for name, _ in node.arrays()], path,
+                                  f"{path} is a zarr group with", "array")
         if member not in node or not isinstance(node[member], zarr.Array):
             raise ValueError(f"{path} has no array {member!r}")
         node = node[member]

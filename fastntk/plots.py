@@ -26,7 +26,13 @@ def _figure():
     return plt, fig, ax
 
 
-def _save(plt, fig, path: str) -> str:
+def _finish(plt, fig, ax, path: str, xlabel: str, ylabel: str, title: str) -> str:
+    """Label, grid and legend the axes, then write the figure to ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
@@ -51,12 +57,8 @@ def plot_spectrum(series: dict[str, np.ndarray], path: str, title: str = "",
             lo, hi = bands[name]
             ax.fill_between(p, np.maximum(lo, 1e-300), hi, alpha=0.2)
     ax.set_yscale("log")
-    ax.set_xlabel("p")
-    ax.set_ylabel(r"$\lambda_p / \lambda_1$")
-    ax.set_title(title or "spectrum relative to the largest eigenvalue")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return _save(plt, fig, path)
+    return _finish(plt, fig, ax, path, "p", r"$\lambda_p / \lambda_1$",
+                   title or "spectrum relative to the largest eigenvalue")
 
 
 def plot_coefficients(coeffs: np.ndarray, path: str, title: str = "",
@@ -70,12 +72,8 @@ def plot_coefficients(coeffs: np.ndarray, path: str, title: str = "",
     ax.loglog(p[keep], c[keep], ".", ms=3, label=r"$c_p$")
     if fit is not None:
         ax.loglog(p[keep], _law(fit, p[keep]), "-", lw=1, label=_law_label(fit))
-    ax.set_xlabel("p")
-    ax.set_ylabel(r"$c_p$")
-    ax.set_title(title or "power-series coefficients")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return _save(plt, fig, path)
+    return _finish(plt, fig, ax, path, "p", r"$c_p$",
+                   title or "power-series coefficients")
 
 
 def plot_sphere(k: np.ndarray, lam: np.ndarray, path: str, title: str = "",
@@ -91,12 +89,8 @@ def plot_sphere(k: np.ndarray, lam: np.ndarray, path: str, title: str = "",
         ax.loglog(k[keep], np.maximum(b, 1e-300), ":", lw=1, label="certified error bound")
     for fit in fits or []:
         ax.loglog(k[keep], _law(fit, k[keep]), "-", lw=1, label=_law_label(fit))
-    ax.set_xlabel("degree k")
-    ax.set_ylabel(r"$\lambda_k$")
-    ax.set_title(title or "eigenvalues on the sphere")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return _save(plt, fig, path)
+    return _finish(plt, fig, ax, path, "degree k", r"$\lambda_k$",
+                   title or "eigenvalues on the sphere")
 
 
 def _law(fit: dict, x: np.ndarray) -> np.ndarray:

@@ -69,17 +69,24 @@ def in_process():
     return json.loads(out.stdout)
 
 
+def _run_sbatch(name: str, env: dict, workdir) -> str:
+    """Submit slurm/{name}.sbatch from ``workdir`` and wait; fail with its log unless it
+    COMPLETED."""
+    jobid = subprocess.run(
+        ["sbatch", "--parsable", "--export=ALL", "--time=00:05:00", f"--chdir={workdir}",
+         os.path.join(ROOT, "slurm", f"{name}.sbatch")], env=env, capture_output=True,
+        text=True, timeout=30, check=True).stdout.strip().split(";")[0]
+    state = _wait(jobid)
+    log = workdir / f"fastntk-{name}-{jobid}.out"
+    assert state == "COMPLETED", log.read_text()[-3000:] if log.exists() else state
+    return jobid
+
+
 def test_sbatch_spectrum(tmp_path, in_process):
     out = tmp_path / "out"
     env = dict(os.environ, DATA=DATA, K="5", CHUNK="200", HIDDEN_LAYERS="2", OUT=str(out),
                FASTNTK=f"{sys.executable} -m fastntk")
-    jobid = subprocess.run(
-        ["sbatch", "--parsable", "--export=ALL", "--time=00:05:00", f"--chdir={tmp_path}",
-         os.path.join(ROOT, "slurm", "spectrum.sbatch")], env=env, capture_output=True,
-        text=True, timeout=30, check=True).stdout.strip().split(";")[0]
-    state = _wait(jobid)
-    log = tmp_path / f"fastntk-spectrum-{jobid}.out"
-    assert state == "COMPLETED", log.read_text()[-3000:] if log.exists() else state
+    jobid = _run_sbatch("spectrum", env, tmp_path)
     got = json.loads((out / "spectrum.json").read_text())
     assert (got["n"], got["d"]) == (600, 8)
     assert got["ntk"]["method"].startswith("block-krylov, dask")
@@ -120,13 +127,7 @@ def test_sbatch_matrix(tmp_path):
     out = tmp_path / "K.zarr"
     env = dict(os.environ, DATA="sphere:n=300,d=8", CHUNK="100", HIDDEN_LAYERS="2",
                OUT=str(out), FASTNTK=f"{sys.executable} -m fastntk")
-    jobid = subprocess.run(
-        ["sbatch", "--parsable", "--export=ALL", "--time=00:05:00", f"--chdir={tmp_path}",
-         os.path.join(ROOT, "slurm", "matrix.sbatch")], env=env, capture_output=True,
-        text=True, timeout=30, check=True).stdout.strip().split(";")[0]
-    state = _wait(jobid)
-    log = tmp_path / f"fastntk-matrix-{jobid}.out"
-    assert state == "COMPLETED", log.read_text()[-3000:] if log.exists() else state
+    _run_sbatch("matrix", env, tmp_path)
     np.testing.assert_allclose(open_matrix(str(out)).compute(),
                                theta_tile(NTK("relu", 2), sphere(300, 8, 0)), rtol=0,
                                atol=1e-13)
