@@ -9,31 +9,7 @@ import time
 
 import numpy as np
 
-from .activations import ACTIVATION_NAMES
-
-
-def _add_network_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("network (MATH.md section 1)")
-    g.add_argument("--activation", "-a", default="relu",
-                   help=f"activation name ({', '.join(ACTIVATION_NAMES)}; parameters as "
-                        "'leaky_relu:0.1', 'gaussian:2'); default relu")
-    g.add_argument("--hidden-layers", "-L", type=int, default=1,
-                   help="number of hidden layers L >= 1 (default 1)")
-    g.add_argument("--gamma-w", type=float, default=1.0, help="input weight std (default 1)")
-    g.add_argument("--gamma-b", type=float, default=0.0, help="input bias std (default 0)")
-    g.add_argument("--sigma-w", type=float, default=1.0, help="hidden weight std (default 1)")
-    g.add_argument("--sigma-b", type=float, default=None,
-                   help="hidden bias std (default: Assumption 2, 1 - sigma_w^2 E[phi^2])")
-    g.add_argument("--no-output-bias", action="store_true",
-                   help="no bias on the output layer (MATH.md section 1 literally)")
-
-
-def network_from_args(args):
-    """Build the NTK object named by the network arguments."""
-    from .ntk import NTK
-
-    return NTK(args.activation, args.hidden_layers, gamma_w=args.gamma_w, gamma_b=args.gamma_b,
-               sigma_w=args.sigma_w, sigma_b=args.sigma_b, output_bias=not args.no_output_bias)
+from .cli_args import add_network_args, network_from_args
 
 
 def cmd_coeffs(args) -> int:
@@ -96,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("coeffs", help="NTK/NNGP power-series coefficients with tail bounds",
                        description="Print kappa_p (NTK) and alpha_p (NNGP), p = 0..T, with the "
                                    "certified truncation bound.")
-    _add_network_args(p)
+    add_network_args(p)
     p.add_argument("-T", type=int, default=20, help="highest power p (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--layers", action="store_true", help="with --json: per-layer tables")
@@ -117,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each of these modules defines register(subparsers) adding its command(s).
-_EXTRA_COMMANDS: list[str] = ["cli_spectrum", "cli_matrix"]
+_EXTRA_COMMANDS: list[str] = ["cli_spectrum", "cli_matrix", "cli_sphere"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,13 +19,13 @@ from .tiles import METHODS
 
 def register(subparsers) -> None:
     """Add the ``matrix`` command to the ``fastntk`` parser."""
-    from .cli import _add_network_args
+    from .cli_args import add_cluster_args, add_network_args
 
     p = subparsers.add_parser(
         "matrix", help="kernel matrix Theta(x_i, x_j) to zarr (tiles, Dask, resumable)",
         description="Compute the NTK (or NNGP) matrix of a data set block by block and write "
                     "it to a zarr store out of core; rerun the same command to resume.")
-    _add_network_args(p)
+    add_network_args(p)
     p.add_argument("--data", required=True,
                    help="X.npy | X.zarr[:array] | X.h5[:dataset] | sphere:n=N,d=D[,seed=S]")
     p.add_argument("--normalize", action="store_true",
@@ -40,7 +40,6 @@ def register(subparsers) -> None:
     p.add_argument("--tol", type=float, default=1e-12,
                    help="series: error bound relative to Theta(1) (default 1e-12)")
     p.add_argument("--which", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
-    from .cluster import add_cluster_args
 
     add_cluster_args(p)
     p.add_argument("--threads", type=int, default=None,
@@ -53,8 +52,7 @@ def register(subparsers) -> None:
 
 
 def cmd_matrix(args) -> int:
-    from .cli import network_from_args
-    from .cluster import client_from_args
+    from .cli_args import client_from_args, network_from_args
     from .gpu import CudaUnavailableError
     from .io import load_data
     from .matrix import make_spec, write_zarr

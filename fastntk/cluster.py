@@ -206,39 +206,3 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_cluster_args(p, threads_option: bool = False) -> None:
-    """The cluster options shared by every ``fastntk`` command that can use Dask."""
-    g = p.add_argument_group("Dask cluster (default: in-process threads)")
-    g.add_argument("--cluster", choices=KINDS, default=None,
-                   help="cluster kind (default: inferred from the options below, else "
-                        "threads)")
-    g.add_argument("--workers", type=int, default=None,
-                   help="LocalCluster with N worker processes (slurm: Dask workers per job)")
-    g.add_argument("--scheduler-file", default=None,
-                   help="connect to a running scheduler by its scheduler file")
-    g.add_argument("--address", default=None,
-                   help="connect to a running scheduler, e.g. tcp://host:8786")
-    g.add_argument("--jobs", type=int, default=None, help="slurm: number of SLURM jobs (1)")
-    g.add_argument("--cores", type=int, default=1, help="slurm: cores per job (1)")
-    g.add_argument("--memory", default="2GB", help="slurm: memory per job (2GB)")
-    g.add_argument("--walltime", default="00:30:00", help="slurm: job walltime (00:30:00)")
-    g.add_argument("--queue", default=None, help="slurm: partition (default partition)")
-    g.add_argument("--connect-timeout", type=float, default=30.0,
-                   help="seconds to wait for a scheduler or the first SLURM worker (30)")
-
-
-def client_from_args(args):
-    """``get_client`` for parsed :func:`add_cluster_args` options (a context manager)."""
-    kind = getattr(args, "cluster", None)
-    if kind is None and args.jobs is not None:
-        kind = "slurm"
-    if kind == "slurm":
-        return get_client(cluster="slurm", workers=args.workers, jobs=args.jobs or 1,
-                          cores=args.cores, memory=args.memory, walltime=args.walltime,
-                          queue=args.queue, timeout=args.connect_timeout)
-    return get_client(workers=args.workers, scheduler_file=args.scheduler_file,
-                      address=args.address, cluster=kind, timeout=args.connect_timeout)
-
