@@ -21,11 +21,10 @@ import time
 import numpy as np
 import pytest
 
-from fastntk import NTK
+from fastntk import NTK, top_eigenvalues
 from fastntk.cluster import get_client
-from fastntk.data import sphere
+from fastntk.data import uniform_sphere as sphere
 from fastntk.matrix import to_zarr
-from fastntk.spectrum import top_eigenvalues
 
 N = int(os.environ.get("FASTNTK_BENCH_CLUSTER_N", "40000"))
 CHUNK = 4096

@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
-from fastntk import NTK
-from fastntk.data import sphere
-from fastntk.spectrum import top_eigenvalues
+from fastntk import NTK, top_eigenvalues
+from fastntk.data import uniform_sphere as sphere
 from fastntk.tiles import theta_tile
 
 N = int(os.environ.get("FASTNTK_BENCH_N", "20000"))

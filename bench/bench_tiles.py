@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from fastntk import NTK
-from fastntk.data import sphere
+from fastntk.data import uniform_sphere as sphere
 from fastntk.matrix import to_zarr
 from fastntk.tiles import plan_tile, theta_tile
 
@@ -155,7 +155,7 @@ _MEMORY = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
     from fastntk import NTK
-from fastntk.data import sphere
+from fastntk.data import uniform_sphere as sphere
     from fastntk.tiles import theta_tile
     n, d, how = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     X = sphere(n, d, 0)

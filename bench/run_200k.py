@@ -11,7 +11,7 @@ import sys
 import time
 
 import fastntk
-from fastntk.spectrum import top_eigenvalues
+from fastntk import top_eigenvalues
 
 
 def main() -> None:

@@ -1,9 +1,13 @@
-"""Activations: phi, phi', and what is known about them in closed form (MATH.md section 2).
+"""Activations: phi, phi', and what is known about them in closed form (docs/math.md section 2).
 
 An :class:`Activation` carries the numpy functions phi and phi' and, where they exist,
 closed forms for its Hermite coefficients, its moments E[phi(sqrt(q) Z)^2] and
 E[phi'(sqrt(q) Z)^2], and a code for the exact dual-kernel recursion in
 ``fastntk.kernels.exact_cpu`` (ReLU family, erf, Gaussian, sin, cos, identity).
+
+Activations compare and hash by value: two built-in activations of the same name (with the same
+parameter) are equal, so networks built from them share every cached table; a callable is
+identified by its functions.
 """
 
 from __future__ import annotations
@@ -17,16 +21,16 @@ import numpy as np
 from scipy import special
 
 from . import hermite as _h
+from .kernels import codes
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
-# Codes shared with kernels/exact_cpu.py (the exact dual recursion).
-DUAL_NONE = -1
-DUAL_LEAKY_RELU = 0  # param: negative slope a (relu a=0, abs a=-1, identity a=1)
-DUAL_ERF = 1
-DUAL_GAUSSIAN = 2  # param: width s
-DUAL_SIN = 3
-DUAL_COS = 4
+DUAL_NONE = codes.NONE
+DUAL_LEAKY_RELU = codes.LEAKY_RELU
+DUAL_ERF = codes.ERF
+DUAL_GAUSSIAN = codes.GAUSSIAN
+DUAL_SIN = codes.SIN
+DUAL_COS = codes.COS
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +38,8 @@ class Activation:
     """An activation phi with its derivative and closed-form facts.
 
     ``dual_code``/``param`` select the exact dual kernel (``DUAL_NONE`` if unknown);
-    ``kinks`` are points where phi or phi' is not smooth (for adaptive quadrature).
+    ``kinks`` are points where phi or phi' is not smooth (for adaptive quadrature);
+    ``builtin``: one of :data:`ACTIVATION_NAMES` (then equality is by name).
     """
 
     name: str
@@ -46,6 +51,21 @@ class Activation:
     derivative_is_numerical: bool = False
     _closed_moments: Callable[[float], tuple[float, float]] | None = field(default=None)
     _closed_hermite: Callable[[int, float], np.ndarray] | None = field(default=None)
+    builtin: bool = False
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the activation: its name for built-ins, else its functions."""
+        if self.builtin:
+            return ("builtin", self.name, self.dual_code, self.param)
+        return ("callable", self.name, self.phi, self.dphi, self.kinks,
+                self.derivative_is_numerical)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Activation) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     @property
     def has_exact_dual(self) -> bool:
@@ -108,7 +128,8 @@ def _leaky(slope: float, name: str) -> Activation:
     def moments(q):
         return q * (1.0 + a * a) / 2.0, (1.0 + a * a) / 2.0
 
-    return Activation(name, phi, dphi, DUAL_LEAKY_RELU, a, (0.0,), False, moments, hermite)
+    return Activation(name, phi, dphi, DUAL_LEAKY_RELU, a, (0.0,), False, moments, hermite,
+                      True)
 
 
 def _erf() -> Activation:
@@ -125,7 +146,7 @@ def _erf() -> Activation:
 
     return Activation(
         "erf", special.erf, lambda z: 2.0 / math.sqrt(math.pi) * np.exp(-np.square(z)),
-        DUAL_ERF, 0.0, (), False, moments, hermite,
+        DUAL_ERF, 0.0, (), False, moments, hermite, True,
     )
 
 
@@ -151,7 +172,7 @@ def _gaussian(s: float) -> Activation:
         ) ** -1.5
 
     name = "gaussian" if s == 1.0 else f"gaussian:{s:g}"
-    return Activation(name, phi, dphi, DUAL_GAUSSIAN, s, (), False, moments, hermite)
+    return Activation(name, phi, dphi, DUAL_GAUSSIAN, s, (), False, moments, hermite, True)
 
 
 def _trig(odd: bool) -> Activation:
@@ -163,13 +184,14 @@ def _trig(odd: bool) -> Activation:
         return ((1.0 - e) / 2.0, (1.0 + e) / 2.0) if odd else ((1.0 + e) / 2.0, (1.0 - e) / 2.0)
 
     if odd:
-        return Activation("sin", np.sin, np.cos, DUAL_SIN, 0.0, (), False, moments, hermite)
+        return Activation("sin", np.sin, np.cos, DUAL_SIN, 0.0, (), False, moments, hermite,
+                          True)
     return Activation("cos", np.cos, lambda z: -np.sin(z), DUAL_COS, 0.0, (), False, moments,
-                      hermite)
+                      hermite, True)
 
 
 def _smooth(name: str, phi: ArrayFn, dphi: ArrayFn) -> Activation:
-    return Activation(name, phi, dphi, DUAL_NONE, 0.0, ())
+    return Activation(name, phi, dphi, DUAL_NONE, 0.0, (), builtin=True)
 
 
 def _gelu_phi(z):

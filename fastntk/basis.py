@@ -1,6 +1,6 @@
 """Memory-lean storage of a Krylov basis Z (n x m, orthonormal columns) and its image A Z.
 
-The eigensolver (:class:`fastntk.spectrum.BlockKrylov`) needs Z and A Z for Rayleigh-Ritz
+The eigensolver (:class:`fastntk.solver.BlockKrylov`) needs Z and A Z for Rayleigh-Ritz
 (H = Z^T A Z), residual norms ||A Z s_i - theta_i Z s_i|| and thick restarts Z <- Z S.  Done
 naively (``np.hstack`` per pass, full n x m Ritz vector and residual matrices) that holds three
 to four copies of the basis at once; at n = 200,000 with a 128-wide block each copy of one pass

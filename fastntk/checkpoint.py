@@ -1,4 +1,4 @@
-"""Checkpoint and resume of the eigensolver (:class:`fastntk.spectrum.BlockKrylov`).
+"""Checkpoint and resume of the eigensolver (:class:`fastntk.solver.BlockKrylov`).
 
 A checkpoint directory holds, per solver run ``name`` (e.g. ``ntk``, ``centered``):
 
@@ -14,7 +14,7 @@ A checkpoint directory holds, per solver run ``name`` (e.g. ``ntk``, ``centered`
 The solver is deterministic given its state, so a resumed run gives bit-for-bit the
 eigenvalues of an uninterrupted one.
 
-    ck = Checkpoint("ckpt", "ntk", run_metadata(net, X, k=10, tol=1e-10, seed=0))
+    ck = Checkpoint("ckpt", "ntk", run_metadata(net.to_dict(), data_fingerprint(X), k=10))
     state = ck.load()                 # None, or the state dict of the last pass
     ...; ck.save(solver.state_dict())  # after every pass
 """
@@ -53,12 +53,11 @@ def _jsonable(v):
     return v
 
 
-def run_metadata(net, X, **params) -> dict:
-    """The identity of a solver run: network spec, data fingerprint and ``params`` (k, tol,
-    seed, centered, scale, block, ...).  Two runs with equal metadata compute the same thing."""
-    spec = net.spec() if hasattr(net, "spec") else repr(net)
-    return _jsonable({"format": FORMAT, "network": spec, "data": data_fingerprint(X),
-                      **params})
+def run_metadata(network: dict, data: dict, **params) -> dict:
+    """The identity of a solver run: the network (``NTK.to_dict()``), the data
+    (:func:`data_fingerprint`, or a store's data hashes) and ``params`` (k, tol, seed,
+    centered, scale, block, ...).  Two runs with equal metadata compute the same thing."""
+    return _jsonable({"format": FORMAT, "network": network, "data": data, **params})
 
 
 def _atomic_write(path: str, write) -> None:
@@ -148,9 +147,3 @@ class Checkpoint:
         arrays["state_json"] = np.array(json.dumps(_jsonable(scalars)))
         _atomic_write(self.state_path, lambda fh: np.savez(fh, **arrays))
         self.saves += 1
-
-    @property
-    def passes(self) -> int:
-        """Passes in the saved state (0 if none)."""
-        st = self.load()
-        return 0 if st is None else int(st["passes"])

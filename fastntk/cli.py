@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .cli_args import add_network_args, network_from_args
+from .cli_args import add_network_args, count, network_from_args
 
 
 def cmd_coeffs(args) -> int:
@@ -19,7 +19,7 @@ def cmd_coeffs(args) -> int:
     elapsed = time.perf_counter() - t0
     if args.json:
         out = {
-            "network": net.spec(), "T": args.T, "method": coef.method,
+            "network": net.to_dict(), "T": args.T, "method": coef.method,
             "ntk": coef.ntk.tolist(), "nngp": coef.nngp.tolist(),
             "ntk_at_one": coef.ntk_at_one, "nngp_at_one": coef.nngp_at_one,
             "tail_bound": coef.tail_bound, "nngp_tail_bound": coef.nngp_tail_bound,
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print kappa_p (NTK) and alpha_p (NNGP), p = 0..T, with the "
                                    "certified truncation bound.")
     add_network_args(p)
-    p.add_argument("-T", type=int, default=20, help="highest power p (default 20)")
+    p.add_argument("-T", type=count(0), default=20, help="highest power p (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--layers", action="store_true", help="with --json: per-layer tables")
     p.set_defaults(func=cmd_coeffs)
@@ -81,24 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table1", help="the paper's Table 1 (two-layer coefficient shares)",
                        description="Share of sum_p kappa_{p,2} held by the first T+1 "
                                    "coefficients for ReLU, Tanh, Sigmoid and Gaussian.")
-    p.add_argument("--max-T", type=int, default=5, help="largest T (default 5)")
+    p.add_argument("--max-T", type=count(0), default=5, help="largest T (default 5)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_table1)
 
-    import importlib
+    from . import cli_matrix, cli_spectrum, cli_sphere
 
-    for module in _EXTRA_COMMANDS:
-        importlib.import_module(f"fastntk.{module}").register(sub)
+    for module in (cli_spectrum, cli_matrix, cli_sphere):  # each adds its command(s)
+        module.register(sub)
     return parser
 
 
-# Each of these modules defines register(subparsers) adding its command(s).
-_EXTRA_COMMANDS: list[str] = ["cli_spectrum", "cli_matrix", "cli_sphere"]
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``fastntk`` command; returns its exit status (0 success, 2 bad input or a
+    failed run with one message and no traceback, 3 eigenvalues not converged, 130 Ctrl-C)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage and the error
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,

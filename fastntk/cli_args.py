@@ -11,12 +11,39 @@ from .activations import ACTIVATION_NAMES
 from .cluster import KINDS, get_client
 
 
+def count(minimum: int = 1):
+    """An argparse type: an integer >= ``minimum`` (refused at parse time otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def add_network_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("network (MATH.md section 1)")
+    """--activation, --hidden-layers, --gamma-w/-b, --sigma-w/-b, --no-output-bias."""
+    g = p.add_argument_group("network (docs/math.md section 1)")
     g.add_argument("--activation", "-a", default="relu",
                    help=f"activation name ({', '.join(ACTIVATION_NAMES)}; parameters as "
                         "'leaky_relu:0.1', 'gaussian:2'); default relu")
-    g.add_argument("--hidden-layers", "-L", type=int, default=1,
+    g.add_argument("--hidden-layers", "-L", type=count(1), default=1,
                    help="number of hidden layers L >= 1 (default 1)")
     g.add_argument("--gamma-w", type=float, default=1.0, help="input weight std (default 1)")
     g.add_argument("--gamma-b", type=float, default=0.0, help="input bias std (default 0)")
@@ -24,7 +51,7 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sigma-b", type=float, default=None,
                    help="hidden bias std (default: Assumption 2, 1 - sigma_w^2 E[phi^2])")
     g.add_argument("--no-output-bias", action="store_true",
-                   help="no bias on the output layer (MATH.md section 1 literally)")
+                   help="no bias on the output layer (docs/math.md section 1 literally)")
 
 
 def network_from_args(args):

@@ -4,9 +4,10 @@
         [--chunk 4096] [--device cpu|cuda] [--workers N | --scheduler-file F | --cluster slurm]
 
 Rerunning the same command after an interruption resumes it (only missing blocks are
-computed).  Data: .npy (memory-mapped), .zarr[:array], .h5/.hdf5[:dataset], or
-sphere:n=N,d=D[,seed=S].  Read the result with ``fastntk.matrix.open_matrix(path)`` or
-``zarr.open_group(path)["kernel"]``.
+computed).  Data: digits, sphere:n=N,d=D[,seed=S], .npy (memory-mapped), .zarr[:array],
+.h5/.hdf5[:dataset].  The store layout is described in ``fastntk.store``; read the result
+with ``fastntk spectrum --matrix K.zarr``, ``fastntk.store.open_matrix(path)`` or
+``dask.array.from_zarr(path, component="kernel")``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import json
 import sys
 
-from .tiles import METHODS
+from .defaults import MATRIX_CHUNK, TILE_TOL
+from .tiles import DEVICES, METHODS
 
 
 def register(subparsers) -> None:
     """Add the ``matrix`` command to the ``fastntk`` parser."""
-    from .cli_args import add_cluster_args, add_network_args
+    from .cli_args import add_cluster_args, add_network_args, count, positive_float
 
     p = subparsers.add_parser(
         "matrix", help="kernel matrix Theta(x_i, x_j) to zarr (tiles, Dask, resumable)",
@@ -27,22 +29,24 @@ def register(subparsers) -> None:
                     "it to a zarr store out of core; rerun the same command to resume.")
     add_network_args(p)
     p.add_argument("--data", required=True,
-                   help="X.npy | X.zarr[:array] | X.h5[:dataset] | sphere:n=N,d=D[,seed=S]")
+                   help="digits | sphere:n=N,d=D[,seed=S] | X.npy | X.zarr[:array] | "
+                        "X.h5[:dataset]")
     p.add_argument("--normalize", action="store_true",
                    help="project rows onto the unit sphere (default: they must be unit)")
     p.add_argument("--out", required=True, help="output zarr store (a directory), e.g. K.zarr")
-    p.add_argument("--chunk", type=int, default=4096,
-                   help="rows per block; a worker holds a few chunk^2 blocks (default 4096)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+    p.add_argument("--chunk", type=count(1), default=MATRIX_CHUNK,
+                   help="rows per block; a worker holds a few chunk^2 blocks "
+                        f"(default {MATRIX_CHUNK})")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="exact closed-form recursion, certified series, or auto (default)")
-    p.add_argument("--tol", type=float, default=1e-12,
-                   help="series: error bound relative to Theta(1) (default 1e-12)")
+    p.add_argument("--tol", type=positive_float, default=TILE_TOL,
+                   help=f"series: error bound relative to Theta(1) (default {TILE_TOL:g})")
     p.add_argument("--which", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
 
     add_cluster_args(p)
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=count(1), default=None,
                    help="threads of the in-process scheduler (no --workers/--scheduler-file)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing fastntk store at --out instead of resuming")
@@ -53,20 +57,13 @@ def register(subparsers) -> None:
 
 def cmd_matrix(args) -> int:
     from .cli_args import client_from_args, network_from_args
-    from .gpu import CudaUnavailableError
     from .io import load_data
     from .matrix import make_spec, write_zarr
 
     net = network_from_args(args)
     X = load_data(args.data)
-    try:
-        spec = make_spec(net, X, None, args.chunk, args.device, args.method, args.tol,
-                         args.which, args.normalize)
-    except CudaUnavailableError as exc:
-        print(f"fastntk matrix: error: {exc}", file=sys.stderr)
-        return 2
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    spec = make_spec(net, X, None, args.chunk, args.device, args.method, args.tol,
+                     args.which, args.normalize)
     with client_from_args(args) as client:
         report = write_zarr(spec, args.out, overwrite=args.overwrite,
                             progress=not args.no_progress, client=client,
@@ -75,7 +72,7 @@ def cmd_matrix(args) -> int:
         "out": report.path, "shape": list(report.shape), "chunk": report.chunk,
         "blocks_total": report.blocks_total, "blocks_already_done": report.blocks_already_done,
         "blocks_computed": report.blocks_computed, "seconds": round(report.seconds, 3),
-        "complete": report.complete, "network": net.spec(), "method": spec.method,
+        "complete": report.complete, "network": net.to_dict(), "method": spec.tiles.method,
     }
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
@@ -85,5 +82,5 @@ def cmd_matrix(args) -> int:
                    if report.blocks_already_done else "")
         print(f"{report.path}: {report.shape[0]} x {report.shape[1]} {args.which} matrix, "
               f"{report.blocks_computed} of {report.blocks_total} blocks computed{resumed} in "
-              f"{report.seconds:.2f} s ({spec.method})")
+              f"{report.seconds:.2f} s ({spec.tiles.method})")
     return 0

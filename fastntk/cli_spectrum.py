@@ -1,158 +1,87 @@
-"""``fastntk spectrum``: spectrum studies from the command line."""
+"""``fastntk spectrum``: the spectrum study from the command line (formatting only; the work
+is ``fastntk.study.spectrum_study``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import os
 import sys
-import time
 
-import numpy as np
+from .cli_args import (
+    add_cluster_args,
+    add_network_args,
+    client_from_args,
+    count,
+    network_from_args,
+    positive_float,
+)
+from .defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
+from .tiles import DEVICES, METHODS
 
-from .cli_args import add_network_args, network_from_args
-
-
-# ----------------------------------------------------------------------------- data
-def _parse_sphere_spec(spec: str) -> np.ndarray:
-    from .data import sphere
-
-    body = spec.split(":", 1)[1] if ":" in spec else ""
-    vals = {"n": 1000, "d": 3, "seed": 0}
-    for item in filter(None, (s.strip() for s in body.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in vals:
-            raise ValueError(f"bad data spec {spec!r}: expected sphere:n=..,d=..,seed=..")
-        try:
-            vals[key.strip()] = int(value)
-        except ValueError:
-            raise ValueError(f"bad data spec {spec!r}: {key} must be an integer") from None
-    return sphere(vals["n"], vals["d"], vals["seed"])
+#: Exit status of a run whose eigenvalues did not all converge (the JSON says
+#: ``"converged": false``); 2 is a usage or input error.
+EXIT_NOT_CONVERGED = 3
 
 
-def load_data(spec: str, normalize: bool = True) -> np.ndarray:
-    """The data set named by ``spec``: ``digits`` (scikit-learn's, 1,797 x 64),
-    ``sphere:n=..,d=..,seed=..`` or a file (.npy, and whatever ``fastntk.io`` reads when it
-    is installed).  Rows are projected onto the unit sphere when ``normalize``."""
-    from .data import check_rows, digits
-
-    if spec == "digits":
-        X = digits()
-    elif spec.startswith("sphere"):
-        X = _parse_sphere_spec(spec)
-    else:
-        try:
-            from .io import load_data as _io_load
-        except ImportError:
-            _io_load = None
-        if _io_load is not None:
-            X = _io_load(spec)
-        elif spec.endswith(".npy"):
-            if not os.path.exists(spec):
-                raise FileNotFoundError(f"data file {spec} does not exist")
-            X = np.load(spec)
-        else:
-            raise ValueError(f"unknown data {spec!r}: use 'digits', "
-                             "'sphere:n=..,d=..,seed=..' or a .npy file")
-    return check_rows(np.asarray(X, dtype=np.float64), "data", normalize)
-
-
-def _client_context(args):
-    from .cli_args import client_from_args
-
-    return client_from_args(args)
-
-
-# ----------------------------------------------------------------------------- spectrum
 def cmd_spectrum(args) -> int:
-    from .spectrum import (
-        centered_c0,
-        data_gram_eigenvalues,
-        dense_eigenvalues,
-        theorem3_bound,
-        theorem5_bound,
-        top_eigenvalues,
-    )
+    from .io import load_data
+    from .study import spectrum_study
 
-    net = network_from_args(args)
-    t_all = time.perf_counter()
-    X = load_data(args.data, normalize=not args.no_normalize)
-    n, d = X.shape
-    if args.k <= 0 or args.k >= n:
-        raise ValueError(f"-k must be between 1 and n - 1 = {n - 1}, got {args.k}")
-    progress = not args.no_progress and not args.json
-    summary: dict = {"data": args.data, "n": n, "d": d, "k": args.k, "network": net.spec(),
-                     "convention": "K = Theta(X, X) / n", "tol": args.tol, "seed": args.seed}
-    coef = net.coefficients(max(args.coeff_degree, 1))
-    c0, c1 = float(coef.ntk[0]), float(coef.ntk[1])
-    summary["coefficients"] = {"c0": c0, "c1": c1, "theta_one": net.theta_one,
-                               "degree": coef.degree, "tail_bound": coef.tail_bound}
-    gram_w, gram_tr = data_gram_eigenvalues(X)
-    gram_eff = gram_tr / gram_w[0]
-    solver_kw = dict(tol=args.tol, seed=args.seed, method=args.method, device=args.device,
-                     progress=progress,
-                     max_passes=args.max_passes)
+    net = None
+    if args.matrix is not None:
+        given = [opt for opt, on in (("--data", args.data is not None),
+                                     ("--compare-gram", args.compare_gram),
+                                     ("--empirical-width", args.empirical_width),
+                                     ("--device", args.device != "cpu"),
+                                     ("--method", args.method != "auto"),
+                                     ("--chunk", args.chunk is not None)) if on]
+        if given:
+            raise ValueError(f"--matrix reads a stored kernel matrix: {', '.join(given)} "
+                             "do(es) not apply (the network, data and tiles are the store's)")
+        kw = {"matrix": args.matrix}
+    else:
+        net = network_from_args(args)
+        data = args.data or "digits"
+        X = load_data(data, normalize=not args.no_normalize)
+        kw = {"X": X, "source": data, "compare_gram": args.compare_gram,
+              "empirical_width": args.empirical_width, "empirical_seeds": args.empirical_seeds,
+              "empirical_init": args.empirical_init, "method": args.method,
+              "device": args.device}
+        if args.chunk:
+            kw["tile"] = args.chunk
     if args.block:
-        solver_kw["block"] = args.block
-    if args.chunk:
-        solver_kw["tile"] = args.chunk
+        kw["block"] = args.block
     if args.checkpoint:
-        solver_kw["checkpoint"] = args.checkpoint
+        kw["checkpoint"] = args.checkpoint
+    with client_from_args(args) as client:
+        if client is not None and args.matrix is not None:
+            raise ValueError("--matrix runs in this process: drop the cluster options")
+        if client is not None:
+            kw["client"] = client
+        study = spectrum_study(net, k=args.k, tol=args.tol, centered=args.centered,
+                               seed=args.seed, max_passes=args.max_passes,
+                               progress=not args.no_progress and not args.json, **kw)
+    summary = study.to_dict()
     summary["checkpoint"] = args.checkpoint
-    with _client_context(args) as client:
-        runs = [("ntk", False)] + ([("centered", True)] if args.centered else [])
-        results = {}
-        for name, cen in runs:
-            t0 = time.perf_counter()
-            res = top_eigenvalues(net, X, args.k, centered=cen, client=client, **solver_kw)
-            results[name] = res
-            entry = res.summary()
-            entry["wall_seconds"] = time.perf_counter() - t0
-            entry["ratios"] = (res.eigenvalues / res.eigenvalues[0]).tolist()
-            if cen:
-                entry["c0"] = centered_c0(net)
-                entry["theorem5_bound"] = theorem5_bound(net, gram_eff)
-            else:
-                entry["theorem3_bound"] = theorem3_bound(net)
-            summary[name] = entry
-    if args.compare_gram or args.empirical_width:
-        m = min(args.k, len(gram_w))
-        summary["gram"] = {"eigenvalues": gram_w[:m].tolist(), "trace": gram_tr,
-                           "effective_rank": gram_eff,
-                           "ratios": (gram_w[:m] / gram_w[0]).tolist()}
-    if args.empirical_width:
-        from .empirical import empirical_ntk
-
-        t0 = time.perf_counter()
-        lams = []
-        for s in range(args.empirical_seeds):
-            Ke = empirical_ntk(net, X, args.empirical_width, seed=args.seed + s,
-                               init=args.empirical_init) / n
-            lams.append(dense_eigenvalues(Ke, args.k).eigenvalues)
-        lams = np.array(lams)
-        ratios = lams / lams[:, :1]
-        summary["empirical"] = {
-            "width": args.empirical_width, "init": args.empirical_init,
-            "seeds": args.empirical_seeds, "eigenvalues_mean": lams.mean(0).tolist(),
-            "ratios_mean": ratios.mean(0).tolist(),
-            "ratios_std": (ratios.std(0, ddof=1) if len(lams) > 1 else 0 * ratios[0]).tolist(),
-            "effective_rank_mean": float(np.mean(net.theta_one / lams[:, 0])),
-            "seconds": time.perf_counter() - t0}
-    summary["seconds"] = time.perf_counter() - t_all
     if args.out:
-        _write_spectrum_outputs(args, net, summary, coef, results)
+        summary["files"] = study.write(args.out, args.coeff_degree, args.sphere_kmax)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         print()
-        return 0
-    _print_spectrum(summary)
+    else:
+        _print(summary)
+    if not study.converged:
+        print(f"fastntk spectrum: warning: not all eigenvalues converged within "
+              f"--max-passes {args.max_passes} (error estimates above tol {args.tol:g}); "
+              f"exit status {EXIT_NOT_CONVERGED}. Raise --max-passes or --block, or rerun "
+              "with --checkpoint to continue.", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
     return 0
 
 
-def _print_spectrum(s: dict) -> None:
+def _print(s: dict) -> None:
     ntk = s["ntk"]
-    print(f"# {s['data']}: n = {s['n']}, d = {s['d']}; network {s['network']}")
+    where = f"n = {s['n']}" + (f", d = {s['d']}" if s.get("d") else "")
+    print(f"# {s['data']}: {where}; network {s['network']}")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {ntk['passes']} passes, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
     cols = [("lambda_p(K)", ntk["eigenvalues"]), ("error est.", ntk["error_estimates"]),
@@ -172,64 +101,13 @@ def _print_spectrum(s: dict) -> None:
           f"<= Theorem 3 bound sum c_p / c_0 = {ntk['theorem3_bound']:.6f}")
     if "centered" in s:
         c = s["centered"]
+        bound = c["theorem5_bound"]
         print(f"# eff(K~) = {c['effective_rank']:.6f}   <= Theorem 5 bound "
-              f"eff(XX^T) sum_(p>=1) c_p / c_1 = {c['theorem5_bound']:.6f}")
+              "eff(XX^T) sum_(p>=1) c_p / c_1 = "
+              + ("n/a (needs the data)" if bound is None else f"{bound:.6f}"))
     if "gram" in s:
         print(f"# eff(XX^T) = {s['gram']['effective_rank']:.6f}")
     print(f"# total {s['seconds']:.2f} s")
-
-
-def _write_spectrum_outputs(args, net, summary, coef, results) -> None:
-    from .cli_sphere import _best_fit, _sphere_fit
-    from .plots import plot_coefficients, plot_spectrum, plot_sphere
-    from .sphere import sphere_eigenvalues
-
-    os.makedirs(args.out, exist_ok=True)
-    files = {}
-    series = {"NTK K": results["ntk"].eigenvalues}
-    bands = {}
-    if "centered" in results:
-        series["centered K~"] = results["centered"].eigenvalues
-    if "empirical" in summary:
-        e = summary["empirical"]
-        lam = np.array(e["ratios_mean"])
-        series[f"empirical NTK, width {e['width']}"] = lam
-        if e["seeds"] > 1:
-            half = 1.96 * np.array(e["ratios_std"]) / math.sqrt(e["seeds"])
-            bands[f"empirical NTK, width {e['width']}"] = (lam - half, lam + half)
-    if "gram" in summary:
-        series["data Gram XX^T"] = np.array(summary["gram"]["eigenvalues"])
-    files["spectrum"] = plot_spectrum(
-        series, os.path.join(args.out, "spectrum.png"),
-        title=f"{args.data}: NTK spectrum vs data Gram", bands=bands)
-    fit = _best_fit(coef.ntk, net)
-    summary["coefficient_fit"] = fit
-    files["coefficients"] = plot_coefficients(
-        coef.ntk, os.path.join(args.out, "coefficients.png"),
-        title=f"NTK coefficients, {net.activation.name}, L = {net.hidden_layers}", fit=fit)
-    sph = sphere_eigenvalues(net, summary["d"], args.sphere_kmax)
-    kfit = _sphere_fit(sph, net)
-    summary["sphere"] = {"d": summary["d"], "kmax": args.sphere_kmax,
-                         "eigenvalues": sph.eigenvalues.tolist(),
-                         "multiplicities": sph.multiplicities.tolist(),
-                         "bounds": sph.bounds.tolist(), "fit": kfit}
-    files["sphere"] = plot_sphere(sph.k, sph.eigenvalues, os.path.join(args.out, "sphere.png"),
-                                  title=f"uniform S^{summary['d'] - 1}: eigenvalue decay",
-                                  fits=[kfit] if kfit else None, bounds=sph.bounds)
-    summary["files"] = dict(files)
-    path = os.path.join(args.out, "spectrum.json")
-    with open(path, "w") as fh:
-        json.dump(summary, fh, indent=1)
-    summary["files"]["json"] = path
-
-
-# ----------------------------------------------------------------------------- parser
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    return v
 
 
 def register(sub) -> None:
@@ -238,47 +116,54 @@ def register(sub) -> None:
         "spectrum", help="top-k eigenvalues of the NTK matrix, effective ranks, theorems",
         description="Top-k eigenvalues of K = Theta(X, X) / n (matrix-free block Krylov), "
                     "eff(K) with the Theorem 3 bound, optionally the centered kernel with the "
-                    "Theorem 5 bound, the data Gram and a finite-width empirical NTK.")
+                    "Theorem 5 bound, the data Gram and a finite-width empirical NTK "
+                    "(docs/math.md section 6). Exit status: 0 converged, 2 bad input, "
+                    f"{EXIT_NOT_CONVERGED} not converged.")
     add_network_args(p)
-    p.add_argument("--data", default="digits",
-                   help="'digits' (default: scikit-learn's, 1,797 x 64), "
-                        "'sphere:n=..,d=..,seed=..' or a data file")
+    src = p.add_argument_group("input (one of)")
+    src.add_argument("--data", default=None,
+                     help="'digits' (default: scikit-learn's, 1,797 x 64), "
+                          "'sphere:n=N,d=D[,seed=S]', or X.npy | X.zarr[:array] | "
+                          "X.h5[:dataset]")
+    src.add_argument("--matrix", default=None, metavar="K.zarr",
+                     help="a kernel matrix stored by 'fastntk matrix' (its network is read "
+                          "from the store)")
     p.add_argument("--no-normalize", action="store_true",
                    help="require unit rows instead of projecting them onto the sphere")
-    p.add_argument("-k", type=_positive_int, default=50, help="number of eigenvalues (50)")
-    p.add_argument("--tol", type=float, default=1e-10,
-                   help="relative eigenvalue accuracy (default 1e-10)")
+    p.add_argument("-k", type=count(1), default=SPECTRUM_K,
+                   help=f"number of eigenvalues ({SPECTRUM_K})")
+    p.add_argument("--tol", type=positive_float, default=EIG_TOL,
+                   help=f"relative eigenvalue accuracy (default {EIG_TOL:g})")
     p.add_argument("--seed", type=int, default=0, help="random start seed (0)")
-    p.add_argument("--block", type=int, default=None, help="block size (default automatic)")
-    p.add_argument("--max-passes", type=int, default=50, help="at most this many passes")
-    p.add_argument("--method", default="auto", choices=("auto", "exact", "series"),
+    p.add_argument("--block", type=count(1), default=None,
+                   help="block size (default automatic)")
+    p.add_argument("--max-passes", type=count(1), default=MAX_PASSES,
+                   help=f"at most this many passes ({MAX_PASSES})")
+    p.add_argument("--method", default="auto", choices=METHODS,
                    help="tile evaluation method (default auto)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+    p.add_argument("--device", default="cpu", choices=DEVICES,
                    help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
     p.add_argument("--centered", action="store_true",
                    help="also the centered kernel K - (c_0/n) 1 1^T (Theorem 5)")
     p.add_argument("--compare-gram", action="store_true",
                    help="lambda_p / lambda_1 of the data Gram X X^T beside the NTK")
-    p.add_argument("--empirical-width", type=int, default=0,
+    p.add_argument("--empirical-width", type=count(1), default=0,
                    help="also a finite-width empirical NTK of this width")
-    p.add_argument("--empirical-seeds", type=int, default=1,
+    p.add_argument("--empirical-seeds", type=count(1), default=1,
                    help="number of random networks averaged (default 1)")
     p.add_argument("--empirical-init", default="kaiming_uniform",
                    choices=("normal", "kaiming_uniform"), help="empirical network init")
-    p.add_argument("--coeff-degree", type=int, default=256,
+    p.add_argument("--coeff-degree", type=count(16), default=256,
                    help="coefficient table degree for the pictures (256)")
-    p.add_argument("--sphere-kmax", type=int, default=100,
+    p.add_argument("--sphere-kmax", type=count(1), default=100,
                    help="degrees shown in the sphere picture (100)")
-    p.add_argument("--out", default=None,
-                   help="folder for spectrum.json and PNG plots")
+    p.add_argument("--out", default=None, help="folder for spectrum.json and PNG plots")
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--chunk", type=_positive_int, default=None,
+    p.add_argument("--chunk", type=count(1), default=None,
                    help="rows per kernel tile / Dask task (default automatic)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="save the eigensolver state after every pass in DIR; rerunning the "
                         "same command resumes from the last completed pass")
-    from .cli_args import add_cluster_args
-
     add_cluster_args(p)
     p.set_defaults(func=cmd_spectrum)

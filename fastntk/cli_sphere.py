@@ -60,7 +60,7 @@ def cmd_sphere(args) -> int:
     pred = None
     if cfit is not None:
         pred = predicted_sphere_rate(cfit["model"], cfit["a"], args.d)
-    out = {"network": net.spec(), **sph.summary(), "coefficient_fit": cfit,
+    out = {"network": net.to_dict(), **sph.summary(), "coefficient_fit": cfit,
            "eigenvalue_fit": kfit, "predicted_from_coefficients": pred,
            "seconds": time.perf_counter() - t0}
     if net.hidden_layers == 1:

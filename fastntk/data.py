@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .defaults import ROW_RTOL
 
-def check_rows(X, name: str = "X", normalize: bool = False, rtol: float = 1e-6) -> np.ndarray:
-    """Return X as a C-contiguous float64 (n, d) array of unit-norm rows.
 
-    Raises ValueError naming the first offending row for NaN/inf entries, zero rows, or
-    rows whose norm differs from 1 by more than ``rtol`` (unless ``normalize``, which
-    projects each row onto the sphere).
+def check_rows(X, name: str = "X", normalize: bool = False,
+               rtol: float = ROW_RTOL) -> np.ndarray:
+    """Return X as a C-contiguous float64 (n, d) array (no copy when it already is one).
+
+    The NTK power series needs inputs on the unit sphere (docs/math.md section 1).  Rows
+    whose norm is 1 within a relative ``rtol`` are accepted as they are and every path uses
+    them as their projections onto the sphere (a kernel entry sees the correlation
+    <x, y> / (|x| |y|)), so rows normalised in float32 give the same kernel as exactly unit
+    rows.  ``normalize=True`` projects rows of any norm (a copy).  Raises ValueError naming
+    the first offending row for NaN/inf entries, zero rows, or norms farther from 1.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
@@ -37,8 +43,8 @@ def check_rows(X, name: str = "X", normalize: bool = False, rtol: float = 1e-6) 
     return np.ascontiguousarray(X)
 
 
-def sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
-    """n points uniform on the unit sphere S^{d-1} in R^d."""
+def uniform_sphere(n: int, d: int, seed: int | None = 0) -> np.ndarray:
+    """n points uniform on the unit sphere S^{d-1} in R^d, shape (n, d) (seeded)."""
     if n < 1 or d < 1:
         raise ValueError(f"sphere needs n >= 1 and d >= 1, got n={n}, d={d}")
     X = np.random.default_rng(seed).standard_normal((n, d))

@@ -1,8 +1,8 @@
-"""CUDA tiles: availability, a clear error where there is no GPU, and the host wrappers.
+"""The CUDA backend of the tile contract (``fastntk.tilespec``; docs/math.md section 5).
 
-``theta_tile_cuda`` / ``theta_tile_matvec_cuda`` follow the contract of
-``fastntk.tiles.theta_tile`` / ``theta_tile_matvec`` (``device="cuda"`` there lands here);
-the kernels live in ``kernels/tiles_cuda.py``.  Importing this module never needs a GPU.
+``tile`` and ``tile_matvec`` have the same signatures as ``fastntk.cpu``'s; the kernels live in
+``kernels/tiles_cuda.py`` (the same device functions as the CPU kernels).  Importing this module
+never needs a GPU; :func:`require_cuda` gives a clear error where there is none.
 ``NUMBA_ENABLE_CUDASIM=1`` (set before numba is imported) runs everything in Numba's CUDA
 simulator: slow, for tests on tiny inputs.
 """
@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .tiles import at_one, check_method, check_which, plan_tile
+from .tilespec import TileSpec
 
 
 class CudaUnavailableError(RuntimeError):
@@ -56,137 +56,113 @@ def require_cuda() -> None:
         "fastntk to run the CUDA kernels in Numba's simulator (slow, tiny inputs only).")
 
 
-def _tpb() -> int:
+def _kernels():
     from .kernels import tiles_cuda
 
     tpb = int(tiles_cuda.THREADS_PER_BLOCK)
     if tpb < 1:
         raise ValueError(f"tiles_cuda.THREADS_PER_BLOCK must be >= 1, got {tpb}")
-    return tpb
+    return tiles_cuda, tiles_cuda.kernels(tpb), tpb
 
 
-def _prepare(net, Xi, Xj, method, which):
-    from .kernels import tiles_cpu, tiles_cuda
+class _Upload:
+    """A tile's rows, norms, inverse norms and recipe on the device (a symmetric tile sends
+    its rows once), and the argument lists every kernel shares."""
 
-    require_cuda()
-    which = check_which(which)
-    method = check_method(net, method)
-    Xi = np.ascontiguousarray(Xi, dtype=np.float64)
-    diag = Xj is None or Xj is Xi
-    Xj = Xi if diag else np.ascontiguousarray(Xj, dtype=np.float64)
-    if Xi.ndim != 2 or Xj.ndim != 2 or Xi.shape[1] != Xj.shape[1]:
-        raise ValueError(f"row blocks of shapes {Xi.shape} and {Xj.shape} do not match")
-    ni = tiles_cpu.row_norms(Xi)
-    nj = ni if diag else tiles_cpu.row_norms(Xj)
-    recipe = net.recipe()
-    code, param, gw2, gb2, sw2, sb2, q = recipe
-    return dict(method=method, which=which, Xi=Xi, Xj=Xj, ni=ni, nj=nj, diag=diag,
-                at_one=at_one(net, which), code=code, param=param, gw2=gw2, gb2=gb2,
-                sw2=sw2, sb2=np.ascontiguousarray(sb2), q=np.ascontiguousarray(q),
-                empty=tiles_cuda.empty_coeffs())
+    def __init__(self, spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None) -> None:
+        from numba import cuda
+
+        from .kernels import tiles_cpu
+
+        self.diag = Xj is None
+        ni = tiles_cpu.row_norms(Xi)
+        self.dxi = cuda.to_device(Xi)
+        self.dni, self.dui = cuda.to_device(ni), cuda.to_device(1.0 / ni)
+        if self.diag:
+            self.dxj, self.dnj, self.duj = self.dxi, self.dni, self.dui
+        else:
+            nj = tiles_cpu.row_norms(Xj)
+            self.dxj = cuda.to_device(Xj)
+            self.dnj, self.duj = cuda.to_device(nj), cuda.to_device(1.0 / nj)
+        self.shape = (Xi.shape[0], (Xi if Xj is None else Xj).shape[0])
+        recipe = spec.recipe if spec.recipe is not None else spec.net.recipe
+        code, param, gw2, gb2, sw2, sb2, q = recipe.args
+        self.recipe = (code, param, gw2, gb2, sw2, cuda.to_device(sb2), cuda.to_device(q))
+        self.spec = spec
+
+    def rows(self) -> tuple:
+        return (self.dxi, self.dxj, self.dni, self.dnj, self.dui, self.duj)
+
+    def mode_args(self, mode: int) -> tuple:
+        return (self.diag, mode, self.spec.at_one, self.spec.which == "nngp", *self.recipe)
 
 
-def _largest_rho(k, p, dxi, dxj, dni, dnj, dsb2, dq, blocks, threads, out=None):
-    """Run the Gram kernel in MODE_RHO; returns max |rho| < 1 (and fills ``out`` if given)."""
+def _largest_rho(k, tc, up: _Upload, blocks, threads, out) -> float:
+    """Run the Gram kernel in MODE_RHO (storing the correlations in ``out`` if given);
+    returns the tile's largest |rho| below 1 (the series protocol)."""
     from numba import cuda
-
-    from .kernels import tiles_cuda
 
     rmax = cuda.to_device(np.zeros(1))
     store = out is not None
     dout = out if store else cuda.device_array((1, 1))
-    k.gram_map[blocks, threads](dxi, dxj, dni, dnj, dout, store, p["diag"],
-                                tiles_cuda.MODE_RHO, p["at_one"], False, p["code"], p["param"],
-                                p["gw2"], p["gb2"], p["sw2"], dsb2, dq,
-                                cuda.to_device(p["empty"]), rmax)
+    k.gram_map[blocks, threads](*up.rows(), dout, store, *up.mode_args(tc.MODE_RHO),
+                                cuda.to_device(np.zeros(1)), rmax)
     return float(min(rmax.copy_to_host()[0], 1.0))
 
 
-def theta_tile_cuda(net, Xi, Xj=None, method: str = "auto", tol: float = 1e-12,
-                    which: str = "ntk", return_bound: bool = False):
-    """Theta(X_i, X_j) on the GPU (``Xj=None``: symmetric block, diagonal exact)."""
+def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None
+         ) -> tuple[np.ndarray, float]:
+    """(Theta(X_i, X_j), certified bound) on the GPU; ``Xj=None``: the symmetric tile, the
+    diagonal exactly Theta(1)."""
     from numba import cuda
-
-    from .kernels import tiles_cuda
-
-    p = _prepare(net, Xi, Xj, method, which)
-    tpb = _tpb()
-    k = tiles_cuda.kernels(tpb)
-    n1, n2 = p["Xi"].shape[0], p["Xj"].shape[0]
-    blocks, threads = tiles_cuda.grid(n1, n2, tpb)
-    dxi, dxj, dni, dnj, dsb2, dq = _upload(p)
-    dout = cuda.device_array((n1, n2))
-    if p["method"] == "exact":
-        k.gram_map[blocks, threads](dxi, dxj, dni, dnj, dout, True, p["diag"],
-                                    tiles_cuda.MODE_EXACT, p["at_one"], p["which"] == "nngp",
-                                    p["code"], p["param"], p["gw2"], p["gb2"], p["sw2"],
-                                    dsb2, dq, cuda.to_device(p["empty"]),
-                                    cuda.to_device(np.zeros(1)))
-        bound = 0.0
-    else:
-        r = _largest_rho(k, p, dxi, dxj, dni, dnj, dsb2, dq, blocks, threads, out=dout)
-        plan = plan_tile(net, p["method"], r, tol, p["which"])
-        hb, ht = tiles_cuda.grid(n1, n2, tpb)
-        k.horner[hb, ht](dout, cuda.to_device(plan.coeffs), p["at_one"])
-        bound = plan.bound
-    g = dout.copy_to_host()
-    return (g, bound) if return_bound else g
-
-
-def _upload(p: dict) -> tuple:
-    """Copy a prepared tile's rows, row norms and layer recipe to the device (a symmetric
-    tile sends its rows once)."""
-    from numba import cuda
-
-    dxi = cuda.to_device(p["Xi"])
-    dxj = dxi if p["diag"] else cuda.to_device(p["Xj"])
-    dni = cuda.to_device(p["ni"])
-    dnj = dni if p["diag"] else cuda.to_device(p["nj"])
-    return dxi, dxj, dni, dnj, cuda.to_device(p["sb2"]), cuda.to_device(p["q"])
-
-
-def theta_tile_matvec_cuda(net, Xi, Xj, V, method: str = "auto", tol: float = 1e-12,
-                           which: str = "ntk") -> np.ndarray:
-    """Theta(X_i, X_j) @ V on the GPU by the fused kernel (the tile is never stored)."""
-    from numba import cuda
-
-    from .kernels import tiles_cuda
-
-    p = _prepare(net, Xi, Xj, method, which)
-    V = np.ascontiguousarray(V, dtype=np.float64)
-    n1, n2 = p["Xi"].shape[0], p["Xj"].shape[0]
-    if V.ndim != 2 or V.shape[0] != n2:
-        raise ValueError(f"V must have shape ({n2}, k), got {V.shape}")
-    tpb = _tpb()
-    k = tiles_cuda.kernels(tpb)
-    blocks, threads = tiles_cuda.grid(n1, n2, tpb)
-    dxi, dxj, dni, dnj, dsb2, dq = _upload(p)
-    if p["method"] == "exact":
-        mode, coeffs = tiles_cuda.MODE_EXACT, p["empty"]
-    else:
-        r = _largest_rho(k, p, dxi, dxj, dni, dnj, dsb2, dq, blocks, threads)
-        mode, coeffs = tiles_cuda.MODE_SERIES, plan_tile(net, p["method"], r, tol,
-                                                         p["which"]).coeffs
-    dout = cuda.to_device(np.zeros((n1, V.shape[1])))
-    k.gram_map_matvec[blocks, threads](dxi, dxj, dni, dnj, cuda.to_device(V), dout,
-                                       p["diag"], mode, p["at_one"], p["which"] == "nngp",
-                                       p["code"], p["param"], p["gw2"], p["gb2"], p["sw2"],
-                                       dsb2, dq, cuda.to_device(np.ascontiguousarray(coeffs)))
-    return dout.copy_to_host()
-
-
-def gram_cuda(Xi, Xj=None) -> np.ndarray:
-    """X_i X_j^T by the same shared-memory kernel, no map: the cuBLAS-free baseline."""
-    from numba import cuda
-
-    from .kernels import tiles_cuda
 
     require_cuda()
+    tc, k, tpb = _kernels()
+    up = _Upload(spec, Xi, Xj)
+    blocks, threads = tc.grid(*up.shape, tpb)
+    dout = cuda.device_array(up.shape)
+    if spec.method == "exact":
+        k.gram_map[blocks, threads](*up.rows(), dout, True, *up.mode_args(tc.MODE_EXACT),
+                                    cuda.to_device(np.zeros(1)), cuda.to_device(np.zeros(1)))
+        bound = 0.0
+    else:
+        coeffs, bound = spec.plan(_largest_rho(k, tc, up, blocks, threads, dout))
+        k.horner[blocks, threads](dout, cuda.to_device(np.ascontiguousarray(coeffs)),
+                                  spec.at_one)
+    return dout.copy_to_host(), bound
+
+
+def tile_matvec(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None, V: np.ndarray
+                ) -> tuple[np.ndarray, float]:
+    """(Theta(X_i, X_j) @ V, bound) on the GPU by the fused kernel (the tile is never
+    stored); ``Xj=None``: X_j = X_i."""
+    from numba import cuda
+
+    require_cuda()
+    tc, k, tpb = _kernels()
+    up = _Upload(spec, Xi, Xj)
+    blocks, threads = tc.grid(*up.shape, tpb)
+    if spec.method == "exact":
+        mode, coeffs, bound = tc.MODE_EXACT, np.zeros(1), 0.0
+    else:
+        coeffs, bound = spec.plan(_largest_rho(k, tc, up, blocks, threads, None))
+        mode = tc.MODE_SERIES
+    dout = cuda.to_device(np.zeros((up.shape[0], V.shape[1])))
+    k.gram_map_matvec[blocks, threads](*up.rows(), cuda.to_device(V), dout,
+                                       *up.mode_args(mode),
+                                       cuda.to_device(np.ascontiguousarray(coeffs)))
+    return dout.copy_to_host(), bound
+
+
+def gram_cuda(Xi: np.ndarray, Xj: np.ndarray | None = None) -> np.ndarray:
+    """X_i X_j^T by the same shared-memory kernel with no map: the cuBLAS-free baseline."""
+    from numba import cuda
+
+    require_cuda()
+    tc, k, tpb = _kernels()
     Xi = np.ascontiguousarray(Xi, dtype=np.float64)
     Xj = Xi if Xj is None else np.ascontiguousarray(Xj, dtype=np.float64)
-    tpb = _tpb()
-    k = tiles_cuda.kernels(tpb)
-    blocks, threads = tiles_cuda.grid(Xi.shape[0], Xj.shape[0], tpb)
+    blocks, threads = tc.grid(Xi.shape[0], Xj.shape[0], tpb)
     dxi = cuda.to_device(Xi)
     dxj = dxi if Xj is Xi else cuda.to_device(Xj)
     dout = cuda.device_array((Xi.shape[0], Xj.shape[0]))

@@ -1,13 +1,16 @@
-"""Loading data matrices X (n x d, one point per row) from files or generators.
+"""The one loader of data matrices X (n x d, one point per row), for every command and the API.
 
 Accepted specifications (``load_data``):
 
+* ``digits``                           scikit-learn's handwritten digits (1,797 x 64);
+* ``sphere:n=100000,d=64,seed=0``      n points uniform on the unit sphere S^{d-1};
 * ``X.npy``                            memory-mapped (read only what is used);
 * ``X.zarr`` or ``X.zarr:name``        a zarr array, or the array ``name`` in a zarr group;
-* ``X.h5`` / ``X.hdf5`` [``:dataset``] an HDF5 dataset (the only one in the file if unnamed);
-* ``sphere:n=100000,d=64,seed=0``      n points uniform on the unit sphere S^{d-1}.
+* ``X.h5`` / ``X.hdf5`` [``:dataset``] an HDF5 dataset (the only one in the file if unnamed).
 
-Rows must lie on the unit sphere for the NTK power series; ``normalize=True`` projects them
+A kernel-matrix store written by ``fastntk matrix`` is not data and is refused (it is read
+with ``fastntk spectrum --matrix`` or ``fastntk.store.open_matrix``).  Rows must lie on the
+unit sphere for the NTK power series; ``normalize=True`` projects them
 (``fastntk.data.check_rows``), otherwise the caller validates them.
 """
 
@@ -17,7 +20,8 @@ import os
 
 import numpy as np
 
-from .data import check_rows, sphere
+from . import store
+from .data import check_rows, digits, uniform_sphere
 
 SUFFIXES = (".npy", ".zarr", ".h5", ".hdf5")
 
@@ -121,13 +125,22 @@ def load_data(spec, normalize: bool = False) -> np.ndarray:
         X = _as_matrix(spec, "data")
     else:
         spec = os.fspath(spec)
-        if spec.lower().startswith("sphere:") or spec.lower() == "sphere":
+        if spec.strip().lower() == "digits":
+            X = digits()
+        elif spec.lower().startswith("sphere:") or spec.lower() == "sphere":
             p = parse_sphere(spec)
-            X = sphere(p["n"], p["d"], p["seed"])
+            X = uniform_sphere(p["n"], p["d"], p["seed"])
         else:
             path, member = _split_member(spec)
             if not os.path.exists(path):
-                raise FileNotFoundError(f"data file {path} does not exist")
+                raise FileNotFoundError(
+                    f"data file {path} does not exist (data is digits, "
+                    "sphere:n=N,d=D[,seed=S], or a .npy/.zarr/.h5 file)")
+            if store.is_store(path):
+                raise ValueError(
+                    f"{path} is a kernel-matrix store written by fastntk matrix, not a data "
+                    f"set: use --matrix {path} (Python: fastntk.top_eigenvalues_stored or "
+                    "fastntk.store.open_matrix)")
             low = path.lower().rstrip("/")
             if low.endswith(".npy"):
                 if member is not None:
@@ -140,8 +153,8 @@ def load_data(spec, normalize: bool = False) -> np.ndarray:
             elif low.endswith((".h5", ".hdf5")):
                 X = _load_h5(path, member)
             else:
-                raise ValueError(f"unknown data format for {spec!r}: use .npy, .zarr, "
-                                 ".h5/.hdf5 or sphere:n=N,d=D[,seed=S]")
+                raise ValueError(f"unknown data format for {spec!r}: use digits, "
+                                 "sphere:n=N,d=D[,seed=S], or a .npy, .zarr or .h5/.hdf5 file")
     if normalize:
         X = check_rows(X, "X", normalize=True)
     return X

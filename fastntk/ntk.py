@@ -1,4 +1,4 @@
-"""Network specification -> per-layer NTK/NNGP power series and exact values (MATH.md 1, 3).
+"""Network specification -> per-layer NTK/NNGP power series (docs/math.md sections 1, 3).
 
 Layer l pre-activations have variance q_l, the same for every input on the unit sphere:
 q_1 = gamma_w^2 + gamma_b^2 and q_l = sigma_w^2 E[phi(sqrt(q_{l-1}) Z)^2] + sigma_b^2.
@@ -11,6 +11,10 @@ With correlations A_{l-1} = alpha_{l-1} / q_{l-1} the uniform recursion reads
 
 with phi_q(z) = phi(sqrt(q) z).  Under Assumption 2 every q_l = 1 and this is Theorem 1.
 The NTK of a network with L hidden layers is kappa_{L+1}; the NNGP is alpha_{L+1}.
+
+:class:`NTK` is immutable and compares and hashes by value, so its cached tables (coefficient
+tables, tile specifications) are shared by equal networks; every array it returns is
+read-only.  Kernel values and matrices go through the tile contract (``fastntk.tiles``).
 """
 
 from __future__ import annotations
@@ -24,10 +28,20 @@ import numpy as np
 
 from . import series as _series
 from .activations import Activation, get_activation
+from .defaults import COMPOSITION_ATOL, MATRIX_CHUNK, TILE_TOL
 from .hermite import hermite_for
-from .kernels import exact_cpu
+from .kernels import tiles_cpu
 
 EPS = np.finfo(np.float64).eps
+#: Largest Theta(x, x) accepted: kernel values, their sums over up to 10^8 terms and the
+#: products of the solvers stay inside float64 (docs/math.md section 4).
+MAX_THETA = 1e300
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    a.flags.writeable = False
+    return a
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class LayerSeries:
     """Coefficient tables of layer l: alpha (NNGP), upsilon (derivative kernel), kappa (NTK).
 
     ``variance`` is q_l = alpha_l(1); ``kappa_at_one`` is kappa_l(1) = Theta^(l)(x, x).
-    For layer 1, upsilon is None.
+    For layer 1, upsilon is None.  Arrays are read-only.
     """
 
     layer: int
@@ -52,9 +66,10 @@ class Coefficients:
 
     Because every kappa_p >= 0 and |rho| <= 1,
     |Theta(rho) - sum_{p<=T} ntk_p rho^p| <= |rho|^(T+1) (ntk_at_one - sum_p ntk_p)
-    (MATH.md section 3); ``tail_bound`` is that number at |rho| = 1 plus an a-priori
+    (docs/math.md section 4); ``tail_bound`` is that number at |rho| = 1 plus an a-priori
     floating-point allowance. ``certified`` is False when the Hermite coefficients came from
     quadrature (the bound then holds up to quadrature error, reported in ``hermite_error``).
+    Arrays are read-only (shared by every caller).
     """
 
     ntk: np.ndarray
@@ -68,33 +83,47 @@ class Coefficients:
     certified: bool
     hermite_error: float = 0.0
     composition_remainder: float = 0.0
-    info: dict = field(default_factory=dict)
 
     @property
     def degree(self) -> int:
         return len(self.ntk) - 1
 
-    def tail_bound_at(self, r: float | np.ndarray, which: str = "ntk") -> np.ndarray:
-        """Certified bound on the truncation error for |rho| <= r."""
-        tail = self.tail_bound if which == "ntk" else self.nngp_tail_bound
-        one = self.ntk_at_one if which == "ntk" else self.nngp_at_one
-        r = np.minimum(np.abs(np.asarray(r, dtype=np.float64)), 1.0)
-        slack = _rounding_allowance(self.degree, len(self.layers)) * one
-        return (tail - slack) * r ** (self.degree + 1) + slack
+    def table(self, which: str = "ntk") -> tuple[np.ndarray, float]:
+        """(c_0..c_T, the exact sum c(1)) of the NTK or the NNGP series."""
+        if which == "ntk":
+            return self.ntk, self.ntk_at_one
+        if which == "nngp":
+            return self.nngp, self.nngp_at_one
+        raise ValueError(f"which must be 'ntk' or 'nngp', got {which!r}")
 
-    def evaluate(self, rho, which: str = "ntk") -> tuple[np.ndarray, np.ndarray]:
-        """(sum_p c_p rho^p, certified bound) for an array of rho in [-1, 1]."""
-        c = self.ntk if which == "ntk" else self.nngp
-        rho = np.clip(np.asarray(rho, dtype=np.float64), -1.0, 1.0)
-        return np.polynomial.polynomial.polyval(rho, c), self.tail_bound_at(rho, which)
+    @property
+    def rounding_allowance(self) -> float:
+        """The a-priori floating-point allowance, relative to c(1) (included in the bounds)."""
+        return rounding_allowance(self.degree, len(self.layers))
+
+    def truncation_bounds(self, which: str = "ntk") -> np.ndarray:
+        """b_t = c(1) - sum_{p<=t} c_p (>= 0) for every degree t <= T: the certified bound
+        of the degree-t truncation at |rho| = 1 before the rounding allowance; at |rho| <= r
+        the bound is b_t r^(t+1) + allowance * c(1) (docs/math.md section 4)."""
+        c, one = self.table(which)
+        return np.maximum(one - np.cumsum(c), 0.0)
+
+    def tail_bound_at(self, r: float | np.ndarray, which: str = "ntk") -> np.ndarray:
+        """Certified bound on the truncation error of the full table for |rho| <= r."""
+        c, one = self.table(which)
+        tail = self.tail_bound if which == "ntk" else self.nngp_tail_bound
+        r = np.minimum(np.abs(np.asarray(r, dtype=np.float64)), 1.0)
+        slack = self.rounding_allowance * one
+        return (tail - slack) * r ** (self.degree + 1) + slack
 
     def share(self, upto: int) -> float:
         """Share of sum_p kappa_p held by p = 0..upto (Table 1 of the paper)."""
         return float(np.sum(self.ntk[: upto + 1]) / self.ntk_at_one)
 
 
-def _rounding_allowance(degree: int, layers: int) -> float:
-    """A-priori relative floating-point allowance for sums of non-negative terms."""
+def rounding_allowance(degree: int, layers: int) -> float:
+    """A-priori relative floating-point allowance of a degree-``degree`` table of ``layers``
+    compositions (sums of non-negative terms), 2 (degree + 10 layers + 10) eps."""
     return 2.0 * (degree + 10 * layers + 10) * EPS
 
 
@@ -107,8 +136,30 @@ def _check_nonneg(name: str, value) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class LayerRecipe:
+    """What the exact layer recursion needs (``kernels/exact_cpu.py``): the dual activation
+    code and parameter, gamma_w^2, gamma_b^2, sigma_w^2, and per layer l = 2..L+1 the bias
+    variance sb2 and the pre-activation variance q."""
+
+    code: int
+    param: float
+    gw2: float
+    gb2: float
+    sw2: float
+    sb2: tuple[float, ...]
+    q: tuple[float, ...]
+
+    @property
+    def args(self) -> tuple:
+        """The kernels' trailing arguments ``code, param, gw2, gb2, sw2, sb2, q``."""
+        return (self.code, self.param, self.gw2, self.gb2, self.sw2,
+                np.array(self.sb2, dtype=np.float64), np.array(self.q, dtype=np.float64))
+
+
+@dataclass(frozen=True, init=False, repr=False)
 class NTK:
-    """The infinite-width NTK of a fully connected network (MATH.md section 1).
+    """The infinite-width NTK of a fully connected network (docs/math.md section 1).
 
     Parameters
     ----------
@@ -118,11 +169,29 @@ class NTK:
     sigma_w, sigma_b : weight and bias standard deviations of layers 2..L+1.
         ``sigma_b=None`` means Assumption 2: sigma_b^2 = 1 - sigma_w^2 E[phi(Z)^2].
     output_bias : the output layer has a bias sigma_b (the paper's recurrence, Table 1);
-        False gives MATH.md section 1 literally (kappa_0 smaller by sigma_b^2).
+        False gives docs/math.md section 1 literally (kappa_0 smaller by sigma_b^2).
 
     Hyperparameters outside Assumption 2 are exact too: each layer's variance q_l is
-    tracked and the Hermite coefficients of phi(sqrt(q_l) z) are used.
+    tracked and the Hermite coefficients of phi(sqrt(q_l) z) are used.  Immutable; equal
+    hyperparameters give equal (and equally hashed) networks.
+
+    Raises
+    ------
+    TypeError, ValueError : bad hyperparameters; Assumption 2 violated with ``sigma_b=None``;
+        a layer of zero variance; Theta(x, x) or a layer variance beyond float64 (the message
+        names the per-layer growth factor and the depth).
     """
+
+    activation: Activation
+    hidden_layers: int
+    gamma_w: float
+    gamma_b: float
+    sigma_w: float
+    sigma_b: float
+    output_bias: bool
+    variances: np.ndarray = field(compare=False)
+    _kappa_one: np.ndarray = field(compare=False)
+    _sb2: tuple = field(compare=False)
 
     def __init__(
         self,
@@ -134,53 +203,51 @@ class NTK:
         sigma_b: float | None = None,
         output_bias: bool = True,
     ) -> None:
-        self.activation = get_activation(activation)
+        act = get_activation(activation)
         if isinstance(hidden_layers, bool) or not isinstance(hidden_layers, numbers.Integral):
             raise TypeError(f"hidden_layers must be an integer >= 1, got {hidden_layers!r}")
         if hidden_layers < 1:
             raise ValueError(f"hidden_layers must be >= 1, got {hidden_layers}")
-        self.hidden_layers = int(hidden_layers)
-        self.gamma_w = _check_nonneg("gamma_w", gamma_w)
-        self.gamma_b = _check_nonneg("gamma_b", gamma_b)
-        self.sigma_w = _check_nonneg("sigma_w", sigma_w)
-        self.output_bias = bool(output_bias)
-        gw2, gb2, sw2 = self.gamma_w**2, self.gamma_b**2, self.sigma_w**2
+        L = int(hidden_layers)
+        gamma_w = _check_nonneg("gamma_w", gamma_w)
+        gamma_b = _check_nonneg("gamma_b", gamma_b)
+        sigma_w = _check_nonneg("sigma_w", sigma_w)
+        gw2, gb2, sw2 = gamma_w**2, gamma_b**2, sigma_w**2
         if gw2 + gb2 == 0.0:
             raise ValueError("gamma_w and gamma_b are both 0: the first layer has zero variance")
         if sigma_b is None:
-            m2 = self.activation.second_moment(1.0)
+            m2 = act.second_moment(1.0)
             sb2 = 1.0 - sw2 * m2
             if sb2 < -1e-14:
                 raise ValueError(
                     f"Assumption 2 violated: sigma_w^2 E[phi(Z)^2] = {sw2 * m2:.6g} > 1 for "
-                    f"{self.activation.name}, so sigma_b^2 = 1 - sigma_w^2 E[phi(Z)^2] < 0; "
+                    f"{act.name}, so sigma_b^2 = 1 - sigma_w^2 E[phi(Z)^2] < 0; "
                     "pass sigma_b explicitly (any sigma_b >= 0 is handled exactly)"
                 )
-            sb2 = max(sb2, 0.0)
-            self.sigma_b = math.sqrt(sb2)
+            sigma_b = math.sqrt(max(sb2, 0.0))
         else:
-            self.sigma_b = _check_nonneg("sigma_b", sigma_b)
-            sb2 = self.sigma_b**2
-        self._gw2, self._gb2, self._sw2 = gw2, gb2, sw2
-        n_maps = self.hidden_layers  # layers 2..L+1
-        self._sb2 = np.full(n_maps, sb2)
-        if not self.output_bias:
-            self._sb2[-1] = 0.0
+            sigma_b = _check_nonneg("sigma_b", sigma_b)
+        sb2_layers = [sigma_b**2] * L  # layers 2..L+1
+        if not output_bias:
+            sb2_layers[-1] = 0.0
         q = [gw2 + gb2]
-        dmom = []
-        for layer in range(n_maps):
-            m2, d2 = self.activation.moments(q[-1])
-            dmom.append(sw2 * d2)
-            q.append(sw2 * m2 + self._sb2[layer])
+        kappa_one = [q[0]]
+        for layer in range(L):
+            m2, d2 = act.moments(q[-1])
+            q.append(sw2 * m2 + sb2_layers[layer])
+            kappa_one.append(q[-1] + kappa_one[-1] * sw2 * d2)
             if not q[-1] > 0.0:
                 raise ValueError(
-                    f"layer {layer + 2} has zero variance (sigma_w = {self.sigma_w}, "
-                    f"sigma_b = {self.sigma_b}): the kernel is identically zero")
-        self.variances = np.array(q)
-        kappa_one = [q[0]]
-        for layer in range(n_maps):
-            kappa_one.append(q[layer + 1] + kappa_one[-1] * dmom[layer])
-        self._kappa_one = np.array(kappa_one)
+                    f"layer {layer + 2} has zero variance (sigma_w = {sigma_w}, "
+                    f"sigma_b = {sigma_b}): the kernel is identically zero")
+            if not (math.isfinite(q[-1]) and math.isfinite(kappa_one[-1])
+                    and kappa_one[-1] <= MAX_THETA):
+                _overflow(act.name, L, sigma_w, layer + 2, q, sw2 * d2)
+        for name, value in (("activation", act), ("hidden_layers", L), ("gamma_w", gamma_w),
+                            ("gamma_b", gamma_b), ("sigma_w", sigma_w), ("sigma_b", sigma_b),
+                            ("output_bias", bool(output_bias)), ("variances", _readonly(q)),
+                            ("_kappa_one", _readonly(kappa_one)), ("_sb2", tuple(sb2_layers))):
+            object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ basics
     def __repr__(self) -> str:
@@ -200,34 +267,54 @@ class NTK:
         """NNGP(x, x) = q_{L+1}, exact."""
         return float(self.variances[-1])
 
+    def at_one(self, which: str = "ntk") -> float:
+        """Theta(x, x) (``which="ntk"``) or the NNGP's, exactly: every rho = 1 entry."""
+        if which == "ntk":
+            return self.theta_one
+        if which == "nngp":
+            return self.nngp_one
+        raise ValueError(f"which must be 'ntk' or 'nngp', got {which!r}")
+
     @property
     def has_exact(self) -> bool:
         """True when the closed-form layer recursion is available for this activation."""
         return self.activation.has_exact_dual
 
-    def recipe(self) -> tuple:
-        """Arguments of ``kernels.exact_cpu.theta_exact`` after rho (shared by all tiles)."""
-        return (
-            int(self.activation.dual_code), float(self.activation.param), self._gw2, self._gb2,
-            self._sw2, np.ascontiguousarray(self._sb2), np.ascontiguousarray(self.variances[1:]),
-        )
+    @property
+    def recipe(self) -> LayerRecipe:
+        """The exact layer recursion's inputs (``kernels/exact_cpu.py``)."""
+        return LayerRecipe(int(self.activation.dual_code), float(self.activation.param),
+                           self.gamma_w**2, self.gamma_b**2, self.sigma_w**2, self._sb2,
+                           tuple(float(v) for v in self.variances[1:]))
 
-    def spec(self) -> dict:
-        """A JSON-able description (used by checkpoints and the CLI)."""
+    def to_dict(self) -> dict:
+        """A JSON-able description (stores, checkpoints, the CLI); :meth:`from_dict` inverts
+        it for built-in activations."""
         return {
             "activation": self.activation.name, "hidden_layers": self.hidden_layers,
             "gamma_w": self.gamma_w, "gamma_b": self.gamma_b, "sigma_w": self.sigma_w,
             "sigma_b": self.sigma_b, "output_bias": self.output_bias,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> NTK:
+        """The network described by :meth:`to_dict` (built-in activations only)."""
+        keys = ("activation", "hidden_layers", "gamma_w", "gamma_b", "sigma_w", "sigma_b",
+                "output_bias")
+        missing = [k for k in keys if k not in d]
+        if missing:
+            raise ValueError(f"network description lacks {', '.join(missing)}: {d!r}")
+        return cls(**{k: d[k] for k in keys})
+
     # ------------------------------------------------------------ coefficients
-    def coefficients(self, T: int, method: str = "auto", atol: float = 1e-17) -> Coefficients:
+    def coefficients(self, T: int, method: str = "auto",
+                     atol: float = COMPOSITION_ATOL) -> Coefficients:
         """kappa_{p, L+1} and alpha_{p, L+1} for p = 0..T with per-layer tables.
 
         ``method``: ``"auto"`` (ReLU family by series ODEs, everything else generic),
         ``"generic"`` (Hermite coefficients + re-centred composition, any activation) or
         ``"relu"``.  ``atol`` is the certified remainder allowed per composition,
-        relative to the layer's variance.
+        relative to the layer's variance.  Cached by value; the arrays are read-only.
         """
         if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 0:
             raise ValueError(f"T must be an integer >= 0, got {T!r}")
@@ -241,17 +328,18 @@ class NTK:
 
     def _compute_coefficients(self, T: int, use_relu: bool, atol: float) -> Coefficients:
         T1 = T + 1
+        gw2, gb2, sw2 = self.gamma_w**2, self.gamma_b**2, self.sigma_w**2
         alpha = np.zeros(T1)
-        alpha[0] = self._gb2
+        alpha[0] = gb2
         if T >= 1:
-            alpha[1] = self._gw2
+            alpha[1] = gw2
         kappa = alpha.copy()
-        layers = [LayerSeries(1, alpha, None, kappa, float(self.variances[0]),
-                              float(self._kappa_one[0]))]
+        layers = [LayerSeries(1, _readonly(alpha), None, _readonly(kappa),
+                              float(self.variances[0]), float(self._kappa_one[0]))]
         remainder = 0.0
         herr = 0.0
         if use_relu:  # 1 - A_l(0) per layer, from the cancellation-free exact recursion
-            complements = exact_cpu.layer_complements(0.0, *self.recipe())
+            complements = tiles_cpu.layer_complements(0.0, *self.recipe.args)
         certified = True
         for idx in range(self.hidden_layers):
             q_prev = float(self.variances[idx])
@@ -265,86 +353,88 @@ class NTK:
                 certified &= exact
                 herr = max(herr, err)
                 e, ed, rem = _series.compose_generic(a, d, dd, T, atol * q_prev)
-                remainder += rem * self._sw2 * (1.0 + float(self._kappa_one[idx]))
-            alpha = self._sw2 * e
+                remainder += rem * sw2 * (1.0 + float(self._kappa_one[idx]))
+            alpha = sw2 * e
             alpha[0] += self._sb2[idx]
-            upsilon = self._sw2 * ed
+            upsilon = sw2 * ed
             kappa = alpha + _series.truncated_product(kappa, upsilon, T)
-            layers.append(LayerSeries(idx + 2, alpha, upsilon, kappa,
-                                      float(self.variances[idx + 1]),
+            layers.append(LayerSeries(idx + 2, _readonly(alpha), _readonly(upsilon),
+                                      _readonly(kappa), float(self.variances[idx + 1]),
                                       float(self._kappa_one[idx + 1])))
-        slack = _rounding_allowance(T, self.hidden_layers)
+        slack = rounding_allowance(T, self.hidden_layers)
         tail = max(self.theta_one - float(np.sum(kappa)), 0.0) + slack * self.theta_one
         ntail = max(self.nngp_one - float(np.sum(alpha)), 0.0) + slack * self.nngp_one
         return Coefficients(
-            ntk=kappa, nngp=alpha, layers=tuple(layers), ntk_at_one=self.theta_one,
-            nngp_at_one=self.nngp_one, tail_bound=tail, nngp_tail_bound=ntail,
-            method="relu-ode" if use_relu else "generic", certified=certified,
-            hermite_error=herr, composition_remainder=remainder,
+            ntk=_readonly(kappa), nngp=_readonly(alpha), layers=tuple(layers),
+            ntk_at_one=self.theta_one, nngp_at_one=self.nngp_one, tail_bound=tail,
+            nngp_tail_bound=ntail, method="relu-ode" if use_relu else "generic",
+            certified=certified, hermite_error=herr, composition_remainder=remainder,
         )
 
     # --------------------------------------------------------------- values
-    def ntk(self, rho, tol: float = 1e-12, return_bound: bool = False, max_degree: int = 2048):
-        """Theta(rho) elementwise.  Exact recursion when available (bound 0), else the
-        truncated series with the smallest degree whose certified bound at max |rho| < 1
-        is below ``tol * Theta(1)`` (capped at ``max_degree``); rho = 1 is always exact."""
-        return self._values(rho, "ntk", tol, return_bound, max_degree)
+    def ntk(self, rho, tol: float = TILE_TOL, return_bound: bool = False):
+        """Theta(rho) elementwise for correlations rho in [-1, 1] (any shape).
 
-    def nngp(self, rho, tol: float = 1e-12, return_bound: bool = False, max_degree: int = 2048):
+        The exact closed-form recursion where the activation has one (bound 0), else the
+        power series truncated at the smallest degree whose certified bound at the largest
+        |rho| below 1 is under ``tol * Theta(1)`` (docs/math.md section 4); rho = 1 is always
+        exactly Theta(1).  ``return_bound``: also the elementwise certified bound.
+        Raises ValueError for NaN or |rho| > 1 + 1e-12 (values just beyond +-1 are clipped).
+        """
+        return self._values(rho, "ntk", tol, return_bound)
+
+    def nngp(self, rho, tol: float = TILE_TOL, return_bound: bool = False):
         """The NNGP kernel Sigma_{L+1}(rho), like :meth:`ntk`."""
-        return self._values(rho, "nngp", tol, return_bound, max_degree)
+        return self._values(rho, "nngp", tol, return_bound)
 
-    def _values(self, rho, which, tol, return_bound, max_degree):
-        rho = np.asarray(rho, dtype=np.float64)
-        if np.isnan(rho).any():
-            raise ValueError("rho contains NaN")
-        if (np.abs(rho) > 1.0 + 1e-12).any():
-            bad = rho[np.abs(rho) > 1.0 + 1e-12].flat[0]
-            raise ValueError(f"rho must lie in [-1, 1] (inputs on the unit sphere); got {bad!r}")
-        flat = np.clip(rho.ravel(), -1.0, 1.0)
-        one = self.theta_one if which == "ntk" else self.nngp_one
-        if self.has_exact:
-            ntk, nngp = exact_cpu.theta_exact_array(np.ascontiguousarray(flat), *self.recipe())
-            vals = ntk if which == "ntk" else nngp
-            vals[flat == 1.0] = one
-            bound = np.zeros_like(vals)
-        else:
-            off = np.abs(flat[flat != 1.0])
-            r = float(off.max()) if off.size else 0.0
-            T = 16
-            while True:
-                coef = self.coefficients(T)
-                if coef.tail_bound_at(r, which) <= tol * one or T >= max_degree:
-                    break
-                T = min(2 * T, max_degree)
-            vals, bound = coef.evaluate(flat, which)
-            vals[flat == 1.0] = one
-            bound[flat == 1.0] = 0.0
-        vals = vals.reshape(rho.shape)
-        return (vals, bound.reshape(rho.shape)) if return_bound else vals
+    def _values(self, rho, which, tol, return_bound):
+        from .tiles import tile_spec, tile_values
 
-    def kernel(self, X, Y=None, normalize: bool = False, which: str = "ntk") -> np.ndarray:
-        """Matrix of Theta(x_i, y_j) for unit-norm rows (``normalize=True`` projects rows)."""
+        vals, bound = tile_values(tile_spec(self, "auto", tol, which), rho)
+        return (vals, bound) if return_bound else vals
+
+    def kernel(self, X, Y=None, normalize: bool = False, which: str = "ntk",
+               device: str = "cpu", tol: float = TILE_TOL) -> np.ndarray:
+        """The matrix Theta(x_i, y_j) (no 1/n), shape (n, m), float64, C order.
+
+        Rows must have unit norm (within a relative 1e-6; they are used as their projections
+        onto the sphere) unless ``normalize=True``.  ``Y=None``: Theta(X, X), computed as one
+        symmetric tile (half the Gram flops, the diagonal and duplicate rows exactly
+        Theta(1)).  One tile of the tile contract (``fastntk.tiles``; docs/math.md section 5):
+        memory is the output plus O(threads) buffers.  ``device="cuda"``: the CUDA tiles.
+        """
         from .data import check_rows
+        from .tiles import theta_tile
 
         X = check_rows(X, "X", normalize)
-        Yv = X if Y is None else check_rows(Y, "Y", normalize)
-        if Yv.shape[1] != X.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} columns but Y has {Yv.shape[1]}")
-        G = X @ Yv.T
-        K = self._values(G, which, 1e-12, False, 2048)
-        if Y is None:
-            np.fill_diagonal(K, self.theta_one if which == "ntk" else self.nngp_one)
-        return K
+        Yv = None
+        if Y is not None:
+            Yv = check_rows(Y, "Y", normalize)
+            if Yv.shape[1] != X.shape[1]:
+                raise ValueError(f"X has {X.shape[1]} columns but Y has {Yv.shape[1]}")
+        return theta_tile(self, X, Yv, tol=tol, which=which, device=device)
 
-    def matrix(self, X, Y=None, chunks: int = 4096, device: str = "cpu", method: str = "auto",
-               tol: float = 1e-12, which: str = "ntk", normalize: bool = False):
+    def matrix(self, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
+               method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
+               normalize: bool = False):
         """Lazy dask array of Theta(x_i, y_j) assembled from tiles (``fastntk.matrix``);
         ``.to_zarr(path)`` writes it out of core and resumes an interrupted run."""
         from .matrix import kernel_matrix
 
         return kernel_matrix(self, X, Y, chunks=chunks, device=device, method=method, tol=tol,
                              which=which, normalize=normalize)
+
+
+def _overflow(name: str, L: int, sigma_w: float, layer: int, q: list, growth: float) -> None:
+    ratios = [q[i + 1] / q[i] for i in range(len(q) - 1) if q[i] > 0 and math.isfinite(q[i + 1])]
+    per_layer = max([growth, *ratios]) if ratios else growth
+    raise ValueError(
+        f"NTK({name!r}, hidden_layers={L}, sigma_w={sigma_w:g}) leaves float64 at layer "
+        f"{layer}: each layer multiplies the variance or Theta(x, x) by about "
+        f"{per_layer:.4g} (sigma_w^2 E[phi'^2] = {growth:.4g}), and {per_layer:.4g}^{L} "
+        f"exceeds the supported range (Theta(x, x) <= {MAX_THETA:g}). Use a smaller sigma_w "
+        "(Assumption 2: sigma_w^2 E[phi(Z)^2] <= 1) or fewer hidden layers "
+        "(docs/math.md section 4).")
 
 
 @lru_cache(maxsize=64)

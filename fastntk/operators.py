@@ -1,20 +1,20 @@
-"""Symmetric linear operators V -> A V for the matrix-free eigensolver (``fastntk.spectrum``).
+"""Symmetric linear operators V -> A V for the eigensolvers (``fastntk.solver``).
 
 An operator has ``n`` (the side), ``matvec(V)`` for an (n, b) block V, ``trace()`` and
 ``scale`` (the operator is ``scale * M`` for the stored or computed matrix M; the NTK matrix
 of the paper is K = Theta / n, so kernel operators default to ``scale = 1 / n``).
 Every implementation computes the same thing; they differ in where M comes from:
 
-* :class:`DenseOperator`   a numpy matrix in memory (the exact dense path for small n);
-* :class:`ArrayOperator`   an assembled matrix read by row blocks: zarr, h5py, ``np.memmap``
-  or a dask array (``fastntk.matrix`` writes zarr), never loaded whole;
-* :class:`TileOperator`    matrix-free, in-process: the tiles Theta(X_I, X_J) are streamed
-  through ``fastntk.tiles`` every pass and never stored (only one tile at a time);
-* :class:`DaskTileOperator` matrix-free across a Dask cluster: X is scattered once to every
-  worker (``broadcast=True``), each pass scatters V and submits one task per row block,
-  each task computing Theta(X_I, X) @ V with the fused tile @ V kernel;
-* :class:`CenteredOperator` K~ = K - (c_0 / n) 1 1^T (MATH.md section 5, Theorem 5) on top
-  of any of the above, still matrix-free.
+* :class:`DenseOperator`   a numpy matrix in memory;
+* :class:`ArrayOperator`   an assembled matrix read by row blocks: a fastntk store
+  (``fastntk.store``), zarr, h5py, ``np.memmap`` or a dask array, never loaded whole;
+* :class:`TileOperator`    matrix-free, in-process: the tiles Theta(X_I, X_J), I <= J, are
+  computed every pass through the tile contract (``fastntk.tiles``) and never stored;
+* :class:`DaskTileOperator` matrix-free across a Dask cluster: the same tiles as tasks
+  (``fastntk.tasks``: the inputs are recomputable tasks, so a lost worker costs only its
+  tasks), each returning its contributions to two row blocks of K V;
+* :class:`CenteredOperator` K~ = K - (c_0 / n) 1 1^T (docs/math.md section 6, Theorem 5) on
+  top of any of the above, still matrix-free.
 
 Each operator counts its passes (``passes``) and the seconds spent in them (``pass_times``).
 """
@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 
 import numpy as np
 
+from .blocks import block_bounds, check_chunk, tile_pairs
 from .data import check_rows
-from .tiles import check_method, theta_tile, theta_tile_matvec
+from .defaults import DASK_TILE, OPERATOR_TILE, TILE_TOL
+from .tasks import TaskPool, task_threads
+from .tiles import backend, theta_tile, theta_tile_matvec, tile_spec
+from .tilespec import TileSpec
 
 __all__ = [
     "ArrayOperator", "CenteredOperator", "DaskTileOperator", "DenseOperator", "KernelOperator",
@@ -122,9 +125,6 @@ class DenseOperator(KernelOperator):
     def _trace(self):
         return float(np.trace(self.A))
 
-    def dense(self) -> np.ndarray:
-        return self.scale * self.A
-
 
 class ArrayOperator(KernelOperator):
     """``scale * A`` for an assembled n x n matrix read ``row_block`` rows at a time.
@@ -157,30 +157,27 @@ class ArrayOperator(KernelOperator):
             row_block = max(row_block, min(self.n, max(1, (1 << 24) // self.n)))
         self.row_block = int(max(1, row_block))
         self.progress = progress
+        self.exact_trace: float | None = None  # Tr(M) when known exactly (stores)
+        self.metadata: dict | None = None
 
     @classmethod
-    def open(cls, path: str, scale: float | None = None, **kw) -> ArrayOperator:
-        """Open an assembled matrix (zarr store or .npy).  ``scale`` defaults to the store's
-        ``attrs['scale']`` if present, else 1 / n (the file holds Theta, K = Theta / n)."""
-        path = str(path)
-        if path.endswith(".npy"):
-            A = np.load(path, mmap_mode="r")
-            attrs = {}
-        else:
-            import zarr
+    def open(cls, path, scale: float | None = None, **kw) -> ArrayOperator:
+        """The kernel matrix in the fastntk store at ``path`` (``fastntk.store``), which
+        must be complete and square; ``scale`` defaults to 1 / n (K = Theta / n).  Its trace
+        is n Theta(1), exact, from the store's network."""
+        from . import store
+        from .ntk import NTK
 
-            A = zarr.open(path, mode="r")
-            if hasattr(A, "array_keys"):  # a group: take its single / first array
-                keys = list(A.array_keys())
-                if not keys:
-                    raise ValueError(f"zarr group {path} holds no array")
-                name = "theta" if "theta" in keys else keys[0]
-                A = A[name]
-            attrs = dict(getattr(A, "attrs", {}) or {})
+        A = store.open_matrix(path)
+        meta = store.read_marker(path)
+        if not meta.get("symmetric", False):
+            raise store.StoreError(f"{path} holds a rectangular matrix Theta(X, Y) "
+                                   f"{tuple(meta['shape'])}: eigenvalues need Theta(X, X)")
         n = A.shape[0]
-        if scale is None:
-            scale = float(attrs.get("scale", 1.0 / n))
-        return cls(A, scale=scale, **kw)
+        op = cls(A, scale=1.0 / n if scale is None else scale, **kw)
+        op.exact_trace = n * NTK.from_dict(meta["network"]).at_one(meta["which"])
+        op.metadata = meta
+        return op
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         block = self.A[start:stop]
@@ -201,6 +198,8 @@ class ArrayOperator(KernelOperator):
         return out
 
     def _trace(self):
+        if self.exact_trace is not None:
+            return self.exact_trace
         total = 0.0
         for start in range(0, self.n, self.row_block):
             stop = min(start + self.row_block, self.n)
@@ -211,19 +210,6 @@ class ArrayOperator(KernelOperator):
         return total
 
 
-def _row_blocks(n: int, block: int) -> list[tuple[int, int]]:
-    return [(s, min(s + block, n)) for s in range(0, n, block)]
-
-
-def kernel_block(net, X, si: int, ei: int, sj: int, ej: int, method: str = "auto",
-                 tol: float = 1e-12, which: str = "ntk", device: str = "cpu") -> np.ndarray:
-    """The block Theta(X[si:ei], X[sj:ej]) of one data set X by the tile contract; a
-    diagonal block (si, ei) == (sj, ej) goes through the symmetric tile (one syrk, the lower
-    triangle evaluated, the diagonal exactly Theta(1))."""
-    Xj = None if (si, ei) == (sj, ej) else X[sj:ej]
-    return theta_tile(net, X[si:ei], Xj, method=method, tol=tol, which=which, device=device)
-
-
 class TileOperator(KernelOperator):
     """Matrix-free ``scale * Theta(X, X)`` in this process (K = Theta / n by default).
 
@@ -231,44 +217,33 @@ class TileOperator(KernelOperator):
     once, and uses it twice (T V_J into rows I, T^T V_I into rows J): half the kernel
     evaluations, memory one ``tile`` x ``tile`` block.  ``symmetric=False`` streams each
     row block through the fused ``theta_tile_matvec`` (Theta(X_I, X) @ V).
-    ``method``, ``tol``, ``which``, ``device`` go to the tiles (``fastntk.tiles``: ``"auto"``,
-    ``"exact"``, ``"series"``; ``device="cuda"`` for the CUDA kernels).
+    ``method``, ``tol``, ``which``, ``device`` choose the tiles (``fastntk.tiles``).
     Tr(Theta) = n Theta(1) is exact.
     """
 
     description = "matrix-free tiles, in process"
 
-    def __init__(self, net, X, scale: float | None = None, tile: int = 2048,
-                 method: str = "auto", tol: float = 1e-12, which: str = "ntk",
+    def __init__(self, net, X, scale: float | None = None, tile: int = OPERATOR_TILE,
+                 method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
                  device: str = "cpu", symmetric: bool = True, progress: bool = False,
                  normalize: bool = False) -> None:
         super().__init__()
+        self.spec: TileSpec = tile_spec(net, method, tol, which)
+        backend(device)
         self.net = net
         self.X = check_rows(X, "X", normalize)
         self.n = self.X.shape[0]
         self.scale = 1.0 / self.n if scale is None else float(scale)
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a finite number > 0, got {scale}")
-        if which not in ("ntk", "nngp"):
-            raise ValueError(f"which must be 'ntk' or 'nngp', got {which!r}")
-        self.method = check_method(net, method)
-        self.tol, self.which, self.device = float(tol), which, device
-        if isinstance(tile, bool) or int(tile) < 1:
-            raise ValueError(f"tile must be >= 1, got {tile}")
-        self.tile = int(tile)
+        self.device = device
+        self.tile = check_chunk(tile, "tile")
         self.symmetric = bool(symmetric)
         self.progress = progress
-
-    @property
-    def diagonal_value(self) -> float:
-        return self.net.theta_one if self.which == "ntk" else self.net.nngp_one
+        self.bounds = block_bounds(self.n, self.tile)
 
     def _trace(self):
-        return self.n * self.diagonal_value
-
-    def _block(self, si, ei, sj, ej):
-        return kernel_block(self.net, self.X, si, ei, sj, ej, self.method, self.tol,
-                            self.which, self.device)
+        return self.n * self.spec.at_one
 
     def _iter(self, items, desc):
         if not self.progress:
@@ -278,145 +253,85 @@ class TileOperator(KernelOperator):
         return tqdm(items, desc=desc, leave=False)
 
     def _apply(self, V):
-        blocks = _row_blocks(self.n, self.tile)
+        X, spec, dev = self.X, self.spec, self.device
         if not self.symmetric:
             out = np.empty_like(V)
-            for si, ei in self._iter(blocks, "row blocks"):
-                out[si:ei] = theta_tile_matvec(
-                    self.net, self.X[si:ei], self.X, V, method=self.method, tol=self.tol,
-                    which=self.which, device=self.device)
+            for si, ei in self._iter(self.bounds, "row blocks"):
+                out[si:ei] = theta_tile_matvec(spec, X[si:ei], X, V, device=dev)
             return out
         out = np.zeros_like(V)
-        pairs = [(i, j) for i in range(len(blocks)) for j in range(i, len(blocks))]
-        for i, j in self._iter(pairs, "tiles"):
-            (si, ei), (sj, ej) = blocks[i], blocks[j]
-            T = self._block(si, ei, sj, ej)
+        for i, j in self._iter(tile_pairs(len(self.bounds)), "tiles"):
+            (si, ei), (sj, ej) = self.bounds[i], self.bounds[j]
+            T = theta_tile(spec, X[si:ei], None if i == j else X[sj:ej], device=dev)
             out[si:ei] += T @ V[sj:ej]
             if i != j:
                 out[sj:ej] += T.T @ V[si:ei]
         return out
 
 
-def _dask_row_task(net, X, start, stop, V, method, tol, which, device):
-    """Runs on a worker: Theta(X[start:stop], X) @ V by the fused tile @ V kernel."""
-    return theta_tile_matvec(net, X[start:stop], X, V, method=method, tol=tol, which=which,
-                             device=device)
-
-
-def _recoverable_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "a worker (and data on it) was lost", not a bug in a task."""
-    import asyncio
-    import concurrent.futures
-
-    from distributed.client import FutureCancelledError
-    from distributed.comm.core import CommClosedError
-    from distributed.scheduler import KilledWorker
-
-    return (FutureCancelledError, KilledWorker, CommClosedError, asyncio.CancelledError,
-            concurrent.futures.CancelledError)
-
-
-def _dask_pair_task(net, X, si, ei, sj, ej, V, method, tol, which, device):
-    """Runs on a worker: for the tile K_IJ = Theta(X_I, X_J), I <= J, the contributions
-    (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V (only the first if I = J)."""
-    blk = kernel_block(net, X, si, ei, sj, ej, method, tol, which, device)
-    if (si, ei) == (sj, ej):
-        return blk @ V[si:ei], None
-    return blk @ V[sj:ej], blk.T @ V[si:ei]
+def _pair_task(spec: TileSpec, device: str, xi, xj, vi, vj):
+    """On a worker: for the tile K_IJ = Theta(X_I, X_J), I <= J (``xj is None``: I = J),
+    the contributions (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V."""
+    blk = theta_tile(spec, xi, xj, device=device, threads=task_threads())
+    if xj is None:
+        return blk @ vi, None
+    return blk @ vj, blk.T @ vi
 
 
 class DaskTileOperator(TileOperator):
     """Matrix-free ``scale * Theta(X, X)`` across a Dask cluster.
 
-    X is scattered once to every worker (``broadcast=True``); each pass scatters V the same
-    way.  With ``symmetric=True`` (default) one task per tile pair I <= J evaluates
-    Theta(X_I, X_J) once and returns its contributions to both row blocks of K V, which this
-    process adds up as they arrive (half the kernel work of a full pass, memory O(n k) here);
-    ``symmetric=False`` submits one task per row block, each Theta(X_I, X) @ V by the fused
-    ``theta_tile_matvec``.  Call :meth:`close` (or use ``with``) to release X on the workers.
+    One task per tile pair I <= J evaluates Theta(X_I, X_J) once and returns its
+    contributions to both row blocks of K V, which this process adds up as they arrive (half
+    the kernel work of a full pass, memory O(n k) here).  The tile spec and the row blocks of
+    X enter the cluster once, the row blocks of V once per pass, as recomputable tasks
+    (``fastntk.tasks``): a worker that dies costs its tasks, never the pass.  Call
+    :meth:`close` (or use ``with``) to release X on the workers.
     """
 
     description = "matrix-free tiles on a Dask cluster"
 
-    def __init__(self, net, X, client, scale: float | None = None, tile: int = 1024,
-                 method: str = "auto", tol: float = 1e-12, which: str = "ntk",
-                 device: str = "cpu", progress: bool = False, normalize: bool = False,
-                 symmetric: bool = True) -> None:
+    def __init__(self, net, X, client, scale: float | None = None, tile: int = DASK_TILE,
+                 method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
+                 device: str = "cpu", progress: bool = False, normalize: bool = False) -> None:
         super().__init__(net, X, scale=scale, tile=tile, method=method, tol=tol, which=which,
-                         device=device, symmetric=symmetric, progress=progress,
+                         device=device, symmetric=True, progress=progress,
                          normalize=normalize)
         if client is None:
             raise ValueError("DaskTileOperator needs a distributed.Client")
-        self.client = client
-        self._scatter_inputs()
-
-    def _scatter_inputs(self) -> None:
-        self._X_future = self.client.scatter(self.X, broadcast=True, hash=False)
-        self._net_future = self.client.scatter(self.net, broadcast=True, hash=False)
+        self.pool = TaskPool(client)
+        self._spec = self.pool.put(self.spec)
+        self._rows = [self.pool.put(np.ascontiguousarray(self.X[s:e])) for s, e in self.bounds]
 
     def _apply(self, V):
-        """One pass; if workers die and scattered inputs are lost with them, scatter again
-        and redo the pass (each row block is a pure function of X, V: same numbers)."""
-        errors = _recoverable_errors()
-        for attempt in range(3):
-            try:
-                return self._apply_once(V)
-            except errors as exc:
-                if attempt == 2:
-                    raise RuntimeError(f"a Dask pass failed three times after worker loss: "
-                                       f"{exc!r}") from exc
-                self._scatter_inputs()
-        raise AssertionError("unreachable")
-
-    def _apply_once(self, V):
-        client = self.client
-        V_future = client.scatter(V, broadcast=True, hash=False)
-        blocks = _row_blocks(self.n, self.tile)
-        opts = (self.method, self.tol, self.which, self.device)
-        if self.symmetric:
-            pairs = [(a, b) for a in range(len(blocks)) for b in range(a, len(blocks))]
-            futures = [client.submit(_dask_pair_task, self._net_future, self._X_future,
-                                     *blocks[a], *blocks[b], V_future, *opts, pure=False,
-                                     retries=2) for a, b in pairs]
-        else:
-            futures = [client.submit(_dask_row_task, self._net_future, self._X_future, s, e,
-                                     V_future, *opts, pure=False, retries=2)
-                       for s, e in blocks]
-        from distributed import as_completed
-
-        index = {fut.key: i for i, fut in enumerate(futures)}
+        vs = [self.pool.put(np.ascontiguousarray(V[s:e])) for s, e in self.bounds]
+        pairs = tile_pairs(len(self.bounds))
+        calls = [(self._spec, self.device, self._rows[i], None if i == j else self._rows[j],
+                  vs[i], vs[j]) for i, j in pairs]
         out = np.zeros((self.n, V.shape[1]))
-        done = as_completed(futures, with_results=True)
+        done = self.pool.map(_pair_task, calls)
         if self.progress:
             from tqdm.auto import tqdm
 
-            done = tqdm(done, total=len(futures), desc="tiles", leave=False)
-        for fut, result in done:
-            i = index[fut.key]
-            if self.symmetric:
-                (si, ei), (sj, ej) = blocks[pairs[i][0]], blocks[pairs[i][1]]
-                out[si:ei] += result[0]
-                if result[1] is not None:
-                    out[sj:ej] += result[1]
-            else:
-                out[slice(*blocks[i])] = result
-            fut.release()
-        del V_future
+            done = tqdm(done, total=len(calls), desc="tiles", leave=False)
+        try:
+            for t, (a, b) in done:
+                i, j = pairs[t]
+                out[slice(*self.bounds[i])] += a
+                if b is not None:
+                    out[slice(*self.bounds[j])] += b
+        finally:
+            self.pool.release(vs)
         return out
 
     def close(self) -> None:
-        for name in ("_X_future", "_net_future"):
-            fut = getattr(self, name, None)
-            if fut is not None:
-                try:
-                    fut.release()
-                except Exception:  # noqa: BLE001 - client may already be closed
-                    pass
-                setattr(self, name, None)
+        if getattr(self, "_rows", None) is not None:
+            self.pool.release([self._spec, *self._rows])
+            self._rows = None
 
 
 class CenteredOperator(KernelOperator):
-    """K~ = K - (c_0 / n) 1 1^T for K = ``base`` (MATH.md section 5, Theorem 5).
+    """K~ = K - (c_0 / n) 1 1^T for K = ``base`` (docs/math.md section 6, Theorem 5).
 
     With K = scale * Theta this subtracts scale * c_0 1 1^T, i.e. (Theta - c_0 1 1^T) scaled;
     ``c0`` is the constant coefficient kappa_0 of the power series. Matrix-free: one pass
@@ -456,21 +371,16 @@ def kernel_operator(net, X, scale: float | None = None, client=None, centered: b
     """The matrix-free operator for K = scale * Theta(X, X) (scale defaults to 1 / n):
     on ``client`` if given (:class:`DaskTileOperator`), else in process
     (:class:`TileOperator`); ``centered`` wraps it in :class:`CenteredOperator` with
-    c_0 = kappa_0 of ``net`` unless ``c0`` is given."""
+    c_0 = the constant coefficient of the kernel's series unless ``c0`` is given."""
     op: KernelOperator
     if client is not None:
+        kw.pop("symmetric", None)
         op = DaskTileOperator(net, X, client, scale=scale, **kw)
     else:
         op = TileOperator(net, X, scale=scale, **kw)
     if centered:
         if c0 is None:
-            which = kw.get("which", "ntk")
             coef = net.coefficients(0)
-            c0 = float(coef.ntk[0] if which == "ntk" else coef.nngp[0])
+            c0 = float(coef.table(kw.get("which", "ntk"))[0][0])
         op = CenteredOperator(op, c0)
     return op
-
-
-def block_sizes(n: int, block: int) -> Sequence[tuple[int, int]]:
-    """The (start, stop) row blocks used by the tile operators (exposed for tests)."""
-    return _row_blocks(n, block)

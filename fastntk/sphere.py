@@ -15,7 +15,7 @@ contributes only to degrees k <= p with p - k even, in closed form (Azevedo & Me
 with sum_k N(d, k) w(p, k, d) = 1 for every p (so sum_k N(d, k) lambda_k = f(1) = Theta(1)).
 For the NTK matrix K = Theta / n of n points drawn uniformly on S^{d-1}, the eigenvalues of K
 approach the lambda_k, each repeated N(d, k) times.  (The paper's sphere S^d sits in R^{d+1};
-here d is always the ambient dimension of the data, as in ``fastntk.data.sphere(n, d)``.)
+here d is always the ambient dimension of the data, as in ``fastntk.uniform_sphere(n, d)``.)
 
 Truncating the series at degree T leaves, because c_p >= 0 and sum_p c_p = Theta(1) exactly,
 a certified remainder (Theta(1) - sum_{p<=T} c_p) * max_{p > T, p = k mod 2} w(p, k, d);

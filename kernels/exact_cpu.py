@@ -1,4 +1,4 @@
-"""Exact closed-form layer recursion per entry (MATH.md section 3, "closed-form duals").
+"""Exact closed-form layer recursion (docs/math.md sections 3 and 4, "closed-form duals").
 
 For a layer input of variance q and correlation c, ``dual_moments`` returns E[phi(u) phi(v)],
 the complement E[phi(u)^2] - E[phi(u) phi(v)] and E[phi'(u) phi'(v)].  The correlation is
@@ -6,28 +6,27 @@ carried as the pair (delta, dbar) = (1 - c, 1 + c), both in [0, 2] and both comp
 cancellation, so values near c = 1 (the sqrt(1 - c) singularity of the ReLU family: duplicate
 rows, the diagonal) and near c = -1 (antipodal rows) keep their digits, and c = 1 is exact.
 
-Entry points (one core, ``theta_core``):
+The layer recursion is written once, in three pieces every path uses:
 
-* ``theta_exact(rho, ...)``                 correlation rho (clipped to [-1, 1]);
-* ``theta_exact_omr(one_minus_rho, ...)``   1 - rho given directly (e.g. recomputed from the
-                                            rows as ||x - y||^2 / 2, cancellation-free);
-* ``theta_core(omr, opr, ...)``             both 1 - rho and 1 + rho given;
-* ``theta_exact_array`` / ``layer_complements``: array and per-layer forms used by ``ntk.py``.
+* ``first_layer``   layer 1 from (1 - rho, 1 + rho);
+* ``layer_update``  one layer l -> l + 1 from the dual moments (NNGP, NTK, next complements);
+* ``exact_block``   both applied to a block of entries, the layer loop outside and the entry
+                    loop inside, so that the ReLU family (``leaky_dual``: no libm call, arccos
+                    by a polynomial) vectorises.  The CPU tiles call it per block of a row,
+                    the CUDA tiles per entry (a block of one), and ``fastntk.ntk`` uses its
+                    ``record`` option for the per-layer complements.
 
-The trailing arguments ``code, param, gw2, gb2, sw2, sb2, q`` are ``NTK.recipe()``.
-Activation codes match ``fastntk.activations.DUAL_*``.  The ReLU family (``leaky_dual``) uses
-no libm call (arccos by a polynomial, sin and cos from delta), so the tile kernels in
-``tiles_cpu.py`` vectorise it.
+The recipe arguments ``code, param, gw2, gb2, sw2, sb2, q`` come from
+``fastntk.ntk.LayerRecipe.args``; activation codes are in ``kernels/codes.py``.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-from numba import njit, prange
+from numba import njit
 
-LEAKY_RELU, ERF, GAUSSIAN, SIN, COS = 0, 1, 2, 3, 4
+from .codes import COS, ERF, GAUSSIAN, LEAKY_RELU, SIN
 
 # asin(sqrt(t)) / sqrt(t) = sum_k _ASIN_R[k] t^k on 0 <= t <= 1/2: the degree-20 Chebyshev
 # interpolant (mpmath, 60 digits) rewritten in powers of t; max relative error 1.2e-16 in
@@ -100,7 +99,7 @@ def leaky_dual(a, q, delta, dbar):
     """ReLU family phi(z) = a z + (1 - a) relu(z): (E[phi phi], complement, E[phi' phi']).
 
     With theta = arccos(c): E[relu relu] = q (sin theta + (pi - theta) c) / (2 pi) and
-    E[relu' relu'] = (pi - theta) / (2 pi) (MATH.md section 3); cos and sin of theta are
+    E[relu' relu'] = (pi - theta) / (2 pi) (docs/math.md section 4); cos and sin of theta are
     c and sqrt(delta dbar), so the only transcendental work is one arccos polynomial.
     """
     theta, pmt = arccos_complements(delta, dbar)
@@ -171,84 +170,53 @@ def first_layer(omr, opr, gw2, gb2):
     return gb2 + gw2 * rho, delta, dbar
 
 
-@njit(cache=True)
-def theta_core(omr, opr, code, param, gw2, gb2, sw2, sb2, q):
-    """(NTK, NNGP) from omr = 1 - rho and opr = 1 + rho (both in [0, 2], cancellation-free).
+@njit(cache=True, inline="always")
+def layer_update(e, e_comp, ed, sw2, sbl, inv_qn, kappa):
+    """One layer of the recursion (docs/math.md section 3) from the dual moments of the
+    previous layer's pre-activations: Sigma_l = sw2 E + sb2, Theta_l = Sigma_l +
+    Theta_{l-1} sw2 E', and the next complement delta_l = (q_l - Sigma_l) / q_l =
+    sw2 (E[phi^2] - E) / q_l, formed from the complement itself (no cancellation).
+    Returns (Sigma_l, Theta_l, delta_l, 2 - delta_l)."""
+    alpha = sw2 * e + sbl
+    kappa = alpha + kappa * (sw2 * ed)
+    dn = sw2 * e_comp * inv_qn
+    return alpha, kappa, dn, 2.0 - dn
 
-    ``sb2[l]`` and ``q[l]`` are the bias variance and the (exact) pre-activation variance of
-    layer l + 2; layer 1 is gamma_b^2 + gamma_w^2 rho.
-    Sigma_l = sw2 E + sb2, q_l - Sigma_l = sw2 * complement, Theta_l = Sigma_l + Theta_{l-1} sw2 E'.
+
+@njit(cache=True, fastmath={"contract"})
+def exact_block(om, op, nb, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, record,
+                trace):
+    """NTK (into ``kp``) and NNGP (into ``al``) of ``nb`` entries given 1 - rho (``om``) and
+    1 + rho (``op``), by the exact layer recursion; ``dl``, ``db`` are scratch arrays.
+
+    ``sb2[l]`` and ``q[l]`` are the bias variance and the exact pre-activation variance of
+    layer l + 2.  ``record``: also store delta_l of entry 0 for l = 1..L+1 in ``trace``.
     """
-    omr = min(max(omr, 0.0), 2.0)
-    opr = min(max(opr, 0.0), 2.0)
-    alpha, delta, dbar = first_layer(omr, opr, gw2, gb2)
-    kappa = alpha
+    nl = q.shape[0]
+    for jj in range(nb):  # layer 1, vectorised
+        alpha, delta, dbar = first_layer(om[jj], op[jj], gw2, gb2)
+        kp[jj] = alpha
+        al[jj] = alpha
+        dl[jj] = delta
+        db[jj] = dbar
+    if record:
+        trace[0] = dl[0]
     qq = gw2 + gb2
-    for layer in range(q.shape[0]):
-        delta = min(max(delta, 0.0), 2.0)
-        dbar = min(max(dbar, 0.0), 2.0)
-        e, e_comp, ed = dual_moments(code, param, qq, delta, dbar)
-        alpha = sw2 * e + sb2[layer]
-        kappa = alpha + kappa * sw2 * ed
+    for layer in range(nl):
+        sbl = sb2[layer]
+        inv_qn = 1.0 / q[layer]
+        if code == LEAKY_RELU:
+            for jj in range(nb):  # vectorised: no libm calls in leaky_dual
+                e, e_comp, ed = leaky_dual(param, qq, min(max(dl[jj], 0.0), 2.0),
+                                           min(max(db[jj], 0.0), 2.0))
+                al[jj], kp[jj], dl[jj], db[jj] = layer_update(e, e_comp, ed, sw2, sbl,
+                                                              inv_qn, kp[jj])
+        else:
+            for jj in range(nb):
+                e, e_comp, ed = dual_moments(code, param, qq, min(max(dl[jj], 0.0), 2.0),
+                                             min(max(db[jj], 0.0), 2.0))
+                al[jj], kp[jj], dl[jj], db[jj] = layer_update(e, e_comp, ed, sw2, sbl,
+                                                              inv_qn, kp[jj])
+        if record:
+            trace[layer + 1] = dl[0]
         qq = q[layer]
-        delta = sw2 * e_comp / qq
-        dbar = 2.0 - delta
-    return kappa, alpha
-
-
-@njit(cache=True)
-def theta_exact_omr(one_minus_rho, code, param, gw2, gb2, sw2, sb2, q):
-    """(NTK, NNGP) at rho = 1 - ``one_minus_rho``; exact digits for near-duplicate inputs."""
-    omr = min(max(one_minus_rho, 0.0), 2.0)
-    return theta_core(omr, 2.0 - omr, code, param, gw2, gb2, sw2, sb2, q)
-
-
-@njit(cache=True)
-def theta_exact(rho, code, param, gw2, gb2, sw2, sb2, q):
-    """(NTK, NNGP) at correlation rho (clipped to [-1, 1]) by the exact layer recursion
-    (MATH.md sections 1, 3)."""
-    if rho > 1.0:
-        rho = 1.0
-    elif rho < -1.0:
-        rho = -1.0
-    return theta_core(1.0 - rho, 1.0 + rho, code, param, gw2, gb2, sw2, sb2, q)
-
-
-@njit(cache=True)
-def layer_complements(rho, code, param, gw2, gb2, sw2, sb2, q):
-    """delta_l = 1 - Sigma_l(rho) / q_l for l = 1..L+1, without cancellation."""
-    out = np.empty(q.shape[0] + 1)
-    rho = min(max(rho, -1.0), 1.0)
-    _, delta, dbar = first_layer(1.0 - rho, 1.0 + rho, gw2, gb2)
-    out[0] = delta
-    qq = gw2 + gb2
-    for layer in range(q.shape[0]):
-        e, e_comp, ed = dual_moments(code, param, qq, min(max(delta, 0.0), 2.0),
-                                     min(max(dbar, 0.0), 2.0))
-        qq = q[layer]
-        delta = sw2 * e_comp / qq
-        dbar = 2.0 - delta
-        out[layer + 1] = delta
-    return out
-
-
-@njit(cache=True, parallel=True)
-def theta_exact_array(rho, code, param, gw2, gb2, sw2, sb2, q):
-    """Elementwise :func:`theta_exact` over a flat array of rho; returns (ntk, nngp)."""
-    n = rho.shape[0]
-    ntk = np.empty(n)
-    nngp = np.empty(n)
-    for i in prange(n):
-        ntk[i], nngp[i] = theta_exact(rho[i], code, param, gw2, gb2, sw2, sb2, q)
-    return ntk, nngp
-
-
-@njit(cache=True, parallel=True)
-def theta_exact_omr_array(omr, code, param, gw2, gb2, sw2, sb2, q):
-    """Elementwise :func:`theta_exact_omr` over a flat array of 1 - rho; returns (ntk, nngp)."""
-    n = omr.shape[0]
-    ntk = np.empty(n)
-    nngp = np.empty(n)
-    for i in prange(n):
-        ntk[i], nngp[i] = theta_exact_omr(omr[i], code, param, gw2, gb2, sw2, sb2, q)
-    return ntk, nngp

@@ -1,26 +1,28 @@
-"""CUDA tile kernels (numba.cuda): the tile contract of ``tiles_cpu.py`` on the GPU.
+"""CUDA tile kernels (numba.cuda): the tile contract of ``fastntk.tiles`` on the GPU
+(docs/math.md section 5).
 
 One thread per entry of the tile, ``THREADS_PER_BLOCK`` x ``THREADS_PER_BLOCK`` threads per
 block.  Each block accumulates its sub-tile of the Gram block X_i X_j^T through shared-memory
 tiles of the rows (no cuBLAS), then, in the same kernel, maps every entry:
 
-* ``MODE_EXACT``  the exact layer recursion (``exact_cpu.theta_core``);
-* ``MODE_SERIES`` Horner's rule on a coefficient table;
-* ``MODE_RHO``    the corrected correlation itself (used to find the tile's largest |rho|,
-                  which fixes the series degree; then ``horner_kernel`` maps it in place).
+* ``MODE_EXACT``  the exact layer recursion (``exact_cpu.exact_block`` on a block of one);
+* ``MODE_SERIES`` Horner's rule on a coefficient table (``tiles_cpu.horner_block``);
+* ``MODE_RHO``    the correlation itself (the series protocol: the tile's largest |rho| fixes
+                  the series degree, then ``horner`` maps the stored correlations in place).
 
-Entries with |rho| > 1 - NEAR recompute 1 -+ rho from the rows without cancellation, exact
-duplicates and the diagonal of symmetric tiles get Theta(1) exactly, as on the CPU.
-``gram_map_matvec`` is the fused variant: a block keeps its sub-tile in shared memory,
-multiplies it by the matching rows of V and adds the products into the output atomically,
-so the tile is never stored.
+The correlation is G_ij / (|x_i| |x_j|) (``tiles_cpu.correlation``); entries with
+|rho| > 1 - NEAR recompute 1 -+ rho from the rows without cancellation
+(``tiles_cpu.complements``); exact duplicates and the diagonal of symmetric tiles get
+Theta(1) exactly, as on the CPU.  ``gram_map_matvec`` is the fused variant: a block keeps its
+sub-tile in shared memory, multiplies it by the matching rows of V and adds the products into
+the output atomically, so the tile is never stored.
 
-The device functions are the CPU ones (``exact_cpu``, ``tiles_cpu``), recompiled for the
-GPU from the same Python source (``_device``): one implementation of the mathematics.
-Kernels are built per block size on first use (``kernels(tpb)``), so importing this module
-never touches a GPU; ``fastntk.gpu`` checks availability and holds the host wrappers.
-The tests run these kernels in the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) with a small
-``THREADS_PER_BLOCK`` so that multi-block paths run on tiny inputs.
+The device functions are the CPU ones, recompiled for the GPU from the same Python source
+(``_device``): one implementation of the mathematics.  Kernels are built per block size on
+first use (``kernels(tpb)``), so importing this module never touches a GPU; ``fastntk.gpu``
+checks availability and holds the host side.  The tests run these kernels in the CUDA
+simulator (``NUMBA_ENABLE_CUDASIM=1``) with a small ``THREADS_PER_BLOCK`` so that multi-block
+paths run on tiny inputs.
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ import math
 import types
 from functools import cache
 
-import numpy as np
 from numba import cuda, float64
 
 from . import exact_cpu, tiles_cpu
 
 THREADS_PER_BLOCK = 16  # tile side of a thread block (16 x 16 = 256 threads)
 MODE_RHO, MODE_EXACT, MODE_SERIES = 0, 1, 2
-NEAR = tiles_cpu.NEAR
 
 
 def _device(dispatcher, **deps):
@@ -52,36 +52,46 @@ def _device(dispatcher, **deps):
 @cache
 def device_functions():
     """The shared mathematics as device functions (built once)."""
-    asin_r = _device(exact_cpu.asin_sqrt_ratio)
-    arccos = _device(exact_cpu.arccos_complements, asin_sqrt_ratio=asin_r)
-    tcms = _device(exact_cpu.theta_cos_minus_sin)
-    leaky = _device(exact_cpu.leaky_dual, arccos_complements=arccos, theta_cos_minus_sin=tcms)
-    dual = _device(exact_cpu.dual_moments, leaky_dual=leaky)
-    first = _device(exact_cpu.first_layer)
-    core = _device(exact_cpu.theta_core, first_layer=first, dual_moments=dual)
-    omc = _device(tiles_cpu.one_minus_cos)
-    opc = _device(tiles_cpu.one_plus_cos)
-    comp = _device(tiles_cpu._complements, one_minus_cos=omc, one_plus_cos=opc)
-    return types.SimpleNamespace(theta_core=core, complements=comp)
+    e = exact_cpu
+    asin_r = _device(e.asin_sqrt_ratio)
+    arccos = _device(e.arccos_complements, asin_sqrt_ratio=asin_r)
+    tcms = _device(e.theta_cos_minus_sin)
+    leaky = _device(e.leaky_dual, arccos_complements=arccos, theta_cos_minus_sin=tcms)
+    dual = _device(e.dual_moments, leaky_dual=leaky)
+    block = _device(e.exact_block, first_layer=_device(e.first_layer),
+                    layer_update=_device(e.layer_update), leaky_dual=leaky, dual_moments=dual)
+    t = tiles_cpu
+    comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
+                   one_plus_cos=_device(t.one_plus_cos))
+    return types.SimpleNamespace(exact_block=block, complements=comp,
+                                 correlation=_device(t.correlation),
+                                 horner_block=_device(t.horner_block))
 
 
 @cache
 def kernels(tpb: int):
-    """(gram_map, gram_map_matvec, horner_kernel) for square blocks of side ``tpb``."""
+    """The kernels for square thread blocks of side ``tpb``: ``gram_map``,
+    ``gram_map_matvec``, ``horner`` and ``gram_plain``."""
     dev = device_functions()
-    theta_core = dev.theta_core
+    exact_block = dev.exact_block
     complements = dev.complements
-    near = NEAR
+    correlation = dev.correlation
+    horner_block = dev.horner_block
 
     @cuda.jit(device=True)
-    def entry(acc, row, col, xi, xj, ni, nj, diag, mode, at_one, want_nngp,
+    def series_value(coeffs, rho):
+        x = cuda.local.array(1, float64)
+        acc = cuda.local.array(1, float64)
+        x[0] = rho
+        horner_block(coeffs, x, acc, 1)
+        return acc[0]
+
+    @cuda.jit(device=True)
+    def entry(acc, row, col, xi, xj, ni, nj, ui, uj, diag, mode, at_one, want_nngp,
               code, param, gw2, gb2, sw2, sb2, q, coeffs):
         """(value, |rho| if rho < 1 else 0) of one entry from its Gram value ``acc``."""
-        r = min(max(acc, -1.0), 1.0)
-        omr = 1.0 - r
-        opr = 1.0 + r
-        if acc > 1.0 - near or acc < -1.0 + near:
-            omr, opr = complements(acc, row, col, xi, xj, ni, nj, True)
+        omr, opr = complements(correlation(acc, ui[row], uj[col]), row, col, xi, xj, ni, nj,
+                               True)
         if diag and row == col:
             omr = 0.0
             opr = 2.0
@@ -97,13 +107,18 @@ def kernels(tpb: int):
         if omr == 0.0:
             return at_one, arho
         if mode == MODE_EXACT:
-            kappa, alpha = theta_core(omr, opr, code, param, gw2, gb2, sw2, sb2, q)
-            return (alpha if want_nngp else kappa), arho
-        top = coeffs.shape[0] - 1
-        v = coeffs[top]
-        for p in range(top - 1, -1, -1):
-            v = v * rho + coeffs[p]
-        return v, arho
+            om = cuda.local.array(1, float64)
+            op = cuda.local.array(1, float64)
+            kp = cuda.local.array(1, float64)
+            al = cuda.local.array(1, float64)
+            dl = cuda.local.array(1, float64)
+            db = cuda.local.array(1, float64)
+            om[0] = omr
+            op[0] = opr
+            exact_block(om, op, 1, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, False,
+                        dl)
+            return (al[0] if want_nngp else kp[0]), arho
+        return series_value(coeffs, rho), arho
 
     @cuda.jit(device=True)
     def block_gram(xi, xj, sa, sb):
@@ -129,7 +144,7 @@ def kernels(tpb: int):
         return acc
 
     @cuda.jit
-    def gram_map(xi, xj, ni, nj, out, store, diag, mode, at_one, want_nngp,
+    def gram_map(xi, xj, ni, nj, ui, uj, out, store, diag, mode, at_one, want_nngp,
                  code, param, gw2, gb2, sw2, sb2, q, coeffs, rmax):
         """out[i, j] <- value of entry (i, j); rmax[0] <- max |rho| < 1 (atomic)."""
         sa = cuda.shared.array((tpb, tpb + 1), float64)
@@ -138,15 +153,15 @@ def kernels(tpb: int):
         row = cuda.blockIdx.y * tpb + cuda.threadIdx.y
         col = cuda.blockIdx.x * tpb + cuda.threadIdx.x
         if row < xi.shape[0] and col < xj.shape[0]:
-            v, arho = entry(acc, row, col, xi, xj, ni, nj, diag, mode, at_one, want_nngp,
-                            code, param, gw2, gb2, sw2, sb2, q, coeffs)
+            v, arho = entry(acc, row, col, xi, xj, ni, nj, ui, uj, diag, mode, at_one,
+                            want_nngp, code, param, gw2, gb2, sw2, sb2, q, coeffs)
             if store:
                 out[row, col] = v
             if arho > 0.0:
                 cuda.atomic.max(rmax, 0, arho)
 
     @cuda.jit
-    def gram_map_matvec(xi, xj, ni, nj, v, out, diag, mode, at_one, want_nngp,
+    def gram_map_matvec(xi, xj, ni, nj, ui, uj, v, out, diag, mode, at_one, want_nngp,
                         code, param, gw2, gb2, sw2, sb2, q, coeffs):
         """out += Theta(X_i, X_j) @ V, the tile living only in shared memory."""
         sa = cuda.shared.array((tpb, tpb + 1), float64)
@@ -160,8 +175,8 @@ def kernels(tpb: int):
         col = col0 + tx
         val = 0.0
         if row < xi.shape[0] and col < xj.shape[0]:
-            val, arho = entry(acc, row, col, xi, xj, ni, nj, diag, mode, at_one, want_nngp,
-                              code, param, gw2, gb2, sw2, sb2, q, coeffs)
+            val, arho = entry(acc, row, col, xi, xj, ni, nj, ui, uj, diag, mode, at_one,
+                              want_nngp, code, param, gw2, gb2, sw2, sb2, q, coeffs)
         st[ty, tx] = val
         cuda.syncthreads()
         if row < xi.shape[0]:
@@ -173,19 +188,12 @@ def kernels(tpb: int):
                 cuda.atomic.add(out, (row, c), s)
 
     @cuda.jit
-    def horner_kernel(g, coeffs, at_one):
-        """g <- sum_p coeffs[p] g^p in place (g = 1 exactly -> at_one)."""
+    def horner(g, coeffs, at_one):
+        """g <- sum_p coeffs[p] g^p in place for stored correlations (1 -> at_one)."""
         col, row = cuda.grid(2)  # x runs over columns, y over rows (see grid)
         if row < g.shape[0] and col < g.shape[1]:
             r = g[row, col]
-            if r >= 1.0:
-                g[row, col] = at_one
-            else:
-                top = coeffs.shape[0] - 1
-                acc = coeffs[top]
-                for p in range(top - 1, -1, -1):
-                    acc = acc * r + coeffs[p]
-                g[row, col] = acc
+            g[row, col] = at_one if r >= 1.0 else series_value(coeffs, r)
 
     @cuda.jit
     def gram_plain(xi, xj, out):
@@ -199,13 +207,9 @@ def kernels(tpb: int):
             out[row, col] = acc
 
     return types.SimpleNamespace(gram_map=gram_map, gram_map_matvec=gram_map_matvec,
-                                 horner=horner_kernel, gram_plain=gram_plain)
+                                 horner=horner, gram_plain=gram_plain)
 
 
 def grid(n1: int, n2: int, tpb: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """(blocks, threads) covering an n1 x n2 tile: x runs over columns, y over rows."""
     return (math.ceil(n2 / tpb), math.ceil(n1 / tpb)), (tpb, tpb)
-
-
-def empty_coeffs() -> np.ndarray:
-    return np.zeros(1)

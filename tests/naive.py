@@ -53,6 +53,8 @@ __all__ = [
     "np_activation",
     "monte_carlo_ntk",
     "monte_carlo_ntk_stats",
+    "exact_correlation",
+    "tile_oracle",
 ]
 
 #: Activations with closed-form duals in :func:`mp_dual`.
@@ -701,3 +703,35 @@ def monte_carlo_ntk_stats(
     if S < 2:
         raise ValueError("need at least two seeds for a standard error")
     return samples.mean(axis=0), samples.std(axis=0, ddof=1) / math.sqrt(S)
+
+
+# --------------------------------------------------------------------------------------------
+# Tiles (docs/math.md section 5): the kernel block of two sets of rows, entry by entry
+# --------------------------------------------------------------------------------------------
+
+
+def exact_correlation(x, y, dps: int = 50):
+    """<x, y> / (|x| |y|) of two float rows, computed in mpmath at ``dps`` digits from the
+    float64 entries (clipped to [-1, 1])."""
+    with mpmath.workdps(dps):
+        xs = [mpmath.mpf(float(v)) for v in x]
+        ys = [mpmath.mpf(float(v)) for v in y]
+        dot = mpmath.fsum(a * b for a, b in zip(xs, ys, strict=True))
+        nx = mpmath.fsum(a * a for a in xs)
+        ny = mpmath.fsum(b * b for b in ys)
+        c = dot / mpmath.sqrt(nx * ny)
+        return max(min(c, mpmath.mpf(1)), mpmath.mpf(-1))
+
+
+def tile_oracle(activation: str, X, Y, L: int, gamma_w, gamma_b, sigma_w, sigma_b,
+                output_bias: bool = True, which: str = "ntk", dps: int = 30) -> np.ndarray:
+    """The block Theta(x_i, y_j) (or the NNGP's) for every row x_i of X and y_j of Y: the
+    exact correlation of each pair (:func:`exact_correlation`), then :func:`mp_theta`.
+    Slow (one mpmath recursion per entry): for tiles of a few dozen rows."""
+    out = np.empty((len(X), len(Y)))
+    for i, x in enumerate(X):
+        for j, y in enumerate(Y):
+            out[i, j] = float(mp_theta(activation, exact_correlation(x, y), L, gamma_w, gamma_b,
+                                       sigma_w, sigma_b, output_bias, dps=dps, which=which))
+    return out
+

@@ -10,7 +10,7 @@ import pytest
 
 from fastntk.basis import KrylovBasis
 from fastntk.operators import KernelOperator
-from fastntk.spectrum import BlockKrylov
+from fastntk.solver import BlockKrylov
 
 
 def _random_basis(n, m, seed=0):

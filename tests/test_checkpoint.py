@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
+from fastntk import top_eigenvalues
 from fastntk.checkpoint import Checkpoint, CheckpointMismatch, data_fingerprint
 from fastntk.cli import main
-from fastntk.data import sphere
+from fastntk.data import uniform_sphere as sphere
 from fastntk.ntk import NTK
-from fastntk.spectrum import top_eigenvalues
 
 DATA = "sphere:n=600,d=8"
 ARGS = ["spectrum", "--data", DATA, "-k", "5", "--activation", "relu", "--hidden-layers", "2",
@@ -68,7 +68,7 @@ def test_foreign_checkpoint_refused(net, X, tmp_path, change):
     if name is not None:  # a centered run under the name of the plain one
         from fastntk.checkpoint import run_metadata
 
-        meta = run_metadata(net, X, k=4, centered=True)
+        meta = run_metadata(net.to_dict(), data_fingerprint(X), k=4, centered=True)
         with pytest.raises(CheckpointMismatch, match="different run"):
             Checkpoint(ck, name, meta).load()
         return
@@ -87,8 +87,10 @@ def test_fingerprint():
 
 def test_cli_foreign_checkpoint(tmp_path, capsys):
     ck = str(tmp_path / "ck")
-    assert main(ARGS + ["--checkpoint", ck, "--max-passes", "1"]) == 0
-    capsys.readouterr()
+    # one pass does not converge: exit status 3 and "converged": false (a SLURM job fails)
+    assert main(ARGS + ["--checkpoint", ck, "--max-passes", "1", "--json"]) == 3
+    out = capsys.readouterr()
+    assert '"converged": false' in out.out and "not all eigenvalues converged" in out.err
     other = [("6" if a == "5" else a) for a in ARGS]
     assert main(other + ["--checkpoint", ck]) == 2
     err = capsys.readouterr().err

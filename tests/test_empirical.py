@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastntk import NTK
-from fastntk.data import sphere
+from fastntk.data import uniform_sphere as sphere
 from fastntk.empirical import EmpiricalNetwork, empirical_network, empirical_ntk
 
 

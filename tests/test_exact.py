@@ -8,6 +8,7 @@ import mpmath
 import naive
 import numpy as np
 import pytest
+from numpy.polynomial.polynomial import polyval
 
 import fastntk
 
@@ -34,7 +35,7 @@ def test_series_values_for_tanh_carry_bounds():
     rho = np.linspace(-0.95, 0.95, 11)
     vals, bound = net.ntk(rho, return_bound=True)
     assert np.all(bound <= 1e-12 * net.theta_one)
-    ref = net.coefficients(1500).evaluate(rho)[0]
+    ref = polyval(rho, net.coefficients(1500).ntk)
     np.testing.assert_allclose(vals, ref, atol=2e-12 * net.theta_one)
     assert net.ntk(1.0) == net.theta_one
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from fastntk.data import sphere
+from fastntk.data import uniform_sphere as sphere
 from fastntk.io import load_data, parse_sphere
 
 

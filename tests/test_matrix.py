@@ -16,8 +16,9 @@ import zarr
 
 from fastntk import NTK
 from fastntk.cli import main as cli_main
-from fastntk.data import sphere
-from fastntk.matrix import kernel_matrix, open_matrix, to_zarr
+from fastntk.data import uniform_sphere as sphere
+from fastntk.matrix import kernel_matrix, to_zarr
+from fastntk.store import open_matrix
 from fastntk.tiles import theta_tile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,7 +142,12 @@ def test_zarr_roundtrip_and_rerun_is_a_noop(relu, data, tmp_path):
     again = to_zarr(relu, data, path, chunks=50)
     assert again.blocks_computed == 0 and again.blocks_already_done == 15
     meta = zarr.open_group(path, mode="r").attrs["fastntk"]
-    assert meta["complete"] and meta["network"] == relu.spec() and meta["chunk"] == 50
+    assert meta["complete"] and meta["network"] == relu.to_dict() and meta["chunk"] == 50
+    # the documented plain-Dask access to a store
+    import dask.array as da
+
+    np.testing.assert_array_equal(da.from_zarr(path, component="kernel").compute(),
+                                  K.compute())
 
 
 def test_resume_after_a_hard_kill(relu, data, tmp_path):
@@ -261,7 +267,7 @@ def test_cli_matrix_errors(tmp_path, capsys):
     base = ["matrix", "-a", "relu", "--no-progress"]
     assert cli_main(base + ["--data", "sphere:n=10,d=3", "--out", str(tmp_path / "a.zarr"),
                             "--chunk", "0"]) == 2
-    assert "chunks must be a positive integer" in capsys.readouterr().err
+    assert "--chunk: must be an integer >= 1, got 0" in capsys.readouterr().err
     assert cli_main(base + ["--data", str(tmp_path / "none.npy"), "--out",
                             str(tmp_path / "b.zarr")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -119,9 +119,9 @@ def test_cluster_slurm_failure_leaves_no_job():
 
 
 def test_sbatch_matrix(tmp_path):
-    from fastntk.data import sphere
-    from fastntk.matrix import open_matrix
+    from fastntk.data import uniform_sphere as sphere
     from fastntk.ntk import NTK
+    from fastntk.store import open_matrix
     from fastntk.tiles import theta_tile
 
     out = tmp_path / "K.zarr"
@@ -137,8 +137,8 @@ def test_scancel_a_worker_job_mid_run_leaves_results_unchanged():
     """One of two dask-jobqueue worker jobs is scancelled in the middle of pass 2: Dask
     recomputes its tasks on the other worker and the eigenvalues do not change."""
     import fastntk
+    from fastntk import top_eigenvalues
     from fastntk.cluster import get_client
-    from fastntk.spectrum import top_eigenvalues
 
     net = fastntk.NTK("relu", 2)
     X = fastntk.uniform_sphere(600, 8, seed=0)

@@ -1,4 +1,4 @@
-"""Top-k eigenvalues (fastntk.spectrum / fastntk.operators): solver vs scipy.linalg.eigh,
+"""Top-k eigenvalues (fastntk.eigen / fastntk.solver / fastntk.operators): solver vs eigh,
 Dask path, assembled-matrix path, centered kernel, Theorems 3 and 5, bad input, CLI."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import pytest
 import scipy.linalg as sla
 
 from fastntk import NTK
-from fastntk.data import digits, sphere
+from fastntk.data import digits
+from fastntk.data import uniform_sphere as sphere
+from fastntk.eigen import top_eigenvalues, top_eigenvalues_stored
 from fastntk.operators import (
     ArrayOperator,
     CenteredOperator,
@@ -19,18 +21,9 @@ from fastntk.operators import (
     DenseOperator,
     TileOperator,
 )
-from fastntk.spectrum import (
-    BlockKrylov,
-    centered_c0,
-    data_gram_eigenvalues,
-    dense_eigenvalues,
-    spectrum_study,
-    theorem3_bound,
-    theorem5_bound,
-    top_eigenvalues,
-    top_eigenvalues_array,
-    top_eigenvalues_operator,
-)
+from fastntk.solver import BlockKrylov, dense_eigenvalues, top_eigenvalues_operator
+from fastntk.study import spectrum_study
+from fastntk.theorems import centered_c0, data_gram_eigenvalues, theorem3_bound, theorem5_bound
 
 N = 2000
 K_TOP = 10
@@ -111,23 +104,35 @@ def test_state_roundtrip_resume(relu3):
 
 def test_assembled_matrix_paths(relu3, sphere_case, tmp_path):
     X, K, w = sphere_case
-    res = top_eigenvalues_array(K, K_TOP, tol=1e-11, row_block=333)
+    res = top_eigenvalues_stored(K, K_TOP, tol=1e-11, row_block=333)
     _check_against(res, w)
     path = tmp_path / "theta.npy"
-    np.save(path, K * N)  # the file holds Theta; scale defaults to 1/n
-    res = top_eigenvalues_array(str(path), K_TOP, tol=1e-11)
-    _check_against(res, w)
-    zarr = pytest.importorskip("zarr")
-    z = zarr.open(str(tmp_path / "theta.zarr"), mode="w", shape=K.shape, chunks=(500, 500),
-                  dtype="f8")
-    z[:] = K * N
-    res = top_eigenvalues_array(str(tmp_path / "theta.zarr"), K_TOP, tol=1e-11)
+    np.save(path, K * N)  # a memory map of Theta, scaled by 1 / n
+    res = top_eigenvalues_stored(np.load(path, mmap_mode="r"), K_TOP, tol=1e-11, scale=1 / N)
     _check_against(res, w)
     da = pytest.importorskip("dask.array")
-    res = top_eigenvalues_array(da.from_array(K, chunks=(700, N)), K_TOP, tol=1e-11)
+    res = top_eigenvalues_stored(da.from_array(K, chunks=(700, N)), K_TOP, tol=1e-11)
     _check_against(res, w)
     dense = dense_eigenvalues(K, K_TOP)
     np.testing.assert_allclose(dense.eigenvalues, w[:K_TOP], rtol=1e-13)
+
+
+def test_stored_matrix_equals_data_spectrum(relu3, sphere_case, tmp_path):
+    """A store written by fastntk matrix gives the spectrum computed from the data (1e-10),
+    with the exact trace; the centered kernel too."""
+    from fastntk.matrix import to_zarr
+
+    X, K, w = sphere_case
+    path = str(tmp_path / "K.zarr")
+    to_zarr(relu3, X, path, chunks=700)
+    res = top_eigenvalues_stored(path, K_TOP, tol=1e-11)
+    _check_against(res, w)
+    ref = top_eigenvalues(relu3, X, K_TOP, tol=1e-11)
+    np.testing.assert_allclose(res.eigenvalues, ref.eigenvalues, rtol=1e-10)
+    assert res.trace == relu3.theta_one  # n Theta(1) / n, from the store's network
+    cen = top_eigenvalues_stored(path, 5, tol=1e-11, centered=True)
+    ref_c = top_eigenvalues(relu3, X, 5, tol=1e-11, centered=True)
+    np.testing.assert_allclose(cen.eigenvalues, ref_c.eigenvalues, rtol=1e-10)
 
 
 def test_centered_kernel_matches_dense(relu3):
@@ -166,7 +171,7 @@ def test_theorems_3_and_5(act, L, gb, data):
     gw, gtr = data_gram_eigenvalues(X)
     assert gtr / gw[0] == pytest.approx(n / np.linalg.eigvalsh(X @ X.T)[-1], rel=1e-10)
     assert effc <= theorem5_bound(net, gtr / gw[0]) * (1 + 1e-12)
-    study = spectrum_study(net, X, k=5, centered=True, tile=200)
+    study = spectrum_study(net, X, k=5, centered=True, tile=200).to_dict()
     assert study["ntk"]["effective_rank"] <= study["ntk"]["theorem3_bound"]
     assert study["centered"]["effective_rank"] <= study["centered"]["theorem5_bound"]
     np.testing.assert_allclose(study["ntk"]["eigenvalues"], lam[:5], rtol=1e-9)
@@ -174,7 +179,7 @@ def test_theorems_3_and_5(act, L, gb, data):
 
 
 def test_relu_theorem3_value():
-    # MATH.md section 5: about 2.3 for ReLU with the Table 1 parameters (L = 1)
+    # docs/math.md section 6: about 2.3 for ReLU with the Table 1 parameters (L = 1)
     assert theorem3_bound(NTK("relu", 1)) == pytest.approx(2.3, abs=0.05)
 
 
@@ -221,11 +226,12 @@ def test_cli_spectrum(tmp_path, capsys):
     assert main(["spectrum", "--data", "nonsense", "-k", "3"]) == 2
 
 
-def test_cli_default_data_is_digits():
-    from fastntk.cli import build_parser
+def test_cli_default_data_is_digits(capsys):
+    from fastntk.cli import main
 
-    args = build_parser().parse_args(["spectrum"])
-    assert args.data == "digits"
+    assert main(["spectrum", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["data"] == "digits" and out["n"] == 1797 and out["converged"] is True
 
 
 @pytest.mark.cluster

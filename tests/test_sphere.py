@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastntk import NTK
-from fastntk.data import sphere
+from fastntk.data import uniform_sphere as sphere
 from fastntk.sphere import (
     fit_coefficient_decay,
     fit_decay,

@@ -17,9 +17,9 @@ import pytest
 from fastntk.kernels import exact_cpu
 from numba import njit
 
-from fastntk import NTK
-from fastntk.data import sphere
-from fastntk.tiles import map_gram, plan_tile, theta_tile, theta_tile_matvec
+from fastntk import NTK, cpu
+from fastntk.data import uniform_sphere as sphere
+from fastntk.tiles import theta_tile, theta_tile_matvec, tile_spec
 
 TOL = 1e-12  # the issue's accuracy bar, relative to Theta(1)
 
@@ -42,26 +42,9 @@ def make_net(name, kw):
                sigma_b=kw["sigma_b"])
 
 
-def mp_cos(x, y):
-    """<x, y> / (|x| |y|) of two float rows, exactly (to 50 digits)."""
-    with mpmath.workdps(50):
-        xs = [mpmath.mpf(float(v)) for v in x]
-        ys = [mpmath.mpf(float(v)) for v in y]
-        dot = mpmath.fsum(a * b for a, b in zip(xs, ys, strict=True))
-        nx = mpmath.fsum(a * a for a in xs)
-        ny = mpmath.fsum(b * b for b in ys)
-        c = dot / mpmath.sqrt(nx * ny)
-        return max(min(c, mpmath.mpf(1)), mpmath.mpf(-1))
-
-
 def mp_block(mp_name, kw, X, Y, which="ntk"):
-    out = np.empty((X.shape[0], Y.shape[0]))
-    for i, x in enumerate(X):
-        for j, y in enumerate(Y):
-            out[i, j] = float(naive.mp_theta(mp_name, mp_cos(x, y), L, kw["gamma_w"],
-                                             kw["gamma_b"], kw["sigma_w"], kw["sigma_b"],
-                                             dps=30, which=which))
-    return out
+    return naive.tile_oracle(mp_name, X, Y, L, kw["gamma_w"], kw["gamma_b"], kw["sigma_w"],
+                             kw["sigma_b"], which=which)
 
 
 def special_rows(d=6, seed=0):
@@ -94,7 +77,7 @@ def test_asin_polynomial_is_accurate():
 def test_theta_exact_matches_mpmath_near_the_ends(name, mp_name, kw):
     net = make_net(name, kw)
     rhos = [-1.0, -1.0 + 1e-14, -0.999, -0.3, 0.0, 0.5, 0.999, 1.0 - 1e-14, 1.0]
-    got = exact_cpu.theta_exact_array(np.array(rhos), *net.recipe())
+    got = net.ntk(rhos), net.nngp(rhos)  # values through the tile kernels, no rows
     for which, vals in zip(("ntk", "nngp"), got, strict=True):
         ref = [float(naive.mp_theta(mp_name, mpmath.mpf(r), L, kw["gamma_w"], kw["gamma_b"],
                                     kw["sigma_w"], kw["sigma_b"], dps=30, which=which))
@@ -107,14 +90,15 @@ def test_theta_exact_matches_mpmath_near_the_ends(name, mp_name, kw):
 def test_theta_exact_omr_keeps_digits_at_tiny_one_minus_rho(activation):
     net = NTK(activation, L)
     omr = np.array([0.0, 1e-30, 1e-20, 1e-16, 3e-13, 1e-8])
-    got, _ = exact_cpu.theta_exact_omr_array(omr, *net.recipe())
+    got, al, dl, db = (np.empty(len(omr)) for _ in range(4))
+    exact_cpu.exact_block(omr, 2.0 - omr, len(omr), *net.recipe.args, got, al, dl, db, False,
+                          np.empty(0))
     with mpmath.workdps(60):
         ref = [float(naive.mp_theta(activation, 1 - mpmath.mpf(float(o)), L, 1, 0, 1, None,
                                     dps=60)) for o in omr]
     assert np.max(np.abs(got - ref)) <= 1e-15 * net.theta_one
     # the rho entry point cannot see 1 - rho below 1e-16: same value, fewer digits
-    assert exact_cpu.theta_exact(1.0, *net.recipe())[0] == pytest.approx(net.theta_one,
-                                                                         rel=1e-15)
+    assert net.ntk(1.0) == net.theta_one
 
 
 # ------------------------------------------------------------------- exact tiles
@@ -131,8 +115,7 @@ def test_exact_tiles_match_mpmath(name, mp_name, kw):
     assert K[1, 4] == K[4, 1] == net.theta_one          # duplicates: exactly Theta(1)
     assert KY[1, 4] == KY[2, 5] == net.theta_one
     assert np.array_equal(K, K.T)
-    plain = [0, 1, 2, 4, 5, 8]  # NTK.kernel sees only BLAS rho: skip the near-pairs
-    assert np.max(np.abs(K - net.kernel(X))[np.ix_(plain, plain)]) <= TOL * net.theta_one
+    assert np.array_equal(K, net.kernel(X))    # NTK.kernel is this very tile
 
 
 def test_near_duplicates_keep_their_digits():
@@ -143,8 +126,7 @@ def test_near_duplicates_keep_their_digits():
     ref = mp_block("relu", NETWORKS[0][2], X[[3, 0]], X[[6, 7]])
     assert np.max(np.abs(K[np.ix_([3, 0], [6, 7])] - ref)) <= 1e-14 * net.theta_one
     # without the rows (Gram values alone) the same entries lose ~8 digits
-    g = np.ascontiguousarray(X @ X.T)
-    bad, _ = map_gram(net, g.copy(), "exact")
+    bad = net.ntk(np.clip(X @ X.T, -1.0, 1.0))
     assert np.max(np.abs(bad[np.ix_([3, 0], [6, 7])] - ref)) > 1e-12 * net.theta_one
 
 
@@ -206,11 +188,17 @@ def test_series_erf_against_mpmath():
 
 def test_series_plan_picks_smallest_degree():
     net = NTK("tanh", 2)
-    plan = plan_tile(net, "auto", 0.5)
-    assert plan.method == "series" and plan.bound <= TOL * net.theta_one
-    smaller = plan_tile(net, "series", 0.1)
-    assert len(smaller.coeffs) <= len(plan.coeffs)
-    assert plan_tile(NTK("relu", 2), "auto", 0.9).method == "exact"
+    spec = tile_spec(net)
+    assert spec.method == "series" and spec == tile_spec(NTK("tanh", 2))  # cached by value
+    coeffs, bound = spec.plan(0.5)
+    assert bound <= TOL * net.theta_one and len(coeffs) < len(spec.coeffs)
+    smaller, _ = spec.plan(0.1)
+    assert len(smaller) <= len(coeffs)
+    # the certified bound of the chosen degree holds against the exact table sum
+    t = len(coeffs) - 1
+    assert spec.coeffs.flags.writeable is False
+    assert net.theta_one - spec.coeffs[: t + 1].sum() <= spec.tails[t] + spec.allowance(t)
+    assert tile_spec(NTK("relu", 2)).method == "exact"
 
 
 # ------------------------------------------------------------------- fused matvec
@@ -220,15 +208,15 @@ def test_matvec_equals_tile_times_v(method):
     X, Y = sphere(23, 5, 0), sphere(17, 5, 1)
     V = np.random.default_rng(0).standard_normal((17, 3))
     K = theta_tile(net, X, Y, method=method)
+    spec = tile_spec(net, method)
     for row_chunk in (1, 5, 1024):
-        out = theta_tile_matvec(net, X, Y, V, method=method, row_chunk=row_chunk)
+        out, _ = cpu.tile_matvec(spec, X, Y, V, row_chunk=row_chunk)
         assert np.max(np.abs(out - K @ V)) <= 1e-10 * net.theta_one * np.abs(V).sum(0).max()
     v = theta_tile_matvec(net, X, Y, V[:, 0])
     assert v.shape == (23,) and np.allclose(v, K @ V[:, 0], rtol=0, atol=1e-13)
     Ks = theta_tile(net, X)
-    assert np.allclose(theta_tile_matvec(net, X, None, V[:, :2] if False else
-                                         np.ones((23, 2))), Ks @ np.ones((23, 2)),
-                       rtol=0, atol=1e-12)
+    assert np.allclose(theta_tile_matvec(net, X, None, np.ones((23, 2))),
+                       Ks @ np.ones((23, 2)), rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------- errors
@@ -247,8 +235,6 @@ def test_bad_inputs_give_clear_errors():
         theta_tile(net, X, device="tpu")
     with pytest.raises(ValueError, match="rows"):
         theta_tile_matvec(net, X, None, np.ones((4, 2)))
-    with pytest.raises(ValueError, match="row_chunk"):
-        theta_tile_matvec(net, X, None, np.ones((5, 2)), row_chunk=0)
     with pytest.raises(ValueError, match="2-D"):
         theta_tile(net, np.ones((2, 2, 2)))
 
@@ -262,12 +248,14 @@ def test_cuda_without_gpu_is_a_clear_error():
         theta_tile(NTK("relu", 2), sphere(3, 3, 0), device="cuda")
 
 
-def test_clipping_and_rows_free_map_gram():
+def test_clipping_of_correlations_without_rows():
     net = NTK("relu", 2)
     g = np.array([[1.0 + 1e-9, -1.0 - 1e-9], [0.3, 1.0]])
-    out, bound = map_gram(net, g.copy(), "exact")
-    assert out[0, 0] == net.theta_one and out[1, 1] == net.theta_one and bound == 0.0
-    assert out[0, 1] == pytest.approx(exact_cpu.theta_exact(-1.0, *net.recipe())[0], abs=1e-15)
-    s, _ = map_gram(net, g.copy(), "series")
+    out = g.copy()
+    assert cpu.map_block(tile_spec(net), out, None, None, False) == 0.0
+    assert out[0, 0] == net.theta_one and out[1, 1] == net.theta_one
+    assert out[0, 1] == pytest.approx(float(net.ntk(-1.0)), abs=1e-15)
+    s = g.copy()
+    cpu.map_block(tile_spec(net, "series"), s, None, None, False)
     assert s[0, 0] == net.theta_one
     assert math.isfinite(s[0, 1])

@@ -1,14 +1,13 @@
-"""Top-k eigenvalues of NTK matrices, effective ranks and the paper's theorems (MATH.md 5, 6).
+"""Eigensolvers for any symmetric operator: :class:`BlockKrylov` and the dense path.
 
-Convention: the NTK matrix is K = Theta(X, X) / n (the paper's 1/n, MATH.md section 1), so
-Tr(K) = Theta(1) exactly and eigenvalues do not grow with n.  Every function takes
-``scale``; ``scale=1`` gives the eigenvalues of Theta itself.
+Nothing here knows about kernels: an operator is anything with ``n``, ``matvec(V)`` and,
+optionally, ``trace()`` (``fastntk.operators``).  The NTK front ends are in ``fastntk.eigen``.
 
 The solver (:class:`BlockKrylov`) is a thick-restart block Krylov method with Rayleigh-Ritz.
 It stores an orthonormal basis Z and its image A Z, so every pass (one application of the
 operator to a block of new directions) gives exact Ritz pairs *and* their residuals
 r_i = A u_i - theta_i u_i for free.  It is matrix-free: the operator streams kernel tiles
-(``fastntk.operators``); nothing of size n x n is ever stored.  Memory is
+(``fastntk.operators``); nothing of size n x n need ever be stored.  Memory is
 O(n * max_basis) with ``max_basis`` a small multiple of the block: Z and A Z live in one
 growing column-major buffer each (:class:`fastntk.basis.KrylovBasis`), Ritz vectors and
 residuals are never formed whole (their norms are accumulated by row chunks, restarts rotate
@@ -21,7 +20,7 @@ Error estimates, per Ritz value theta_i (A symmetric):
   eigenvalue error really is once the pair has separated from its neighbours.
 Both assume the Krylov space has found every eigenvalue above theta_k: true with probability
 one for a random start, but in practice a block smaller than an eigenvalue cluster converges
-slowly.  MATH.md section 5: on data near-uniform on the sphere S^{d-1}, lambda_1 is far above a
+slowly.  docs/math.md section 6: on data near-uniform on the sphere S^{d-1}, lambda_1 is far above a
 cluster of d nearly equal eigenvalues, so the block grows (``grow=True``) until the Ritz
 values show a clear gap below theta_k inside the block.
 
@@ -41,20 +40,10 @@ import numpy as np
 import scipy.linalg as sla
 
 from .basis import KrylovBasis
-from .operators import (
-    ArrayOperator,
-    CenteredOperator,
-    DenseOperator,
-    KernelOperator,
-    kernel_operator,
-)
+from .defaults import EIG_TOL, MAX_PASSES
 
-__all__ = [
-    "BlockKrylov", "EigenResult", "SolverState", "centered_c0", "data_gram_eigenvalues",
-    "default_block", "dense_eigenvalues", "effective_rank", "spectrum_study", "theorem3_bound",
-    "theorem5_bound", "top_eigenvalues", "top_eigenvalues_array", "top_eigenvalues_operator",
-    "warm_start_block",
-]
+__all__ = ["BlockKrylov", "EigenResult", "SolverState", "check_k", "dense_eigenvalues",
+           "top_eigenvalues_operator"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -140,7 +129,7 @@ class SolverState:
         return cls(**d)
 
 
-def _check_k(k, n: int) -> int:
+def check_k(k, n: int) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k must be an integer, got {k!r}")
     k = int(k)
@@ -178,8 +167,8 @@ class BlockKrylov:
         of n K = sum_p c_p (X X^T)^{.p} live in their span), which saves about a pass.
     """
 
-    def __init__(self, op, k: int, block: int | None = None, tol: float = 1e-10,
-                 residual_tol: float | None = None, max_passes: int = 50,
+    def __init__(self, op, k: int, block: int | None = None, tol: float = EIG_TOL,
+                 residual_tol: float | None = None, max_passes: int = MAX_PASSES,
                  max_basis: int | None = None, grow: bool = True,
                  max_block: int | None = None, gap_ratio: float = 0.5,
                  seed: int | None = 0, state: SolverState | None = None,
@@ -190,7 +179,7 @@ class BlockKrylov:
             raise ValueError(f"start must have shape (n, j) with n = {op.n}, got "
                              f"{self.start.shape}")
         n = int(op.n)
-        self.k = _check_k(k, n)
+        self.k = check_k(k, n)
         if block is None:
             block = self.k + max(10, self.k)
         block = int(block)
@@ -405,8 +394,7 @@ class BlockKrylov:
             block=st.block)
 
 
-# --------------------------------------------------------------------------- front ends
-def top_eigenvalues_operator(op: KernelOperator, k: int, tol: float = 1e-10,
+def top_eigenvalues_operator(op, k: int, tol: float = EIG_TOL,
                              eigenvectors: bool = False, progress: bool = False,
                              checkpoint=None, **solver_kw) -> EigenResult:
     """Top-k eigenvalues of a symmetric PSD operator by :class:`BlockKrylov`.
@@ -424,108 +412,6 @@ def top_eigenvalues_operator(op: KernelOperator, k: int, tol: float = 1e-10,
     solver.run(progress=progress, callback=callback)
     res = solver.result(eigenvectors, seconds=time.perf_counter() - t0)
     res.passes_resumed = resumed
-    return res
-
-
-def default_block(k: int, d: int | None = None, n: int | None = None) -> int:
-    """Block size for top-k: k + max(10, k), widened to 2 (d + 1) (at most 128) when d is
-    known, so that the first pass already spans lambda_1 and the degree-1 cluster of d
-    eigenvalues that data near-uniform on S^{d-1} produces (MATH.md section 5).  A pass
-    costs n^2 kernel evaluations whatever the block, so a wide block is cheap."""
-    b = k + max(10, k)
-    if d is not None:
-        b = max(b, min(2 * d + 2, 128))
-    if n is not None:
-        b = min(b, n)
-    return b
-
-
-def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:
-    """[1, X] (or 1 and a random sketch of the range of X when d is large): the p = 0 and p = 1
-    terms c_0 1 1^T + c_1 X X^T of n K lie in this span, and for dot-product kernels the top
-    eigenvectors (lambda_1 and the degree-1 cluster, MATH.md section 5) are close to it."""
-    n, d = X.shape
-    cols = max(1, block - max(10, block // 4)) - 1
-    if d <= cols:
-        S = X
-    else:
-        rng = np.random.default_rng(None if seed is None else seed + 1)
-        S = X @ rng.standard_normal((d, cols))
-    return np.hstack([np.ones((n, 1)), S])
-
-
-def top_eigenvalues(net, X, k: int, tol: float = 1e-10, scale: float | None = None,
-                    centered: bool = False, eigenvectors: bool = False, client=None,
-                    seed: int | None = 0, block: int | None = None, method: str = "auto",
-                    tile: int | None = None, device: str = "cpu", which: str = "ntk",
-                    tile_tol: float = 1e-12, progress: bool = False, normalize: bool = False,
-                    symmetric: bool = True, warm_start: bool = True, checkpoint=None,
-                    **solver_kw) -> EigenResult:
-    """Top-k eigenvalues of the NTK matrix K = Theta(X, X) / n, matrix-free.
-
-    ``scale=1`` gives the eigenvalues of Theta itself (default 1 / n: the paper's K).
-    ``centered`` gives K~ = K - (c_0 / n) 1 1^T (Theorem 5).  ``client``: a
-    ``distributed.Client`` to spread each pass over a Dask cluster.  ``tol`` is the relative
-    eigenvalue accuracy aimed for; ``block`` defaults to :func:`default_block`
-    (see :class:`BlockKrylov` for the other solver options: ``max_passes``, ``max_basis``,
-    ``residual_tol``, ``grow``...).  ``method``/``tile_tol``/``device``/``tile`` choose how
-    tiles are evaluated (``fastntk.tiles``).  Seeded: the same ``seed``
-    gives the same result.  ``warm_start``: the first block starts from span[1, X] (see
-    :func:`warm_start_block`) plus random directions.  ``checkpoint``: a directory (or a
-    :class:`fastntk.checkpoint.Checkpoint`): save the solver state after every pass and resume
-    from it; a checkpoint of different inputs or parameters is refused.
-    """
-    from .data import check_rows
-
-    X = check_rows(X, "X", normalize)
-    n, d = X.shape
-    k = _check_k(k, n)
-    if block is None:
-        block = default_block(k, d, n)
-    kw = dict(method=method, tol=tile_tol, which=which, device=device)
-    if client is None:
-        kw["symmetric"] = symmetric
-    if tile is not None:
-        kw["tile"] = tile
-    if warm_start and "start" not in solver_kw:
-        solver_kw["start"] = warm_start_block(X, block, seed)
-    if checkpoint is not None and not hasattr(checkpoint, "save"):
-        from .checkpoint import Checkpoint, run_metadata
-
-        skip = ("start", "max_passes")
-        meta = run_metadata(
-            net, X, k=k, tol=tol, seed=seed, centered=bool(centered),
-            scale=float(1.0 / n if scale is None else scale), block=int(block),
-            method=method, which=which, tile_tol=tile_tol, warm_start=bool(warm_start),
-            solver={key: v for key, v in sorted(solver_kw.items()) if key not in skip})
-        checkpoint = Checkpoint(checkpoint, "centered" if centered else "ntk", meta)
-    if checkpoint is not None:
-        checkpoint.check()  # refuse a foreign checkpoint before any work
-    op = kernel_operator(net, X, scale=scale, client=client, centered=centered, **kw)
-    try:
-        res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
-                                       progress=progress, seed=seed, block=block,
-                                       checkpoint=checkpoint, **solver_kw)
-    finally:
-        op.close()
-    res.method = "block-krylov, " + ("dask" if client is not None else "in-process") + " tiles"
-    return res
-
-
-def top_eigenvalues_array(A, k: int, tol: float = 1e-10, scale: float | None = None,
-                          eigenvectors: bool = False, seed: int | None = 0,
-                          row_block: int | None = None, progress: bool = False,
-                          **solver_kw) -> EigenResult:
-    """Top-k eigenvalues of an assembled matrix (zarr array or path, h5py, memmap, dask,
-    numpy), read by row blocks, never whole.  ``scale`` multiplies the stored matrix
-    (default: the store's ``attrs['scale']`` for a path, else 1)."""
-    if isinstance(A, str) or hasattr(A, "__fspath__"):
-        op = ArrayOperator.open(str(A), scale=scale, row_block=row_block)
-    else:
-        op = ArrayOperator(A, scale=1.0 if scale is None else scale, row_block=row_block)
-    res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
-                                   progress=progress, seed=seed, **solver_kw)
-    res.method = "block-krylov, assembled matrix"
     return res
 
 
@@ -556,115 +442,3 @@ def dense_eigenvalues(A, k: int | None = None, scale: float = 1.0,
                        trace=scale * float(np.trace(A)), n=n, k=k, passes=0, converged=True,
                        tol=0.0, method="dense eigh", seconds=time.perf_counter() - t0,
                        scale=scale)
-
-
-# --------------------------------------------------------------------------- theorems
-def effective_rank(trace: float, lambda1: float) -> float:
-    """eff(K) = Tr(K) / lambda_1(K)."""
-    if not lambda1 > 0:
-        raise ValueError(f"lambda_1 must be > 0, got {lambda1}")
-    return float(trace / lambda1)
-
-
-def _table(net_or_coeffs, T: int = 64):
-    """(c_p array, Theta(1)) from an NTK or a Coefficients object."""
-    if hasattr(net_or_coeffs, "coefficients"):
-        coef = net_or_coeffs.coefficients(T)
-    else:
-        coef = net_or_coeffs
-    return np.asarray(coef.ntk), float(coef.ntk_at_one)
-
-
-def theorem3_bound(net_or_coeffs) -> float:
-    """Theorem 3: eff(K) <= sum_p c_p / c_0 = Theta(1) / c_0 (exact: sum_p c_p = Theta(1))."""
-    c, one = _table(net_or_coeffs, 1)
-    if c[0] <= 0:
-        return math.inf
-    return one / float(c[0])
-
-
-def theorem5_bound(net_or_coeffs, gram_effective_rank: float) -> float:
-    """Theorem 5: eff(K~) <= eff(X X^T) * sum_{p>=1} c_p / c_1 = eff(XX^T) (Theta(1) - c_0)/c_1."""
-    c, one = _table(net_or_coeffs, 1)
-    if c[1] <= 0:
-        return math.inf
-    return float(gram_effective_rank) * (one - float(c[0])) / float(c[1])
-
-
-def centered_c0(net) -> float:
-    """c_0 = kappa_0 = Theta(rho = 0)."""
-    return float(net.coefficients(0).ntk[0])
-
-
-def data_gram_eigenvalues(X, k: int | None = None) -> tuple[np.ndarray, float]:
-    """(top eigenvalues of X X^T, Tr(X X^T)) through the d x d matrix X^T X (or the SVD)."""
-    X = np.asarray(X, dtype=np.float64)
-    n, d = X.shape
-    if d <= 4096:
-        w = np.linalg.eigvalsh(X.T @ X)[::-1]
-    else:
-        w = np.linalg.svd(X, compute_uv=False) ** 2
-    w = np.maximum(w, 0.0)
-    if k is not None:
-        w = w[:k]
-    return w, float(np.einsum("ij,ij->", X, X))
-
-
-def spectrum_study(net, X, k: int = 50, tol: float = 1e-10, centered: bool = False,
-                   compare_gram: bool = True, client=None, seed: int | None = 0,
-                   progress: bool = False, dense_below: int = 0, **kw) -> dict:
-    """The paper's spectrum study on data X: top-k of K = Theta / n, eff(K) with its
-    Theorem 3 bound, optionally K~ with eff(K~) and the Theorem 5 bound, and lambda_p /
-    lambda_1 beside the data Gram X X^T (Figure 2).  Returns a JSON-able dict.
-
-    ``dense_below``: for n below this, assemble K and use ``dense_eigenvalues``.
-    """
-    from .data import check_rows
-
-    X = check_rows(X, "X", kw.pop("normalize", False))
-    n, d = X.shape
-    k = _check_k(k, n)
-    out: dict = {"network": net.spec(), "n": n, "d": d, "k": k, "tol": tol,
-                 "convention": "K = Theta(X, X) / n"}
-    t0 = time.perf_counter()
-    cents = [False, True] if centered else [False]
-    c0 = centered_c0(net)
-    coef = net.coefficients(1)
-    out["coefficients"] = {"c0": float(coef.ntk[0]), "c1": float(coef.ntk[1]),
-                           "theta_one": net.theta_one}
-    gram_w, gram_tr = data_gram_eigenvalues(X)
-    gram_eff = gram_tr / gram_w[0]
-    for cen in cents:
-        t1 = time.perf_counter()
-        if n < dense_below:
-            K = net.kernel(X) / n
-            if cen:
-                K = K - c0 / n
-            res = dense_eigenvalues(K, k)
-        else:
-            res = top_eigenvalues(net, X, k, tol=tol, centered=cen, client=client, seed=seed,
-                                  progress=progress, **kw)
-        entry = res.summary()
-        entry["seconds"] = time.perf_counter() - t1
-        entry["ratios"] = (res.eigenvalues / res.eigenvalues[0]).tolist()
-        if not cen:
-            entry["theorem3_bound"] = theorem3_bound(net)
-            entry["effective_rank_upper"] = res.trace / max(
-                res.eigenvalues[0] - res.residuals[0], 1e-300)
-            out["ntk"] = entry
-        else:
-            entry["theorem5_bound"] = theorem5_bound(net, gram_eff)
-            entry["effective_rank_upper"] = res.trace / max(
-                res.eigenvalues[0] - res.residuals[0], 1e-300)
-            out["centered"] = entry
-    if compare_gram:
-        m = min(k, len(gram_w))
-        out["gram"] = {"eigenvalues": gram_w[:m].tolist(), "trace": gram_tr,
-                       "effective_rank": gram_eff,
-                       "ratios": (gram_w[:m] / gram_w[0]).tolist()}
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-# re-exported for convenience
-__all__ += ["ArrayOperator", "CenteredOperator", "DenseOperator", "kernel_operator"]

@@ -1,0 +1,102 @@
+"""The CPU backend of the tile contract (``fastntk.tilespec``; docs/math.md section 5).
+
+``tile`` and ``tile_matvec`` have the same signatures as ``fastntk.gpu``'s.  The Gram block
+comes from BLAS; the Numba kernels of ``kernels/tiles_cpu.py`` map it in place (exact
+recursion, or correlations fixed and then Horner's rule for the series), in parallel over rows.
+``values`` evaluates given correlations (``NTK.ntk``) through the same kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .defaults import GRAM_BLOCK_ROWS
+from .kernels import tiles_cpu
+from .tilespec import TileSpec
+
+_NO_ROWS = np.empty((0, 1))
+
+
+def gram_lower(X: np.ndarray) -> np.ndarray:
+    """X X^T with only the lower triangle (j <= i) defined, C order, by row-block GEMMs
+    written in place: the flops of a syrk, one n x n allocation.  (numpy's own ``X @ X.T``
+    dispatches to syrk, which crashed for n = 40,000 with numpy 2.4 / OpenBLAS 0.3.31, and
+    also mirrors the triangle, work the tiles redo anyway.)"""
+    n = X.shape[0]
+    G = np.empty((n, n))
+    for s in range(0, n, GRAM_BLOCK_ROWS):
+        e = min(s + GRAM_BLOCK_ROWS, n)
+        np.matmul(X[s:e], X[:e].T, out=G[s:e, :e])
+    return G
+
+
+def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarray | None,
+              symmetric: bool) -> float:
+    """Map the C-ordered float64 block ``g`` in place: Gram values of the rows ``xi``,
+    ``xj`` (``xj`` unused when ``symmetric``: then only the lower triangle is read and the
+    result is mirrored), or correlations when ``xi is None``.  Returns the certified bound."""
+    rows = xi is not None
+    if not rows:
+        xi = xj = _NO_ROWS
+    elif symmetric:
+        xj = xi
+    if spec.method == "exact":
+        tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one, spec.which == "nngp",
+                             *spec.recipe.args)
+        bound = 0.0
+    else:
+        r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
+        coeffs, bound = spec.plan(r)
+        tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
+    if symmetric:
+        tiles_cpu.mirror_lower(g)
+    return bound
+
+
+def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None
+         ) -> tuple[np.ndarray, float]:
+    """(Theta(X_i, X_j), certified bound); ``Xj=None``: the symmetric tile, from the lower
+    triangle of the Gram block only, the diagonal exactly Theta(1).  Rows: C-contiguous
+    float64 (``fastntk.tiles`` prepares them).  Memory: the block plus O(threads) buffers."""
+    if Xj is None:
+        g = gram_lower(Xi)
+    else:
+        g = np.empty((Xi.shape[0], Xj.shape[0]))
+        np.matmul(Xi, Xj.T, out=g)
+    return g, map_block(spec, g, Xi, Xj, Xj is None)
+
+
+def tile_matvec(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None, V: np.ndarray,
+                row_chunk: int = 1024) -> tuple[np.ndarray, float]:
+    """(Theta(X_i, X_j) @ V, bound of the tile's entries), holding at most ``row_chunk``
+    rows of the block at a time (``Xj=None``: X_j = X_i)."""
+    Xjv = Xi if Xj is None else Xj
+    out = np.empty((Xi.shape[0], V.shape[1]))
+    bound = 0.0
+    for start in range(0, Xi.shape[0], row_chunk):
+        stop = min(start + row_chunk, Xi.shape[0])
+        xi = Xi[start:stop]
+        g = np.empty((stop - start, Xjv.shape[0]))
+        np.matmul(xi, Xjv.T, out=g)
+        bound = max(bound, map_block(spec, g, xi, Xjv, False))
+        np.matmul(g, V, out=out[start:stop])
+    return out, bound
+
+
+def values(spec: TileSpec, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel values, elementwise certified bounds) of a flat float64 array of correlations
+    in [-1, 1], through the tile kernels (rows of 1024 entries, in parallel)."""
+    n = rho.shape[0]
+    width = 1024
+    rows = max(1, -(-n // width))
+    g = np.zeros(rows * width)
+    g[:n] = rho
+    g = g.reshape(rows, width)
+    if spec.method == "exact":
+        map_block(spec, g, None, None, False)
+        return g.ravel()[:n].copy(), np.zeros(n)
+    off = np.abs(rho[rho < 1.0])
+    r = float(off.max()) if off.size else 0.0
+    t = spec.degree_for(r)
+    map_block(spec, g, None, None, False)
+    return g.ravel()[:n].copy(), spec.bounds(t, rho)

@@ -1,0 +1,31 @@
+"""Named defaults shared by every path (one place for each tolerance, cap and size).
+
+Tolerances are relative: to Theta(1) for kernel values, to each eigenvalue for eigenvalues.
+"""
+
+#: Certified absolute error of series-evaluated kernel values, relative to Theta(1)
+#: (docs/math.md section 4).  The exact closed-form recursion has no truncation error.
+TILE_TOL = 1e-12
+#: Relative accuracy aimed for by the eigensolvers (error estimate / eigenvalue).
+EIG_TOL = 1e-10
+#: Largest power-series degree a tile or a value is evaluated with.
+MAX_SERIES_DEGREE = 4096
+#: First degree tried when a series table is sized for a tolerance (then doubled).
+MIN_SERIES_DEGREE = 8
+#: Certified remainder allowed per layer composition, relative to the layer's variance.
+COMPOSITION_ATOL = 1e-17
+#: Rows must have unit norm within this relative tolerance (they are then used as their
+#: projections onto the sphere); ``normalize=True`` projects rows of any norm.
+ROW_RTOL = 1e-6
+#: Rows per block of a kernel matrix written to a store (``fastntk matrix``).
+MATRIX_CHUNK = 4096
+#: Rows per tile of the in-process matrix-free operator.
+OPERATOR_TILE = 2048
+#: Rows per tile (task) of the matrix-free operator on a Dask cluster.
+DASK_TILE = 1024
+#: Rows per BLAS block when the lower triangle of a Gram matrix is formed.
+GRAM_BLOCK_ROWS = 1024
+#: Passes of the block Krylov eigensolver before it gives up (reported as not converged).
+MAX_PASSES = 50
+#: Number of top eigenvalues of ``fastntk spectrum`` when -k is not given.
+SPECTRUM_K = 50

@@ -1,0 +1,268 @@
+"""The paper's spectrum study as one call with a typed result (docs/math.md section 6).
+
+:func:`spectrum_study` computes, for data X or for a stored kernel matrix, the top-k
+eigenvalues of K = Theta / n with eff(K) and the Theorem 3 bound; optionally the centered
+kernel K~ with the Theorem 5 bound, the data Gram X X^T (Figure 2 of the paper) and the
+spectrum of finite-width empirical NTKs.  It returns a :class:`SpectrumStudy`; ``fastntk
+spectrum`` only formats it, and :meth:`SpectrumStudy.write` writes its JSON and pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import check_rows
+from .defaults import EIG_TOL
+from .eigen import top_eigenvalues, top_eigenvalues_stored
+from .ntk import NTK
+from .solver import EigenResult, check_k, dense_eigenvalues
+from .theorems import centered_c0, data_gram_eigenvalues, theorem3_bound, theorem5_bound
+
+__all__ = ["KernelSpectrum", "SpectrumStudy", "spectrum_study"]
+
+
+@dataclass
+class KernelSpectrum:
+    """Top eigenvalues of one kernel matrix (K or the centered K~) with its theorem bound.
+
+    ``effective_rank`` = Tr / lambda_1; ``effective_rank_upper`` uses lambda_1 minus its
+    residual, so it is a certified upper bound on eff; ``bound`` is Theorem 3 (K) or
+    Theorem 5 (K~)."""
+
+    result: EigenResult
+    bound_name: str
+    bound: float | None
+    seconds: float
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self.result.eigenvalues
+
+    @property
+    def ratios(self) -> np.ndarray:
+        return self.result.eigenvalues / self.result.eigenvalues[0]
+
+    @property
+    def effective_rank(self) -> float:
+        return self.result.effective_rank
+
+    @property
+    def effective_rank_upper(self) -> float:
+        lam = self.result.eigenvalues[0] - self.result.residuals[0]
+        return float(self.result.trace / lam) if lam > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        out = self.result.summary()
+        out.update({"wall_seconds": self.seconds, "ratios": self.ratios.tolist(),
+                    self.bound_name: self.bound,
+                    "effective_rank_upper": self.effective_rank_upper})
+        return out
+
+
+@dataclass
+class SpectrumStudy:
+    """What :func:`spectrum_study` found (every array descending; K = Theta / n)."""
+
+    source: str
+    network: NTK
+    n: int
+    d: int | None
+    k: int
+    tol: float
+    seed: int | None
+    ntk: KernelSpectrum
+    centered: KernelSpectrum | None = None
+    gram: dict | None = None
+    empirical: dict | None = None
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        """True when every eigenvalue met its tolerance (both kernels)."""
+        return self.ntk.result.converged and (
+            self.centered is None or self.centered.result.converged)
+
+    def to_dict(self) -> dict:
+        """A JSON-able dictionary (what ``fastntk spectrum --json`` prints)."""
+        coef = self.network.coefficients(1)
+        out = {"data": self.source, "n": self.n, "d": self.d, "k": self.k,
+               "network": self.network.to_dict(), "convention": "K = Theta(X, X) / n",
+               "tol": self.tol, "seed": self.seed, "converged": self.converged,
+               "coefficients": {"c0": float(coef.ntk[0]), "c1": float(coef.ntk[1]),
+                                "theta_one": self.network.theta_one},
+               "ntk": self.ntk.to_dict(), "seconds": self.seconds, **self.extra}
+        if self.centered is not None:
+            out["centered"] = self.centered.to_dict()
+            out["centered"]["c0"] = centered_c0(self.network)
+        if self.gram is not None:
+            out["gram"] = self.gram
+        if self.empirical is not None:
+            out["empirical"] = self.empirical
+        return out
+
+    def write(self, folder: str, coeff_degree: int = 256, sphere_kmax: int = 100) -> dict:
+        """Write ``spectrum.json`` and the PNG pictures (spectrum vs data Gram and empirical
+        NTK, coefficient decay, sphere eigenvalue decay) into ``folder``; returns the paths."""
+        from .cli_sphere import _best_fit, _sphere_fit
+        from .plots import plot_coefficients, plot_spectrum, plot_sphere
+        from .sphere import sphere_eigenvalues
+
+        os.makedirs(folder, exist_ok=True)
+        net = self.network
+        summary = self.to_dict()
+        series = {"NTK K": self.ntk.eigenvalues}
+        bands = {}
+        if self.centered is not None:
+            series["centered K~"] = self.centered.eigenvalues
+        if self.empirical is not None:
+            e = self.empirical
+            lam = np.array(e["ratios_mean"])
+            series[f"empirical NTK, width {e['width']}"] = lam
+            if e["seeds"] > 1:
+                half = 1.96 * np.array(e["ratios_std"]) / math.sqrt(e["seeds"])
+                bands[f"empirical NTK, width {e['width']}"] = (lam - half, lam + half)
+        if self.gram is not None:
+            series["data Gram XX^T"] = np.array(self.gram["eigenvalues"])
+        files = {"spectrum": plot_spectrum(
+            series, os.path.join(folder, "spectrum.png"),
+            title=f"{self.source}: NTK spectrum vs data Gram", bands=bands)}
+        coef = net.coefficients(coeff_degree)
+        fit = _best_fit(coef.ntk, net)
+        summary["coefficient_fit"] = fit
+        files["coefficients"] = plot_coefficients(
+            coef.ntk, os.path.join(folder, "coefficients.png"),
+            title=f"NTK coefficients, {net.activation.name}, L = {net.hidden_layers}", fit=fit)
+        if self.d is not None and self.d >= 2:
+            sph = sphere_eigenvalues(net, self.d, sphere_kmax)
+            kfit = _sphere_fit(sph, net)
+            summary["sphere"] = {"d": self.d, "kmax": sphere_kmax,
+                                 "eigenvalues": sph.eigenvalues.tolist(),
+                                 "multiplicities": sph.multiplicities.tolist(),
+                                 "bounds": sph.bounds.tolist(), "fit": kfit}
+            files["sphere"] = plot_sphere(
+                sph.k, sph.eigenvalues, os.path.join(folder, "sphere.png"),
+                title=f"uniform S^{self.d - 1}: eigenvalue decay",
+                fits=[kfit] if kfit else None, bounds=sph.bounds)
+        path = os.path.join(folder, "spectrum.json")
+        summary["files"] = {**files, "json": path}
+        with open(path, "w") as fh:
+            json.dump(summary, fh, indent=1)
+        return summary["files"]
+
+
+def _empirical(net: NTK, X: np.ndarray, k: int, width: int, seeds: int, seed: int | None,
+               init: str) -> dict:
+    from .empirical import empirical_ntk
+
+    t0 = time.perf_counter()
+    n = X.shape[0]
+    base = 0 if seed is None else seed
+    lams = np.array([dense_eigenvalues(empirical_ntk(net, X, width, seed=base + s, init=init)
+                                       / n, k).eigenvalues for s in range(seeds)])
+    ratios = lams / lams[:, :1]
+    return {"width": width, "init": init, "seeds": seeds,
+            "eigenvalues_mean": lams.mean(0).tolist(), "ratios_mean": ratios.mean(0).tolist(),
+            "ratios_std": (ratios.std(0, ddof=1) if seeds > 1 else 0 * ratios[0]).tolist(),
+            "effective_rank_mean": float(np.mean(net.theta_one / lams[:, 0])),
+            "seconds": time.perf_counter() - t0}
+
+
+def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG_TOL, *,
+                   matrix=None, centered: bool = False, compare_gram: bool = True,
+                   empirical_width: int = 0, empirical_seeds: int = 1,
+                   empirical_init: str = "kaiming_uniform", client=None,
+                   seed: int | None = 0, progress: bool = False, dense_below: int = 0,
+                   normalize: bool = False, source: str | None = None,
+                   **eig_kw) -> SpectrumStudy:
+    """The paper's spectrum study (docs/math.md section 6) on data ``X`` (n x d, unit rows
+    unless ``normalize``) or on the kernel stored at ``matrix`` (``fastntk matrix``; its
+    network is read from the store, and ``net``, if given, must equal it).
+
+    Top-k of K = Theta / n (matrix-free; ``dense_below``: assemble K and use LAPACK for
+    n below this), eff(K) with the Theorem 3 bound; ``centered``: also K~ with the Theorem 5
+    bound; ``compare_gram``: lambda_p / lambda_1 of X X^T; ``empirical_width``: the spectrum
+    of ``empirical_seeds`` finite-width networks (Kaiming-uniform init by default).  Other
+    keywords go to :func:`fastntk.top_eigenvalues` (block, tile, method, device,
+    checkpoint, max_passes, ...).  Raises ValueError for inconsistent inputs.
+    """
+    t0 = time.perf_counter()
+    if (X is None) == (matrix is None):
+        raise ValueError("give exactly one of X (data) and matrix (a stored kernel matrix)")
+    if matrix is not None:
+        return _stored_study(net, os.fspath(matrix), k, tol, centered, compare_gram,
+                             empirical_width, seed, progress, t0, eig_kw)
+    if net is None:
+        raise ValueError("spectrum_study on data needs the network (net)")
+    X = check_rows(X, "X", normalize)
+    n, d = X.shape
+    k = check_k(k, n)
+    gram_w, gram_tr = data_gram_eigenvalues(X)
+    gram_eff = gram_tr / gram_w[0]
+    runs = {}
+    for cen in ([False, True] if centered else [False]):
+        t1 = time.perf_counter()
+        if n < dense_below:
+            K = net.kernel(X) / n
+            if cen:
+                K -= centered_c0(net) / n
+            res = dense_eigenvalues(K, k)
+        else:
+            res = top_eigenvalues(net, X, k, tol=tol, centered=cen, client=client, seed=seed,
+                                  progress=progress, **eig_kw)
+        if cen:
+            runs[cen] = KernelSpectrum(res, "theorem5_bound", theorem5_bound(net, gram_eff),
+                                       time.perf_counter() - t1)
+        else:
+            runs[cen] = KernelSpectrum(res, "theorem3_bound", theorem3_bound(net),
+                                       time.perf_counter() - t1)
+    gram = None
+    if compare_gram or empirical_width:
+        m = min(k, len(gram_w))
+        gram = {"eigenvalues": gram_w[:m].tolist(), "trace": gram_tr,
+                "effective_rank": gram_eff, "ratios": (gram_w[:m] / gram_w[0]).tolist()}
+    emp = None
+    if empirical_width:
+        emp = _empirical(net, X, k, int(empirical_width), int(empirical_seeds), seed,
+                         empirical_init)
+    return SpectrumStudy(source or "data", net, n, d, k, tol, seed, runs[False],
+                         runs.get(True), gram, emp, time.perf_counter() - t0)
+
+
+def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, seed, progress,
+                  t0, eig_kw) -> SpectrumStudy:
+    from . import store
+
+    meta = store.read_marker(path)
+    stored = NTK.from_dict(meta["network"])
+    if net is not None and net != stored:
+        raise ValueError(f"{path} holds the kernel of {stored!r}, not of {net!r}: drop the "
+                         "network options, or give the ones the store was made with")
+    if meta.get("which", "ntk") != "ntk":
+        raise ValueError(f"{path} holds the NNGP kernel, not the NTK")
+    if compare_gram or empirical_width:
+        raise ValueError("a stored matrix carries no data: the data Gram and empirical NTK "
+                         "comparisons need --data")
+    unknown = set(eig_kw) - {"block", "max_passes", "checkpoint", "row_block"}
+    if unknown:
+        raise ValueError(f"options {sorted(unknown)} do not apply to a stored matrix")
+    runs = {}
+    for cen in ([False, True] if centered else [False]):
+        t1 = time.perf_counter()
+        res = top_eigenvalues_stored(path, k, tol=tol, centered=cen, seed=seed,
+                                     progress=progress, **eig_kw)
+        if cen:
+            runs[cen] = KernelSpectrum(res, "theorem5_bound", None,  # needs eff(X X^T)
+                                       time.perf_counter() - t1)
+        else:
+            runs[cen] = KernelSpectrum(res, "theorem3_bound", theorem3_bound(stored),
+                                       time.perf_counter() - t1)
+    n = int(meta["shape"][0])
+    return SpectrumStudy(path, stored, n, int(meta["d"]), runs[False].result.k, tol, seed,
+                         runs[False], runs.get(True), None, None, time.perf_counter() - t0)
