@@ -32,7 +32,8 @@ Modules, in the order data flows through them:
     empirical                 finite-width empirical NTK
     cluster                   Dask clients (LocalCluster, scheduler, SLURM)
     io, data                  the one data loader; row validation, built-in data sets
-    cli, cli_*                the `fastntk` command (formatting only)
+    cli, cli_args             the `fastntk` command and its shared arguments; cli_matrix,
+                              cli_spectrum, cli_sphere: one command each (formatting only)
     defaults                  named tolerances, caps and sizes
 """
 

@@ -37,13 +37,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+NETWORK_DEFAULTS = {"activation": "relu", "hidden_layers": 1, "gamma_w": 1.0, "gamma_b": 0.0,
+                    "sigma_w": 1.0, "sigma_b": None, "no_output_bias": False}
+
+
 def add_network_args(p: argparse.ArgumentParser) -> None:
     """--activation, --hidden-layers, --gamma-w/-b, --sigma-w/-b, --no-output-bias."""
     g = p.add_argument_group("network (docs/math.md section 1)")
-    g.add_argument("--activation", "-a", default="relu",
+    g.add_argument("--activation", "-a", default=NETWORK_DEFAULTS["activation"],
                    help=f"activation name ({', '.join(ACTIVATION_NAMES)}; parameters as "
                         "'leaky_relu:0.1', 'gaussian:2'); default relu")
-    g.add_argument("--hidden-layers", "-L", type=count(1), default=1,
+    g.add_argument("--hidden-layers", "-L", type=count(1),
+                   default=NETWORK_DEFAULTS["hidden_layers"],
                    help="number of hidden layers L >= 1 (default 1)")
     g.add_argument("--gamma-w", type=float, default=1.0, help="input weight std (default 1)")
     g.add_argument("--gamma-b", type=float, default=0.0, help="input bias std (default 0)")
@@ -52,6 +57,11 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                    help="hidden bias std (default: Assumption 2, 1 - sigma_w^2 E[phi^2])")
     g.add_argument("--no-output-bias", action="store_true",
                    help="no bias on the output layer (docs/math.md section 1 literally)")
+
+
+def network_given(args) -> bool:
+    """True when any network option differs from its default (it was given)."""
+    return any(getattr(args, k) != v for k, v in NETWORK_DEFAULTS.items())
 
 
 def network_from_args(args):

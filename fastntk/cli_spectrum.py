@@ -12,6 +12,7 @@ from .cli_args import (
     client_from_args,
     count,
     network_from_args,
+    network_given,
     positive_float,
 )
 from .defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
@@ -37,7 +38,9 @@ def cmd_spectrum(args) -> int:
         if given:
             raise ValueError(f"--matrix reads a stored kernel matrix: {', '.join(given)} "
                              "do(es) not apply (the network, data and tiles are the store's)")
-        kw = {"matrix": args.matrix}
+        kw = {"matrix": args.matrix, "compare_gram": False}
+        if network_given(args):  # then it must be the store's network
+            net = network_from_args(args)
     else:
         net = network_from_args(args)
         data = args.data or "digits"

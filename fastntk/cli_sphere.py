@@ -13,7 +13,7 @@ from .cli_args import add_network_args, network_from_args
 
 
 def _model_for(net) -> str:
-    """The decay family MATH.md section 5 / Lemma 2 expects for the activation."""
+    """The decay family docs/math.md section 9 (Lemma 2) expects for the activation."""
     act = net.activation
     if act.is_relu_family:
         return "power"
@@ -102,7 +102,7 @@ def cmd_sphere(args) -> int:
     if kfit:
         print(f"# eigenvalue decay (k with bound < 1e-3 lambda_k): {_describe(kfit)}")
     if pred:
-        print(f"# MATH.md section 5 prediction from the coefficient fit: {pred}")
+        print(f"# docs/math.md section 9 prediction from the coefficient fit: {pred}")
     return 0
 
 

@@ -37,7 +37,7 @@ def default_block(k: int, d: int | None = None, n: int | None = None) -> int:
 def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:
     """[1, X] (or 1 and a random sketch of the range of X when d is large): the p = 0 and p = 1
     terms c_0 1 1^T + c_1 X X^T of n K lie in this span, and for dot-product kernels the top
-    eigenvectors (lambda_1 and the degree-1 cluster, MATH.md section 5) are close to it."""
+    eigenvectors (lambda_1 and the degree-1 cluster, docs/math.md section 6) are close to it."""
     n, d = X.shape
     cols = max(1, block - max(10, block // 4)) - 1
     if d <= cols:

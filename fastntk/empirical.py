@@ -1,4 +1,4 @@
-"""Finite-width empirical NTK of the network of MATH.md section 1 (numpy, no autodiff).
+"""Finite-width empirical NTK of the network of docs/math.md section 1 (numpy, no autodiff).
 
     g_1  = gamma_w W_1 x + gamma_b b_1,                    f_l = phi(g_l)
     g_l  = sigma_w / sqrt(m_{l-1}) W_l f_{l-1} + sigma_b b_l,     l = 2..L
@@ -8,7 +8,7 @@
 d out(y)/d theta> over every weight and bias converges to the infinite-width
 :class:`~fastntk.NTK` as the widths grow.  Initialisations:
 
-* ``"normal"``: every parameter iid N(0, 1) (MATH.md section 1);
+* ``"normal"``: every parameter iid N(0, 1) (docs/math.md section 1);
 * ``"kaiming_uniform"``: every parameter iid uniform on [-sqrt(3), sqrt(3)] (unit variance).
   In the NTK parameterisation this makes each layer's effective weights
   sigma_w / sqrt(fan_in) W uniform on +-sigma_w sqrt(3 / fan_in): the forward pass of a
@@ -48,7 +48,7 @@ def _draw(rng: np.random.Generator, shape, init: str) -> np.ndarray:
 
 @dataclass
 class EmpiricalNetwork:
-    """One random finite-width network (NTK parameterisation, MATH.md section 1)."""
+    """One random finite-width network (NTK parameterisation, docs/math.md section 1)."""
 
     activation: Activation
     d: int

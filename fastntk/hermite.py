@@ -1,4 +1,4 @@
-"""Hermite coefficients of activations (MATH.md section 2).
+"""Hermite coefficients of activations (docs/math.md section 2).
 
 Normalised probabilists' Hermite polynomials h_k = He_k / sqrt(k!) are orthonormal in
 L2(N(0, 1)); mu_k(phi) = E[phi(Z) h_k(Z)] and Parseval gives sum_k mu_k^2 = E[phi(Z)^2].
@@ -83,7 +83,7 @@ def trig_hermite(K: int, w: float, odd: bool) -> np.ndarray:
 
 
 def derivative_to_function(mu_derivative: np.ndarray, mu0: float) -> np.ndarray:
-    """mu_{k+1}(phi) = mu_k(phi') / sqrt(k + 1) (MATH.md section 2); mu_0(phi) given."""
+    """mu_{k+1}(phi) = mu_k(phi') / sqrt(k + 1) (docs/math.md section 2); mu_0(phi) given."""
     K = len(mu_derivative)
     mu = np.empty(K + 1)
     mu[0] = mu0

@@ -1,4 +1,4 @@
-"""Power-series algebra on coefficient arrays, with certified remainders (MATH.md section 3).
+"""Power-series algebra on coefficient arrays, with certified remainders (docs/math.md section 3).
 
 The heavy loops are Numba kernels in ``fastntk.kernels.series_cpu``; this module chooses the
 truncation orders and carries the error bounds.
@@ -43,12 +43,6 @@ def truncated_product(a: np.ndarray, b: np.ndarray, degree: int) -> np.ndarray:
         int(degree))
 
 
-def power_table(a: np.ndarray, p_max: int, k_max: int) -> np.ndarray:
-    """F(p, k, a) = [z^p] (sum_j a_j z^j)^k for p <= p_max, k <= k_max (MATH.md section 3)."""
-    return series_cpu.power_table(np.ascontiguousarray(a, dtype=np.float64), int(p_max),
-                                  int(k_max))
-
-
 def _cut_order(d: DualSeries, b: float, degree: int, atol: float) -> tuple[int, float]:
     """Smallest K with tail_d(K) * P[Bin(K+1, b) <= degree] <= atol, and that bound."""
     coeffs = d.coeffs
@@ -69,7 +63,7 @@ def compose_generic(
 
     ``a`` must have non-negative coefficients with A(1) = 1.  All omitted terms are
     non-negative, so the returned coefficients are lower bounds and the returned number
-    bounds the sum over p <= degree of what is missing (MATH.md section 3).
+    bounds the sum over p <= degree of what is missing (docs/math.md section 3).
     """
     a = _padded(a, degree)
     a0 = float(a[0])
@@ -102,7 +96,7 @@ def relu_family_compose(
     E[phi(u) phi(v)] / q = m1 c + w kt(c) and E[phi'(u) phi'(v)] = m1 + w vt(c), with
     m1 = mu_1(phi)^2 = (1 + slope)^2 / 4, w = (1 - slope)^2 / 2 and kt, vt the ReLU duals
     without their linear Hermite term (``relu_dual_compose``); c = A(rho).  Every term is
-    non-negative; exact in O(degree^2) (MATH.md section 3).  ``one_minus_a0`` (default
+    non-negative; exact in O(degree^2) (docs/math.md section 3).  ``one_minus_a0`` (default
     1 - A(0)) lets the caller pass 1 - A(0) computed without cancellation.
     """
     a = _padded(a, degree)

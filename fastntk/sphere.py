@@ -1,4 +1,4 @@
-"""NTK eigenvalues for data uniform on the sphere, and decay-rate fits (MATH.md sections 4, 5).
+"""NTK eigenvalues for data uniform on the sphere, and decay-rate fits (docs/math.md sections 8, 9).
 
 For a dot-product kernel f(<x, y>) = sum_p c_p <x, y>^p on S^{d-1} (in R^d) with the uniform
 probability measure, the eigenfunctions are the spherical harmonics; all N(d, k) harmonics of
@@ -277,7 +277,7 @@ def fit_decay(x, y, model: str = "power", prefactor_exponent: float | None = Non
 
 
 def predicted_sphere_rate(model: str, a: float, d: int) -> dict:
-    """MATH.md section 5, rewritten for S^{d-1} in R^d (the paper's S^D with D = d - 1):
+    """docs/math.md section 9, rewritten for S^{d-1} in R^d (the paper's S^D with D = d - 1):
 
     * c_p = Theta(p^-a)           -> lambda_k = Theta(k^-(D + 2a - 2))
     * c_p = O(exp(-a sqrt p))     -> lambda_k = O(k^(-D + 1/2) exp(-a sqrt k))
@@ -296,7 +296,7 @@ def predicted_sphere_rate(model: str, a: float, d: int) -> dict:
 
 
 def lemma2_rate(activation_name: str, s: float = 1.0) -> dict:
-    """Lemma 2's decay of the two-layer coefficients kappa_{p,2} (MATH.md section 4)."""
+    """Lemma 2's decay of the two-layer coefficients kappa_{p,2} (docs/math.md section 9)."""
     name = activation_name.split(":")[0]
     if name == "relu":
         return {"model": "power", "a": 1.5, "parity": "even (all p if gamma_b > 0)"}

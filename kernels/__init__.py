@@ -1,9 +1,12 @@
 """Numba kernels of fastntk (installed as ``fastntk.kernels``).
 
-``series_cpu``  power-series algebra: truncated products, the F(p, k, a) convolution
-                recurrence, re-centred compositions, the ReLU-family series ODEs (MATH.md 3).
-``exact_cpu``   closed-form dual activations and the exact layer recursion per entry,
-                carrying 1 - rho and 1 + rho without cancellation.
+``codes``       the codes of the closed-form dual activations (shared with
+                ``fastntk.activations``).
+``series_cpu``  power-series algebra: truncated products, re-centred compositions, the
+                ReLU-family series ODEs (docs/math.md section 3).
+``exact_cpu``   closed-form dual activations and the layer recursion written once
+                (``first_layer``, ``layer_update``, ``exact_block``), carrying 1 - rho and
+                1 + rho without cancellation (docs/math.md section 4).
 ``tiles_cpu``   the tile contract on the CPU: Gram blocks mapped by the exact recursion or
                 Horner's rule, symmetric tiles, near-duplicate recomputation.
 ``tiles_cuda``  the same contract with numba.cuda (shared-memory Gram fused with the map,

@@ -1,4 +1,4 @@
-"""Numba kernels for power-series algebra on coefficient arrays (MATH.md section 3).
+"""Numba kernels for power-series algebra on coefficient arrays (docs/math.md section 3).
 
 Every array ``a`` stands for the series ``sum_p a[p] z^p`` truncated at degree ``len(a) - 1``.
 All kernels here take and return float64 arrays and work in non-negative arithmetic wherever
@@ -28,32 +28,12 @@ def truncated_product(a, b, degree):
 
 
 @njit(cache=True)
-def power_table(a, p_max, k_max):
-    """F(p, k, a) for p <= p_max, k <= k_max by the convolution recurrence.
-
-    F(p, k, a) is the coefficient of z^p in (sum_j a_j z^j)^k (MATH.md section 3):
-    F(0, 0) = 1, F(p >= 1, 0) = 0 and F(p, k) = sum_j a_j F(p - j, k - 1).
-    Returned as an array of shape (p_max + 1, k_max + 1).
-    """
-    f = np.zeros((p_max + 1, k_max + 1))
-    f[0, 0] = 1.0
-    na = a.shape[0]
-    for k in range(1, k_max + 1):
-        for p in range(p_max + 1):
-            s = 0.0
-            for j in range(min(p, na - 1) + 1):
-                s += a[j] * f[p - j, k - 1]
-            f[p, k] = s
-    return f
-
-
-@njit(cache=True)
 def binomial_recentre(d, dd, a0, k_stop, degree):
     """Scaled Taylor coefficients of two series D, Dd about the point a0.
 
     With b = 1 - a0, e_j = sum_k d_k C(k, j) a0^(k-j) b^j = sum_k d_k P[Bin(k, b) = j],
     i.e. e_j = D^(j)(a0) b^j / j!, and the same for dd.  Then for A = a0 + b B with
-    B(0) = 0, D(A) = sum_j e_j B^j, a finite sum per coefficient (MATH.md section 3).
+    B(0) = 0, D(A) = sum_j e_j B^j, a finite sum per coefficient (docs/math.md section 3).
     Terms k = 0..k_stop are summed; each binomial row comes from the previous one by
     P_k(j) = a0 P_{k-1}(j) + b P_{k-1}(j-1) (positive arithmetic, no factorials), and
     entries below 1e-300 at the low end of a row are dropped (they only ever shrink).
@@ -169,7 +149,7 @@ def relu_dual_compose(a, one_minus_a0, degree):
     kt(A) = k(A) - A / 2 and vt(A) = v(A) - 1 / 2 = arcsin(A) / pi, both with non-negative
     coefficients (the linear Hermite term is split off, so leaky/abs slopes never cancel).
     kt' = vt, vt' = 1 / (pi sqrt(1 - s^2)): solved as series ODEs in positive arithmetic in
-    O(degree^2) (MATH.md section 3).  ``one_minus_a0`` = 1 - A(0), passed separately so that
+    O(degree^2) (docs/math.md section 3).  ``one_minus_a0`` = 1 - A(0), passed separately so that
     A(0) near 1 keeps its digits.
     """
     b = one_minus_a0

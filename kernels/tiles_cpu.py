@@ -142,10 +142,12 @@ def _init_block(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, om, op):
         om[jj] = 1.0 - r
         op[jj] = 1.0 + r
         near = max(near, abs(r))
-    if near > 1.0 - NEAR:
+    if near > 1.0 - NEAR:  # rare: recompute only the entries near +-1 (not the diagonal)
         for jj in range(nb):
-            r = correlation(g[i, j0 + jj], u, uj[j0 + jj])
-            om[jj], op[jj] = complements(r, i, j0 + jj, xi, xj, ni, nj, rows)
+            r = 1.0 - om[jj]
+            if (r > 1.0 - NEAR or r < -1.0 + NEAR) and not (diag and j0 + jj == i):
+                r = correlation(g[i, j0 + jj], u, uj[j0 + jj])
+                om[jj], op[jj] = complements(r, i, j0 + jj, xi, xj, ni, nj, rows)
     if diag and j0 <= i < j0 + nb:
         om[i - j0] = 0.0
         op[i - j0] = 2.0

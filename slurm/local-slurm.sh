@@ -16,7 +16,7 @@
 #                        lets several one-core jobs run at once.
 #   LOCAL_SLURM_TIMEOUT  seconds to wait for the node to become usable (default 60).
 #
-# Needs root and no systemd (daemons are started directly). See shared/design/SLURM-NOTES.md.
+# Needs root and no systemd (daemons are started directly).
 set -euo pipefail
 
 PROG=local-slurm

@@ -1,11 +1,11 @@
 """Slow, obviously-correct reference implementations ("oracles") for testing fastntk.
 
 Nothing here imports fastntk.  Every function restates one piece of
-``shared/design/MATH.md`` as literally as possible, trading speed for clarity:
+docs/math.md as literally as possible, trading speed for clarity:
 
 * §1 (the network): :func:`monte_carlo_ntk` builds one random finite-width network and
   computes its empirical NTK by explicit backpropagation; :func:`monte_carlo_ntk_stats`
-  averages it over seeds.  This is the ground truth MATH.md asks everything to agree with.
+  averages it over seeds.  This is the ground truth docs/math.md asks everything to agree with.
 * §2 (Hermite coefficients): :func:`relu_hermite` (closed form, exact integer arithmetic)
   and :func:`hermite_quadrature_mp` (mpmath quadrature of ``E[phi(Z) h_k(Z)]``).
 * §3 (the power series): :func:`paper_coefficients` (the paper-literal composition with the
@@ -14,7 +14,7 @@ Nothing here imports fastntk.  Every function restates one piece of
   closed-form layer recursion, also for complex ``rho``) and :func:`mp_coefficients`
   (Taylor coefficients of :func:`mp_theta` by a Cauchy integral).
 
-Conventions (the layer recursion of MATH.md §1/§3, with a per-layer variance ``q_l`` so that it
+Conventions (the layer recursion of docs/math.md §1 and §3, with a per-layer variance ``q_l``, so it
 also holds beyond Assumption 2)::
 
     Sigma_1(rho) = gamma_b^2 + gamma_w^2 rho,   q_1 = gamma_b^2 + gamma_w^2,   Theta_1 = Sigma_1
@@ -62,12 +62,12 @@ ACTIVATIONS = ("relu", "erf", "identity", "sin", "cos", "gaussian")
 
 
 # --------------------------------------------------------------------------------------------
-# MATH.md §2: Hermite coefficients
+# docs/math.md §2: Hermite coefficients
 # --------------------------------------------------------------------------------------------
 
 
 def _he_at_zero(n: int) -> int:
-    """He_n(0) as an exact Python integer (MATH.md §2).
+    """He_n(0) as an exact Python integer (docs/math.md §2).
 
     Uses the three-term recurrence He_{n+1}(x) = x He_n(x) - n He_{n-1}(x) at x = 0, i.e.
     He_{n+1}(0) = -n He_{n-1}(0), with He_0 = 1, He_1 = 0.  So He_n(0) = 0 for odd n and
@@ -84,7 +84,7 @@ def _he_at_zero(n: int) -> int:
 
 
 def relu_hermite(K: int) -> np.ndarray:
-    """Normalized probabilists' Hermite coefficients mu_0..mu_K of ReLU (MATH.md §2).
+    """Normalized probabilists' Hermite coefficients mu_0..mu_K of ReLU (docs/math.md §2).
 
     Closed form: mu_0 = 1/sqrt(2 pi), mu_1 = 1/2, mu_k = He_{k-2}(0) / sqrt(2 pi k!) for k >= 2
     (zero for odd k >= 3).  He_{k-2}(0) and k! are exact Python integers; the ratio is formed in
@@ -113,7 +113,7 @@ def relu_hermite(K: int) -> np.ndarray:
 
 
 def hermite_quadrature_mp(phi_mp: Callable, K: int, dps: int = 30) -> list:
-    """mu_k(phi) = E[phi(Z) h_k(Z)], k = 0..K, by mpmath quadrature (MATH.md §2).
+    """mu_k(phi) = E[phi(Z) h_k(Z)], k = 0..K, by mpmath quadrature (docs/math.md §2).
 
     ``h_k = He_k / sqrt(k!)`` are the orthonormal probabilists' Hermite polynomials; He_k is
     evaluated by the recurrence He_{k+1}(z) = z He_k(z) - k He_{k-1}(z).  The integral
@@ -145,12 +145,12 @@ def hermite_quadrature_mp(phi_mp: Callable, K: int, dps: int = 30) -> list:
 
 
 # --------------------------------------------------------------------------------------------
-# MATH.md §3: the paper-literal power-series recursion
+# docs/math.md §3: the paper-literal power-series recursion
 # --------------------------------------------------------------------------------------------
 
 
 def _compose_F(a: np.ndarray, T: int, K: int) -> np.ndarray:
-    """Table F[p, k] = coefficient of z^p in (sum_j a_j z^j)^k for p = 0..T, k = 0..K (MATH.md §3).
+    """F[p, k] = coefficient of z^p in (sum_j a_j z^j)^k, p = 0..T, k = 0..K (docs/math.md §3).
 
     Literal triple loop over (k, p, j) of the recurrence F(p, k) = sum_{j=0}^{p} a_j F(p - j, k - 1)
     with F(0, 0) = 1 and F(p >= 1, 0) = 0, in plain Python floats.
@@ -179,7 +179,7 @@ def paper_coefficients(
     output_bias: bool = True,
     K: int | None = None,
 ) -> dict:
-    """Paper-literal power-series coefficients of the NTK and NNGP (MATH.md §3, Theorem 1).
+    """Paper-literal power-series coefficients of the NTK and NNGP (docs/math.md §3, Theorem 1).
 
     Inputs, for the standardized activation under Assumption 2 (every pre-activation has unit
     variance, so gamma_w^2 + gamma_b^2 = 1 and q_l = 1; asserted for gamma, checked as
@@ -274,7 +274,7 @@ def seed_two_layer_shortcut(
     sigma_w2: float,
     sigma_b2: float,
 ) -> dict:
-    """The seed's direct two-layer (L = 1) coefficient formula, kept as a cross-check (MATH.md §3).
+    """The seed's direct two-layer (L = 1) coefficients, kept as a cross-check (docs/math.md §3).
 
     ::
 
@@ -317,14 +317,14 @@ def seed_two_layer_shortcut(
 
 
 # --------------------------------------------------------------------------------------------
-# MATH.md §1/§3: high-precision closed-form layer recursion
+# docs/math.md §1/§3: high-precision closed-form layer recursion
 # --------------------------------------------------------------------------------------------
 
 
 def mp_activation(name: str) -> tuple[Callable, Callable]:
-    """(phi, phi') as mpmath callables for the activations of :data:`ACTIVATIONS` (MATH.md §2).
+    """(phi, phi') as mpmath callables for the activations of :data:`ACTIVATIONS` (docs/math.md §2).
 
-    ``gaussian`` is omega_1(z) = exp(-z^2/2)/sqrt(2 pi) (MATH.md §2 with s = 1).  For ReLU,
+    ``gaussian`` is omega_1(z) = exp(-z^2/2)/sqrt(2 pi) (docs/math.md §2 with s = 1).  For ReLU,
     phi'(0) is taken as 0 (a null set; irrelevant for the Gaussian expectations).
     """
     if name == "relu":
@@ -350,7 +350,7 @@ def mp_activation(name: str) -> tuple[Callable, Callable]:
 
 def mp_dual(name: str, q, c) -> tuple:
     """Closed-form (E[phi(u) phi(v)], E[phi'(u) phi'(v)]) for centred Gaussian (u, v) with
-    Var u = Var v = q and Cov(u, v) = c (MATH.md §3, "closed-form duals").
+    Var u = Var v = q and Cov(u, v) = c (docs/math.md §3, "closed-form duals").
 
     Every expression is analytic in c on the disc |c| < q (principal branches of acos, asin and
     the square root never meet their cuts there), so complex c is allowed.
@@ -402,7 +402,7 @@ def mp_second_moment(name: str):
 
 
 def mp_sigma_b2(name: str, sigma_w, sigma_b):
-    """sigma_b^2 as an mpf (MATH.md §1, Assumption 2).
+    """sigma_b^2 as an mpf (docs/math.md §1, Assumption 2).
 
     ``sigma_b=None`` gives sigma_b^2 = 1 - sigma_w^2 E[phi(Z)^2]; otherwise sigma_b^2.
     """
@@ -455,7 +455,7 @@ def mp_theta(
 ):
     """Infinite-width NTK / NNGP at input correlation rho = <x, y>, ||x|| = ||y|| = 1, in mpmath.
 
-    Implements the layer recursion of the module docstring (MATH.md §1 and §3, with a per-layer
+    Implements the layer recursion of the module docstring (docs/math.md §1 and §3, with a per-layer
     variance q_l so it also holds beyond Assumption 2) using the closed-form duals of
     :func:`mp_dual`.  ``rho`` may be complex with |rho| < 1: every layer map is analytic there
     (the kernels have nonnegative power-series coefficients, so |Sigma_l(rho)| < q_l).
@@ -495,7 +495,7 @@ def mp_coefficients(
     radius: float = 0.5,
     npts: int | None = None,
 ) -> dict:
-    """Taylor coefficients c_0..c_T of the NTK and NNGP power series in rho (MATH.md §3).
+    """Taylor coefficients c_0..c_T of the NTK and NNGP power series in rho (docs/math.md §3).
 
     Independent high-precision oracle: samples :func:`mp_theta` on the circle |z| = radius at
     N = npts equispaced points z_j = r w^j (w = exp(2 pi i / N)) and applies the trapezoid rule to
@@ -564,7 +564,7 @@ def mp_coefficients(
 
 
 # --------------------------------------------------------------------------------------------
-# MATH.md §1: Monte-Carlo finite-width network (the ground truth)
+# docs/math.md §1: Monte-Carlo finite-width network (the ground truth)
 # --------------------------------------------------------------------------------------------
 
 
@@ -601,7 +601,7 @@ def monte_carlo_ntk(
     output_bias: bool = True,
     seed: int = 0,
 ) -> np.ndarray:
-    """Empirical NTK (n x n) of one random finite-width network of MATH.md §1.
+    """Empirical NTK (n x n) of one random finite-width network of docs/math.md §1.
 
     Network (all parameters iid N(0, 1), every hidden width = ``width`` = m)::
 
@@ -676,7 +676,7 @@ def monte_carlo_ntk_stats(
     output_bias: bool = True,
     seeds: Iterable[int] = range(16),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over ``seeds`` of :func:`monte_carlo_ntk` (MATH.md §1).
+    """Mean and standard error over ``seeds`` of :func:`monte_carlo_ntk` (docs/math.md §1).
 
     Returns (mean, std(ddof=1) / sqrt(S)), each n x n.  The mean converges to the infinite-width
     Theta with an O(1/width) bias, so compare within a few standard errors at large width.

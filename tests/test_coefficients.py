@@ -1,4 +1,4 @@
-"""NTK/NNGP power-series coefficients against independent oracles (MATH.md section 3).
+"""NTK/NNGP power-series coefficients against independent oracles (docs/math.md section 3).
 
 Oracles (tests/naive.py): the mpmath closed-form recursion with a Cauchy-integral Taylor
 expansion, the paper-literal triple-loop F(p, k, a) recurrence, and the seed's two-layer
@@ -54,7 +54,7 @@ def test_coefficients_match_mpmath_oracle(activation, L, gb):
 
 
 def test_beyond_assumption_two_matches_oracle():
-    """gamma_w^2 + gamma_b^2 != 1 and free sigma_b: per-layer variances (MATH.md section 1)."""
+    """gamma_w^2 + gamma_b^2 != 1 and free sigma_b: per-layer variances (docs/math.md section 1)."""
     for act in ("relu", "erf"):
         oracle = naive.mp_coefficients(act, 40, 3, "1.3", "0.4", "1.2", "0.25")
         net = fastntk.NTK(act, 3, gamma_w=1.3, gamma_b=0.4, sigma_w=1.2, sigma_b=0.25)

@@ -1,4 +1,4 @@
-"""Hermite coefficients (MATH.md section 2) against exact integers and mpmath quadrature."""
+"""Hermite coefficients (docs/math.md section 2) against exact integers and mpmath quadrature."""
 
 from __future__ import annotations
 

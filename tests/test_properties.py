@@ -1,4 +1,4 @@
-"""Hypothesis property tests of the power series (MATH.md section 3).
+"""Hypothesis property tests of the power series (docs/math.md section 3).
 
 Oracles: the exact closed-form recursion (independent formulas from the series algebra) and
 the moment recursion kappa_l(1) = q_l + kappa_{l-1}(1) sigma_w^2 E[phi'^2].
