@@ -36,6 +36,26 @@ class CheckpointMismatch(ValueError):
     """The checkpoint directory belongs to a different computation."""
 
 
+class CheckpointCorrupt(ValueError):
+    """A checkpoint file cannot be read (truncated, overwritten, from a full disk...)."""
+
+
+RESTART_HINT = ("rerun with --restart (Python: checkpoint.clear_directory(DIR)) to discard it "
+                "and start afresh, or delete the directory")
+
+
+def clear_directory(directory: str) -> list[str]:
+    """Delete the checkpoint files (``*.meta.json``, ``*.state.npz``) of ``directory``;
+    returns what was deleted.  Other files are left alone."""
+    removed = []
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            if name.endswith((".meta.json", ".state.npz")):
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+    return removed
+
+
 def data_fingerprint(X) -> dict:
     """Shape, dtype and SHA-256 of the (C-contiguous float64) data."""
     X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
@@ -113,8 +133,8 @@ class Checkpoint:
             with open(self.meta_path) as fh:
                 saved = json.load(fh)
         except (OSError, ValueError) as exc:
-            raise CheckpointMismatch(f"unreadable checkpoint metadata {self.meta_path}: "
-                                     f"{exc}") from exc
+            raise CheckpointCorrupt(f"the checkpoint file {self.meta_path} is unreadable "
+                                    f"({type(exc).__name__}: {exc}); {RESTART_HINT}") from None
         if saved != self.metadata:
             diff = _diff(saved, self.metadata)
             raise CheckpointMismatch(
@@ -127,10 +147,14 @@ class Checkpoint:
         self.check()
         if not os.path.exists(self.state_path):
             return None
-        with np.load(self.state_path, allow_pickle=False) as z:
-            state = json.loads(str(z["state_json"]))
-            for name in _ARRAYS:
-                state[name] = np.array(z[name]) if name in z.files else None
+        try:
+            with np.load(self.state_path, allow_pickle=False) as z:
+                state = json.loads(str(z["state_json"]))
+                for name in _ARRAYS:
+                    state[name] = np.array(z[name]) if name in z.files else None
+        except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, ValueError...
+            raise CheckpointCorrupt(f"the checkpoint file {self.state_path} is unreadable "
+                                    f"({type(exc).__name__}: {exc}); {RESTART_HINT}") from None
         return state
 
     def save(self, state: dict) -> None:

@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage and the error
         return int(exc.code or 0)
+    from .cpu import kernels_cached
+
+    if not kernels_cached():
+        print("fastntk: compiling the Numba kernels (first run only, about 20 s)",
+              file=sys.stderr, flush=True)
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,

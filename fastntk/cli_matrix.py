@@ -48,6 +48,10 @@ def register(subparsers) -> None:
     add_cluster_args(p)
     p.add_argument("--threads", type=count(1), default=None,
                    help="threads of the in-process scheduler (no --workers/--scheduler-file)")
+    p.add_argument("--part", default="1/1", metavar="k/K",
+                   help="write only part k of K of the blocks, e.g. one part per task of a "
+                        "SLURM job array (--part $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_"
+                        "COUNT); the parts fill one store together (default 1/1: all)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing fastntk store at --out instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,8 +62,9 @@ def register(subparsers) -> None:
 def cmd_matrix(args) -> int:
     from .cli_args import client_from_args, network_from_args
     from .io import load_data
-    from .matrix import make_spec, write_zarr
+    from .matrix import check_part, make_spec, write_zarr
 
+    part = check_part(args.part)
     net = network_from_args(args)
     X = load_data(args.data)
     spec = make_spec(net, X, None, args.chunk, args.device, args.method, args.tol,
@@ -67,12 +72,14 @@ def cmd_matrix(args) -> int:
     with client_from_args(args) as client:
         report = write_zarr(spec, args.out, overwrite=args.overwrite,
                             progress=not args.no_progress, client=client,
-                            num_workers=args.threads)
+                            num_workers=args.threads, part=part)
     summary = {
         "out": report.path, "shape": list(report.shape), "chunk": report.chunk,
         "blocks_total": report.blocks_total, "blocks_already_done": report.blocks_already_done,
         "blocks_computed": report.blocks_computed, "seconds": round(report.seconds, 3),
-        "complete": report.complete, "network": net.to_dict(), "method": spec.tiles.method,
+        "complete": report.complete, "part": list(report.part),
+        "blocks_missing_elsewhere": report.blocks_missing_elsewhere,
+        "network": net.to_dict(), "method": spec.tiles.method,
     }
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
@@ -80,7 +87,11 @@ def cmd_matrix(args) -> int:
     else:
         resumed = (f" ({report.blocks_already_done} already done, resumed)"
                    if report.blocks_already_done else "")
+        which = "" if report.part == (1, 1) else f" of part {report.part[0]}/{report.part[1]}"
         print(f"{report.path}: {report.shape[0]} x {report.shape[1]} {args.which} matrix, "
-              f"{report.blocks_computed} of {report.blocks_total} blocks computed{resumed} in "
-              f"{report.seconds:.2f} s ({spec.tiles.method})")
+              f"{report.blocks_computed} of {report.blocks_total} blocks{which} computed"
+              f"{resumed} in {report.seconds:.2f} s ({spec.tiles.method})")
+        if not report.complete:
+            print(f"{report.path}: {report.blocks_missing_elsewhere} blocks of other parts "
+                  "are still missing; the store is complete when every part has run")
     return 0

@@ -55,6 +55,12 @@ def cmd_spectrum(args) -> int:
         kw["block"] = args.block
     if args.checkpoint:
         kw["checkpoint"] = args.checkpoint
+        if args.restart:
+            from .checkpoint import clear_directory
+
+            clear_directory(args.checkpoint)
+    elif args.restart:
+        raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
     with client_from_args(args) as client:
         if client is not None and args.matrix is not None:
             raise ValueError("--matrix runs in this process: drop the cluster options")
@@ -168,5 +174,8 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="save the eigensolver state after every pass in DIR; rerunning the "
                         "same command resumes from the last completed pass")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoint in DIR (e.g. an unreadable one) and start "
+                        "afresh")
     add_cluster_args(p)
     p.set_defaults(func=cmd_spectrum)

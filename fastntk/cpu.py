@@ -4,9 +4,21 @@
 comes from BLAS; the Numba kernels of ``kernels/tiles_cpu.py`` map it in place (exact
 recursion, or correlations fixed and then Horner's rule for the series), in parallel over rows.
 ``values`` evaluates given correlations (``NTK.ntk``) through the same kernels.
+
+Threading layers.  Numba's ``workqueue`` layer (its fallback where neither TBB nor OpenMP is
+available, e.g. some macOS wheels and minimal containers) aborts the process when two Python
+threads enter ``parallel=True`` kernels at once, which the threaded Dask scheduler and the
+store writer's thread pool do.  Every parallel kernel call therefore goes through
+:func:`parallel_section`, which serialises entry while the layer is not known to be
+thread-safe (before the first parallel call, and for ``workqueue``), so every layer gives the
+same results on every path; TBB and OpenMP run concurrently.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import threading
 
 import numpy as np
 
@@ -15,6 +27,33 @@ from .kernels import tiles_cpu
 from .tilespec import TileSpec
 
 _NO_ROWS = np.empty((0, 1))
+_ENTRY = threading.RLock()
+_THREADSAFE_LAYERS = ("tbb", "omp")
+_layer: str | None = None
+
+
+def threading_layer() -> str | None:
+    """Numba's threading layer once a parallel kernel has run (None before)."""
+    global _layer
+    if _layer is None:
+        import numba
+
+        try:
+            _layer = numba.threading_layer()
+        except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+            return None
+    return _layer
+
+
+@contextlib.contextmanager
+def parallel_section():
+    """Context for calling ``parallel=True`` kernels: serialised across Python threads
+    unless the threading layer is known to be thread-safe (see the module docstring)."""
+    if threading_layer() in _THREADSAFE_LAYERS:
+        yield
+        return
+    with _ENTRY:
+        yield
 
 
 def gram_lower(X: np.ndarray) -> np.ndarray:
@@ -40,16 +79,17 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
         xi = xj = _NO_ROWS
     elif symmetric:
         xj = xi
-    if spec.method == "exact":
-        tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one, spec.which == "nngp",
-                             *spec.recipe.args)
-        bound = 0.0
-    else:
-        r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
-        coeffs, bound = spec.plan(r)
-        tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
-    if symmetric:
-        tiles_cpu.mirror_lower(g)
+    with parallel_section():
+        if spec.method == "exact":
+            tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one,
+                                 spec.which == "nngp", *spec.recipe.args)
+            bound = 0.0
+        else:
+            r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
+            coeffs, bound = spec.plan(r)
+            tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
+        if symmetric:
+            tiles_cpu.mirror_lower(g)
     return bound
 
 
@@ -100,3 +140,20 @@ def values(spec: TileSpec, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t = spec.degree_for(r)
     map_block(spec, g, None, None, False)
     return g.ravel()[:n].copy(), spec.bounds(t, rho)
+
+
+def kernels_cached() -> bool:
+    """True when the main Numba kernels have an on-disk cache index (compiled by an earlier
+    run); False means the next call compiles them (tens of seconds, once)."""
+    from .kernels import series_cpu
+
+    for kernel in (tiles_cpu.exact_tile, tiles_cpu.fix_gram, tiles_cpu.horner_tile,
+                   tiles_cpu.mirror_lower, series_cpu.truncated_product,
+                   series_cpu.relu_dual_compose, series_cpu.horner_compose_pair):
+        try:
+            if not os.path.exists(kernel._cache._cache_file._index_path):
+                return False
+        except AttributeError:  # caching disabled or unavailable
+            return False
+    return True
+

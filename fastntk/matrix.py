@@ -157,7 +157,7 @@ class KernelMatrix(_DaskArray):
 
     def to_zarr(self, path, overwrite: bool = False, progress: bool = False, client=None,
                 num_workers: int | None = None, on_block=None, compressors="auto",
-                **kwargs):
+                part=(1, 1), **kwargs):
         """Write to a fastntk store at ``path`` out of core, resuming an earlier run; returns
         a :class:`WriteReport`.  See :func:`to_zarr`."""
         spec = self._fastntk_spec
@@ -165,7 +165,7 @@ class KernelMatrix(_DaskArray):
             return super().to_zarr(path, overwrite=overwrite, **kwargs)
         return write_zarr(spec, path, overwrite=overwrite, progress=progress, client=client,
                           num_workers=num_workers, on_block=on_block,
-                          compressors=compressors)
+                          compressors=compressors, part=part)
 
 
 def kernel_matrix(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
@@ -214,7 +214,9 @@ def kernel_matrix(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu
 # ------------------------------------------------------------------------ stores
 @dataclass
 class WriteReport:
-    """What a :func:`to_zarr` run did."""
+    """What a :func:`to_zarr` run did: ``blocks_*`` count this run's part of the blocks;
+    ``complete`` is the whole store; ``blocks_missing_elsewhere`` are blocks of other parts
+    still missing."""
 
     path: str
     shape: tuple[int, int]
@@ -224,6 +226,8 @@ class WriteReport:
     blocks_computed: int
     seconds: float
     complete: bool
+    part: tuple[int, int] = (1, 1)
+    blocks_missing_elsewhere: int = 0
 
 
 def _same(a, b) -> bool:
@@ -268,31 +272,53 @@ def _prepare_store(spec: MatrixSpec, path: str, overwrite: bool, compressors) ->
                               f"{exc.strerror or exc}") from None
 
 
+def check_part(part) -> tuple[int, int]:
+    """(k, K) with 1 <= k <= K, from a tuple or the text "k/K"."""
+    if isinstance(part, str):
+        a, sep, b = part.partition("/")
+        try:
+            part = (int(a), int(b)) if sep else None
+        except ValueError:
+            part = None
+        if part is None:
+            raise ValueError("part must be written k/K (e.g. 2/8: the second of 8 parts)")
+    k, K = (int(v) for v in part)
+    if not 1 <= k <= K:
+        raise ValueError(f"part {k}/{K}: need 1 <= k <= K")
+    return k, K
+
+
 def write_zarr(spec: MatrixSpec, path, overwrite: bool = False, progress: bool = False,
                client=None, num_workers: int | None = None, on_block=None,
-               compressors="auto") -> WriteReport:
-    """Write the matrix of ``spec`` to the store ``path``; resume if it exists."""
+               compressors="auto", part=(1, 1)) -> WriteReport:
+    """Write the matrix of ``spec`` to the store ``path``; resume if it exists.  ``part``
+    (k, K): write only part k of K of the blocks (``fastntk.store``: job arrays fill one
+    store together); its lock is held while writing."""
     t0 = time.perf_counter()
+    k, K = check_part(part)
     path = os.fspath(path)
     _prepare_store(spec, path, overwrite, compressors)
+    with store.WriterLock(path, (k, K)):
+        st = store.info(path)
+        mine = [b for t, b in enumerate(st.expected_blocks()) if t % K == k - 1]
+        todo = [b for b in mine if not st.done[b]]
+        computed = _run_blocks(spec, path, todo, progress, client, num_workers, on_block)
     st = store.info(path)
-    todo = st.missing_blocks()
-    total = len(st.expected_blocks())
-    computed = _run_blocks(spec, path, todo, progress, client, num_workers, on_block)
-    complete = computed == len(todo)
-    if complete:
+    missing = st.missing_blocks()
+    if not missing:
         store.mark_complete(path)
-    return WriteReport(path, spec.shape, spec.chunk, total, total - len(todo), computed,
-                       time.perf_counter() - t0, complete)
+    return WriteReport(path, spec.shape, spec.chunk, len(mine), len(mine) - len(todo),
+                       computed, time.perf_counter() - t0, not missing, (k, K),
+                       len([b for b in missing if b not in set(todo)]))
 
 
 def to_zarr(net, X, path, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
             method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
             normalize: bool = False, overwrite: bool = False, progress: bool = False,
             client=None, num_workers: int | None = None, on_block=None,
-            compressors="auto") -> WriteReport:
+            compressors="auto", part=(1, 1)) -> WriteReport:
     """Compute Theta(X, Y) block by block straight into a store at ``path``
-    (``fastntk.store`` describes the layout).
+    (``fastntk.store`` describes the layout; ``part``: see :func:`write_zarr`).
 
     Resumes an interrupted run of the same computation (only blocks without their ``done``
     marker are computed).  ``on_block(i, j)`` is called in this process after each block is
@@ -302,7 +328,7 @@ def to_zarr(net, X, path, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu
     """
     spec = make_spec(net, X, Y, chunks, device, method, tol, which, normalize)
     return write_zarr(spec, path, overwrite, progress, client, num_workers, on_block,
-                      compressors)
+                      compressors, part)
 
 
 def _run_blocks(spec: MatrixSpec, path: str, todo, progress, client, num_workers,

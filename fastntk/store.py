@@ -10,6 +10,7 @@ A store is a directory (conventionally ``K.zarr``) holding a zarr (v3) group::
       done/                uint8 array (row blocks, column blocks): 1 where block (i, j) has
                            been written (the upper triangle i <= j for a symmetric matrix,
                            whose block (j, i) is written with it, transposed)
+      locks/               one file per running writer (part k of K): host, pid, start time
 
 The metadata record the network (``NTK.to_dict()``), the kernel (ntk or nngp), the evaluation
 method and tolerance, the shape, the chunk, symmetry and a content hash of the data, so a rerun
@@ -17,6 +18,13 @@ resumes only the identical computation.  Because the marker is written before an
 a store fastntk began is always recognisable, even when a kill interrupted its creation: a
 rerun then completes it and ``overwrite`` replaces it; a directory without the marker is
 never touched.
+
+Writers.  A writer fills one *part* of the blocks (``part=(k, K)``: the blocks whose index in
+:meth:`StoreInfo.expected_blocks` is k - 1 modulo K; the default (1, 1) is all of them) and
+holds that part's lock (:class:`WriterLock`) while it runs, so the parts of a SLURM job array
+fill one store together (the result equals a single run's) and a second writer of the same part
+is refused with the holder's host and pid.  A lock left by a killed process on this host is
+recognised (its pid is gone) and taken over; one from another host is reported, never broken.
 
 Plain Dask reads a store as ``dask.array.from_zarr("K.zarr", component="kernel")`` and zarr as
 ``zarr.open_group("K.zarr")["kernel"]``; :func:`open_matrix` does the same after checking that
@@ -28,6 +36,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +47,7 @@ MARKER = "fastntk-store.json"
 ARRAY = "kernel"
 DONE = "done"
 ATTR = "fastntk"
+LOCKS = "locks"
 
 
 class StoreError(ValueError):
@@ -105,18 +116,27 @@ def create(path, meta: dict, shape: tuple[int, int], chunk: int,
         from zarr.codecs import BloscCodec
 
         compressors = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
-    if ARRAY not in group:
-        group.create_array(ARRAY, shape=shape, chunks=(chunk, chunk), dtype="f8",
-                           fill_value=np.nan, compressors=compressors)
-    if DONE not in group:
-        group.create_array(DONE, shape=block_grid, chunks=(1, 1), dtype="u1", fill_value=0)
+    for name, kw in ((ARRAY, dict(shape=shape, chunks=(chunk, chunk), dtype="f8",
+                                  fill_value=np.nan, compressors=compressors)),
+                     (DONE, dict(shape=block_grid, chunks=(1, 1), dtype="u1", fill_value=0))):
+        if name not in group:
+            try:
+                group.create_array(name, **kw)
+            except Exception:  # noqa: BLE001 - another writer created it first
+                if name not in zarr.open_group(store=path, mode="r"):
+                    raise
     if ATTR not in group.attrs:
         group.attrs[ATTR] = {**meta, "complete": False}
 
 
 def replace(path) -> None:
-    """Delete the fastntk store at ``path`` (refused for anything without the marker)."""
+    """Delete the fastntk store at ``path`` (refused for anything without the marker, and
+    while another process is writing it)."""
     read_marker(path)
+    live = live_writers(path)
+    if live:
+        raise StoreError(f"{path} is being written by {_who(live[0])}: refusing to replace it "
+                         "under that writer")
     shutil.rmtree(os.fspath(path))
 
 
@@ -211,3 +231,111 @@ def open_matrix(path, require_complete: bool = True):
             "missing (an interrupted run?); rerun the same fastntk matrix command to finish "
             "it")
     return da.from_zarr(path, component=ARRAY)
+
+
+# ------------------------------------------------------------------------- writers
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (field 22 of /proc/pid/stat), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(holder: dict) -> bool | None:
+    """True/False for a lock holder on this host; None when it is on another host."""
+    if holder.get("host") != socket.gethostname():
+        return None
+    pid = int(holder.get("pid", -1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = _start_time(pid)
+    return start is None or holder.get("start") in (None, start)  # a reused pid is not it
+
+
+def _who(holder: dict) -> str:
+    return (f"host {holder.get('host')}, pid {holder.get('pid')} (started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('time', 0)))})")
+
+
+def live_writers(path) -> list[dict]:
+    """The lock holders of the store that may still be running."""
+    folder = os.path.join(os.fspath(path), LOCKS)
+    out = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        try:
+            with open(os.path.join(folder, name)) as fh:
+                holder = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if _alive(holder) is not False:
+            out.append(holder)
+    return out
+
+
+class WriterLock:
+    """The lock of part k of K of a store, held by this process while it writes.
+
+    Acquired atomically (``O_CREAT | O_EXCL``).  A lock whose holder is a dead process on
+    this host is taken over; a live holder, or one on another host, raises StoreError naming
+    it (host, pid, start) and what to do."""
+
+    def __init__(self, path, part: tuple[int, int] = (1, 1)) -> None:
+        k, K = part
+        self.path = os.fspath(path)
+        self.file = os.path.join(self.path, LOCKS, f"part-{k}-of-{K}.json")
+        self.held = False
+
+    def acquire(self) -> WriterLock:
+        os.makedirs(os.path.dirname(self.file), exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid(),
+              "start": _start_time(os.getpid()), "time": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    with open(self.file) as fh:
+                        holder = json.load(fh)
+                except (OSError, ValueError):
+                    holder = {}
+                alive = _alive(holder) if holder else False
+                if alive is False:  # a killed writer on this host: take its lock over
+                    stale = f"{self.file}.stale.{os.getpid()}"
+                    try:
+                        os.replace(self.file, stale)
+                        os.unlink(stale)
+                    except FileNotFoundError:
+                        pass
+                    continue
+                where = "" if alive else (" on another host (if that job has ended, delete "
+                                          f"{self.file})")
+                raise StoreError(
+                    f"{self.path} is being written by {_who(holder)}{where}; refusing to "
+                    "write it twice: wait for that run, or give each job its own part "
+                    "(--part k/K)") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise StoreError(f"could not take the lock {self.file}")
+
+    def release(self) -> None:
+        if self.held:
+            try:
+                os.unlink(self.file)
+            except FileNotFoundError:
+                pass
+            self.held = False
+
+    def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
