@@ -80,9 +80,15 @@ def _writable(path) -> None:
 def ro(tmp_path_factory):
     """A read-only ``pip install --target`` of this checkout and a read-only $HOME."""
     base = tmp_path_factory.mktemp("readonly")
+    (base / "src").mkdir()
     site, home, bad_cache = base / "site", base / "home", base / "numba-cache-ro"
+    src = base / "src"  # build from a copy: no build/ left in the checkout
+    for name in ("pyproject.toml", "README.md", "fastntk", "kernels"):
+        copy = shutil.copytree if os.path.isdir(os.path.join(ROOT, name)) else shutil.copy
+        kw = {"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}
+        copy(os.path.join(ROOT, name), src / name, **kw)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-compile", "--target", str(site), ROOT], check=True, timeout=300,
+                    "--no-compile", "--target", str(site), str(src)], check=True, timeout=300,
                    capture_output=True)
     assert (site / "fastntk" / "kernels" / "series_cpu.py").exists()
     home.mkdir()
