@@ -272,7 +272,12 @@ def slurm_cluster(jobs: int = 1, cores: int = 1, memory: str = "2GB",
     name = f"fastntk-dask-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     threads = max(1, cores // processes)
     prologue = [f"export {k}={v}" for k, v in worker_env(threads).items()]
+    # Worker logs: Dask's warnings and errors, not its INFO chatter (unless asked for).
+    prologue.append("export DASK_LOGGING__DISTRIBUTED=${DASK_LOGGING__DISTRIBUTED:-warning}")
+    # One worker per job runs without a nanny, so that it can be retired quietly at the end
+    # (see _close_workers); several per job need one (dask worker --nworkers).
     kw = dict(cores=cores, processes=processes, memory=memory, walltime=walltime,
+              nanny=processes > 1,
               job_name=name, job_script_prologue=prologue, scheduler_options={
                   "dashboard_address": ":0"},
               job_extra_directives=list(job_extra or []), log_directory=log_directory or
@@ -292,6 +297,9 @@ def slurm_cluster(jobs: int = 1, cores: int = 1, memory: str = "2GB",
                                    f"named {name}: check squeue / the queue "
                                    f"{queue or 'default'})") from exc
             yield client
+            if processes == 1:  # success: workers leave, their jobs end COMPLETED, not cancelled
+                _close_workers(client, timeout)
+                _wait_for_jobs(name, timeout)
     finally:
         for obj in (client, cluster):
             if obj is not None:
@@ -300,16 +308,77 @@ def slurm_cluster(jobs: int = 1, cores: int = 1, memory: str = "2GB",
         cancel_jobs(name)
 
 
+def shutdown_scheduler(scheduler_file: str, timeout: float = 30.0) -> None:
+    """End a scheduler-file cluster quietly: close every worker first, then shut the
+    scheduler down, so that no process sees a connection vanish under it (no "Worker process
+    died unexpectedly" or closed-stream tracebacks in the logs).  Used at the end of the
+    slurm/*.sbatch jobs.  Raises ``ConnectionError`` if the scheduler cannot be reached."""
+    client = _connect(scheduler_file, check_timeout(timeout), "scheduler file")
+    with client:
+        _close_workers(client, timeout)
+        client.shutdown()
+
+
+def _close_workers(client, timeout: float) -> None:
+    """Ask every worker to close itself (the scheduler's ``close_worker``: whatever data they
+    hold, which ``retire_workers`` would first try to move) and wait until they have left, at
+    most ``timeout`` seconds.  A worker that closes itself leaves no traceback behind."""
+    import time
+
+    def close_all(dask_scheduler=None) -> int:
+        workers = list(dask_scheduler.workers)
+        for address in workers:
+            dask_scheduler.close_worker(address)
+        return len(workers)
+
+    def left() -> int:
+        try:
+            info = client.scheduler_info(n_workers=-1)  # all of them (newer distributed)
+        except TypeError:
+            info = client.scheduler_info()
+        return len(info.get("workers", {}))
+
+    with contextlib.suppress(Exception):
+        client.run(_stop_heartbeat)
+        client.run_on_scheduler(close_all)
+        deadline = time.monotonic() + timeout
+        while left() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+async def _stop_heartbeat(dask_worker=None, wait: float = 2.0) -> None:
+    """Run on a worker before it is closed: stop its heartbeat and let one in flight return.
+    (A worker closing while its heartbeat is in flight logs "Failed to communicate with
+    scheduler during heartbeat" with a traceback: its own close cuts that connection.)"""
+    import asyncio
+
+    callback = dask_worker.periodic_callbacks.get("heartbeat")
+    if callback is not None:
+        callback.stop()
+    for _ in range(int(wait / 0.02)):
+        if not dask_worker.rpc.active:  # no request to the scheduler under way
+            return
+        await asyncio.sleep(0.02)
+
+
 def cancel_jobs(job_name: str, wait: float = 20.0) -> None:
     """``scancel --name job_name`` (our jobs only: the name is unique to one cluster), then
     wait at most ``wait`` seconds for them to leave the queue."""
     if shutil.which("scancel") is None:
         return
-    import time
-
     with contextlib.suppress(Exception):
         subprocess.run(["scancel", "--name", job_name], timeout=30, capture_output=True,
                        check=False)
+    _wait_for_jobs(job_name, wait)
+
+
+def _wait_for_jobs(job_name: str, wait: float) -> None:
+    """Wait at most ``wait`` seconds until no job named ``job_name`` is in the queue."""
+    import time
+
+    if shutil.which("squeue") is None:
+        return
+    with contextlib.suppress(Exception):
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             out = subprocess.run(["squeue", "-h", "--name", job_name, "-o", "%i"],
