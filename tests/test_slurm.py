@@ -237,6 +237,29 @@ def test_sbatch_spectrum_named_by_computation_resumes(tmp_path, in_process):
 
 
 
+@pytest.mark.parametrize("walltime", ["30", "30:15", "01:00:00", "100:00:00", "2-0", "2-12:30",
+                                      "1-02:03:04"])
+def test_accepted_walltimes_are_slurm_times(walltime):
+    """What fastntk.cluster.check_walltime accepts, real SLURM accepts (sbatch --test-only)."""
+    from fastntk.cluster import check_walltime
+
+    check_walltime(walltime)
+    out = subprocess.run(["sbatch", "--test-only", "-t", walltime, "--wrap", "true"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("walltime", ["1h", "1:2:3:4", "1.5", "90min"])
+def test_refused_walltimes_are_not_slurm_times(walltime):
+    from fastntk.cluster import check_walltime
+
+    with pytest.raises(ValueError, match="SLURM time"):
+        check_walltime(walltime)
+    out = subprocess.run(["sbatch", "--test-only", "-t", walltime, "--wrap", "true"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0, out.stderr
+
+
 def _jobqueue_logs() -> set[str]:
     import tempfile
 
