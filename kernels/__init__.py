@@ -12,7 +12,10 @@
                 no cache, with one warning, where the install and $HOME are read-only.
 """
 
+from ._cache import KernelCacheWarning
 from ._cache import configure as _configure_cache
+
+__all__ = ["KernelCacheWarning"]
 
 # Before any kernel module is imported: a read-only install (and $HOME) must not break the
 # ``@njit(cache=True)`` decorators (see _cache.py and slurm/README.md, NUMBA_CACHE_DIR).

@@ -22,7 +22,7 @@ import pytest
 from fastntk.tables import table1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WARNING = "KernelCacheWarning"
+WARNING = "KernelCacheWarning"  # fastntk.kernels.KernelCacheWarning
 pytestmark = pytest.mark.slow
 
 KERNEL_CALL = """
