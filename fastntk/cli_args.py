@@ -8,7 +8,15 @@ from __future__ import annotations
 import argparse
 
 from .activations import ACTIVATION_NAMES
-from .cluster import KINDS, get_client
+from .cluster import (
+    KINDS,
+    WALLTIME_FORMATS,
+    check_memory,
+    check_queue,
+    check_timeout,
+    check_walltime,
+    get_client,
+)
 
 
 def count(minimum: int = 1):
@@ -72,36 +80,88 @@ def network_from_args(args):
                sigma_w=args.sigma_w, sigma_b=args.sigma_b, output_bias=not args.no_output_bias)
 
 
+def _option_type(check, kind: str):
+    """An argparse ``type`` running ``check`` (a ValueError becomes a usage error: exit 2)."""
+    def parse(text: str):
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    parse.__name__ = kind  # argparse names it in "invalid <kind> value"
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give an integer "
+                                         ">= 1") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is below the minimum: give an integer >= 1")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        return check_timeout(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds: give "
+                                         "e.g. 30") from None
+
+
+# SLURM-only options and their defaults (None on the command line: given or not is known).
+SLURM_DEFAULTS = {"cores": 1, "memory": "2GB", "walltime": "00:30:00", "queue": None}
+
+
 def add_cluster_args(p, threads_option: bool = False) -> None:
-    """The cluster options shared by every ``fastntk`` command that can use Dask."""
+    """The cluster options shared by every ``fastntk`` command that can use Dask.
+
+    Counts must be >= 1, ``--memory`` needs a unit and ``--walltime`` a SLURM time; a bad value
+    is refused at parse time (exit status 2, one message naming the value and the fix)."""
     g = p.add_argument_group("Dask cluster (default: in-process threads)")
     g.add_argument("--cluster", choices=KINDS, default=None,
                    help="cluster kind (default: inferred from the options below, else "
                         "threads)")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--workers", type=_count, default=None,
                    help="LocalCluster with N worker processes (slurm: Dask workers per job)")
     g.add_argument("--scheduler-file", default=None,
                    help="connect to a running scheduler by its scheduler file")
     g.add_argument("--address", default=None,
                    help="connect to a running scheduler, e.g. tcp://host:8786")
-    g.add_argument("--jobs", type=int, default=None, help="slurm: number of SLURM jobs (1)")
-    g.add_argument("--cores", type=int, default=1, help="slurm: cores per job (1)")
-    g.add_argument("--memory", default="2GB", help="slurm: memory per job (2GB)")
-    g.add_argument("--walltime", default="00:30:00", help="slurm: job walltime (00:30:00)")
-    g.add_argument("--queue", default=None, help="slurm: partition (default partition)")
-    g.add_argument("--connect-timeout", type=float, default=30.0,
+    g.add_argument("--jobs", type=_count, default=None,
+                   help="slurm: number of SLURM jobs (1); implies --cluster slurm")
+    g.add_argument("--cores", type=_count, default=None, help="slurm: cores per job (1)")
+    g.add_argument("--memory", type=_option_type(check_memory, "memory"), default=None,
+                   help="slurm: memory per job with a unit, e.g. 4GB, 4GiB, 500MB (2GB)")
+    g.add_argument("--walltime", type=_option_type(check_walltime, "walltime"), default=None,
+                   help=f"slurm: job time limit, {WALLTIME_FORMATS} (00:30:00)")
+    g.add_argument("--queue", type=_option_type(check_queue, "queue"), default=None,
+                   help="slurm: partition (default partition)")
+    g.add_argument("--connect-timeout", type=_seconds, default=30.0,
                    help="seconds to wait for a scheduler or the first SLURM worker (30)")
 
 
 def client_from_args(args):
-    """``get_client`` for parsed :func:`add_cluster_args` options (a context manager)."""
+    """``get_client`` for parsed :func:`add_cluster_args` options (a context manager).
+
+    Raises ``ValueError`` for SLURM-only options (``--cores --memory --walltime --queue``)
+    given without ``--cluster slurm`` / ``--jobs``, and for bad combinations."""
     kind = getattr(args, "cluster", None)
     if kind is None and args.jobs is not None:
         kind = "slurm"
-    if kind == "slurm":
-        return get_client(cluster="slurm", workers=args.workers, jobs=args.jobs or 1,
-                          cores=args.cores, memory=args.memory, walltime=args.walltime,
-                          queue=args.queue, timeout=args.connect_timeout)
-    return get_client(workers=args.workers, scheduler_file=args.scheduler_file,
-                      address=args.address, cluster=kind, timeout=args.connect_timeout)
-
+    slurm = {k: getattr(args, k) for k in SLURM_DEFAULTS}
+    if kind != "slurm":
+        given = [f"--{k}" for k, v in slurm.items() if v is not None]
+        if args.jobs is not None:
+            given.insert(0, "--jobs")
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} {verb} only to SLURM: add --cluster slurm "
+                             f"(the cluster is {kind or 'threads'})")
+        return get_client(workers=args.workers, scheduler_file=args.scheduler_file,
+                          address=args.address, cluster=kind, timeout=args.connect_timeout)
+    opts = {k: SLURM_DEFAULTS[k] if v is None else v for k, v in slurm.items()}
+    return get_client(cluster="slurm", workers=args.workers, jobs=args.jobs or 1,
+                      timeout=args.connect_timeout, **opts)

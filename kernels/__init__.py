@@ -11,4 +11,15 @@
                 Horner's rule, symmetric tiles, near-duplicate recomputation.
 ``tiles_cuda``  the same contract with numba.cuda (shared-memory Gram fused with the map,
                 fused tile @ V); imported only when a GPU or the simulator is asked for.
+``_cache``      where Numba caches them: falls back to a private temporary directory, or to
+                no cache, with one warning, where the install and $HOME are read-only.
 """
+
+from ._cache import KernelCacheWarning
+from ._cache import configure as _configure_cache
+
+__all__ = ["KernelCacheWarning"]
+
+# Before any kernel module is imported: a read-only install (and $HOME) must not break the
+# ``@njit(cache=True)`` decorators (see _cache.py and slurm/README.md, NUMBA_CACHE_DIR).
+_configure_cache()

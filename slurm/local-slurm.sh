@@ -4,9 +4,12 @@
 # Usage: local-slurm.sh [start|stop|restart|status]     (default: start)
 #
 #   start    install packages if missing, start munged, write /etc/slurm/slurm.conf (only if its
-#            content differs), start slurmctld + slurmd (restart them if the conf changed), wait
-#            until the node is usable (idle/mixed/allocated), resuming it if down/drained.
-#            Idempotent: a second run with everything up takes about a second.
+#            content differs), start slurmctld + slurmd (restart them if the conf changed or the
+#            running slurmctld is of another cluster), wait until the node is usable
+#            (idle/mixed/allocated), resuming it if down/drained. Comes up from any prior state:
+#            it keeps its own state in /var/spool/fastntk-local-slurm, cleared if it was saved
+#            by a cluster of another name. Idempotent: a second run with everything up takes
+#            about a second.
 #   stop     stop slurmd, slurmctld and munged.
 #   restart  stop, then start.
 #   status   print sinfo and squeue.
@@ -16,15 +19,19 @@
 #                        lets several one-core jobs run at once.
 #   LOCAL_SLURM_TIMEOUT  seconds to wait for the node to become usable (default 60).
 #
-# Needs root and no systemd (daemons are started directly).
+# Needs root and no systemd (daemons are started directly). See slurm/README.md.
 set -euo pipefail
 
 PROG=local-slurm
 CONF_DIR=/etc/slurm
 CONF=$CONF_DIR/slurm.conf
 LOG_DIR=/var/log/slurm
-CTLD_SPOOL=/var/spool/slurmctld
-SLURMD_SPOOL=/var/spool/slurmd
+# Its own state directories (not Debian's /var/spool/slurmctld): state another SLURM left there
+# (e.g. of a cluster with another ClusterName, which slurmctld refuses) is never read.
+STATE_DIR=/var/spool/fastntk-local-slurm
+CTLD_SPOOL=$STATE_DIR/slurmctld
+SLURMD_SPOOL=$STATE_DIR/slurmd
+CLUSTER_NAME=localcluster
 CTLD_PID=/run/slurmctld.pid
 SLURMD_PID=/run/slurmd.pid
 MUNGE_RUN=/run/munge
@@ -159,7 +166,7 @@ write_conf() {
     new=$(mktemp)
     cat >"$new" <<EOF
 # Written by slurm/local-slurm.sh — single-node development/CI cluster. Rewritten when it differs.
-ClusterName=localcluster
+ClusterName=${CLUSTER_NAME}
 SlurmctldHost=${host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
@@ -210,16 +217,46 @@ EOF
     fi
 }
 
+# The ClusterName of the running slurmctld (empty if it does not answer).
+running_cluster() {
+    timeout 5 scontrol show config 2>/dev/null | sed -n 's/^ClusterName *= *//p' | head -n 1
+}
+
+# Our state directory must belong to CLUSTER_NAME: slurmctld refuses to start on state saved
+# by a cluster of another name ("CLUSTER NAME MISMATCH"). It is a development cluster's state:
+# clear it rather than fail.
+clean_foreign_state() {
+    local f=$CTLD_SPOOL/clustername saved
+    [[ -f $f ]] || return 0
+    saved=$(tr -d '[:space:]' <"$f")
+    [[ $saved == "$CLUSTER_NAME" ]] && return 0
+    log "state in $CTLD_SPOOL is from cluster '$saved', not '$CLUSTER_NAME'; clearing it"
+    find "$CTLD_SPOOL" "$SLURMD_SPOOL" -mindepth 1 -delete
+    CHANGED+=("state-cleared")
+}
+
 start_slurm_daemons() {
-    if ((CONF_CHANGED)); then
+    local running restart=$CONF_CHANGED
+    if ((restart)); then
         # Node/partition changes need a real restart, not 'scontrol reconfigure'.
         if [[ -n $(daemon_pid slurmd "$SLURMD_PID") || -n $(daemon_pid slurmctld "$CTLD_PID") ]]; then
             log "slurm.conf changed; restarting daemons"
         fi
+    elif [[ -n $(daemon_pid slurmctld "$CTLD_PID") ]]; then
+        # A slurmctld of another configuration (another cluster, started by hand or by an
+        # older setup) must not be taken for ours.
+        running=$(running_cluster || true)
+        if [[ $running != "$CLUSTER_NAME" ]]; then
+            log "the running slurmctld is of cluster '${running:-no answer}', not '$CLUSTER_NAME'; restarting the daemons"
+            restart=1
+        fi
+    fi
+    if ((restart)); then
         stop_daemon slurmd "$SLURMD_PID"
         stop_daemon slurmctld "$CTLD_PID"
     fi
     if [[ -z $(daemon_pid slurmctld "$CTLD_PID") ]]; then
+        clean_foreign_state
         log "starting slurmctld"
         /usr/sbin/slurmctld || {
             tail_log "$LOG_DIR/slurmctld.log"
@@ -359,6 +396,6 @@ case ${1:-start} in
         cmd_start
         ;;
     status) cmd_status ;;
-    -h | --help | help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (use start, stop, restart or status)" ;;
 esac
