@@ -25,9 +25,11 @@ def count(minimum: int = 1):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: it must be an "
+                                             f"integer >= {minimum}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"{text!r} is below the minimum: it must be an "
+                                             f"integer >= {minimum}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"
@@ -92,17 +94,6 @@ def _option_type(check, kind: str):
     return parse
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give an integer "
-                                         ">= 1") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is below the minimum: give an integer >= 1")
-    return n
-
-
 def _seconds(text: str) -> float:
     try:
         return check_timeout(float(text))
@@ -124,15 +115,15 @@ def add_cluster_args(p, threads_option: bool = False) -> None:
     g.add_argument("--cluster", choices=KINDS, default=None,
                    help="cluster kind (default: inferred from the options below, else "
                         "threads)")
-    g.add_argument("--workers", type=_count, default=None,
+    g.add_argument("--workers", type=count(1), default=None,
                    help="LocalCluster with N worker processes (slurm: Dask workers per job)")
     g.add_argument("--scheduler-file", default=None,
                    help="connect to a running scheduler by its scheduler file")
     g.add_argument("--address", default=None,
                    help="connect to a running scheduler, e.g. tcp://host:8786")
-    g.add_argument("--jobs", type=_count, default=None,
+    g.add_argument("--jobs", type=count(1), default=None,
                    help="slurm: number of SLURM jobs (1); implies --cluster slurm")
-    g.add_argument("--cores", type=_count, default=None, help="slurm: cores per job (1)")
+    g.add_argument("--cores", type=count(1), default=None, help="slurm: cores per job (1)")
     g.add_argument("--memory", type=_option_type(check_memory, "memory"), default=None,
                    help="slurm: memory per job with a unit, e.g. 4GB, 4GiB, 500MB (2GB)")
     g.add_argument("--walltime", type=_option_type(check_walltime, "walltime"), default=None,
