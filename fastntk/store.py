@@ -3,21 +3,22 @@
 A store is a directory (conventionally ``K.zarr``) holding a zarr (v3) group::
 
     K.zarr/
-      fastntk-store.json   the marker, written first and atomically: {"format", "metadata"}
-      zarr.json            the group; attribute "fastntk" = metadata + {"complete": bool}
+      zarr.json            the group, written first, atomically, with its attribute
+                           "fastntk" = the metadata + {"complete": bool}: the marker
       kernel/              float64 array (n, m), chunks (chunk, chunk): Theta(x_i, y_j)
                            (no 1/n), NaN where not yet written
       done/                uint8 array (row blocks, column blocks): 1 where block (i, j) has
                            been written (the upper triangle i <= j for a symmetric matrix,
                            whose block (j, i) is written with it, transposed)
-      locks/               one file per running writer (part k of K): host, pid, start time
+      locks/               a zarr group holding one file per running writer (part k of K):
+                           host, pid, start time
 
 The metadata record the network (``NTK.to_dict()``), the kernel (ntk or nngp), the evaluation
 method and tolerance, the shape, the chunk, symmetry and a content hash of the data, so a rerun
-resumes only the identical computation.  Because the marker is written before anything else,
-a store fastntk began is always recognisable, even when a kill interrupted its creation: a
-rerun then completes it and ``overwrite`` replaces it; a directory without the marker is
-never touched.
+resumes only the identical computation.  Because the marker (the group's metadata, carrying the
+attribute) is written before anything else, and atomically, a store fastntk began is always
+recognisable, even when a kill interrupted its creation: a rerun then completes it and
+``overwrite`` replaces it; a directory without the marker is never touched.
 
 Writers.  A writer fills one *part* of the blocks (``part=(k, K)``: the blocks whose index in
 :meth:`StoreInfo.expected_blocks` is k - 1 modulo K; the default (1, 1) is all of them) and
@@ -33,6 +34,7 @@ the store is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT = 2
-MARKER = "fastntk-store.json"
+MARKER = "zarr.json"
 ARRAY = "kernel"
 DONE = "done"
 ATTR = "fastntk"
@@ -54,54 +56,54 @@ class StoreError(ValueError):
     """A path is not a usable fastntk store (not ours, foreign computation, incomplete)."""
 
 
+def _root_attributes(path: str) -> dict | None:
+    """The attributes of the zarr group at ``path`` (None: no readable group metadata)."""
+    try:
+        with open(os.path.join(path, MARKER)) as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
+        return None
+    attrs = doc.get("attributes")
+    return attrs if isinstance(attrs, dict) else {}
+
+
 def is_store(path) -> bool:
-    """True when ``path`` is a directory carrying the fastntk store marker."""
-    return os.path.isfile(os.path.join(os.fspath(path), MARKER))
+    """True when ``path`` is a zarr group carrying the fastntk attribute (the marker)."""
+    attrs = _root_attributes(os.fspath(path))
+    return attrs is not None and isinstance(attrs.get(ATTR), dict)
 
 
 def is_unstarted(path) -> bool:
-    """True for a directory holding nothing but (possibly) a half-written marker: what a kill
-    between creating the directory and writing the marker leaves."""
+    """True for a directory holding nothing but (possibly) a half-written group metadata file:
+    what a kill between creating the directory and writing the marker leaves."""
     path = os.fspath(path)
     return os.path.isdir(path) and all(
-        name.startswith(MARKER + ".") and name.endswith(".tmp") for name in os.listdir(path))
-
-
-def _atomic_json(path: str, obj) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+        name.startswith(MARKER + ".") and name.endswith(".partial")
+        for name in os.listdir(path))
 
 
 def read_marker(path) -> dict:
-    """The metadata in the marker of the store at ``path``.  Raises FileNotFoundError (no such
-    path), FileExistsError (a path that is not a fastntk store), StoreError (unreadable)."""
+    """The metadata the store at ``path`` records (without ``complete``).  Raises
+    FileNotFoundError (no such path), FileExistsError (a path that is not a fastntk store)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
     if not is_store(path):
         raise FileExistsError(
-            f"{path} exists and is not a fastntk kernel-matrix store (no {MARKER}); refusing "
-            "to touch it: choose another path")
-    try:
-        with open(os.path.join(path, MARKER)) as fh:
-            marker = json.load(fh)
-        meta = marker["metadata"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"the marker {os.path.join(path, MARKER)} is unreadable ({exc}); "
-                         "delete the store or pass overwrite (--overwrite)") from None
-    if not isinstance(meta, dict):
-        raise StoreError(f"the marker of {path} holds no metadata")
+            f"{path} exists and is not a fastntk kernel-matrix store (no zarr group with the "
+            f"attribute {ATTR!r}); refusing to touch it: choose another path")
+    meta = dict(_root_attributes(path)[ATTR])
+    meta.pop("complete", None)
     return meta
 
 
 def create(path, meta: dict, shape: tuple[int, int], chunk: int,
            block_grid: tuple[int, int], compressors="auto") -> None:
-    """Create the store (marker first, atomically, then the zarr group and arrays).  An
-    existing directory must be empty or a fastntk store begun with the same metadata."""
+    """Create the store: the group with its attribute first (atomically), then the arrays
+    and the ``locks`` group.  An existing directory must be empty or a fastntk store begun
+    with the same metadata (checked by the caller); concurrent creators are tolerated."""
     import zarr
 
     path = os.fspath(path)
@@ -110,23 +112,34 @@ def create(path, meta: dict, shape: tuple[int, int], chunk: int,
         if not is_unstarted(path):
             raise FileExistsError(f"{path} exists and is not a fastntk store; refusing to "
                                   "touch it: choose another path")
-        _atomic_json(os.path.join(path, MARKER), {"format": FORMAT, "metadata": meta})
-    group = zarr.open_group(store=path, mode="a")
+        for name in os.listdir(path):  # a half-written group metadata file of a killed run
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(path, name))
+        try:
+            zarr.open_group(store=path, mode="w-", attributes={ATTR: {**meta,
+                                                                       "complete": False}})
+        except Exception:  # noqa: BLE001 - another writer created it first
+            if not is_store(path):
+                raise
+    group = zarr.open_group(store=path, mode="r+")
     if compressors == "auto":  # fast for float64 kernels: ~1 GB/s, ~0.8 of the raw size
         from zarr.codecs import BloscCodec
 
         compressors = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
     for name, kw in ((ARRAY, dict(shape=shape, chunks=(chunk, chunk), dtype="f8",
                                   fill_value=np.nan, compressors=compressors)),
-                     (DONE, dict(shape=block_grid, chunks=(1, 1), dtype="u1", fill_value=0))):
-        if name not in group:
-            try:
+                     (DONE, dict(shape=block_grid, chunks=(1, 1), dtype="u1", fill_value=0)),
+                     (LOCKS, None)):
+        if name in group:
+            continue
+        try:
+            if kw is None:
+                group.create_group(name)
+            else:
                 group.create_array(name, **kw)
-            except Exception:  # noqa: BLE001 - another writer created it first
-                if name not in zarr.open_group(store=path, mode="r"):
-                    raise
-    if ATTR not in group.attrs:
-        group.attrs[ATTR] = {**meta, "complete": False}
+        except Exception:  # noqa: BLE001 - another writer created it first
+            if name not in zarr.open_group(store=path, mode="r"):
+                raise
 
 
 def replace(path) -> None:
@@ -146,7 +159,7 @@ def is_created(path) -> bool:
 
     try:
         group = zarr.open_group(store=os.fspath(path), mode="r")
-        return ARRAY in group and DONE in group and ATTR in group.attrs
+        return ARRAY in group and DONE in group and LOCKS in group and ATTR in group.attrs
     except Exception:  # noqa: BLE001 - a half-created group
         return False
 
@@ -194,7 +207,7 @@ def mark_complete(path) -> None:
     import zarr
 
     group = zarr.open_group(store=os.fspath(path), mode="r+")
-    group.attrs[ATTR] = {**read_marker(path), "complete": True}
+    group.attrs[ATTR] = {**read_marker(path), "complete": True}  # zarr writes it atomically
 
 
 def write_block(path, i: int, j: int, rows: tuple[int, int], cols: tuple[int, int],
@@ -267,7 +280,8 @@ def live_writers(path) -> list[dict]:
     """The lock holders of the store that may still be running."""
     folder = os.path.join(os.fspath(path), LOCKS)
     out = []
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in (n for n in names if n.startswith("part-") and n.endswith(".json")):
         try:
             with open(os.path.join(folder, name)) as fh:
                 holder = json.load(fh)

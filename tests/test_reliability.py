@@ -192,18 +192,23 @@ def test_corrupt_checkpoint_api_error(tmp_path):
 def _half_created(path: str, stage: str, tmp_path) -> None:
     """What a kill leaves at each stage of creating a store."""
     net, X = NTK("relu", 3), load_data("sphere:n=400,d=16,seed=0")
+    os.makedirs(path)
     if stage == "empty-directory":
-        os.makedirs(path)
+        return
+    if stage == "partial-marker":  # killed while zarr wrote the group's metadata
+        with open(os.path.join(path, "zarr.json.0123abcd.partial"), "w") as fh:
+            fh.write('{"attributes": {"fastntk"')
         return
     full = str(tmp_path / "full.zarr")
     to_zarr(net, X, full, chunks=100)
-    os.makedirs(path)
     shutil.copy(os.path.join(full, MARKER), os.path.join(path, MARKER))
-    if stage == "group-only":  # the reported case: the group exists, no arrays, no attributes
-        zarr.open_group(store=path, mode="a")
+    if stage == "group-and-kernel":  # killed between the two arrays
+        zarr.open_group(store=path, mode="r+").create_array(
+            "kernel", shape=(400, 400), chunks=(100, 100), dtype="f8", fill_value=np.nan)
 
 
-@pytest.mark.parametrize("stage", ["marker-only", "group-only", "empty-directory"])
+@pytest.mark.parametrize("stage", ["empty-directory", "partial-marker", "marker-only",
+                                   "group-and-kernel"])
 @pytest.mark.parametrize("how", ["rerun", "overwrite"])
 def test_half_created_store_resumes_or_is_replaced(tmp_path, capsys, stage, how):
     out = str(tmp_path / "K.zarr")
@@ -223,7 +228,7 @@ import os, signal, zarr
 real = zarr.open_group
 def open_group(*a, **k):
     g = real(*a, **k)
-    if k.get("mode") == "a":
+    if k.get("mode") == "w-":  # the group and its attribute exist, nothing else yet
         os.kill(os.getpid(), signal.SIGKILL)
     return g
 zarr.open_group = open_group
@@ -233,7 +238,8 @@ main(["matrix", "--data", "sphere:n=300,d=8", "--out", {out!r}, "--chunk", "100"
 """
     proc = _run(code)
     assert proc.returncode == -signal.SIGKILL
-    assert os.path.exists(os.path.join(out, MARKER))
+    assert os.path.exists(os.path.join(out, MARKER)) and not os.path.exists(
+        os.path.join(out, "kernel"))
     assert main(["matrix", "--data", "sphere:n=300,d=8", "--out", out, "--chunk", "100",
                  "--no-progress"]) == 0
     assert open_matrix(out).shape == (300, 300)
