@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each of these modules defines register(subparsers) adding its command(s).
-_EXTRA_COMMANDS: list[str] = ["cli_spectrum", "cli_matrix", "cli_sphere"]
+_EXTRA_COMMANDS: list[str] = ["cli_spectrum", "cli_matrix", "cli_sphere", "cli_paper"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,9 +180,9 @@ def _print_spectrum(s: dict) -> None:
 
 
 def _write_spectrum_outputs(args, net, summary, coef, results) -> None:
-    from .cli_sphere import _best_fit, _sphere_fit
+    from .decay import coefficient_decay
     from .plots import plot_coefficients, plot_spectrum, plot_sphere
-    from .sphere import sphere_eigenvalues
+    from .sphere_study import sphere_study
 
     os.makedirs(args.out, exist_ok=True)
     files = {}
@@ -202,20 +202,16 @@ def _write_spectrum_outputs(args, net, summary, coef, results) -> None:
     files["spectrum"] = plot_spectrum(
         series, os.path.join(args.out, "spectrum.png"),
         title=f"{args.data}: NTK spectrum vs data Gram", bands=bands)
-    fit = _best_fit(coef.ntk, net)
+    fit = coefficient_decay(coef)
     summary["coefficient_fit"] = fit
     files["coefficients"] = plot_coefficients(
         coef.ntk, os.path.join(args.out, "coefficients.png"),
         title=f"NTK coefficients, {net.activation.name}, L = {net.hidden_layers}", fit=fit)
-    sph = sphere_eigenvalues(net, summary["d"], args.sphere_kmax)
-    kfit = _sphere_fit(sph, net)
-    summary["sphere"] = {"d": summary["d"], "kmax": args.sphere_kmax,
-                         "eigenvalues": sph.eigenvalues.tolist(),
-                         "multiplicities": sph.multiplicities.tolist(),
-                         "bounds": sph.bounds.tolist(), "fit": kfit}
-    files["sphere"] = plot_sphere(sph.k, sph.eigenvalues, os.path.join(args.out, "sphere.png"),
+    study = sphere_study(net, summary["d"], args.sphere_kmax)
+    summary["sphere"] = study.summary()
+    files["sphere"] = plot_sphere(study.sphere, os.path.join(args.out, "sphere.png"),
                                   title=f"uniform S^{summary['d'] - 1}: eigenvalue decay",
-                                  fits=[kfit] if kfit else None, bounds=sph.bounds)
+                                  fit=study.eigenvalue_fit)
     summary["files"] = dict(files)
     path = os.path.join(args.out, "spectrum.json")
     with open(path, "w") as fh:

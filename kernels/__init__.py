@@ -8,4 +8,6 @@
                 Horner's rule, symmetric tiles, near-duplicate recomputation.
 ``tiles_cuda``  the same contract with numba.cuda (shared-memory Gram fused with the map,
                 fused tile @ V); imported only when a GPU or the simulator is asked for.
+``sphere_cpu``  Funk-Hecke quadrature on the sphere: orthonormal Gegenbauer recurrence in
+                double-double arithmetic with compensated sums (docs/math.md section 8).
 """
