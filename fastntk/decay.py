@@ -25,7 +25,7 @@ import numpy as np
 __all__ = [
     "DECAY_MODELS", "coefficient_decay", "decay_class", "fit_coefficient_decay", "fit_decay",
     "fit_index_decay", "fit_sphere_decay", "format_law", "law_values", "lemma2_rate",
-    "predicted_index_rate", "predicted_sphere_rate",
+    "predicted_index_rate", "predicted_sphere_rate", "reliable_floor",
 ]
 
 DECAY_MODELS = ("power", "exp_sqrt", "geometric", "stretched")
@@ -177,17 +177,22 @@ def fit_coefficient_decay(coeffs, model: str | None = None, pmin: int = 8,
     return fit_decay(p[sel] - shift, c[sel], model, prefactor_exponent)
 
 
-def coefficient_decay(coef, which: str = "ntk") -> dict | None:
-    """Decay class and fit of a coefficient table (:class:`~fastntk.Coefficients`) over its
-    reliable tail: coefficients above 10 x the table's own error mass (composition
-    remainder, Hermite quadrature residual).  The fit is the class's law on the top 7/8 of
-    the log p range.  Returns the fit dict plus "gamma", or None when there is no decay to
-    classify."""
-    c = np.asarray(coef.ntk if which == "ntk" else coef.nngp, dtype=np.float64)
+def reliable_floor(coef, which: str = "ntk") -> float:
+    """Coefficients at or below this are not resolved individually: ten times the table's own
+    error mass (composition remainder + Hermite quadrature residual x f(1)), at least 1e-280."""
     one = coef.ntk_at_one if which == "ntk" else coef.nngp_at_one
     noise = float(getattr(coef, "composition_remainder", 0.0)) + \
         float(getattr(coef, "hermite_error", 0.0)) * one
-    floor = max(1e-280, 10.0 * noise)
+    return max(1e-280, 10.0 * noise)
+
+
+def coefficient_decay(coef, which: str = "ntk") -> dict | None:
+    """Decay class and fit of a coefficient table (:class:`~fastntk.Coefficients`) over its
+    reliable tail: coefficients above :func:`reliable_floor`.  The fit is the class's law on
+    the top 7/8 of the log p range.  Returns the fit dict plus "gamma", or None when there is
+    no decay to classify."""
+    c = np.asarray(coef.ntk if which == "ntk" else coef.nngp, dtype=np.float64)
+    floor = reliable_floor(coef, which)
     try:
         cls = decay_class(c, floor)
     except ValueError:

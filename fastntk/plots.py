@@ -111,15 +111,19 @@ def plot_spectrum(series: dict[str, np.ndarray], path: str, title: str = "",
 
 
 def plot_coefficients(coeffs: np.ndarray, path: str, title: str = "",
-                      fit: dict | None = None) -> str:
+                      fit: dict | None = None, floor: float = 0.0) -> str:
     """c_p against p (p >= 1, log-log) with an optional fitted law
-    (``fastntk.decay.coefficient_decay``) drawn over its fitted range."""
+    (``fastntk.decay.coefficient_decay``) drawn over its fitted range; coefficients at or
+    below ``floor`` (``fastntk.decay.reliable_floor``) only as a grey line at the floor."""
     plt, fig, axes = _figure()
     ax = axes[0, 0]
     c = np.asarray(coeffs, dtype=np.float64)
     p = np.arange(len(c))
-    keep = (p >= 1) & (c > 0)
+    keep = (p >= 1) & (c > floor)
     ax.loglog(p[keep], c[keep], ".", ms=3, label=r"$c_p$")
+    if floor > 0 and np.any((p >= 1) & (c <= floor)):
+        ax.axhline(floor, color="0.55", ls=":", lw=1,
+                   label="table's error level: smaller c_p not drawn")
     if fit is not None:
         _draw_law(ax, fit, "p", color="C3")
     return _finish(plt, fig, ax, path, "p", r"$c_p$", title or "power-series coefficients")

@@ -123,6 +123,7 @@ def prediction_label(pred: dict | None, var: str = "k") -> str:
 def write_sphere_study(study: SphereStudy, out: str) -> dict[str, str]:
     """Write sphere.png, coefficients.png, (sample.png) and sphere.json into ``out``;
     returns {name: path}."""
+    from .decay import reliable_floor
     from .plots import plot_coefficients, plot_sample, plot_sphere
 
     os.makedirs(out, exist_ok=True)
@@ -136,7 +137,7 @@ def write_sphere_study(study: SphereStudy, out: str) -> dict[str, str]:
     files["coefficients"] = plot_coefficients(
         study.coefficients.ntk, os.path.join(out, "coefficients.png"),
         title=f"{net['activation']}, L = {net['hidden_layers']}: coefficients",
-        fit=study.coefficient_fit)
+        fit=study.coefficient_fit, floor=reliable_floor(study.coefficients))
     if study.sample is not None:
         fits = [f for key, f in study.index_fits.items()
                 if f is not None and key.startswith("sample")]

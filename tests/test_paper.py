@@ -51,7 +51,7 @@ def test_figure1_errors_against_mpmath_and_the_bound(quick_run):
     # Theta(rho) - sum_{p <= 5} c_p rho^p at rho = +-0.5, L = 3, by mpmath (60 digits)
     curve = next(c for c in fig["curves"] if c["L"] == 3 and c["T"] == 5)
     rho = np.array(curve["rho"])
-    coef = naive.mp_coefficients("relu", 5, 3, 1.0, 0.0, 1.0, None)["ntk_mp"]
+    coef = naive.mp_coefficients("relu", 5, 3, 1.0, 0.0, 1.0, None, npts=128)["ntk_mp"]
     for r in (0.5, -0.5):
         i = int(np.argmin(np.abs(rho - r)))
         with mpmath.workdps(40):
