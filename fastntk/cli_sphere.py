@@ -5,6 +5,7 @@ computes)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from .cli_args import add_network_args, network_from_args
@@ -19,8 +20,17 @@ def _value(lam: float, err: float, resolved: bool) -> str:
     return f"< {abs(lam) + err:.2e} (unresolved)"
 
 
+def _count(n: float, log_n: float) -> str:
+    """N(d, k), written from its logarithm when beyond the float range."""
+    if math.isfinite(n):
+        return f"{n:.6g}"
+    e10 = log_n / math.log(10.0)
+    return f"{10 ** (e10 - math.floor(e10)):.3f}e+{math.floor(e10)}"
+
+
 def cmd_sphere(args) -> int:
     from .decay import format_law
+    from .sphere import log_multiplicity
     from .sphere_study import prediction_label, sphere_study, write_sphere_study
 
     net = network_from_args(args)
@@ -39,10 +49,11 @@ def cmd_sphere(args) -> int:
           f"of {len(sph.k)}")
     print(f"{'k':>6} {'N(d,k)':>12} {'lambda_k':>28} {'error est.':>10} {'method':>10}")
     step = max(1, args.kmax // args.rows) if args.rows else 1
+    log_n = log_multiplicity(sph.k, sph.d)
     for k in range(args.kmax + 1):
         if k > 10 and k % step and k != args.kmax:
             continue
-        print(f"{k:>6} {sph.multiplicities[k]:>12.6g} "
+        print(f"{k:>6} {_count(sph.multiplicities[k], log_n[k]):>12} "
               f"{_value(sph.eigenvalues[k], sph.errors[k], sph.resolved[k]):>28} "
               f"{sph.errors[k]:>10.2e} {sph.method[k]:>10}")
     cfit = study.coefficient_fit

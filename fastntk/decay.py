@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "DECAY_MODELS", "coefficient_decay", "decay_class", "fit_coefficient_decay", "fit_decay",
     "fit_index_decay", "fit_sphere_decay", "format_law", "law_values", "lemma2_rate",
+    "log_law_values",
     "predicted_index_rate", "predicted_sphere_rate", "reliable_floor",
 ]
 
@@ -37,8 +38,9 @@ def fit_decay(x, y, model: str = "power", prefactor_exponent: float | None = Non
 
     ``prefactor_exponent`` fixes b of ``exp_sqrt``/``geometric`` (e.g. 1/2 for Lemma 2's
     Gaussian) instead of fitting it; ``beta`` is required for ``stretched``.  Non-positive or
-    non-finite points are dropped.  Returns {"model", "C", "a", ("b", "ratio", "beta"),
-    "rms_log" (rms residual in log y), "points", "range": [min x, max x]}.
+    non-finite points are dropped.  Returns {"model", "C", "log_C", "a", ("b", "ratio",
+    "beta"), "rms_log" (rms residual in log y), "points", "range": [min x, max x]}; "C" is
+    None when it is beyond the float range (``log_C`` always holds it).
     Raises ValueError for an unknown model or fewer than 3 usable points.
     """
     if model not in DECAY_MODELS:
@@ -65,8 +67,10 @@ def fit_decay(x, y, model: str = "power", prefactor_exponent: float | None = Non
     A = np.stack(cols, axis=1)
     sol, *_ = np.linalg.lstsq(A, ly, rcond=None)
     rms = float(np.sqrt(np.mean((A @ sol - ly) ** 2)))
-    out = {"model": model, "C": float(math.exp(sol[0])), "a": float(sol[1]), "rms_log": rms,
-           "points": int(len(x)), "range": [float(x.min()), float(x.max())]}
+    log_c = float(sol[0])
+    out = {"model": model, "C": math.exp(log_c) if abs(log_c) < 700 else None,
+           "log_C": log_c, "a": float(sol[1]), "rms_log": rms, "points": int(len(x)),
+           "range": [float(x.min()), float(x.max())]}
     if model in ("exp_sqrt", "geometric"):
         out["b"] = float(sol[2]) if prefactor_exponent is None else float(prefactor_exponent)
     if model == "geometric":
@@ -76,16 +80,22 @@ def fit_decay(x, y, model: str = "power", prefactor_exponent: float | None = Non
     return out
 
 
+def log_law_values(fit: dict, x) -> np.ndarray:
+    """log of the fitted law at x (no overflow or underflow)."""
+    x = np.asarray(x, dtype=np.float64)
+    log_c = fit["log_C"] if fit.get("log_C") is not None else math.log(fit["C"])
+    a, model = fit["a"], fit["model"]
+    if model == "power":
+        return log_c - a * np.log(x)
+    if model == "stretched":
+        return log_c - a * x ** fit["beta"]
+    b = fit.get("b", 0.0)
+    return log_c + b * np.log(x) - a * (np.sqrt(x) if model == "exp_sqrt" else x)
+
+
 def law_values(fit: dict, x) -> np.ndarray:
     """The fitted law evaluated at x (same units as the data it was fitted to)."""
-    x = np.asarray(x, dtype=np.float64)
-    C, a, model = fit["C"], fit["a"], fit["model"]
-    if model == "power":
-        return C * x ** (-a)
-    if model == "stretched":
-        return C * np.exp(-a * x ** fit["beta"])
-    b = fit.get("b", 0.0)
-    return C * x**b * np.exp(-a * (np.sqrt(x) if model == "exp_sqrt" else x))
+    return np.exp(log_law_values(fit, x))
 
 
 def _num(v: float, digits: int = 4) -> str:
@@ -95,17 +105,27 @@ def _num(v: float, digits: int = 4) -> str:
 def format_law(fit: dict, var: str = "k") -> str:
     """The fitted law as text, e.g. ``2.1e-02 k^-3.012`` or ``0.3 k^1.5 exp(-2.88 sqrt(k))``
     (signs written once, never ``--``)."""
-    C, a, model = fit["C"], fit["a"], fit["model"]
+    a, model = fit["a"], fit["model"]
+    C = _constant(fit)
     sign = "-" if a >= 0 else "+"
     mag = _num(abs(a))
     if model == "power":
-        return f"{C:.3g} {var}^{sign}{mag}"
+        return f"{C} {var}^{sign}{mag}"
     if model == "stretched":
-        return f"{C:.3g} exp({sign}{mag} {var}^{_num(fit['beta'], 3)})"
+        return f"{C} exp({sign}{mag} {var}^{_num(fit['beta'], 3)})"
     b = fit.get("b", 0.0)
     pre = "" if b == 0 else f" {var}^{_num(b)}"
     arg = f"sqrt({var})" if model == "exp_sqrt" else var
-    return f"{C:.3g}{pre} exp({sign}{mag} {arg})"
+    return f"{C}{pre} exp({sign}{mag} {arg})"
+
+
+def _constant(fit: dict) -> str:
+    """C with 3 digits, written from log C when C is beyond the float range."""
+    if fit.get("C") is not None:
+        return f"{fit['C']:.3g}"
+    e10 = fit["log_C"] / math.log(10.0)
+    exponent = math.floor(e10)
+    return f"{10 ** (e10 - exponent):.3g}e{exponent:+d}"
 
 
 # ------------------------------------------------------------------------ coefficient class

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from .decay import format_law, law_values
+from .decay import format_law, law_values, log_law_values
 
 __all__ = ["plot_coefficients", "plot_figure2", "plot_figure3", "plot_sample", "plot_spectrum",
            "plot_sphere", "plot_table1", "plot_truncation"]
@@ -83,8 +83,8 @@ def _draw_guide(ax, fit: dict, rate: dict, var: str, text: str, color=None) -> N
     guide = dict(rate)
     guide["range"] = fit["range"]
     guide.setdefault("b", 0.0)
-    guide["C"] = 1.0
-    guide["C"] = float(law_values(fit, lo) / law_values(guide, lo))
+    guide["C"], guide["log_C"] = None, 0.0
+    guide["log_C"] = float(log_law_values(fit, lo) - log_law_values(guide, lo))
     _draw_law(ax, guide, var, style="--", label=text, color=color)
 
 

@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 EPS = float(np.finfo(np.float64).eps)
+TINY = float(np.finfo(np.float64).tiny)
 #: A value is resolved when its error estimate is at most this share of its magnitude.
 RESOLVED_TOLERANCE = 0.1
 #: Largest supported degree (the quadrature needs about 10 kmax nodes and kmax passes over
@@ -230,13 +231,16 @@ class SphereSpectrum:
         return vals, res
 
     def summary(self) -> dict:
-        """A JSON-able dict of every field plus the captured trace share."""
+        """A JSON-able dict of every field plus the captured trace share (multiplicities
+        beyond the float range are None; their logarithms are always given)."""
         return {"d": self.d, "degree": self.degree, "theta_one": self.theta_one,
                 "k": self.k.tolist(), "eigenvalues": self.eigenvalues.tolist(),
                 "errors": self.errors.tolist(),
                 "bounds": [b if math.isfinite(b) else None for b in self.bounds.tolist()],
                 "resolved": self.resolved.tolist(), "method": self.method.tolist(),
-                "multiplicities": self.multiplicities.tolist(),
+                "multiplicities": [m if math.isfinite(m) else None
+                                   for m in self.multiplicities.tolist()],
+                "log_multiplicities": log_multiplicity(self.k, self.d).tolist(),
                 "captured_trace": self.captured_trace()}
 
 
@@ -283,6 +287,7 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
     lam_half = np.zeros(kmax + 1)
     inner = np.zeros(kmax + 1)
     falling = np.zeros(kmax + 1, dtype=bool)
+    underflow = np.zeros(kmax + 1, dtype=bool)
     ks = np.arange(kmax + 1)
     for rows in np.array_split(ks[ks <= T], max(1, (min(kmax, T) + 1) // 256)):
         if rows.size == 0:
@@ -299,6 +304,7 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
         parts = np.exp(terms - np.where(fin, top, 0.0)[:, None])
         scale = np.where(fin, np.exp(np.where(fin, top, 0.0)), 0.0)
         lam[rows] = scale * parts.sum(axis=1)
+        underflow[rows] = fin & (lam[rows] == 0.0)
         lam_half[rows] = scale * np.where(P <= half, parts, 0.0).sum(axis=1)
         # do the terms over (T/2, T] fall, by three decades or more?
         region = (P > half) & np.isfinite(terms)
@@ -323,6 +329,9 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
     past_peak = (ks * ks + ks * d - 2 * ks - 2 * d + 2) / (d - 1) <= half
     estimate = np.where(past_peak | falling,
                         np.minimum(bound, 2.0 * np.abs(lam - lam_half) + inner), bound)
+    # a positive value below the float range is 0 within the smallest normal number, not 0
+    estimate[underflow] = np.maximum(estimate[underflow], TINY)
+    bound = np.where((bound == 0.0) & (tail > 0.0), TINY, bound)
     if not getattr(coeffs, "certified", True):
         bound = np.full(kmax + 1, np.inf)
     return lam, estimate, bound

@@ -116,7 +116,7 @@ def prediction_label(pred: dict | None, var: str = "k") -> str:
         return ""
     if pred["model"] == "stretched":
         return f"predicted exp(-a {var}^{pred['beta']:.3g})"
-    law = format_law({**pred, "C": 1.0}, var).split(" ", 1)[1]
+    law = format_law({**pred, "C": 1.0, "log_C": 0.0}, var).split(" ", 1)[1]
     return f"predicted {law}" if pred["model"] == "power" else f"predicted O({law})"
 
 
