@@ -28,12 +28,17 @@ Modules, in the order data flows through them:
     operators, basis, solver  matrix-free operators; the block Krylov eigensolver
     eigen, theorems, study    NTK eigenvalue front ends; the paper's theorems; the study
     checkpoint                solver checkpoints (resume after a kill)
-    sphere, plots             sphere eigenvalues and decay fits; figures
+    sphere, kernels.sphere_cpu   eigenvalues on the sphere: Funk-Hecke quadrature and series
+    sphere_sample, sphere_study  a sample's full spectrum; the sphere study (fits, pictures)
+    decay                     decay models, decay classes of coefficient tables, fits
+    plots                     figures
+    paper                     the paper's Table 1 and Figures 1-3 (fastntk paper)
     empirical                 finite-width empirical NTK
     cluster                   Dask clients (LocalCluster, scheduler, SLURM)
     io, data                  the one data loader; row validation, built-in data sets
     cli, cli_args             the `fastntk` command and its shared arguments; cli_matrix,
-                              cli_spectrum, cli_sphere: one command each (formatting only)
+                              cli_spectrum, cli_sphere, cli_paper: one command each
+                              (formatting only)
     defaults                  named tolerances, caps and sizes
 """
 

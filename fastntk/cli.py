@@ -85,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_table1)
 
-    from . import cli_matrix, cli_spectrum, cli_sphere
+    from . import cli_matrix, cli_paper, cli_spectrum, cli_sphere
 
-    for module in (cli_spectrum, cli_matrix, cli_sphere):  # each adds its command(s)
+    for module in (cli_spectrum, cli_matrix, cli_sphere, cli_paper):  # each adds commands
         module.register(sub)
     return parser
 

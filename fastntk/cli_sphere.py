@@ -1,132 +1,114 @@
-"""``fastntk sphere``: NTK eigenvalues of spherical harmonics on S^(d-1), decay fits."""
+"""``fastntk sphere``: eigenvalues of the NTK on S^(d-1) with error estimates, decay fits and
+the spectrum of a uniform sample.  Parsing and formatting only (``fastntk.sphere_study``
+computes)."""
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import sys
-import time
-
-import numpy as np
 
 from .cli_args import add_network_args, network_from_args
 
 
-def _model_for(net) -> str:
-    """The decay family docs/math.md section 9 (Lemma 2) expects for the activation."""
-    act = net.activation
-    if act.is_relu_family:
-        return "power"
-    if act.name.startswith("gaussian") or act.name in ("erf", "sin", "cos"):
-        return "geometric"
-    return "exp_sqrt"
+def _value(lam: float, err: float, resolved: bool) -> str:
+    """A value printed only to the digits its estimate allows; unresolved as a bound."""
+    if resolved:
+        return f"{lam:.10e}"
+    if lam == 0.0 and err == 0.0:
+        return "0 (exact zero)"
+    return f"< {abs(lam) + err:.2e} (unresolved)"
 
 
-def _best_fit(c, net) -> dict | None:
-    """Fit the expected decay law (:func:`_model_for`) to the coefficient tail."""
-    from .sphere import fit_coefficient_decay
-
-    c = np.asarray(c)
-    if len(c) < 16:
-        return None
-    parity = "even" if len(c) > 4 and np.all(c[3::2] <= 1e-300) else None
-    try:
-        return fit_coefficient_decay(c, _model_for(net), pmin=max(4, len(c) // 8),
-                                     parity=parity)
-    except ValueError:
-        return None
+def _count(n: float, log_n: float) -> str:
+    """N(d, k), written from its logarithm when beyond the float range."""
+    if math.isfinite(n):
+        return f"{n:.6g}"
+    e10 = log_n / math.log(10.0)
+    return f"{10 ** (e10 - math.floor(e10)):.3f}e+{math.floor(e10)}"
 
 
-def _sphere_fit(sph, net) -> dict | None:
-    from .sphere import fit_decay
-
-    k, lam, b = sph.k, sph.eigenvalues, sph.bounds
-    ok = (k >= 2) & (lam > 1e-300) & (b < 1e-3 * np.maximum(lam, 1e-300))
-    if ok.sum() < 3:
-        return None
-    return fit_decay(k[ok], lam[ok], _model_for(net))
-
-
-# ----------------------------------------------------------------------------- sphere
 def cmd_sphere(args) -> int:
-    from .sphere import lemma2_rate, predicted_sphere_rate, sphere_eigenvalues
+    from .decay import format_law
+    from .sphere import log_multiplicity
+    from .sphere_study import prediction_label, sphere_study, write_sphere_study
 
     net = network_from_args(args)
-    t0 = time.perf_counter()
-    sph = sphere_eigenvalues(net, args.d, args.kmax, T=args.T)
-    coef = net.coefficients(sph.degree)
-    cfit = _best_fit(coef.ntk, net)
-    kfit = _sphere_fit(sph, net)
-    pred = None
-    if cfit is not None:
-        pred = predicted_sphere_rate(cfit["model"], cfit["a"], args.d)
-    out = {"network": net.to_dict(), **sph.summary(), "coefficient_fit": cfit,
-           "eigenvalue_fit": kfit, "predicted_from_coefficients": pred,
-           "seconds": time.perf_counter() - t0}
-    if net.hidden_layers == 1:
-        try:
-            out["lemma2"] = lemma2_rate(net.activation.name)
-        except ValueError:
-            pass
-    if args.out:
-        from .plots import plot_coefficients, plot_sphere
-
-        os.makedirs(args.out, exist_ok=True)
-        out["files"] = {
-            "sphere": plot_sphere(sph.k, sph.eigenvalues, os.path.join(args.out, "sphere.png"),
-                                  title=f"{net.activation.name}, L = {net.hidden_layers}, "
-                                        f"S^{args.d - 1}", fits=[kfit] if kfit else None,
-                                  bounds=sph.bounds),
-            "coefficients": plot_coefficients(coef.ntk, os.path.join(args.out,
-                                                                     "coefficients.png"),
-                                              fit=cfit)}
-        with open(os.path.join(args.out, "sphere.json"), "w") as fh:
-            json.dump(out, fh, indent=1)
+    study = sphere_study(net, args.d, args.kmax, T=args.T, method=args.method,
+                         sample=args.sample, seed=args.seed,
+                         index_range=tuple(args.index_range))
+    files = write_sphere_study(study, args.out) if args.out else None
     if args.json:
-        json.dump(out, sys.stdout, indent=1)
+        json.dump({**study.summary(), "files": files}, sys.stdout, indent=1)
         print()
         return 0
-    print(f"# {net!r} on S^{args.d - 1} (data in R^{args.d}), series degree {sph.degree}"
-          + ("" if sph.certified else " (Hermite coefficients by quadrature)"))
+    sph = study.sphere
+    print(f"# {net!r} on S^{sph.d - 1} (data in R^{sph.d}); docs/math.md sections 8, 9")
     print(f"# sum_k N(d,k) lambda_k / Theta(1) over k <= {args.kmax}: "
-          f"{sph.captured_trace():.12f}")
-    print(f"{'k':>6} {'N(d,k)':>14} {'lambda_k':>24} {'certified bound':>16}")
+          f"{sph.captured_trace():.12f}; resolved (error < 10 %): {int(sph.resolved.sum())} "
+          f"of {len(sph.k)}")
+    print(f"{'k':>6} {'N(d,k)':>12} {'lambda_k':>28} {'error est.':>10} {'method':>10}")
     step = max(1, args.kmax // args.rows) if args.rows else 1
-    for k in range(0, args.kmax + 1):
+    log_n = log_multiplicity(sph.k, sph.d)
+    for k in range(args.kmax + 1):
         if k > 10 and k % step and k != args.kmax:
             continue
-        print(f"{k:>6} {sph.multiplicities[k]:>14.6g} {sph.eigenvalues[k]:>24.16e} "
-              f"{sph.bounds[k]:>16.3e}")
-    if cfit:
-        print(f"# coefficient decay: {_describe(cfit)}")
-    if kfit:
-        print(f"# eigenvalue decay (k with bound < 1e-3 lambda_k): {_describe(kfit)}")
-    if pred:
-        print(f"# docs/math.md section 9 prediction from the coefficient fit: {pred}")
+        print(f"{k:>6} {_count(sph.multiplicities[k], log_n[k]):>12} "
+              f"{_value(sph.eigenvalues[k], sph.errors[k], sph.resolved[k]):>28} "
+              f"{sph.errors[k]:>10.2e} {sph.method[k]:>10}")
+    cfit = study.coefficient_fit
+    if cfit is None:
+        print("# coefficients: no decay to classify (a polynomial kernel)")
+    else:
+        print(f"# coefficients c_p: decay class {cfit['model']} (gamma = {cfit['gamma']:.2f}), "
+              f"fit {format_law(cfit, 'p')} on p in [{cfit['range'][0]:.0f}, "
+              f"{cfit['range'][1]:.0f}]")
+        print(f"# {prediction_label(study.prediction)} (docs/math.md section 9)")
+    kfit = study.eigenvalue_fit
+    if kfit is not None:
+        print(f"# eigenvalue fit (resolved k in [{kfit['range'][0]:.0f}, "
+              f"{kfit['range'][1]:.0f}]): {format_law(kfit)} "
+              f"(rms log residual {kfit['rms_log']:.2g})")
+    if study.sample is not None:
+        smp = study.sample
+        lo, hi = args.index_range
+        print(f"# sample: n = {smp.n} uniform points (seed {smp.seed}), full spectrum of "
+              f"K = Theta/n in {smp.seconds:.1f} s")
+        for key, fit in study.index_fits.items():
+            if fit is not None:
+                print(f"# index fit [{lo}, {hi}), {key.replace('_', ' ')}: "
+                      f"{format_law(fit, 'i')}")
+        if study.index_prediction is not None:
+            print(f"# {prediction_label(study.index_prediction, 'i')}")
+    if files:
+        print(f"# wrote {', '.join(files.values())}")
     return 0
-
-
-def _describe(f: dict) -> str:
-    if f["model"] == "power":
-        return f"~ x^-{f['a']:.4f} (rms log residual {f['rms_log']:.2g})"
-    if f["model"] == "exp_sqrt":
-        return (f"~ x^{f['b']:.3f} exp(-{f['a']:.4f} sqrt x) "
-                f"(rms log residual {f['rms_log']:.2g})")
-    return f"~ x^{f['b']:.3f} exp(-{f['a']:.4f} x) (rms log residual {f['rms_log']:.2g})"
 
 
 def register(sub) -> None:
     """Add the ``sphere`` command to the ``fastntk`` parser."""
     p = sub.add_parser(
-        "sphere", help="NTK eigenvalues of degree-k spherical harmonics on S^(d-1)",
-        description="Eigenvalues lambda_k with multiplicities N(d, k) for data uniform on the "
-                    "sphere S^(d-1) in R^d, from the power-series coefficients by the "
-                    "Funk-Hecke closed form, with certified truncation bounds and decay fits.")
+        "sphere", help="NTK eigenvalues on the sphere S^(d-1), decay fits, sample spectra",
+        description="Eigenvalues lambda_k (multiplicity N(d, k)) of the NTK for data uniform "
+                    "on S^(d-1) in R^d, each with an error estimate (Funk-Hecke quadrature "
+                    "over the angle, or the power series where it is more accurate; "
+                    "docs/math.md section 8), the decay class of the coefficients with the "
+                    "fitted and predicted rates (section 9), and with --sample the full "
+                    "spectrum of K = Theta/n for n uniform points.")
     add_network_args(p)
     p.add_argument("-d", type=int, default=3, help="ambient dimension d >= 2 (default 3)")
     p.add_argument("--kmax", type=int, default=100, help="largest degree k (default 100)")
     p.add_argument("-T", type=int, default=None, help="series degree (default automatic)")
+    p.add_argument("--method", default="auto", choices=("auto", "series", "quadrature"),
+                   help="eigenvalue route (default auto: the smaller error estimate per k)")
+    p.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="also the full spectrum of K = Theta/N for N <= 20000 uniform points")
+    p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
+    p.add_argument("--index-range", type=int, nargs=2, default=(100, 500),
+                   metavar=("LO", "HI"), help="index range [LO, HI) of the sample fits "
+                                              "(default 100 500, as the paper)")
     p.add_argument("--rows", type=int, default=40, help="table rows shown (0: all)")
-    p.add_argument("--out", default=None, help="folder for sphere.json and PNG plots")
+    p.add_argument("--out", default=None,
+                   help="folder for sphere.json and PNG plots (sphere, coefficients, sample)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_sphere)

@@ -123,15 +123,29 @@ def tile_matvec(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None, V: np.nda
     return out, bound
 
 
+def _as_rows(rho: np.ndarray, width: int = 1024) -> np.ndarray:
+    """A flat array as a zero-padded C-ordered block of rows of ``width`` (parallel rows)."""
+    n = rho.shape[0]
+    g = np.zeros(max(1, -(-n // width)) * width)
+    g[:n] = rho
+    return g.reshape(-1, width)
+
+
+def polynomial(coeffs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """sum_p coeffs[p] x^p for a flat float64 array x in [-1, 1], by the tiles' Horner kernel
+    (``kernels/tiles_cpu.horner_block``; x = 1 gives sum_p coeffs[p])."""
+    coeffs = np.ascontiguousarray(coeffs, dtype=np.float64)
+    g = _as_rows(x)
+    with parallel_section():
+        tiles_cpu.horner_tile(g, coeffs, float(np.sum(coeffs)), False)
+    return g.ravel()[: x.shape[0]].copy()
+
+
 def values(spec: TileSpec, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(kernel values, elementwise certified bounds) of a flat float64 array of correlations
     in [-1, 1], through the tile kernels (rows of 1024 entries, in parallel)."""
     n = rho.shape[0]
-    width = 1024
-    rows = max(1, -(-n // width))
-    g = np.zeros(rows * width)
-    g[:n] = rho
-    g = g.reshape(rows, width)
+    g = _as_rows(rho)
     if spec.method == "exact":
         map_block(spec, g, None, None, False)
         return g.ravel()[:n].copy(), np.zeros(n)

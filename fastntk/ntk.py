@@ -116,6 +116,18 @@ class Coefficients:
         slack = self.rounding_allowance * one
         return (tail - slack) * r ** (self.degree + 1) + slack
 
+    def evaluate(self, rho, which: str = "ntk") -> tuple[np.ndarray, np.ndarray]:
+        """(sum_{p<=T} c_p rho^p, its certified bound) elementwise for rho in [-1, 1]: the
+        truncation of this table (by the tiles' Horner kernel), e.g. to show the truncation
+        error.  Kernel values themselves come from ``NTK.ntk`` (sized for a tolerance)."""
+        from .cpu import polynomial
+
+        c, _ = self.table(which)
+        rho = np.asarray(rho, dtype=np.float64)
+        flat = np.clip(rho.ravel(), -1.0, 1.0)
+        return (polynomial(c, flat).reshape(rho.shape),
+                np.asarray(self.tail_bound_at(rho, which)))
+
     def share(self, upto: int) -> float:
         """Share of sum_p kappa_p held by p = 0..upto (Table 1 of the paper)."""
         return float(np.sum(self.ntk[: upto + 1]) / self.ntk_at_one)

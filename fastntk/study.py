@@ -110,9 +110,9 @@ class SpectrumStudy:
     def write(self, folder: str, coeff_degree: int = 256, sphere_kmax: int = 100) -> dict:
         """Write ``spectrum.json`` and the PNG pictures (spectrum vs data Gram and empirical
         NTK, coefficient decay, sphere eigenvalue decay) into ``folder``; returns the paths."""
-        from .cli_sphere import _best_fit, _sphere_fit
+        from .decay import coefficient_decay
         from .plots import plot_coefficients, plot_spectrum, plot_sphere
-        from .sphere import sphere_eigenvalues
+        from .sphere_study import sphere_study
 
         os.makedirs(folder, exist_ok=True)
         net = self.network
@@ -134,22 +134,17 @@ class SpectrumStudy:
             series, os.path.join(folder, "spectrum.png"),
             title=f"{self.source}: NTK spectrum vs data Gram", bands=bands)}
         coef = net.coefficients(coeff_degree)
-        fit = _best_fit(coef.ntk, net)
+        fit = coefficient_decay(coef)
         summary["coefficient_fit"] = fit
         files["coefficients"] = plot_coefficients(
             coef.ntk, os.path.join(folder, "coefficients.png"),
             title=f"NTK coefficients, {net.activation.name}, L = {net.hidden_layers}", fit=fit)
         if self.d is not None and self.d >= 2:
-            sph = sphere_eigenvalues(net, self.d, sphere_kmax)
-            kfit = _sphere_fit(sph, net)
-            summary["sphere"] = {"d": self.d, "kmax": sphere_kmax,
-                                 "eigenvalues": sph.eigenvalues.tolist(),
-                                 "multiplicities": sph.multiplicities.tolist(),
-                                 "bounds": sph.bounds.tolist(), "fit": kfit}
-            files["sphere"] = plot_sphere(
-                sph.k, sph.eigenvalues, os.path.join(folder, "sphere.png"),
-                title=f"uniform S^{self.d - 1}: eigenvalue decay",
-                fits=[kfit] if kfit else None, bounds=sph.bounds)
+            sph = sphere_study(net, self.d, sphere_kmax)
+            summary["sphere"] = sph.summary()
+            files["sphere"] = plot_sphere(sph.sphere, os.path.join(folder, "sphere.png"),
+                                          title=f"uniform S^{self.d - 1}: eigenvalue decay",
+                                          fit=sph.eigenvalue_fit)
         path = os.path.join(folder, "spectrum.json")
         summary["files"] = {**files, "json": path}
         with open(path, "w") as fh:

@@ -13,6 +13,8 @@
                 fused tile @ V); imported only when a GPU or the simulator is asked for.
 ``_cache``      where Numba caches them: falls back to a private temporary directory, or to
                 no cache, with one warning, where the install and $HOME are read-only.
+``sphere_cpu``  Funk-Hecke quadrature on the sphere: orthonormal Gegenbauer recurrence in
+                double-double arithmetic with compensated sums (docs/math.md section 8).
 """
 
 from ._cache import KernelCacheWarning

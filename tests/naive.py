@@ -735,3 +735,109 @@ def tile_oracle(activation: str, X, Y, L: int, gamma_w, gamma_b, sigma_w, sigma_
                                        sigma_w, sigma_b, output_bias, dps=dps, which=which))
     return out
 
+# ============================================================================================
+# MATH.md §8: sphere eigenvalues by Funk-Hecke quadrature over the angle (extended precision)
+# ============================================================================================
+#
+# An oracle for ``fastntk.sphere``: a separately written closed-form NTK in numpy long double
+# (x86 80-bit, eps ~ 1.1e-19: three digits beyond float64), Gauss-Legendre nodes refined to
+# long double by Newton's method, equal panels over the angle a in [0, pi], and the Legendre
+# polynomials of dimension d from their textbook recurrence normalised to P_k(1) = 1:
+#
+#     lambda_k = c_d int_0^pi Theta(cos a) P_k(cos a) sin(a)^(d-2) da,
+#     c_d = Gamma(d/2) / (sqrt(pi) Gamma((d-1)/2)),   c_2 = 1/pi, c_3 = 1/2, c_{d+2} = c_d d/(d-1)
+#     (k + d - 2) P_{k+1}(t) = (2k + d - 2) t P_k(t) - k P_{k-1}(t),   P_0 = 1, P_1 = t.
+#
+# Meant for small d (the tests use d <= 5): P_k is not rescaled, so for large d and k it would
+# underflow where the weight concentrates.
+
+LD = np.longdouble
+LD_PI = np.longdouble("3.14159265358979323846264338327950288")
+
+
+def ld_gauss_legendre(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """m-point Gauss-Legendre nodes and weights on [-1, 1] in long double (Newton from the
+    float64 nodes: P_m by its recurrence, P_m' = m (x P_m - P_{m-1}) / (x^2 - 1))."""
+    x = np.polynomial.legendre.leggauss(m)[0].astype(LD)
+    for _ in range(4):
+        p_prev, p = np.ones_like(x), x.copy()
+        for j in range(1, m):
+            p_prev, p = p, ((2 * j + 1) * x * p - j * p_prev) / (j + 1)
+        dp = m * (x * p - p_prev) / (x * x - 1)
+        x = x - p / dp
+    p_prev, p = np.ones_like(x), x.copy()
+    for j in range(1, m):
+        p_prev, p = p, ((2 * j + 1) * x * p - j * p_prev) / (j + 1)
+    dp = m * (x * p - p_prev) / (x * x - 1)
+    return x, 2 / ((1 - x * x) * dp * dp)
+
+
+def _ld_dual(name: str, q, C):
+    """(E[phi(u) phi(v)], E[phi'(u) phi'(v)]) for Var u = Var v = q, Cov = C, long double."""
+    if name == "relu":
+        s = np.clip(C / q, LD(-1), LD(1))
+        theta = np.arccos(s)
+        return (q * (np.sqrt(1 - s * s) + (LD_PI - theta) * s) / (2 * LD_PI),
+                (LD_PI - theta) / (2 * LD_PI))
+    if name == "erf":
+        return (2 / LD_PI * np.arcsin(2 * C / (1 + 2 * q)),
+                4 / LD_PI / np.sqrt((1 + 2 * q) ** 2 - 4 * C * C))
+    if name == "gaussian":  # omega_1(z) = exp(-z^2/2) / sqrt(2 pi)
+        delta = (1 + q) ** 2 - C * C
+        return 1 / (2 * LD_PI * np.sqrt(delta)), C / (2 * LD_PI * delta * np.sqrt(delta))
+    raise ValueError(f"no long-double closed form for {name!r} (relu, erf, gaussian)")
+
+
+def ld_theta_of_angle(name: str, a, L: int, gamma_w=1.0, gamma_b=0.0, sigma_w=1.0,
+                      sigma_b=None, output_bias: bool = True) -> np.ndarray:
+    """The NTK Theta_{L+1}(cos a) in long double by the layer recursion of this module's
+    docstring; the first layer uses 1 - cos a = 2 sin(a/2)^2 (no cancellation near a = 0).
+    ``sigma_b=None``: Assumption 2, sigma_b^2 = 1 - sigma_w^2 E[phi(Z)^2]."""
+    a = np.asarray(a, dtype=LD)
+    gw2, gb2, sw2 = LD(gamma_w) ** 2, LD(gamma_b) ** 2, LD(sigma_w) ** 2
+    if sigma_b is None:
+        one = LD(1)
+        sb2 = max(1 - sw2 * _ld_dual(name, one, one)[0], LD(0))
+    else:
+        sb2 = LD(sigma_b) ** 2
+    q = gb2 + gw2
+    sigma = q - gw2 * 2 * np.sin(a / 2) ** 2  # gamma_b^2 + gamma_w^2 cos a
+    theta = sigma
+    for layer in range(2, L + 2):
+        bias2 = sb2 if (output_bias or layer < L + 1) else LD(0)
+        e, ed = _ld_dual(name, q, sigma)
+        e_one, _ = _ld_dual(name, q, q)
+        sigma = sw2 * e + bias2
+        theta = sigma + theta * sw2 * ed
+        q = sw2 * e_one + bias2
+    return theta
+
+
+def funk_hecke_oracle(theta_of_angle: Callable, d: int, kmax: int, panels: int,
+                      m: int = 30) -> np.ndarray:
+    """lambda_0..lambda_kmax (long double) of the kernel ``theta_of_angle(a)`` on S^{d-1} in
+    R^d by composite m-point Gauss-Legendre quadrature over ``panels`` equal panels of
+    [0, pi] (the formula in the header of this section).  Run it with two panel counts to
+    see its own accuracy."""
+    if d < 2:
+        raise ValueError("d >= 2")
+    x, w = ld_gauss_legendre(m)
+    edges = np.linspace(0, 1, panels + 1).astype(LD) * LD_PI
+    mid = (edges[1:] + edges[:-1]) / 2
+    half = (edges[1:] - edges[:-1]) / 2
+    a = (mid[:, None] + half[:, None] * x).ravel()
+    wa = (half[:, None] * w).ravel()
+    c = 1 / LD_PI if d % 2 == 0 else LD(1) / 2
+    for dd in range(2 if d % 2 == 0 else 3, d, 2):
+        c = c * dd / (dd - 1)
+    u = c * wa * np.sin(a) ** (d - 2) * np.asarray(theta_of_angle(a), dtype=LD)
+    t = np.cos(a)
+    lam = np.empty(kmax + 1, dtype=LD)
+    p_prev, p = np.ones_like(t), t.copy()
+    lam[0] = np.sum(u)
+    if kmax >= 1:
+        lam[1] = np.sum(u * p)
+    for k in range(1, kmax):
+        p_prev, p = p, ((2 * k + d - 2) * t * p - k * p_prev) / (k + d - 2)
+        lam[k + 1] = np.sum(u * p)
+    return lam
