@@ -139,8 +139,8 @@ class Checkpoint:
             diff = _diff(saved, self.metadata)
             raise CheckpointMismatch(
                 f"checkpoint {self.directory} ({self.name}) is from a different run and will "
-                f"not be mixed in: {'; '.join(diff[:6])}. Use another --checkpoint directory "
-                "or delete this one.")
+                f"not be mixed in: {'; '.join(diff[:6])}. Use another --checkpoint directory, "
+                "or discard this one with --restart (Python: clear_directory(DIR)).")
 
     def load(self) -> dict | None:
         """The saved solver state dict (for ``BlockKrylov.from_state_dict``) or None."""
@@ -159,7 +159,9 @@ class Checkpoint:
 
     def save(self, state: dict) -> None:
         """Write ``state`` (a ``BlockKrylov.state_dict()``) atomically."""
-        os.makedirs(self.directory, exist_ok=True)
+        from .io import output_folder
+
+        output_folder(self.directory)
         if self.saves == 0:
             self.check()
             if not os.path.exists(self.meta_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -13,6 +14,8 @@ from .cli_args import add_network_args, count, network_from_args
 
 
 def cmd_coeffs(args) -> int:
+    if args.layers and not args.json:
+        raise ValueError("--layers adds the per-layer tables to the JSON: use it with --json")
     net = network_from_args(args)
     t0 = time.perf_counter()
     coef = net.coefficients(args.T)
@@ -61,8 +64,15 @@ def cmd_table1(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where to look, not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastntk",
         description="Exact, certified infinite-width NTKs of deep fully-connected networks "
                     "via their power series (Murray et al., ICLR 2023).")
@@ -107,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `fastntk table1 | head`: the reader has gone, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
             ConnectionError, TimeoutError, RuntimeError) as exc:
         print(f"fastntk {args.command}: error: {exc}", file=sys.stderr)

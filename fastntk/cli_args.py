@@ -36,6 +36,21 @@ def count(minimum: int = 1):
     return parse
 
 
+def float_in(lo: float, hi: float, what: str):
+    """An argparse type: a number x with lo <= x < hi (``what`` says why in the error)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not lo <= value < hi:
+            raise argparse.ArgumentTypeError(f"{text} is outside [{lo:g}, {hi:g}): {what}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0."""
     try:
@@ -64,7 +79,8 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma-b", type=float, default=0.0, help="input bias std (default 0)")
     g.add_argument("--sigma-w", type=float, default=1.0, help="hidden weight std (default 1)")
     g.add_argument("--sigma-b", type=float, default=None,
-                   help="hidden bias std (default: Assumption 2, 1 - sigma_w^2 E[phi^2])")
+                   help="hidden bias std (default: Assumption 2, "
+                        "sqrt(1 - sigma_w^2 E[phi(Z)^2]))")
     g.add_argument("--no-output-bias", action="store_true",
                    help="no bias on the output layer (docs/math.md section 1 literally)")
 

@@ -75,7 +75,8 @@ def cmd_matrix(args) -> int:
                             num_workers=args.threads, part=part)
     summary = {
         "out": report.path, "shape": list(report.shape), "chunk": report.chunk,
-        "blocks_total": report.blocks_total, "blocks_already_done": report.blocks_already_done,
+        "blocks_total": report.blocks_total, "part_blocks": report.part_blocks,
+        "blocks_already_done": report.blocks_already_done,
         "blocks_computed": report.blocks_computed, "seconds": round(report.seconds, 3),
         "complete": report.complete, "part": list(report.part),
         "blocks_missing_elsewhere": report.blocks_missing_elsewhere,
@@ -89,7 +90,7 @@ def cmd_matrix(args) -> int:
                    if report.blocks_already_done else "")
         which = "" if report.part == (1, 1) else f" of part {report.part[0]}/{report.part[1]}"
         print(f"{report.path}: {report.shape[0]} x {report.shape[1]} {args.which} matrix, "
-              f"{report.blocks_computed} of {report.blocks_total} blocks{which} computed"
+              f"{report.blocks_computed} of {report.part_blocks} blocks{which} computed"
               f"{resumed} in {report.seconds:.2f} s ({spec.tiles.method})")
         if not report.complete:
             print(f"{report.path}: {report.blocks_missing_elsewhere} blocks of other parts "

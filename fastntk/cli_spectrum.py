@@ -11,9 +11,9 @@ from .cli_args import (
     add_network_args,
     client_from_args,
     count,
+    float_in,
     network_from_args,
     network_given,
-    positive_float,
 )
 from .defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
 from .tiles import DEVICES, METHODS
@@ -37,13 +37,14 @@ def cmd_spectrum(args) -> int:
                                      ("--chunk", args.chunk is not None)) if on]
         if given:
             raise ValueError(f"--matrix reads a stored kernel matrix: {', '.join(given)} "
-                             "do(es) not apply (the network, data and tiles are the store's)")
+                             "cannot be combined with it (the network, data and tiles are "
+                             "the store's)")
         kw = {"matrix": args.matrix, "compare_gram": False}
         if network_given(args):  # then it must be the store's network
             net = network_from_args(args)
     else:
         net = network_from_args(args)
-        data = args.data or "digits"
+        data = "digits" if args.data is None else args.data
         X = load_data(data, normalize=not args.no_normalize)
         kw = {"X": X, "source": data, "compare_gram": args.compare_gram,
               "empirical_width": args.empirical_width, "empirical_seeds": args.empirical_seeds,
@@ -91,7 +92,8 @@ def _print(s: dict) -> None:
     ntk = s["ntk"]
     where = f"n = {s['n']}" + (f", d = {s['d']}" if s.get("d") else "")
     print(f"# {s['data']}: {where}; network {s['network']}")
-    print(f"# K = Theta / n: top {s['k']} eigenvalues, {ntk['passes']} passes, "
+    passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
+    print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
     cols = [("lambda_p(K)", ntk["eigenvalues"]), ("error est.", ntk["error_estimates"]),
             ("ratio", ntk["ratios"])]
@@ -106,8 +108,9 @@ def _print(s: dict) -> None:
     for p in range(s["k"]):
         row = [f"{v[p]:>15.8e}" if p < len(v) else f"{'':>15}" for _, v in cols]
         print(f"{p + 1:>4} " + " ".join(row))
-    print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f}   "
-          f"<= Theorem 3 bound sum c_p / c_0 = {ntk['theorem3_bound']:.6f}")
+    print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f} (certified <= "
+          f"{ntk['effective_rank_upper']:.6f})   <= Theorem 3 bound sum c_p / c_0 = "
+          f"{ntk['theorem3_bound']:.6f}")
     if "centered" in s:
         c = s["centered"]
         bound = c["theorem5_bound"]
@@ -116,6 +119,8 @@ def _print(s: dict) -> None:
               + ("n/a (needs the data)" if bound is None else f"{bound:.6f}"))
     if "gram" in s:
         print(f"# eff(XX^T) = {s['gram']['effective_rank']:.6f}")
+    if s.get("files"):
+        print(f"# wrote {', '.join(s['files'].values())}")
     print(f"# total {s['seconds']:.2f} s")
 
 
@@ -141,8 +146,10 @@ def register(sub) -> None:
                    help="require unit rows instead of projecting them onto the sphere")
     p.add_argument("-k", type=count(1), default=SPECTRUM_K,
                    help=f"number of eigenvalues ({SPECTRUM_K})")
-    p.add_argument("--tol", type=positive_float, default=EIG_TOL,
-                   help=f"relative eigenvalue accuracy (default {EIG_TOL:g})")
+    p.add_argument("--tol", type=float_in(1e-14, 1.0, "a relative accuracy below 1e-14 is "
+                                                  "under the rounding level of a pass"),
+                   default=EIG_TOL, help=f"relative eigenvalue accuracy, in [1e-14, 1) "
+                                         f"(default {EIG_TOL:g})")
     p.add_argument("--seed", type=int, default=0, help="random start seed (0)")
     p.add_argument("--block", type=count(1), default=None,
                    help="block size (default automatic)")

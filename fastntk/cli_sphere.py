@@ -8,7 +8,7 @@ import json
 import math
 import sys
 
-from .cli_args import add_network_args, network_from_args
+from .cli_args import add_network_args, count, network_from_args
 
 
 def _value(lam: float, err: float, resolved: bool) -> str:
@@ -48,10 +48,11 @@ def cmd_sphere(args) -> int:
           f"{sph.captured_trace():.12f}; resolved (error < 10 %): {int(sph.resolved.sum())} "
           f"of {len(sph.k)}")
     print(f"{'k':>6} {'N(d,k)':>12} {'lambda_k':>28} {'error est.':>10} {'method':>10}")
-    step = max(1, args.kmax // args.rows) if args.rows else 1
+    # k <= 10, then about --rows more at an even step (parity zeros fall on odd k)
+    step = max(2, 2 * -(-args.kmax // (2 * args.rows))) if args.rows else 1
     log_n = log_multiplicity(sph.k, sph.d)
     for k in range(args.kmax + 1):
-        if k > 10 and k % step and k != args.kmax:
+        if args.rows and k > 10 and k % step and k != args.kmax:
             continue
         print(f"{k:>6} {_count(sph.multiplicities[k], log_n[k]):>12} "
               f"{_value(sph.eigenvalues[k], sph.errors[k], sph.resolved[k]):>28} "
@@ -63,7 +64,9 @@ def cmd_sphere(args) -> int:
         print(f"# coefficients c_p: decay class {cfit['model']} (gamma = {cfit['gamma']:.2f}), "
               f"fit {format_law(cfit, 'p')} on p in [{cfit['range'][0]:.0f}, "
               f"{cfit['range'][1]:.0f}]")
-        print(f"# {prediction_label(study.prediction)} (docs/math.md section 9)")
+        note = (" (an asymptotic rate for k >> d: these k are below d)"
+                if args.kmax < sph.d else "")
+        print(f"# {prediction_label(study.prediction)}{note} (docs/math.md section 9)")
     kfit = study.eigenvalue_fit
     if kfit is not None:
         print(f"# eigenvalue fit (resolved k in [{kfit['range'][0]:.0f}, "
@@ -107,7 +110,8 @@ def register(sub) -> None:
     p.add_argument("--index-range", type=int, nargs=2, default=(100, 500),
                    metavar=("LO", "HI"), help="index range [LO, HI) of the sample fits "
                                               "(default 100 500, as the paper)")
-    p.add_argument("--rows", type=int, default=40, help="table rows shown (0: all)")
+    p.add_argument("--rows", type=count(0), default=40,
+                   help="rows of the table beyond k <= 10 (default 40; 0: every k)")
     p.add_argument("--out", default=None,
                    help="folder for sphere.json and PNG plots (sphere, coefficients, sample)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -220,7 +220,8 @@ def get_client(workers: int | None = None, scheduler_file: str | None = None,
     check_timeout(timeout)
     if cluster == "scheduler":
         if (scheduler_file is None) == (address is None):
-            raise ValueError("cluster 'scheduler' needs exactly one of scheduler_file, address")
+            raise ValueError("cluster 'scheduler' needs exactly one of scheduler_file, address "
+                             "(--scheduler-file F or --address tcp://HOST:PORT)")
         if scheduler_file is not None:
             if not os.path.exists(scheduler_file):
                 raise FileNotFoundError(f"scheduler file {scheduler_file} does not exist (is "

@@ -39,7 +39,8 @@ def check_rows(X, name: str = "X", normalize: bool = False,
         i = int(np.argmax(bad))
         raise ValueError(
             f"{name} row {i} has norm {norms[i]:.9g}, not 1: the NTK power series needs inputs on "
-            "the unit sphere (pass normalize=True to project rows)")
+            "the unit sphere; project the rows (Python: normalize=True; fastntk matrix "
+            "--normalize; fastntk spectrum projects them unless --no-normalize)")
     return np.ascontiguousarray(X)
 
 

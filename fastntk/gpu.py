@@ -52,8 +52,9 @@ def require_cuda() -> None:
         "device='cuda' needs an NVIDIA GPU with a working CUDA driver, and Numba found none "
         f"on this machine ({reason}; "
         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})."
-        " Use device='cpu' (same results), or set NUMBA_ENABLE_CUDASIM=1 before importing "
-        "fastntk to run the CUDA kernels in Numba's simulator (slow, tiny inputs only).")
+        " Use device='cpu' (--device cpu; same results), or set NUMBA_ENABLE_CUDASIM=1 before "
+        "importing fastntk to run the CUDA kernels in Numba's simulator (slow, tiny inputs "
+        "only).")
 
 
 def _kernels():

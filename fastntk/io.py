@@ -114,6 +114,43 @@ def _load_zarr(path: str, member: str | None) -> np.ndarray:
     return np.asarray(node[...], dtype=np.float64)
 
 
+def _load_npy(path: str, member: str | None) -> np.ndarray:
+    if member is not None:
+        raise ValueError(f"{path} is a .npy file: drop ':{member}'")
+    try:
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickled" in str(exc):  # numpy's word for anything that is not a numeric array
+            raise ValueError(f"{path} does not hold a numeric .npy array (object data or not "
+                             "a .npy file at all): save the data with numpy.save(path, X) "
+                             "for a float array X") from None
+        raise ValueError(f"cannot read the data file {path} ({exc}): is it complete?") from None
+    X = _as_matrix(X, path)
+    return X if X.dtype == np.float64 else np.asarray(X, dtype=np.float64)
+
+
+def _load_file(spec: str, path: str, member: str | None) -> np.ndarray:
+    """Read a data file by its suffix; any failure of the file itself becomes one
+    ValueError naming the file."""
+    low = path.lower().rstrip("/")
+    if low.endswith(".npy"):
+        reader = _load_npy
+    elif low.endswith(".zarr"):
+        reader = _load_zarr
+    elif low.endswith((".h5", ".hdf5")):
+        reader = _load_h5
+    else:
+        raise ValueError(f"unknown data format for {spec!r}: use digits, "
+                         "sphere:n=N,d=D[,seed=S], or a .npy, .zarr or .h5/.hdf5 file")
+    try:
+        return reader(path, member)
+    except (ValueError, ImportError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated, corrupt or unreadable files
+        raise ValueError(f"cannot read the data file {path} ({type(exc).__name__}: "
+                         f"{exc}): is it complete and of the format its suffix says?") from None
+
+
 def load_data(spec, normalize: bool = False) -> np.ndarray:
     """The data matrix named by ``spec`` (see the module docstring), float64 rows.
 
@@ -125,6 +162,9 @@ def load_data(spec, normalize: bool = False) -> np.ndarray:
         X = _as_matrix(spec, "data")
     else:
         spec = os.fspath(spec)
+        if not spec.strip():
+            raise ValueError("the data specification is empty (an unset variable?): give "
+                             "digits, sphere:n=N,d=D[,seed=S], or a .npy, .zarr or .h5 file")
         if spec.strip().lower() == "digits":
             X = digits()
         elif spec.lower().startswith("sphere:") or spec.lower() == "sphere":
@@ -141,20 +181,23 @@ def load_data(spec, normalize: bool = False) -> np.ndarray:
                     f"{path} is a kernel-matrix store written by fastntk matrix, not a data "
                     f"set: use --matrix {path} (Python: fastntk.top_eigenvalues_stored or "
                     "fastntk.store.open_matrix)")
-            low = path.lower().rstrip("/")
-            if low.endswith(".npy"):
-                if member is not None:
-                    raise ValueError(f"{path} is a .npy file: drop ':{member}'")
-                X = _as_matrix(np.load(path, mmap_mode="r"), path)
-                if X.dtype != np.float64:
-                    X = np.asarray(X, dtype=np.float64)
-            elif low.endswith(".zarr"):
-                X = _load_zarr(path, member)
-            elif low.endswith((".h5", ".hdf5")):
-                X = _load_h5(path, member)
-            else:
-                raise ValueError(f"unknown data format for {spec!r}: use digits, "
-                                 "sphere:n=N,d=D[,seed=S], or a .npy, .zarr or .h5/.hdf5 file")
+            X = _load_file(spec, path, member)
     if normalize:
         X = check_rows(X, "X", normalize=True)
     return X
+
+
+def output_folder(path) -> str:
+    """Create the output folder ``path`` (and its parents) if needed and return it; a clear
+    FileExistsError when it is an existing file, PermissionError when it cannot be made."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"the output folder {path} is an existing file: give a folder "
+                              "name (it is created if needed)")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create the output folder {path}: "
+                              f"{exc.strerror or exc}") from None
+    return path
+

@@ -214,9 +214,10 @@ def kernel_matrix(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu
 # ------------------------------------------------------------------------ stores
 @dataclass
 class WriteReport:
-    """What a :func:`to_zarr` run did: ``blocks_*`` count this run's part of the blocks;
-    ``complete`` is the whole store; ``blocks_missing_elsewhere`` are blocks of other parts
-    still missing."""
+    """What a :func:`to_zarr` run did.  ``blocks_total``: blocks of the store;
+    ``part_blocks``: those of this run's part (all of them for part 1/1), of which
+    ``blocks_already_done`` were written before and ``blocks_computed`` now; ``complete``: the
+    whole store; ``blocks_missing_elsewhere``: blocks of other parts still missing."""
 
     path: str
     shape: tuple[int, int]
@@ -227,6 +228,7 @@ class WriteReport:
     seconds: float
     complete: bool
     part: tuple[int, int] = (1, 1)
+    part_blocks: int = 0
     blocks_missing_elsewhere: int = 0
 
 
@@ -307,9 +309,9 @@ def write_zarr(spec: MatrixSpec, path, overwrite: bool = False, progress: bool =
     missing = st.missing_blocks()
     if not missing:
         store.mark_complete(path)
-    return WriteReport(path, spec.shape, spec.chunk, len(mine), len(mine) - len(todo),
-                       computed, time.perf_counter() - t0, not missing, (k, K),
-                       len([b for b in missing if b not in set(todo)]))
+    return WriteReport(path, spec.shape, spec.chunk, len(st.expected_blocks()),
+                       len(mine) - len(todo), computed, time.perf_counter() - t0, not missing,
+                       (k, K), len(mine), len([b for b in missing if b not in set(mine)]))
 
 
 def to_zarr(net, X, path, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",

@@ -187,7 +187,9 @@ def reproduce(out: str, quick: bool = False) -> dict:
     from .plots import plot_figure2, plot_figure3, plot_table1, plot_truncation
 
     settings = PaperSettings(quick)
-    os.makedirs(out, exist_ok=True)
+    from .io import output_folder
+
+    output_folder(out)
     files, seconds = {}, {}
     t_all = time.perf_counter()
 

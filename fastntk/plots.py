@@ -121,7 +121,9 @@ def plot_coefficients(coeffs: np.ndarray, path: str, title: str = "",
     p = np.arange(len(c))
     keep = (p >= 1) & (c > floor)
     ax.loglog(p[keep], c[keep], ".", ms=3, label=r"$c_p$")
-    if floor > 0 and np.any((p >= 1) & (c <= floor)):
+    drawn = c[keep]
+    if floor > 0 and np.any((p >= 1) & (c <= floor)) and drawn.size and \
+            floor >= drawn.min() * 1e-3:  # a floor far below the data would only stretch it
         ax.axhline(floor, color="0.55", ls=":", lw=1,
                    label="table's error level: smaller c_p not drawn")
     if fit is not None:

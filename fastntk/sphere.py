@@ -262,7 +262,8 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
     certified when ``coeffs.certified`` (else it is returned as inf).  Estimate: for k whose
     weights w(., k, d) peak below T/2, or whose terms c_p w(p, k, d) are seen to fall by three
     decades or more over (T/2, T], the smaller of the bound and
-    2 |lambda_k(T) - lambda_k(T/2)| plus the same two error terms; else the bound.
+    2 |lambda_k(T) - lambda_k(T/2)| plus the same two error terms, provided T >= 64 and some
+    term of (T/2, T] is nonzero; else the bound.
     (The certified tail carries an a-priori rounding allowance of order T eps f(1), which
     swamps small eigenvalues even where the coefficients decay fast and the sum has long
     converged.)
@@ -287,6 +288,7 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
     lam_half = np.zeros(kmax + 1)
     inner = np.zeros(kmax + 1)
     falling = np.zeros(kmax + 1, dtype=bool)
+    judged = np.zeros(kmax + 1, dtype=bool)  # terms in (T/2, T] to judge convergence by
     underflow = np.zeros(kmax + 1, dtype=bool)
     ks = np.arange(kmax + 1)
     for rows in np.array_split(ks[ks <= T], max(1, (min(kmax, T) + 1) // 256)):
@@ -315,6 +317,7 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
         t_first, t_last = terms[r, first], terms[r, last]
         t_max = np.where(region, terms, -np.inf).max(axis=1)
         falling[rows] = has & (t_max <= t_first) & (t_last <= t_first - math.log(1e3))
+        judged[rows] = has
         # rounding of log w: about eps times the size of its cancelling terms (p = T)
         pmax = T - (T - rows) % 2
         h = (pmax + rows) / 2
@@ -326,15 +329,22 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
     # the difference test only where the terms fall beyond T/2: past the peak p* of
     # w(., k, d) (see _log_max_weight_beyond; the coefficients of every NTK decay), or seen to
     # fall by three decades or more over (T/2, T]
+    # (and never for a short table, or where no term of (T/2, T] can show the trend)
     past_peak = (ks * ks + ks * d - 2 * ks - 2 * d + 2) / (d - 1) <= half
-    estimate = np.where(past_peak | falling,
-                        np.minimum(bound, 2.0 * np.abs(lam - lam_half) + inner), bound)
+    trusted = judged & (T >= MIN_DIFFERENCE_DEGREE) & (past_peak | falling)
+    estimate = np.where(trusted, np.minimum(bound, 2.0 * np.abs(lam - lam_half) + inner),
+                        bound)
     # a positive value below the float range is 0 within the smallest normal number, not 0
     estimate[underflow] = np.maximum(estimate[underflow], TINY)
     bound = np.where((bound == 0.0) & (tail > 0.0), TINY, bound)
     if not getattr(coeffs, "certified", True):
         bound = np.full(kmax + 1, np.inf)
     return lam, estimate, bound
+
+
+#: Shortest table whose truncation difference lambda_k(T) - lambda_k(T/2) is used as an
+#: error estimate (shorter tables get their certified bound).
+MIN_DIFFERENCE_DEGREE = 64
 
 
 def _default_degree(kmax: int) -> int:

@@ -66,8 +66,10 @@ def sphere_study(net, d: int, kmax: int, T: int | None = None, method: str = "au
 
     lo, hi = index_range
     if sample is not None and not (1 <= lo < hi <= sample):
-        raise ValueError(f"the index range [{lo}, {hi}) must satisfy 1 <= lo < hi <= n = "
-                         f"{sample}")
+        raise ValueError(
+            f"the sample's index-decay fit over [{lo}, {hi}) (--index-range LO HI, default "
+            f"100 500) needs 1 <= LO < HI <= the sample size N = {sample} (--sample N): "
+            "give a larger N or a smaller index range")
     t0 = time.perf_counter()
     sph = sphere_eigenvalues(net, d, kmax, T=T, method=method)
     coef = net.coefficients(CLASS_DEGREE)
@@ -124,9 +126,10 @@ def write_sphere_study(study: SphereStudy, out: str) -> dict[str, str]:
     """Write sphere.png, coefficients.png, (sample.png) and sphere.json into ``out``;
     returns {name: path}."""
     from .decay import reliable_floor
+    from .io import output_folder
     from .plots import plot_coefficients, plot_sample, plot_sphere
 
-    os.makedirs(out, exist_ok=True)
+    output_folder(out)
     net = study.network
     name = f"{net['activation']}, L = {net['hidden_layers']}, S^{study.d - 1}"
     pred = study.prediction

@@ -111,10 +111,11 @@ class SpectrumStudy:
         """Write ``spectrum.json`` and the PNG pictures (spectrum vs data Gram and empirical
         NTK, coefficient decay, sphere eigenvalue decay) into ``folder``; returns the paths."""
         from .decay import coefficient_decay
+        from .io import output_folder
         from .plots import plot_coefficients, plot_spectrum, plot_sphere
         from .sphere_study import sphere_study
 
-        os.makedirs(folder, exist_ok=True)
+        output_folder(folder)
         net = self.network
         summary = self.to_dict()
         series = {"NTK K": self.ntk.eigenvalues}
@@ -240,7 +241,9 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
         raise ValueError(f"{path} holds the kernel of {stored!r}, not of {net!r}: drop the "
                          "network options, or give the ones the store was made with")
     if meta.get("which", "ntk") != "ntk":
-        raise ValueError(f"{path} holds the NNGP kernel, not the NTK")
+        raise ValueError(f"{path} holds the NNGP kernel, not the NTK: the spectrum study (and "
+                         "its theorems) is about the NTK; its eigenvalues are "
+                         "fastntk.top_eigenvalues_stored(path, k) in Python")
     if compare_gram or empirical_width:
         raise ValueError("a stored matrix carries no data: the data Gram and empirical NTK "
                          "comparisons need --data")

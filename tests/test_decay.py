@@ -118,7 +118,7 @@ def test_relu_sphere_fit_matches_prediction():
     pred = predicted_sphere_rate(cfit["model"], cfit["a"], 3)
     assert fit["a"] == pytest.approx(3.0, abs=0.02) and pred["a"] == pytest.approx(3.0, abs=0.03)
     assert fit["range"] == [250.0, 1000.0]
-    assert fit["points"] == int(np.sum(spec.resolved[250:1001]))  # odd k: exact zeros, left out
+    assert fit["points"] == int(np.sum(spec.resolved[250:1001]))  # odd k: zeros, unresolved
 
 
 def test_unresolved_values_never_enter_a_fit():

@@ -86,3 +86,15 @@ def test_bad_truncation_order():
         net.coefficients(5, method="fast")
     with pytest.raises(ValueError, match="ReLU-family"):
         fastntk.NTK("tanh", 2).coefficients(5, method="relu")
+
+
+def test_a_wrong_derivative_is_refused():
+    """A dphi that is not phi's derivative would give Theta(1) from dphi and the coefficients
+    from phi: an inconsistent kernel.  Refused, with the point where they differ."""
+    with pytest.raises(ValueError, match="dphi is not the derivative of phi"):
+        fastntk.activation_from_callable(np.tanh, lambda z: z)
+    with pytest.raises(ValueError, match="not the derivative"):
+        fastntk.activation_from_callable(np.sin, np.sin)
+    relu = fastntk.activation_from_callable(lambda z: np.maximum(z, 0.0),
+                                            lambda z: (z > 0).astype(float), kinks=(0.0,))
+    assert fastntk.NTK(relu, 1).theta_one == pytest.approx(fastntk.NTK("relu", 1).theta_one)
