@@ -44,6 +44,7 @@ from .empirical import empirical_ntk
 from .hermite import HermiteCoefficients, hermite_for
 from .io import load_data
 from .ntk import NTK, Coefficients, LayerSeries
+from .smallest import smallest_eigenvalues
 from .solver import EigenResult
 from .sphere import sphere_eigenvalues
 from .study import SpectrumStudy, spectrum_study
@@ -55,6 +56,6 @@ __all__ = [
     "LayerSeries", "NTK", "SpectrumStudy", "TileSpec", "activation_from_callable", "check_rows",
     "digits", "empirical_ntk", "get_activation", "get_client", "hermite_for", "load_data",
     "spectrum_study", "sphere_eigenvalues", "table1", "tile_spec", "top_eigenvalues",
-    "top_eigenvalues_stored", "uniform_sphere",
+    "top_eigenvalues_stored", "uniform_sphere", "smallest_eigenvalues",
 ]
 __version__ = "0.1.0"

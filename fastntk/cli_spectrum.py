@@ -52,6 +52,8 @@ def cmd_spectrum(args) -> int:
         kw["block"] = args.block
     if args.checkpoint:
         kw["checkpoint"] = args.checkpoint
+    if args.smallest:
+        kw["smallest"] = args.smallest
     with client_from_args(args) as client:
         if client is not None and args.matrix is not None:
             raise ValueError("--matrix runs in this process: drop the cluster options")
@@ -107,7 +109,32 @@ def _print(s: dict) -> None:
               + ("n/a (needs the data)" if bound is None else f"{bound:.6f}"))
     if "gram" in s:
         print(f"# eff(XX^T) = {s['gram']['effective_rank']:.6f}")
+    if "smallest" in s:
+        _print_smallest(s["smallest"])
     print(f"# total {s['seconds']:.2f} s")
+
+
+def _print_smallest(low: dict) -> None:
+    """The least eigenvalues and the bracket [certified lower bound, estimate]."""
+    n = low["n"]
+    print(f"# least eigenvalues of K: {low['method']}, {low['seconds']:.2f} s")
+    print(f"{'i':>6} {'lambda_i(K)':>15} {'residual':>15} {'error est.':>15}")
+    for j, (lam, res, err) in enumerate(zip(low["eigenvalues"], low["residuals"],
+                                            low["error_estimates"], strict=True)):
+        flag = "" if err < abs(lam) else "  (error estimate swamps the value)"
+        print(f"{n - j:>6} {lam:>15.8e} {res:>15.3e} {err:>15.3e}{flag}")
+    lb, est = low["bracket"]
+    bound = low.get("bound") or {}
+    if lb is None:
+        print(f"# lambda_min(K) = {est:.8e}; lower bound {bound.get('message', 'n/a')}")
+        return
+    kind = "exact (dense eigh)" if low["exact"] else "upper bound (Rayleigh quotient)"
+    print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: certified lower bound (Schur + "
+          f"Gershgorin on the series, docs/math.md section 7), estimate = {kind}")
+    if bound.get("duplicates"):
+        print(f"# {bound['message']}")
+    elif bound.get("vacuous"):
+        print(f"# lower bound {bound['message']}")
 
 
 def register(sub) -> None:
@@ -162,6 +189,10 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk", type=count(1), default=None,
                    help="rows per kernel tile / Dask task (default automatic)")
+    p.add_argument("--smallest", type=count(1), default=None, metavar="K",
+                   help="also the K least eigenvalues of K, with the bracket [certified lower "
+                        "bound, estimate] on lambda_min (docs/math.md section 7): exact for "
+                        "n <= 20,000 (K assembled in memory), else a matrix-free estimate")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="save the eigensolver state after every pass in DIR; rerunning the "
                         "same command resumes from the last completed pass")

@@ -2,9 +2,11 @@
 
 :func:`spectrum_study` computes, for data X or for a stored kernel matrix, the top-k
 eigenvalues of K = Theta / n with eff(K) and the Theorem 3 bound; optionally the centered
-kernel K~ with the Theorem 5 bound, the data Gram X X^T (Figure 2 of the paper) and the
-spectrum of finite-width empirical NTKs.  It returns a :class:`SpectrumStudy`; ``fastntk
-spectrum`` only formats it, and :meth:`SpectrumStudy.write` writes its JSON and pictures.
+kernel K~ with the Theorem 5 bound, the data Gram X X^T (Figure 2 of the paper), the
+spectrum of finite-width empirical NTKs and the least eigenvalues of K with the bracket
+[certified lower bound, estimate] (docs/math.md section 7).  It returns a
+:class:`SpectrumStudy`; ``fastntk spectrum`` only formats it, and
+:meth:`SpectrumStudy.write` writes its JSON and pictures.
 """
 
 from __future__ import annotations
@@ -82,12 +84,15 @@ class SpectrumStudy:
     empirical: dict | None = None
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    smallest: EigenResult | None = None
 
     @property
     def converged(self) -> bool:
-        """True when every eigenvalue met its tolerance (both kernels)."""
+        """True when every eigenvalue met its tolerance (both kernels, and the least
+        eigenvalues when asked for)."""
         return self.ntk.result.converged and (
-            self.centered is None or self.centered.result.converged)
+            self.centered is None or self.centered.result.converged) and (
+            self.smallest is None or self.smallest.converged)
 
     def to_dict(self) -> dict:
         """A JSON-able dictionary (what ``fastntk spectrum --json`` prints)."""
@@ -105,6 +110,8 @@ class SpectrumStudy:
             out["gram"] = self.gram
         if self.empirical is not None:
             out["empirical"] = self.empirical
+        if self.smallest is not None:
+            out["smallest"] = _smallest_dict(self.smallest)
         return out
 
     def write(self, folder: str, coeff_degree: int = 256, sphere_kmax: int = 100) -> dict:
@@ -157,6 +164,19 @@ class SpectrumStudy:
         return summary["files"]
 
 
+def _smallest_dict(res: EigenResult) -> dict:
+    """The least eigenvalues and the bracket [lower bound, estimate] of lambda_min."""
+    out = res.summary()
+    est = float(res.eigenvalues[0])
+    lb = res.lower_bound
+    out["estimate"] = est
+    out["bracket"] = [lb, est]
+    if lb is not None and lb > 0:
+        out["bracket_relative_width"] = (est - lb) / est
+    out["exact"] = res.method.startswith("dense")
+    return out
+
+
 def _empirical(net: NTK, X: np.ndarray, k: int, width: int, seeds: int, seed: int | None,
                init: str) -> dict:
     from .empirical import empirical_ntk
@@ -180,7 +200,7 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
                    empirical_init: str = "kaiming_uniform", client=None,
                    seed: int | None = 0, progress: bool = False, dense_below: int = 0,
                    normalize: bool = False, source: str | None = None,
-                   **eig_kw) -> SpectrumStudy:
+                   smallest: int = 0, **eig_kw) -> SpectrumStudy:
     """The paper's spectrum study (docs/math.md section 6) on data ``X`` (n x d, unit rows
     unless ``normalize``) or on the kernel stored at ``matrix`` (``fastntk matrix``; its
     network is read from the store, and ``net``, if given, must equal it).
@@ -188,21 +208,25 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     Top-k of K = Theta / n (matrix-free; ``dense_below``: assemble K and use LAPACK for
     n below this), eff(K) with the Theorem 3 bound; ``centered``: also K~ with the Theorem 5
     bound; ``compare_gram``: lambda_p / lambda_1 of X X^T; ``empirical_width``: the spectrum
-    of ``empirical_seeds`` finite-width networks (Kaiming-uniform init by default).  Other
-    keywords go to :func:`fastntk.top_eigenvalues` (block, tile, method, device,
-    checkpoint, max_passes, ...).  Raises ValueError for inconsistent inputs.
+    of ``empirical_seeds`` finite-width networks (Kaiming-uniform init by default);
+    ``smallest``: also the ``smallest`` least eigenvalues of K with the certified lower bound
+    (:func:`fastntk.smallest_eigenvalues`; docs/math.md section 7).  Other keywords go to
+    :func:`fastntk.top_eigenvalues` (block, tile, method, device, checkpoint, max_passes,
+    ...).  Raises ValueError for inconsistent inputs.
     """
     t0 = time.perf_counter()
     if (X is None) == (matrix is None):
         raise ValueError("give exactly one of X (data) and matrix (a stored kernel matrix)")
     if matrix is not None:
         return _stored_study(net, os.fspath(matrix), k, tol, centered, compare_gram,
-                             empirical_width, seed, progress, t0, eig_kw)
+                             empirical_width, seed, progress, t0, eig_kw, smallest)
     if net is None:
         raise ValueError("spectrum_study on data needs the network (net)")
     X = check_rows(X, "X", normalize)
     n, d = X.shape
     k = check_k(k, n)
+    if smallest:
+        check_k(smallest, n)
     gram_w, gram_tr = data_gram_eigenvalues(X)
     gram_eff = gram_tr / gram_w[0]
     runs = {}
@@ -231,12 +255,18 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     if empirical_width:
         emp = _empirical(net, X, k, int(empirical_width), int(empirical_seeds), seed,
                          empirical_init)
+    low = None
+    if smallest:
+        from .smallest import smallest_eigenvalues
+
+        tile_kw = {key: eig_kw[key] for key in ("method", "device", "tile") if key in eig_kw}
+        low = smallest_eigenvalues(net, X, smallest, seed=seed, progress=progress, **tile_kw)
     return SpectrumStudy(source or "data", net, n, d, k, tol, seed, runs[False],
-                         runs.get(True), gram, emp, time.perf_counter() - t0)
+                         runs.get(True), gram, emp, time.perf_counter() - t0, smallest=low)
 
 
 def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, seed, progress,
-                  t0, eig_kw) -> SpectrumStudy:
+                  t0, eig_kw, smallest=0) -> SpectrumStudy:
     from . import store
 
     meta = store.read_marker(path)
@@ -264,5 +294,11 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
             runs[cen] = KernelSpectrum(res, "theorem3_bound", theorem3_bound(stored),
                                        time.perf_counter() - t1)
     n = int(meta["shape"][0])
+    low = None
+    if smallest:
+        from .smallest import smallest_eigenvalues_stored
+
+        low = smallest_eigenvalues_stored(path, smallest)
     return SpectrumStudy(path, stored, n, int(meta["d"]), runs[False].result.k, tol, seed,
-                         runs[False], runs.get(True), None, None, time.perf_counter() - t0)
+                         runs[False], runs.get(True), None, None, time.perf_counter() - t0,
+                         smallest=low)
