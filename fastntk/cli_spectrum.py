@@ -37,7 +37,7 @@ def cmd_spectrum(args) -> int:
         if given:
             raise ValueError(f"--matrix reads a stored kernel matrix: {', '.join(given)} "
                              "do(es) not apply (the network, data and tiles are the store's)")
-        kw = {"matrix": args.matrix}
+        kw = {"matrix": args.matrix, "compare_gram": False}
     else:
         net = network_from_args(args)
         data = args.data or "digits"

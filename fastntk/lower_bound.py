@@ -189,7 +189,8 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     if dup:
         value = 0.0
     return LowerBound(
-        value=value, scale=scale, n=n, vacuous=value <= 0.0 and not dup, duplicates=dup,
+        value=float(value), scale=scale, n=n, vacuous=bool(value <= 0.0 and not dup),
+        duplicates=dup,
         powers=np.asarray(powers), R=R, contributions=contributions * scale,
         degree=int(degree), tail=tail, theta_one=float(one), slack=slack * scale,
         certified=bool(coef.certified), hermite_error=float(coef.hermite_error),

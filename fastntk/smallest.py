@@ -122,8 +122,9 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
     eigenvalues are Rayleigh quotients, so ``eigenvalues[0]`` >= lambda_min, and
     ``error_estimates[0]`` is the bracket width eigenvalues[0] - lower_bound), or ``"auto"``
     (dense for n <= ``dense_max``).  ``tol``: relative residual the LOBPCG path aims for in
-    at most ``max_passes`` passes.  Duplicate rows make lambda_min = 0 exactly and the bound
-    is then 0; a bound of 0 otherwise is reported as vacuous (``bound["vacuous"]``).
+    about ``max_passes`` passes (its iteration cap is ``max_passes`` - 4).  Duplicate rows
+    make lambda_min = 0 exactly and the bound is then 0; a bound of 0 otherwise is reported as
+    vacuous (``bound["vacuous"]``).
 
     Raises TypeError/ValueError for bad k (1 <= k < n), rows, solver or scale.
     """
@@ -176,8 +177,10 @@ def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, d
     mean_eig = scale * coef.ntk_at_one  # Tr(K) / n: the scale of the small eigenvalues
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # lobpcg's passes: one for the start, one per iteration, and about two more on its
+        # restarts; the final Rayleigh-Ritz below is one more
         _, V = lobpcg(A, V0, M=M, largest=False, tol=tol * mean_eig,
-                      maxiter=max(1, max_passes - 1))
+                      maxiter=max(1, max_passes - 4))
     # the final Rayleigh-Ritz with one more pass: Rayleigh quotients and true residuals
     V = np.linalg.qr(V)[0]
     KV = op.matvec(V)
