@@ -38,6 +38,7 @@ from .cpu import gram_lower
 from .data import check_rows
 from .defaults import OPERATOR_TILE
 from .kernels import gershgorin_cpu
+from .solver import blas_limits
 from .tilespec import check_which
 
 __all__ = ["LowerBound", "least_eigenvalue_bound"]
@@ -165,7 +166,8 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     coef = net.coefficients(degree)
     c, one = coef.table(which)
     c = np.asarray(c, dtype=np.float64)
-    powers, S = power_sums(X, degree, tile, progress)
+    with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
+        powers, S = power_sums(X, degree, tile, progress)
     R = S.max(axis=1) if n > 1 else np.zeros(len(powers))
     # coefficient c_p uses R at the largest grid power <= p (R_0 = n - 1: the all-ones matrix)
     p = np.arange(len(c))

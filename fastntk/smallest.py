@@ -31,7 +31,7 @@ from .data import check_rows
 from .defaults import OPERATOR_TILE, TILE_TOL
 from .eigen import assemble_kernel
 from .lower_bound import BOUND_DEGREE, least_eigenvalue_bound
-from .solver import EigenResult, check_k, dense_eigenvalues
+from .solver import EigenResult, blas_limits, check_k, dense_eigenvalues
 
 __all__ = ["DENSE_MAX", "SeriesPreconditioner", "smallest_eigenvalues",
            "smallest_eigenvalues_stored"]
@@ -175,7 +175,7 @@ def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, d
     rng = np.random.default_rng(seed)
     V0 = prec(rng.standard_normal((n, b)))
     mean_eig = scale * coef.ntk_at_one  # Tr(K) / n: the scale of the small eigenvalues
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), blas_limits(1):  # tile passes: see fastntk.solver
         warnings.simplefilter("ignore")
         # lobpcg's passes: one for the start, one per iteration, and about two more on its
         # restarts; the final Rayleigh-Ritz below is one more
@@ -183,7 +183,8 @@ def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, d
                       maxiter=max(1, max_passes - 4))
     # the final Rayleigh-Ritz with one more pass: Rayleigh quotients and true residuals
     V = np.linalg.qr(V)[0]
-    KV = op.matvec(V)
+    with blas_limits(1):
+        KV = op.matvec(V)
     H = V.T @ KV
     theta, C = np.linalg.eigh(0.5 * (H + H.T))
     U, KU = V @ C, KV @ C
