@@ -200,14 +200,19 @@ def check_k(k, n: int) -> int:
 
 
 # --------------------------------------------------------------------------- estimates
-def error_estimates(theta: np.ndarray, res: np.ndarray, resolved: float = 1e-3
-                    ) -> np.ndarray:
+def error_estimates(theta: np.ndarray, res: np.ndarray, gram: np.ndarray | None = None,
+                    resolved: float = 1e-3, gap: float = 0.5) -> np.ndarray:
     """Estimated eigenvalue errors of Ritz values ``theta`` (descending) with residual norms
     ``res`` (see the module docstring): min(||r_i||, Kato-Temple, perturbation estimate).
 
-    The perturbation estimate treats the leading Ritz pairs 1..j with ||r_l|| <
-    ``resolved`` |theta_l| as one group and estimates the top of the spectrum outside it by
-    mu = max_(l > j) (theta_l + ||r_l||), the first unresolved pair included."""
+    The perturbation estimate treats a group of leading Ritz pairs 1..j as one and bounds
+    the top of the spectrum outside it by mu_j = max_(l > j) (theta_l + ||r_l||).  Groups
+    tried: the pairs before the first with ||r_l|| >= ``resolved`` |theta_l|, and every j
+    below which the Ritz values drop by a factor (1 - ``gap``) (a spectral gap: an
+    eigenvalue the Krylov space missed would have to hide in it).  ``gram``: the Gram matrix
+    of the residual vectors (r_i . r_l); with it the coupling of two pairs through the rest of
+    the spectrum is bounded by |r_i . r_l| / theta_i + ||r_i|| ||r_l|| mu / (theta_i eta_i)
+    (for a positive semidefinite operator) instead of ||r_i|| ||r_l|| / eta_i."""
     theta = np.asarray(theta, dtype=np.float64)
     res = np.asarray(res, dtype=np.float64)
     t = len(theta)
@@ -217,24 +222,31 @@ def error_estimates(theta: np.ndarray, res: np.ndarray, resolved: float = 1e-3
     # Kato-Temple: gap to the nearest other Ritz value, less its residual
     gaps = diff - res[None, :]
     np.fill_diagonal(gaps, np.inf)
-    gap = gaps.min(axis=1)
-    out = np.minimum(res, np.where(gap > res, res**2 / np.where(gap > 0, gap, 1.0), res))
-    # perturbation estimate for the resolved group 1..j
+    near = gaps.min(axis=1)
+    out = np.minimum(res, np.where(near > res, res**2 / np.where(near > 0, near, 1.0), res))
+    upper = np.maximum.accumulate((theta + res)[::-1])[::-1]  # max_(l >= j) theta_l + r_l
+    groups = set()
     bad = np.flatnonzero(res >= resolved * np.abs(theta))
-    j = int(bad[0]) if bad.size else t - 1
-    if j == 0:
-        return out
-    mu = float(np.max(theta[j:] + res[j:]))
-    th, r = theta[:j], res[:j]
-    eta = th - mu
-    ok = eta > r
-    eta = np.where(ok, eta, 1.0)
-    c = r[:, None] * r[None, :] / eta[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        second = np.minimum(c * c / diff[:j, :j], c)
-    np.fill_diagonal(second, 0.0)
-    pert = np.where(ok, r**2 / eta + second.sum(axis=1), np.inf)
-    out[:j] = np.minimum(out[:j], pert)
+    if bad.size and bad[0] > 0:
+        groups.add(int(bad[0]))
+    drops = np.flatnonzero(theta[:-1] - upper[1:] >= gap * np.abs(theta[:-1])) + 1
+    groups.update(int(j) for j in drops[-4:])
+    psd = theta[-1] >= 0
+    for j in sorted(groups):
+        mu = float(upper[j])
+        th, r = theta[:j], res[:j]
+        eta = th - mu
+        ok = eta > r
+        eta = np.where(ok, eta, 1.0)
+        c = r[:, None] * r[None, :] / eta[:, None]
+        if gram is not None and psd and mu >= 0:
+            thp = np.where(th > 0, th, 1.0)[:, None]
+            c = np.minimum(c, np.abs(gram[:j, :j]) / thp + c * (mu / thp))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            second = np.minimum(c * c / diff[:j, :j], c)
+        np.fill_diagonal(second, 0.0)
+        pert = np.where(ok, r**2 / eta + second.sum(axis=1), np.inf)
+        out[:j] = np.minimum(out[:j], pert)
     return out
 
 
@@ -402,10 +414,15 @@ class BlockKrylov:
                 theta, S = np.linalg.eigh(st.H)
         order = _order(theta)[:t]
         theta, S = theta[order], np.ascontiguousarray(S[:, order])
-        res = np.linalg.norm(st.G.T @ S, axis=0) if st.G.shape[1] else np.zeros(t)
+        if st.G.shape[1]:
+            Rc = st.G.T @ S  # the residual vectors' coefficients in Y
+            gram = Rc.T @ Rc
+            res = np.sqrt(np.maximum(np.diagonal(gram), 0.0))
+        else:
+            gram, res = np.zeros((t, t)), np.zeros(t)
         floor = self._floor(theta[0])
         res = np.maximum(res, floor)
-        errs = np.maximum(error_estimates(theta, res), floor)
+        errs = np.maximum(error_estimates(theta, res, gram), floor)
         return theta, S, res, errs
 
     def _rayleigh_ritz(self) -> None:
@@ -474,7 +491,7 @@ class BlockKrylov:
         n, b = st.n, st.block
         P = rng.standard_normal((n, b))
         if self.start is not None:
-            j = min(self.start.shape[1], max(b - 16, b - b // 4))  # >= 16 random or 3/4
+            j = min(self.start.shape[1], b - min(8, b // 4))  # 8 random (a quarter of b)
             P[:, :j] = self.start[:, :j]
             self.start = None  # only the first block uses it: free its n x j doubles
         Y = _svqb(P, 1e-10 * float(np.linalg.norm(P, axis=0).max()))[0]
