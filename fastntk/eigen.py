@@ -91,10 +91,14 @@ def assemble_kernel(net, X, method: str = "auto", tol: float = TILE_TOL, which: 
     """(Theta(X, X), Theta(1)): the whole kernel matrix (n x n doubles, no 1/n) through the
     tile contract (``fastntk.tiles.theta_tile``, one symmetric tile: the lower triangle of the
     Gram matrix, the map, the mirror), and the exact diagonal value."""
+    from .solver import blas_limits
     from .tiles import theta_tile, tile_spec
 
     spec = tile_spec(net, method, tol, which)
-    return theta_tile(spec, X, None, device=device), float(spec.at_one)
+    # BLAS on one thread: its threads would spin against the Numba kernel (fastntk.solver)
+    with blas_limits(1 if device == "cpu" else None):
+        theta = theta_tile(spec, X, None, device=device)
+    return theta, float(spec.at_one)
 
 
 def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:

@@ -455,7 +455,8 @@ class BlockKrylov:
         return ok
 
     def _rr_due(self, q: int) -> bool:
-        """Rayleigh-Ritz after this pass?  Always while it is cheap (a small basis, or below
+        """Rayleigh-Ritz after this pass?  Not before the basis holds k + guard columns; then
+        always while it is cheap (a small basis, or below
         ``rr_share`` of the pass's multiply-adds).  Otherwise when the last two Rayleigh-Ritz
         steps predict convergence by now: the number of unconverged wanted pairs, which falls
         about linearly with the basis size, or else the worst error ratio, which falls about
@@ -463,7 +464,11 @@ class BlockKrylov:
         state, so a resumed run makes the same choices."""
         st = self.state
         m, n = self.basis.m, st.n
-        if m >= n or m <= 600 or 10.0 * m**3 <= self.rr_share * 2.0 * n * n * max(q, 1):
+        if m >= n:
+            return True
+        if m < min(self.k + self.guard, n):  # too few Ritz pairs to converge the wanted ones
+            return False
+        if m <= 600 or 10.0 * m**3 <= self.rr_share * 2.0 * n * n * max(q, 1):
             return True
         since = st.passes - st.rr_pass
         if since >= max(6, st.passes // 3):

@@ -8,4 +8,6 @@
                 Horner's rule, symmetric tiles, near-duplicate recomputation.
 ``tiles_cuda``  the same contract with numba.cuda (shared-memory Gram fused with the map,
                 fused tile @ V); imported only when a GPU or the simulator is asked for.
+``gershgorin_cpu``  certified Gershgorin sums of Hadamard powers of the correlation matrix,
+                tile by tile (the least-eigenvalue bound, docs/math.md section 7).
 """
