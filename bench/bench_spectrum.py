@@ -6,7 +6,8 @@ Run (one run, ratios from the same session)::
     python -m pytest bench/bench_spectrum.py --benchmark-enable -p no:cacheprovider -s
 
 Cases (ReLU, L = 3, points uniform on S^63, d = 64; override the sizes with
-FASTNTK_BENCH_TOP10_N, FASTNTK_BENCH_TOP300_N, FASTNTK_BENCH_SMALLEST_N):
+FASTNTK_BENCH_TOP10_N (or FASTNTK_BENCH_N, as before), FASTNTK_BENCH_TOP300_N,
+FASTNTK_BENCH_SMALLEST_N):
 
 * top-10 at n = 8,000 (tol 1e-8): ``fastntk.top_eigenvalues`` (default: K assembled once
   through the tiles, then block Krylov) and the matrix-free solver (``assemble=False``), each
@@ -35,7 +36,7 @@ from fastntk.data import uniform_sphere as sphere
 from fastntk.tiles import theta_tile
 
 D, L = 64, 3
-N10 = int(os.environ.get("FASTNTK_BENCH_TOP10_N", "8000"))
+N10 = int(os.environ.get("FASTNTK_BENCH_TOP10_N", os.environ.get("FASTNTK_BENCH_N", "8000")))
 N300 = int(os.environ.get("FASTNTK_BENCH_TOP300_N", "10000"))
 NLOW = int(os.environ.get("FASTNTK_BENCH_SMALLEST_N", "10000"))
 RESULTS: dict = {}

@@ -45,12 +45,13 @@ def default_block(k: int, d: int | None = None, n: int | None = None,
     73 and 19 columns).  Large k: matrix-free, a pass
     costs n^2 kernel evaluations whatever the block, so the block holds all k + k // 10
     wanted pairs (at most 256); on an assembled K a pass is a BLAS product whose cost grows
-    with the block, and a narrow block (64) builds a deeper Krylov space for the same work
+    with the block, and a narrow block (64, or 7 k / 40 so that the ~7 k columns block
+    Lanczos needs take about 40 passes) builds a deeper Krylov space for the same work
     (measured: top-300 at n = 8,000 converged with 1,900 columns at b = 64, 2,560 at
     b = 128)."""
     b = k + max(10, k // 10)
-    if assembled:
-        b = min(b, 64)
+    if assembled:  # deep and narrow, but within about 40 passes of ~7 k columns
+        b = min(b, max(64, 7 * k // 40))
     else:
         b = min(b, 256)
     if d is not None:
