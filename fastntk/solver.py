@@ -315,7 +315,8 @@ class BlockKrylov:
         Numba tile kernels down (measured 17-25 % per pass at n = 20,000-40,000).
     rr_share : Rayleigh-Ritz (an m x m eigendecomposition) runs after a pass when its cost
         is below this share of the pass's multiply-adds, else when the convergence history
-        predicts convergence (at least every 8 passes, and always before a restart).
+        predicts convergence (at least every max(6, passes / 3) passes, and always before
+        a restart).
     """
 
     def __init__(self, op, k: int, block: int | None = None, tol: float = EIG_TOL,

@@ -251,6 +251,12 @@ def test_stored_matrix(tmp_path, capsys):
     assert res.lower_bound is None and "no data" in res.bound["message"]
     with pytest.raises(ValueError, match="k"):
         smallest_eigenvalues_stored(good, 60)
+    capsys.readouterr()
+    assert main(["spectrum", "--matrix", good, "-k", "3", "--smallest", "2", "--json",
+                 "--no-progress"]) == 0
+    low = json.loads(capsys.readouterr().out)["smallest"]
+    assert low["bracket"][0] is None and low["exact"]
+    np.testing.assert_allclose(low["eigenvalues"], res.eigenvalues[:2], rtol=1e-12)
 
 
 def test_cli_smallest(capsys):
