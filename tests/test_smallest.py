@@ -176,22 +176,24 @@ def test_top_300_against_eigh():
     n = 2000
     X = sphere(n, 16, seed=9)
     w = np.linalg.eigvalsh(net.kernel(X) / n)[::-1]
-    res = top_eigenvalues(net, X, 300, tol=1e-10)
-    assert res.converged
-    np.testing.assert_allclose(res.eigenvalues, w[:300], rtol=1e-8, atol=0)
-    true = np.abs(res.eigenvalues - w[:300])
-    assert np.all(true <= res.error_estimates + 4 * np.finfo(float).eps * w[0])
+    for assemble in (False, True):  # block Krylov; k >= n / 8 assembled: LAPACK directly
+        res = top_eigenvalues(net, X, 300, tol=1e-10, assemble=assemble)
+        assert res.converged and ("block-krylov" in res.method) == (not assemble)
+        np.testing.assert_allclose(res.eigenvalues, w[:300], rtol=1e-8, atol=0)
+        true = np.abs(res.eigenvalues - w[:300])
+        assert np.all(true <= res.error_estimates + 4 * np.finfo(float).eps * w[0])
 
 
 def test_resume_k500_from_checkpoint(tmp_path):
     net = NETS["relu2-bias"]
     X = sphere(700, 12, seed=5)
-    ref = top_eigenvalues(net, X, 500, tol=1e-9)
+    kw = dict(tol=1e-9, assemble=False, block=64)
+    ref = top_eigenvalues(net, X, 500, **kw)
     assert ref.passes > 3
     ck = str(tmp_path / "ck")
-    part = top_eigenvalues(net, X, 500, tol=1e-9, checkpoint=ck, max_passes=3)
+    part = top_eigenvalues(net, X, 500, checkpoint=ck, max_passes=3, **kw)
     assert part.passes == 3 and not part.converged
-    full = top_eigenvalues(net, X, 500, tol=1e-9, checkpoint=ck)
+    full = top_eigenvalues(net, X, 500, checkpoint=ck, **kw)
     assert full.passes_resumed == 3 and full.passes == ref.passes
     np.testing.assert_array_equal(full.eigenvalues, ref.eigenvalues)  # bit for bit
 
