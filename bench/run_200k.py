@@ -1,7 +1,8 @@
 """Matrix-free top-k eigenvalues at n = 200,000, d = 64, ReLU L = 3 (the scale run).
 
-    python bench/run_200k.py [n [k [block [checkpoint_dir]]]]
-    # defaults: n = 200,000, k = 10, the default block, no checkpoint
+    python bench/run_200k.py [n [k [block [checkpoint_dir [method]]]]]
+    # defaults: n = 200,000, k = 10, the default block ("auto"), no checkpoint ("none"),
+    # tile method auto (exact ReLU recursion; "series": the power series)
 
 Prints one JSON record: the wall time, passes and their widths and seconds, where the time
 went (passes, orthogonalisation, Rayleigh-Ritz), peak RSS of the whole process, the
@@ -27,8 +28,10 @@ def main() -> None:
     kw = {}
     if len(sys.argv) > 3 and sys.argv[3] != "auto":
         kw["block"] = int(sys.argv[3])
-    if len(sys.argv) > 4:
+    if len(sys.argv) > 4 and sys.argv[4] != "none":
         kw["checkpoint"] = sys.argv[4]
+    if len(sys.argv) > 5:
+        kw["method"] = sys.argv[5]
     X = fastntk.uniform_sphere(n, 64, seed=0)
     net = fastntk.NTK("relu", 3)
     load0 = os.getloadavg()
@@ -37,7 +40,8 @@ def main() -> None:
     total = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss in KiB)
     print(json.dumps({
-        "n": n, "k": k, "block": res.block, "seconds": total, "passes": res.passes,
+        "n": n, "k": k, "method": kw.get("method", "auto"), "block": res.block,
+        "seconds": total, "passes": res.passes,
         "passes_resumed": res.passes_resumed, "converged": res.converged,
         "pass_widths": [h["block"] for h in res.history],
         "pass_seconds": [float(h["seconds"]) for h in res.history],
