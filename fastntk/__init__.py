@@ -9,6 +9,7 @@ Public API (this namespace)::
                                               .kernel(X), .matrix(X) (lazy Dask, .to_zarr)
     top_eigenvalues(net, X, k)                top-k of K = Theta / n, matrix-free
     top_eigenvalues_stored(path, k)           top-k of a matrix stored by `fastntk matrix`
+    smallest_eigenvalues(net, X, k)           bottom-k of K with a certified lower bound
     spectrum_study(net, X, k)                 the paper's study: eff(K), Theorems 3 and 5, ...
     sphere_eigenvalues(net, d, kmax)          Funk-Hecke eigenvalues on S^(d-1)
     empirical_ntk(net, X, width)              finite-width NTK for comparison
@@ -28,6 +29,8 @@ Modules, in the order data flows through them:
     operators, basis, solver  matrix-free operators; the block Krylov eigensolver
     eigen, theorems, study    NTK eigenvalue front ends; the paper's theorems; the study
     checkpoint                solver checkpoints (resume after a kill)
+    smallest, lower_bound     the least eigenvalues; the certified Gershgorin lower bound
+                              (section 7, kernels.gershgorin_cpu)
     sphere, kernels.sphere_cpu   eigenvalues on the sphere: Funk-Hecke quadrature and series
     sphere_sample, sphere_study  a sample's full spectrum; the sphere study (fits, pictures)
     decay                     decay models, decay classes of coefficient tables, fits
@@ -50,6 +53,7 @@ from .empirical import empirical_ntk
 from .hermite import HermiteCoefficients, hermite_for
 from .io import load_data
 from .ntk import NTK, Coefficients, LayerSeries
+from .smallest import smallest_eigenvalues
 from .solver import EigenResult
 from .sphere import sphere_eigenvalues
 from .study import SpectrumStudy, spectrum_study
@@ -61,6 +65,6 @@ __all__ = [
     "LayerSeries", "NTK", "SpectrumStudy", "TileSpec", "activation_from_callable", "check_rows",
     "digits", "empirical_ntk", "get_activation", "get_client", "hermite_for", "load_data",
     "spectrum_study", "sphere_eigenvalues", "table1", "tile_spec", "top_eigenvalues",
-    "top_eigenvalues_stored", "uniform_sphere",
+    "top_eigenvalues_stored", "uniform_sphere", "smallest_eigenvalues",
 ]
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ A checkpoint directory holds, per solver run ``name`` (e.g. ``ntk``, ``centered`
   is only ever resumed by the identical computation, anything else is refused with
   :class:`CheckpointMismatch`;
 * ``{name}.state.npz``: the solver state after the last completed pass (``np.savez`` of the
-  arrays Z, AZ, ritz, residuals, plus the scalars, random generator state and history as a
+  arrays of the state (Z, Y, H, G, ...), the scalars, random generator state and history as a
   JSON string), written to a temporary file and moved into place with ``os.replace``, so an
   interruption at any time leaves either the previous or the new complete state.
 
@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 
 FORMAT = "fastntk-checkpoint-1"
-_ARRAYS = ("Z", "AZ", "ritz", "residuals")
+_ARRAYS = ("Z", "Y", "H", "G", "ritz", "residuals", "errors")
 
 
 class CheckpointMismatch(ValueError):

@@ -51,6 +51,21 @@ def float_in(lo: float, hi: float, what: str):
     return parse
 
 
+def index_range(text: str) -> tuple[int, int]:
+    """An argparse type: ``LO:HI``, whole numbers with 1 <= LO < HI (an index range [LO, HI))."""
+    lo, sep, hi = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        value = (int(lo), int(hi))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO:HI (two whole numbers, e.g. "
+                                         "100:500)") from None
+    if not 1 <= value[0] < value[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty range: need 1 <= LO < HI")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0."""
     try:

@@ -12,6 +12,7 @@ from .cli_args import (
     client_from_args,
     count,
     float_in,
+    index_range,
     network_from_args,
     network_given,
 )
@@ -62,6 +63,14 @@ def cmd_spectrum(args) -> int:
             clear_directory(args.checkpoint)
     elif args.restart:
         raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
+    if args.smallest:
+        kw["smallest"] = args.smallest
+    if args.fit_range is not None:
+        if args.fit_range[0] > args.k:
+            raise ValueError(f"--fit-range {args.fit_range[0]}:{args.fit_range[1]} starts "
+                             f"beyond the -k {args.k} eigenvalues computed: raise -k or lower "
+                             "the range")
+        kw["fit_range"] = args.fit_range
     with client_from_args(args) as client:
         if client is not None and args.matrix is not None:
             raise ValueError("--matrix runs in this process: drop the cluster options")
@@ -119,9 +128,56 @@ def _print(s: dict) -> None:
               + ("n/a (needs the data)" if bound is None else f"{bound:.6f}"))
     if "gram" in s:
         print(f"# eff(XX^T) = {s['gram']['effective_rank']:.6f}")
+    if "index_decay" in s:
+        _print_decay(s["index_decay"])
+    if "smallest" in s:
+        _print_smallest(s["smallest"])
     if s.get("files"):
         print(f"# wrote {', '.join(s['files'].values())}")
     print(f"# total {s['seconds']:.2f} s")
+
+
+def _print_decay(dec: dict) -> None:
+    """The fits of lambda_i against i (the best one first)."""
+    from .decay import format_law
+
+    lo, hi = dec["range"]
+    head = f"# decay of lambda_i over {lo} <= i < {hi} ({dec['resolved']} values fitted"
+    head += f", {dec['unresolved']} unresolved left out)" if dec["unresolved"] else ")"
+    if dec["best"] is None:
+        print(head + ": too few values for a fit")
+        return
+    print(head + ":")
+    order = [dec["best"]] + [m for m in dec["fits"] if m != dec["best"]]
+    for m in order:
+        fit = dec["fits"][m]
+        if fit is not None:
+            tag = "  (best)" if m == dec["best"] else ""
+            print(f"#   {m:>9}: lambda_i ~ {format_law(fit, 'i')}   rms log residual "
+                  f"{fit['rms_log']:.3g}{tag}")
+
+
+def _print_smallest(low: dict) -> None:
+    """The least eigenvalues and the bracket [certified lower bound, estimate]."""
+    n = low["n"]
+    print(f"# least eigenvalues of K: {low['method']}, {low['seconds']:.2f} s")
+    print(f"{'i':>6} {'lambda_i(K)':>15} {'residual':>15} {'error est.':>15}")
+    for j, (lam, res, err) in enumerate(zip(low["eigenvalues"], low["residuals"],
+                                            low["error_estimates"], strict=True)):
+        flag = "" if err < abs(lam) else "  (error estimate swamps the value)"
+        print(f"{n - j:>6} {lam:>15.8e} {res:>15.3e} {err:>15.3e}{flag}")
+    lb, est = low["bracket"]
+    bound = low.get("bound") or {}
+    if lb is None:
+        print(f"# lambda_min(K) = {est:.8e}; lower bound {bound.get('message', 'n/a')}")
+        return
+    kind = "exact (dense eigh)" if low["exact"] else "upper bound (Rayleigh quotient)"
+    print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: certified lower bound (Schur + "
+          f"Gershgorin on the series, docs/math.md section 7), estimate = {kind}")
+    if bound.get("duplicates"):
+        print(f"# {bound['message']}")
+    elif bound.get("vacuous"):
+        print(f"# lower bound {bound['message']}")
 
 
 def register(sub) -> None:
@@ -178,6 +234,13 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--chunk", type=count(1), default=None,
                    help="rows per kernel tile / Dask task (default automatic)")
+    p.add_argument("--smallest", type=count(1), default=None, metavar="K",
+                   help="also the K least eigenvalues of K, with the bracket [certified lower "
+                        "bound, estimate] on lambda_min (docs/math.md section 7): exact for "
+                        "n <= 20,000 (K assembled in memory), else a matrix-free estimate")
+    p.add_argument("--fit-range", type=index_range, default=None, metavar="LO:HI",
+                   help="index range [LO, HI) of the decay fits of lambda_i against i "
+                        "(default: 100:500 when -k >= 500, else the top four fifths)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="save the eigensolver state after every pass in DIR; rerunning the "
                         "same command resumes from the last completed pass")

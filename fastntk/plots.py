@@ -17,6 +17,7 @@ on; values whose error estimate swamps them are never drawn as numbers.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -89,9 +90,12 @@ def _draw_guide(ax, fit: dict, rate: dict, var: str, text: str, color=None) -> N
 
 
 def plot_spectrum(series: dict[str, np.ndarray], path: str, title: str = "",
-                  bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
+                  bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                  fit: dict | None = None) -> str:
     """lambda_p / lambda_1 for each named eigenvalue array (descending), log scale.
-    ``bands``: optional (low, high) arrays per name, drawn as shaded 95 % bands."""
+    ``bands``: optional (low, high) arrays per name, drawn as shaded 95 % bands; ``fit``: a
+    decay law fitted to the first series' eigenvalues against the index
+    (``fastntk.study.index_decay``), drawn over its fitted range."""
     plt, fig, axes = _figure()
     ax = axes[0, 0]
     for name, lam in series.items():
@@ -105,6 +109,11 @@ def plot_spectrum(series: dict[str, np.ndarray], path: str, title: str = "",
         if bands and name in bands:
             lo, hi = bands[name]
             ax.fill_between(p, np.maximum(lo, 1e-300), hi, alpha=0.2)
+    if fit is not None and series:
+        first = np.asarray(next(iter(series.values())), dtype=np.float64)
+        if first.size and first[0] > 0:  # the law is in eigenvalue units: divide by lambda_1
+            scaled = dict(fit, log_C=fit["log_C"] - math.log(first[0]), C=None)
+            _draw_law(ax, scaled, "p", color="C3")
     ax.set_yscale("log")
     return _finish(plt, fig, ax, path, "p", r"$\lambda_p / \lambda_1$",
                    title or "spectrum relative to the largest eigenvalue")

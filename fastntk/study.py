@@ -2,9 +2,11 @@
 
 :func:`spectrum_study` computes, for data X or for a stored kernel matrix, the top-k
 eigenvalues of K = Theta / n with eff(K) and the Theorem 3 bound; optionally the centered
-kernel K~ with the Theorem 5 bound, the data Gram X X^T (Figure 2 of the paper) and the
-spectrum of finite-width empirical NTKs.  It returns a :class:`SpectrumStudy`; ``fastntk
-spectrum`` only formats it, and :meth:`SpectrumStudy.write` writes its JSON and pictures.
+kernel K~ with the Theorem 5 bound, the data Gram X X^T (Figure 2 of the paper), the
+spectrum of finite-width empirical NTKs and the least eigenvalues of K with the bracket
+[certified lower bound, estimate] (docs/math.md section 7).  It returns a
+:class:`SpectrumStudy`; ``fastntk spectrum`` only formats it, and
+:meth:`SpectrumStudy.write` writes its JSON and pictures.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .ntk import NTK
 from .solver import EigenResult, check_k, dense_eigenvalues
 from .theorems import centered_c0, data_gram_eigenvalues, theorem3_bound, theorem5_bound
 
-__all__ = ["KernelSpectrum", "SpectrumStudy", "spectrum_study"]
+__all__ = ["KernelSpectrum", "SpectrumStudy", "default_fit_range", "index_decay",
+           "spectrum_study"]
 
 
 @dataclass
@@ -82,12 +85,16 @@ class SpectrumStudy:
     empirical: dict | None = None
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    smallest: EigenResult | None = None
+    index_decay: dict | None = None
 
     @property
     def converged(self) -> bool:
-        """True when every eigenvalue met its tolerance (both kernels)."""
+        """True when every eigenvalue met its tolerance (both kernels, and the least
+        eigenvalues when asked for)."""
         return self.ntk.result.converged and (
-            self.centered is None or self.centered.result.converged)
+            self.centered is None or self.centered.result.converged) and (
+            self.smallest is None or self.smallest.converged)
 
     def to_dict(self) -> dict:
         """A JSON-able dictionary (what ``fastntk spectrum --json`` prints)."""
@@ -105,6 +112,10 @@ class SpectrumStudy:
             out["gram"] = self.gram
         if self.empirical is not None:
             out["empirical"] = self.empirical
+        if self.smallest is not None:
+            out["smallest"] = _smallest_dict(self.smallest)
+        if self.index_decay is not None:
+            out["index_decay"] = self.index_decay
         return out
 
     def write(self, folder: str, coeff_degree: int = 256, sphere_kmax: int = 100) -> dict:
@@ -131,9 +142,11 @@ class SpectrumStudy:
                 bands[f"empirical NTK, width {e['width']}"] = (lam - half, lam + half)
         if self.gram is not None:
             series["data Gram XX^T"] = np.array(self.gram["eigenvalues"])
+        best = None if self.index_decay is None else self.index_decay.get("best")
         files = {"spectrum": plot_spectrum(
             series, os.path.join(folder, "spectrum.png"),
-            title=f"{self.source}: NTK spectrum vs data Gram", bands=bands)}
+            title=f"{self.source}: NTK spectrum vs data Gram", bands=bands,
+            fit=None if best is None else self.index_decay["fits"][best])}
         coef = net.coefficients(coeff_degree)
         fit = coefficient_decay(coef)
         summary["coefficient_fit"] = fit
@@ -151,6 +164,79 @@ class SpectrumStudy:
         with open(path, "w") as fh:
             json.dump(summary, fh, indent=1)
         return summary["files"]
+
+
+#: Decay laws fitted to lambda_i against the index i (docs/math.md section 9).
+INDEX_MODELS = ("power", "exp_sqrt", "geometric")
+#: An eigenvalue is fitted only when its error estimate is below this fraction of it.
+FIT_RESOLUTION = 1e-3
+
+
+def default_fit_range(k: int) -> tuple[int, int]:
+    """The index range [lo, hi) fitted by default: the paper's [100, 500) when k >= 500,
+    otherwise the top four fifths of what was computed, [max(2, k // 5), k + 1)."""
+    if k >= 500:
+        return 100, 500
+    return max(2, k // 5), k + 1
+
+
+def index_decay(res: EigenResult, fit_range: tuple[int, int] | None = None) -> dict:
+    """Fits of lambda_i against its 1-based index i over ``fit_range`` = [lo, hi)
+    (default :func:`default_fit_range`) for the laws of :data:`INDEX_MODELS`, using only the
+    eigenvalues whose error estimate is at most ``FIT_RESOLUTION`` of their value (the others
+    are counted in ``"unresolved"``, never fitted).  Returns {"range", "resolved",
+    "unresolved", "fits": {model: fit or None}, "best": the model with the least rms log
+    residual per degree of freedom, or None}; a fit is None when fewer than 3 values are usable.  Raises ValueError
+    when the range is empty or lies beyond the k computed eigenvalues."""
+    lam = np.asarray(res.eigenvalues, dtype=np.float64)
+    k = len(lam)
+    lo, hi = default_fit_range(k) if fit_range is None else (int(fit_range[0]),
+                                                               int(fit_range[1]))
+    if not 1 <= lo < hi:
+        raise ValueError(f"fit range [{lo}, {hi}) is empty: need 1 <= lo < hi")
+    if lo > k:
+        raise ValueError(f"fit range [{lo}, {hi}) starts beyond the {k} computed eigenvalues: "
+                         f"ask for at least {lo} (-k) or lower the range")
+    err = np.asarray(res.error_estimates, dtype=np.float64)
+    i = np.arange(1, k + 1)
+    inside = (i >= lo) & (i < hi)
+    resolved = inside & (lam > 0) & (err <= FIT_RESOLUTION * np.abs(lam))
+    from .decay import fit_index_decay
+
+    fits = {}
+    for model in INDEX_MODELS:
+        try:
+            fits[model] = fit_index_decay(lam, lo, hi, model=model, resolved=resolved)
+        except ValueError:
+            fits[model] = None
+    done = {m: f for m, f in fits.items() if f is not None and f["points"] > _params(f)}
+    best = min(done, key=lambda m: _adjusted_rms(done[m])) if done else None
+    return {"range": [lo, min(hi, k + 1)], "resolved": int(resolved.sum()),
+            "unresolved": int((inside & ~resolved).sum()), "fits": fits, "best": best}
+
+
+def _params(fit: dict) -> int:
+    return 2 if fit["model"] == "power" else 3
+
+
+def _adjusted_rms(fit: dict) -> float:
+    """rms log residual per degree of freedom (a law with more parameters must fit better
+    than by its extra parameter alone to be called best)."""
+    m = fit["points"]
+    return fit["rms_log"] * math.sqrt(m / (m - _params(fit)))
+
+
+def _smallest_dict(res: EigenResult) -> dict:
+    """The least eigenvalues and the bracket [lower bound, estimate] of lambda_min."""
+    out = res.summary()
+    est = float(res.eigenvalues[0])
+    lb = res.lower_bound
+    out["estimate"] = est
+    out["bracket"] = [lb, est]
+    if lb is not None and lb > 0:
+        out["bracket_relative_width"] = (est - lb) / est
+    out["exact"] = res.method.startswith("dense")
+    return out
 
 
 def _empirical(net: NTK, X: np.ndarray, k: int, width: int, seeds: int, seed: int | None,
@@ -176,6 +262,7 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
                    empirical_init: str = "kaiming_uniform", client=None,
                    seed: int | None = 0, progress: bool = False, dense_below: int = 0,
                    normalize: bool = False, source: str | None = None,
+                   smallest: int = 0, fit_range: tuple[int, int] | None = None,
                    **eig_kw) -> SpectrumStudy:
     """The paper's spectrum study (docs/math.md section 6) on data ``X`` (n x d, unit rows
     unless ``normalize``) or on the kernel stored at ``matrix`` (``fastntk matrix``; its
@@ -184,21 +271,36 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     Top-k of K = Theta / n (matrix-free; ``dense_below``: assemble K and use LAPACK for
     n below this), eff(K) with the Theorem 3 bound; ``centered``: also K~ with the Theorem 5
     bound; ``compare_gram``: lambda_p / lambda_1 of X X^T; ``empirical_width``: the spectrum
-    of ``empirical_seeds`` finite-width networks (Kaiming-uniform init by default).  Other
-    keywords go to :func:`fastntk.top_eigenvalues` (block, tile, method, device,
-    checkpoint, max_passes, ...).  Raises ValueError for inconsistent inputs.
+    of ``empirical_seeds`` finite-width networks (Kaiming-uniform init by default);
+    ``smallest``: also the ``smallest`` least eigenvalues of K with the certified lower bound
+    (:func:`fastntk.smallest_eigenvalues`; docs/math.md section 7); ``fit_range`` = (lo, hi):
+    the index range [lo, hi) of the decay fits of lambda_i against i (default: the paper's
+    [100, 500) when k >= 500, else [k // 5, k]; :func:`index_decay`).  Other keywords go to
+    :func:`fastntk.top_eigenvalues` (block, tile, method, device, checkpoint, max_passes,
+    ...).  Raises ValueError for inconsistent inputs.
     """
     t0 = time.perf_counter()
     if (X is None) == (matrix is None):
         raise ValueError("give exactly one of X (data) and matrix (a stored kernel matrix)")
+    if fit_range is not None:
+        lo, hi = fit_range
+        if not 1 <= lo < hi:
+            raise ValueError(f"fit range [{lo}, {hi}) is empty: need 1 <= lo < hi")
+        if lo > k:
+            raise ValueError(f"fit range [{lo}, {hi}) starts beyond the k = {k} eigenvalues "
+                             "asked for")
     if matrix is not None:
-        return _stored_study(net, os.fspath(matrix), k, tol, centered, compare_gram,
-                             empirical_width, seed, progress, t0, eig_kw)
+        study = _stored_study(net, os.fspath(matrix), k, tol, centered, compare_gram,
+                              empirical_width, seed, progress, t0, eig_kw, smallest)
+        study.index_decay = _try_decay(study.ntk.result, fit_range)
+        return study
     if net is None:
         raise ValueError("spectrum_study on data needs the network (net)")
     X = check_rows(X, "X", normalize)
     n, d = X.shape
     k = check_k(k, n)
+    if smallest:
+        check_k(smallest, n)
     gram_w, gram_tr = data_gram_eigenvalues(X)
     gram_eff = gram_tr / gram_w[0]
     runs = {}
@@ -227,12 +329,26 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     if empirical_width:
         emp = _empirical(net, X, k, int(empirical_width), int(empirical_seeds), seed,
                          empirical_init)
+    low = None
+    if smallest:
+        from .smallest import smallest_eigenvalues
+
+        tile_kw = {key: eig_kw[key] for key in ("method", "device", "tile") if key in eig_kw}
+        low = smallest_eigenvalues(net, X, smallest, seed=seed, progress=progress, **tile_kw)
     return SpectrumStudy(source or "data", net, n, d, k, tol, seed, runs[False],
-                         runs.get(True), gram, emp, time.perf_counter() - t0)
+                         runs.get(True), gram, emp, time.perf_counter() - t0, smallest=low,
+                         index_decay=_try_decay(runs[False].result, fit_range))
+
+
+def _try_decay(res: EigenResult, fit_range) -> dict | None:
+    """Index-decay fits when there are at least 3 eigenvalues to fit (else None)."""
+    if res.k < 4 and fit_range is None:
+        return None
+    return index_decay(res, fit_range)
 
 
 def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, seed, progress,
-                  t0, eig_kw) -> SpectrumStudy:
+                  t0, eig_kw, smallest=0) -> SpectrumStudy:
     from . import store
 
     meta = store.read_marker(path)
@@ -262,5 +378,11 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
             runs[cen] = KernelSpectrum(res, "theorem3_bound", theorem3_bound(stored),
                                        time.perf_counter() - t1)
     n = int(meta["shape"][0])
+    low = None
+    if smallest:
+        from .smallest import smallest_eigenvalues_stored
+
+        low = smallest_eigenvalues_stored(path, smallest)
     return SpectrumStudy(path, stored, n, int(meta["d"]), runs[False].result.k, tol, seed,
-                         runs[False], runs.get(True), None, None, time.perf_counter() - t0)
+                         runs[False], runs.get(True), None, None, time.perf_counter() - t0,
+                         smallest=low)

@@ -100,11 +100,13 @@ def test_cli_foreign_checkpoint(tmp_path, capsys):
 _SLOW = """
 import sys, time
 from fastntk import operators
-orig = operators.TileOperator._apply
-def slow(self, V):
-    time.sleep(0.6)
-    return orig(self, V)
-operators.TileOperator._apply = slow
+def slowed(orig):
+    def slow(self, V):
+        time.sleep(0.6)
+        return orig(self, V)
+    return slow
+for cls in (operators.TileOperator, operators.DenseOperator):  # matrix-free or assembled K
+    cls._apply = slowed(cls._apply)
 from fastntk.cli import main
 sys.exit(main(sys.argv[1:]))
 """
