@@ -21,6 +21,9 @@ ROW_RTOL = 1e-6
 MATRIX_CHUNK = 4096
 #: Rows per tile of the in-process matrix-free operator.
 OPERATOR_TILE = 2048
+#: Tiles in flight in an in-process matrix-free pass on the CPU: while one tile is in BLAS
+#: (its Gram block, tile @ V) another is mapped by the Numba kernels, so no core idles.
+PASS_WORKERS = 2
 #: Rows per tile (task) of the matrix-free operator on a Dask cluster.
 DASK_TILE = 1024
 #: Rows per BLAS block when the lower triangle of a Gram matrix is formed.

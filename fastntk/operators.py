@@ -21,14 +21,16 @@ Each operator counts its passes (``passes``) and the seconds spent in them (``pa
 
 from __future__ import annotations
 
+import collections
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .blocks import block_bounds, check_chunk, tile_pairs
 from .data import check_rows
-from .defaults import DASK_TILE, OPERATOR_TILE, TILE_TOL
+from .defaults import DASK_TILE, OPERATOR_TILE, PASS_WORKERS, TILE_TOL
 from .tasks import TaskPool, task_threads
 from .tiles import backend, theta_tile, theta_tile_matvec, tile_spec
 from .tilespec import TileSpec
@@ -218,6 +220,9 @@ class TileOperator(KernelOperator):
     evaluations, memory one ``tile`` x ``tile`` block.  ``symmetric=False`` streams each
     row block through the fused ``theta_tile_matvec`` (Theta(X_I, X) @ V).
     ``method``, ``tol``, ``which``, ``device`` choose the tiles (``fastntk.tiles``).
+    ``workers``: tiles in flight at once on the CPU (default ``PASS_WORKERS`` = 2: one tile's
+    BLAS work overlaps another's Numba map; 1 = strictly one after the other; the sums are
+    added in the same order either way, so the result is the same bit for bit).
     Tr(Theta) = n Theta(1) is exact.
     """
 
@@ -226,8 +231,11 @@ class TileOperator(KernelOperator):
     def __init__(self, net, X, scale: float | None = None, tile: int = OPERATOR_TILE,
                  method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
                  device: str = "cpu", symmetric: bool = True, progress: bool = False,
-                 normalize: bool = False) -> None:
+                 normalize: bool = False, workers: int = PASS_WORKERS) -> None:
         super().__init__()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+        self.workers = workers if device == "cpu" else 1
         self.spec: TileSpec = tile_spec(net, method, tol, which)
         backend(device)
         self.net = net
@@ -260,12 +268,54 @@ class TileOperator(KernelOperator):
                 out[si:ei] = theta_tile_matvec(spec, X[si:ei], X, V, device=dev)
             return out
         out = np.zeros_like(V)
-        for i, j in self._iter(tile_pairs(len(self.bounds)), "tiles"):
-            (si, ei), (sj, ej) = self.bounds[i], self.bounds[j]
-            T = theta_tile(spec, X[si:ei], None if i == j else X[sj:ej], device=dev)
-            out[si:ei] += T @ V[sj:ej]
-            if i != j:
-                out[sj:ej] += T.T @ V[si:ei]
+        pairs = tile_pairs(len(self.bounds))
+        if self.workers == 1 or len(pairs) == 1:
+            for i, j in self._iter(pairs, "tiles"):
+                self._add(i, j, *self._contributions(i, j, V), out)
+            return out
+        return self._apply_pipelined(pairs, V, out)
+
+    def _contributions(self, i: int, j: int, V: np.ndarray):
+        """The tile pair (I, J)'s contributions (Theta_IJ V_J, Theta_IJ^T V_I or None)."""
+        X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
+        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device)
+        return T @ V[sj:ej], None if i == j else T.T @ V[si:ei]
+
+    def _add(self, i: int, j: int, a, b, out: np.ndarray) -> None:
+        out[slice(*self.bounds[i])] += a
+        if b is not None:
+            out[slice(*self.bounds[j])] += b
+
+    def _apply_pipelined(self, pairs, V, out):
+        """``workers`` threads evaluate tile pairs while this thread adds their contributions
+        in pair order (the same sums, bit for bit, as one worker: seeded runs reproduce);
+        at most ``2 * workers`` pairs are in flight.  An error or Ctrl-C cancels the pairs
+        not started."""
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pairs), desc="tiles", leave=False)
+        window = 2 * self.workers
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastntk-pass")
+        try:
+            queue = collections.deque()
+            for i, j in pairs:
+                queue.append((i, j, pool.submit(self._contributions, i, j, V)))
+                if len(queue) >= window:
+                    ii, jj, fut = queue.popleft()
+                    self._add(ii, jj, *fut.result(), out)
+                    if bar is not None:
+                        bar.update()
+            while queue:
+                ii, jj, fut = queue.popleft()
+                self._add(ii, jj, *fut.result(), out)
+                if bar is not None:
+                    bar.update()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.close()
         return out
 
 

@@ -65,6 +65,58 @@ print(numba.threading_layer(), out)
     assert errs["relu"] == 0.0 and errs["tanh"] <= 2e-12
 
 
+def test_workqueue_layer_pipelined_pass():
+    """The in-process pass runs two tile workers: under workqueue they must not abort, and
+    the result equals one worker's bit for bit (and the dense kernel to rounding)."""
+    code = """
+import numpy as np, numba
+from fastntk import NTK, uniform_sphere
+from fastntk.operators import TileOperator
+X = uniform_sphere(900, 8, 1)
+V = np.random.default_rng(0).standard_normal((900, 5))
+net = NTK("relu", 2)
+one = TileOperator(net, X, tile=128, workers=1).matvec(V)
+two = TileOperator(net, X, tile=128, workers=2).matvec(V)
+dense = net.kernel(X) @ V / 900
+print(numba.threading_layer(), bool(np.array_equal(one, two)),
+      float(np.abs(two - dense).max() / np.abs(dense).max()))
+"""
+    proc = _run(code, WORKQUEUE)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    layer, same, err = proc.stdout.split()
+    assert layer == "workqueue" and same == "True" and float(err) < 1e-13
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_pipelined_pass_is_deterministic_and_errors_propagate(workers, monkeypatch):
+    """Contributions are added in pair order whatever the workers (seeded runs reproduce
+    bit for bit); an error in one tile surfaces from matvec and stops the pass."""
+    from fastntk import operators, uniform_sphere
+
+    X = uniform_sphere(1000, 6, 3)
+    V = np.random.default_rng(1).standard_normal((1000, 3))
+    net = NTK("erf", 2, gamma_b=0.5)
+    ref = operators.TileOperator(net, X, tile=100, workers=1).matvec(V)
+    op = operators.TileOperator(net, X, tile=100, workers=workers)
+    for _ in range(2):
+        np.testing.assert_array_equal(op.matvec(V), ref)
+    calls = []
+    real = operators.theta_tile
+
+    def failing(spec, xi, xj=None, **kw):
+        calls.append(1)
+        if len(calls) == 7:
+            raise MemoryError("tile 7 failed")
+        return real(spec, xi, xj, **kw)
+
+    monkeypatch.setattr(operators, "theta_tile", failing)
+    with pytest.raises(MemoryError, match="tile 7"):
+        op.matvec(V)
+    assert len(calls) < 7 + 2 * workers + 1  # pairs not started were cancelled
+    with pytest.raises(ValueError, match="workers"):
+        operators.TileOperator(net, X, workers=0)
+
+
 def test_workqueue_layer_cli_matrix_with_threads(tmp_path):
     out = str(tmp_path / "wq.zarr")
     proc = _cli(["matrix", "--data", "sphere:n=2000,d=16,seed=0", "-L", "3", "--out", out,
