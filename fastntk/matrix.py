@@ -152,7 +152,9 @@ class KernelMatrix(_DaskArray):
             out = np.empty(self.shape, dtype=self.dtype)
         elif out.shape != self.shape:
             raise ValueError(f"out has shape {out.shape}, expected {self.shape}")
-        da.store(self, out, lock=False, scheduler=scheduler)
+        local = scheduler in ("threads", "threading", "sync", None) and not _has_default_client()
+        with _local_blas(local):
+            da.store(self, out, lock=False, scheduler=scheduler)
         return out
 
     def to_zarr(self, path, overwrite: bool = False, progress: bool = False, client=None,
@@ -333,6 +335,26 @@ def to_zarr(net, X, path, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu
                       compressors, part)
 
 
+def _local_blas(local: bool):
+    """BLAS on one thread while tile tasks run side by side on this process's threads (each
+    already has its share of the Numba threads; a 2-thread BLAS per task oversubscribed the
+    cores).  Distributed workers need nothing: their nanny starts them with one BLAS thread
+    (``distributed.nanny.pre-spawn-environ``)."""
+    from .solver import blas_limits
+
+    return blas_limits(1 if local else None)
+
+
+def _has_default_client() -> bool:
+    try:
+        from distributed import default_client
+
+        default_client()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
 def _run_blocks(spec: MatrixSpec, path: str, todo, progress, client, num_workers,
                 on_block) -> int:
     """Compute and write the blocks ``todo``; returns how many were written."""
@@ -357,12 +379,13 @@ def _run_blocks(spec: MatrixSpec, path: str, todo, progress, client, num_workers
         bar = tqdm(total=len(todo), desc="blocks", unit="block", dynamic_ncols=True)
     count = 0
     try:
-        for _, (i, j) in pool.map(_write_block, calls):
-            count += 1
-            if bar is not None:
-                bar.update(1)
-            if on_block is not None:
-                on_block(i, j)
+        with _local_blas(client is None):
+            for _, (i, j) in pool.map(_write_block, calls):
+                count += 1
+                if bar is not None:
+                    bar.update(1)
+                if on_block is not None:
+                    on_block(i, j)
     finally:
         if bar is not None:
             bar.close()

@@ -701,17 +701,19 @@ class BlockKrylov:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.max_passes, desc=f"top-{self.k} eigenvalues", unit="pass")
-            bar.update(self.state.passes)
+            # the bar shows convergence (eigenvalues within tol), never the max_passes cap,
+            # and no ETA: the number of passes is not known in advance
+            bar = tqdm(total=self.k, desc=f"top-{self.k} eigenvalues converged",
+                       bar_format="{desc}: {n}/{total} |{bar}| {elapsed}{postfix}")
         try:
             for st in self:
                 if bar is not None:
                     h = st.history[-1]
-                    bar.update(1)
-                    post = {"basis": h["basis"], "block": h["block"]}
+                    post = {"pass": st.passes, "block": h["block"]}
                     if h.get("rayleigh_ritz"):
-                        post.update(rel_err=f"{h['max_rel_error']:.1e}", left=h["unconverged"])
-                    bar.set_postfix(post)
+                        bar.n = self.k - h["unconverged"] if not st.converged else self.k
+                        post.update(rel_err=f"{h['max_rel_error']:.1e}", tol=f"{self.tol:.0e}")
+                    bar.set_postfix(post)  # refreshes the bar
                 if callback is not None:
                     callback(st)
         finally:

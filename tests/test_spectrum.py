@@ -260,3 +260,15 @@ def dask_client():
 def test_array_operator_open_errors(tmp_path):
     with pytest.raises(ValueError, match="square"):
         ArrayOperator(np.zeros((3, 2)))
+
+
+def test_progress_bar_shows_convergence_not_the_pass_cap(capsys):
+    """The bar counts converged eigenvalues out of k (no max_passes total, no ETA)."""
+    from fastntk import NTK, top_eigenvalues, uniform_sphere
+
+    X = uniform_sphere(600, 8, seed=2)
+    res = top_eigenvalues(NTK("relu", 2), X, k=6, tol=1e-10, progress=True, max_passes=50)
+    err = capsys.readouterr().err
+    assert res.converged
+    assert "top-6 eigenvalues converged: 6/6" in err
+    assert "/50" not in err and "remaining" not in err.lower() and "<" not in err
