@@ -186,8 +186,9 @@ def index_decay(res: EigenResult, fit_range: tuple[int, int] | None = None) -> d
     eigenvalues whose error estimate is at most ``FIT_RESOLUTION`` of their value (the others
     are counted in ``"unresolved"``, never fitted).  Returns {"range", "resolved",
     "unresolved", "fits": {model: fit or None}, "best": the model with the least rms log
-    residual per degree of freedom, or None}; a fit is None when fewer than 3 values are usable.  Raises ValueError
-    when the range is empty or lies beyond the k computed eigenvalues."""
+    residual per degree of freedom, or None}; a fit is None when fewer than 3 values are
+    usable.  Raises ValueError when the range is empty or lies beyond the k computed
+    eigenvalues."""
     lam = np.asarray(res.eigenvalues, dtype=np.float64)
     k = len(lam)
     lo, hi = default_fit_range(k) if fit_range is None else (int(fit_range[0]),
