@@ -302,6 +302,16 @@ def write_zarr(spec: MatrixSpec, path, overwrite: bool = False, progress: bool =
     k, K = check_part(part)
     path = os.fspath(path)
     _prepare_store(spec, path, overwrite, compressors)
+    st = store.info(path)
+    if not overwrite and not st.missing_blocks():
+        # already complete: nothing to write, so no lock to take (several processes may
+        # rerun a finished computation at once, e.g. a script re-imported by Dask workers)
+        n_all = len(st.expected_blocks())
+        mine = len([t for t in range(n_all) if t % K == k - 1])
+        if not store.marked_complete(path):  # all blocks there, the final marker not yet
+            store.mark_complete(path)
+        return WriteReport(path, spec.shape, spec.chunk, n_all, mine, 0,
+                           time.perf_counter() - t0, True, (k, K), mine, 0)
     with store.WriterLock(path, (k, K)):
         st = store.info(path)
         mine = [b for t, b in enumerate(st.expected_blocks()) if t % K == k - 1]

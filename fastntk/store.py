@@ -203,6 +203,11 @@ def info(path) -> StoreInfo:
     return StoreInfo(os.fspath(path), meta, np.asarray(group[DONE][:]))
 
 
+def marked_complete(path) -> bool:
+    """True when the marker says the store is complete."""
+    return bool((_root_attributes(os.fspath(path)) or {}).get(ATTR, {}).get("complete"))
+
+
 def mark_complete(path) -> None:
     import zarr
 

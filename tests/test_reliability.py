@@ -146,6 +146,39 @@ def test_two_writers_on_one_store(tmp_path):
     assert np.array_equal(K, NTK("relu", 3).kernel(load_data("sphere:n=2500,d=16,seed=0")))
 
 
+def test_rerun_of_a_complete_store_needs_no_lock(tmp_path):
+    """A finished store rerun while another process holds a writer lock on it (e.g. a script
+    re-imported by Dask worker processes) is a no-op, not a refusal; an unfinished one is
+    still refused, naming the holder."""
+    net, X = NTK("erf", 2), load_data("sphere:n=400,d=6,seed=2")
+    done_path, todo_path = str(tmp_path / "done.zarr"), str(tmp_path / "todo.zarr")
+    to_zarr(net, X, done_path, chunks=100)
+    before = open_matrix(done_path).compute()
+    code = (f"from fastntk.store import WriterLock; import time\n"
+            f"with WriterLock({done_path!r}, (1, 1)):\n    print('held', flush=True)\n"
+            f"    time.sleep(30)")
+    holder = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for _ in range(2):
+            rep = to_zarr(net, X, done_path, chunks=100)
+            assert rep.complete and rep.blocks_computed == 0 and rep.blocks_already_done == 10
+        np.testing.assert_array_equal(open_matrix(done_path).compute(), before)
+    finally:
+        holder.kill()
+        holder.wait()
+    to_zarr(net, X, todo_path, chunks=100, part=(1, 2))  # half the blocks
+    code = code.replace(done_path, todo_path)
+    holder = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError, match="being written by host"):
+            to_zarr(net, X, todo_path, chunks=100)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_parts_of_a_job_array_fill_one_store(tmp_path):
     """Three writers, one part each, at the same time: together they equal a single run."""
     out = str(tmp_path / "parts.zarr")
@@ -170,20 +203,23 @@ def test_stale_lock_is_taken_over_and_foreign_lock_is_reported(tmp_path):
     path = str(tmp_path / "K.zarr")
     dead = subprocess.Popen([PY, "-c", "pass"])
     dead.wait()
-    to_zarr(net, X, path, chunks=100)
+    to_zarr(net, X, path, chunks=100, part=(1, 2))  # an unfinished store
     lock = os.path.join(path, "locks", "part-1-of-1.json")
     with open(lock, "w") as fh:   # a killed writer on this host
         json.dump({"host": socket.gethostname(), "pid": dead.pid, "time": time.time()}, fh)
     rep = to_zarr(net, X, path, chunks=100)
-    assert rep.complete and not os.path.exists(lock)
-    with open(lock, "w") as fh:   # a writer on another host: never broken
+    assert rep.complete and rep.blocks_computed == 3 and not os.path.exists(lock)
+    other = str(tmp_path / "K2.zarr")
+    to_zarr(net, X, other, chunks=100, part=(2, 2))
+    lock2 = os.path.join(other, "locks", "part-1-of-1.json")
+    with open(lock2, "w") as fh:   # a writer on another host: never broken
         json.dump({"host": "node-17", "pid": 4242, "time": time.time()}, fh)
     with pytest.raises(StoreError, match="node-17, pid 4242.*another host"):
-        to_zarr(net, X, path, chunks=100)
+        to_zarr(net, X, other, chunks=100)
     with pytest.raises(StoreError, match="being written"):
-        to_zarr(net, X, path, chunks=100, overwrite=True)
-    with WriterLock(path, (2, 2)):  # another part is free
-        assert os.path.exists(os.path.join(path, "locks", "part-2-of-2.json"))
+        to_zarr(net, X, other, chunks=100, overwrite=True)
+    with WriterLock(other, (2, 2)):  # another part is free
+        assert os.path.exists(os.path.join(other, "locks", "part-2-of-2.json"))
 
 
 # ---------------------------------------------------------------- 5. overflow is an error
