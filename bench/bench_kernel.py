@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numba
 import pytest
@@ -56,28 +55,11 @@ def test_ntk_kernel(benchmark, X):
     assert K[1, N // 2] == net.theta_one  # duplicates: exactly Theta(1)
 
 
-_MEMORY = textwrap.dedent("""
-    import json, sys
-    from fastntk import NTK, uniform_sphere
-    n = int(sys.argv[1])
-    X = uniform_sphere(n, 784, 0)
-    net = NTK("relu", 3)
-    net.kernel(X[:300])
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    before = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current RSS
-    K = net.kernel(X)
-    print(json.dumps({"extra": status("VmHWM") - before, "output": K.nbytes}))
-""")
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_memory.py")
 
 
 def test_kernel_peak_memory():
-    proc = subprocess.run([sys.executable, "-c", _MEMORY, str(N)], capture_output=True,
+    proc = subprocess.run([sys.executable, PROBE, "kernel", str(N), "784"], capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 import numpy as np
@@ -151,39 +150,12 @@ def test_tanh_series_tile_64(benchmark, tanh, X64):
 
 
 # ---------------------------------------------------------------- peak memory
-_MEMORY = textwrap.dedent("""
-    import json, resource, sys
-    import numpy as np
-    from fastntk import NTK
-    from fastntk.data import uniform_sphere as sphere
-    from fastntk.tiles import theta_tile
-    n, d, how = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    X = sphere(n, d, 0)
-    net = NTK("relu", 3)
-    theta_tile(net, X[:500])
-    net.matrix(X[:500], chunks=200).compute(scheduler="threads")
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    before = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current RSS
-    if how == "tile":
-        K = theta_tile(net, X)
-    elif how == "dask-to_numpy":
-        K = net.matrix(X, chunks=-(-n // 8)).to_numpy()
-    else:
-        K = net.matrix(X, chunks=-(-n // 4)).compute(scheduler="threads")
-    peak = status("VmHWM")
-    print(json.dumps({"extra": peak - before, "output": K.nbytes}))
-""")
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_memory.py")
 
 
 @pytest.mark.parametrize("how", ["tile", "dask-to_numpy", "dask-compute"])
 def test_peak_memory(how):
-    proc = subprocess.run([sys.executable, "-c", _MEMORY, str(N), "784", how],
+    proc = subprocess.run([sys.executable, PROBE, how, str(N), "784"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])
