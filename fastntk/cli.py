@@ -14,6 +14,8 @@ from .cli_args import add_network_args, count, network_from_args
 
 
 def cmd_coeffs(args) -> int:
+    from .decay import reliable_floor
+
     if args.layers and not args.json:
         raise ValueError("--layers adds the per-layer tables to the JSON: use it with --json")
     net = network_from_args(args)
@@ -26,7 +28,10 @@ def cmd_coeffs(args) -> int:
             "ntk": coef.ntk.tolist(), "nngp": coef.nngp.tolist(),
             "ntk_at_one": coef.ntk_at_one, "nngp_at_one": coef.nngp_at_one,
             "tail_bound": coef.tail_bound, "nngp_tail_bound": coef.nngp_tail_bound,
-            "certified": coef.certified, "seconds": elapsed,
+            "certified": coef.certified, "hermite_error": coef.hermite_error,
+            "resolution": {"ntk": reliable_floor(coef, "ntk"),
+                           "nngp": reliable_floor(coef, "nngp")},
+            "seconds": elapsed,
         }
         if args.layers:
             out["layers"] = [
@@ -38,14 +43,25 @@ def cmd_coeffs(args) -> int:
         return 0
     print(f"# {net!r}")
     print(f"# Theta(1) = {coef.ntk_at_one:.15g}   NNGP(1) = {coef.nngp_at_one:.15g}")
-    print(f"# certified tail bound (|rho| <= 1): NTK {coef.tail_bound:.3e}, "
-          f"NNGP {coef.nngp_tail_bound:.3e}" + ("" if coef.certified else
-                                                 " (Hermite coefficients by quadrature)"))
-    print(f"# method {coef.method}, {elapsed * 1e3:.1f} ms")
+    if coef.certified:
+        print(f"# certified tail bound (|rho| <= 1): NTK {coef.tail_bound:.3e}, "
+              f"NNGP {coef.nngp_tail_bound:.3e}")
+    else:
+        print(f"# tail bound (|rho| <= 1): NTK {coef.tail_bound:.3e}, NNGP "
+              f"{coef.nngp_tail_bound:.3e}; not certified: the Hermite coefficients come from "
+              f"quadrature, whose residual {coef.hermite_error:.1e} the bound holds up to")
+    floors = reliable_floor(coef, "ntk"), reliable_floor(coef, "nngp")
+    note = ""
+    if np.any(coef.ntk <= floors[0]) or np.any(coef.nngp <= floors[1]):
+        note = (f"; coefficients at or below the table's error level (NTK {floors[0]:.1e}, "
+                f"NNGP {floors[1]:.1e}) are not resolved: shown as '< level'")
+    print(f"# method {coef.method}, {elapsed * 1e3:.1f} ms{note}")
     print(f"{'p':>6} {'kappa_p (NTK)':>24} {'alpha_p (NNGP)':>24} {'cum. share %':>13}")
     cum = np.cumsum(coef.ntk) / coef.ntk_at_one * 100
     for p in range(coef.degree + 1):
-        print(f"{p:>6} {coef.ntk[p]:>24.16e} {coef.nngp[p]:>24.16e} {cum[p]:>13.6f}")
+        cells = [f"{v:>24.16e}" if v > fl else f"{'< ' + format(fl, '.1e'):>24}"
+                 for v, fl in zip((coef.ntk[p], coef.nngp[p]), floors, strict=True)]
+        print(f"{p:>6} {cells[0]} {cells[1]} {cum[p]:>13.6f}")
     return 0
 
 

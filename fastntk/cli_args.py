@@ -61,8 +61,10 @@ def index_range(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not LO:HI (two whole numbers, e.g. "
                                          "100:500)") from None
-    if not 1 <= value[0] < value[1]:
-        raise argparse.ArgumentTypeError(f"{text!r} is an empty range: need 1 <= LO < HI")
+    if value[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: indices start at 1 (LO >= 1)")
+    if value[1] <= value[0]:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty range: need LO < HI")
     return value
 
 

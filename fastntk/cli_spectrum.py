@@ -66,10 +66,11 @@ def cmd_spectrum(args) -> int:
     if args.smallest:
         kw["smallest"] = args.smallest
     if args.fit_range is not None:
-        if args.fit_range[0] > args.k:
-            raise ValueError(f"--fit-range {args.fit_range[0]}:{args.fit_range[1]} starts "
-                             f"beyond the -k {args.k} eigenvalues computed: raise -k or lower "
-                             "the range")
+        lo, hi = args.fit_range
+        if hi > args.k + 1:
+            raise ValueError(f"--fit-range {lo}:{hi} reaches beyond the -k {args.k} "
+                             f"eigenvalues computed: give -k {hi - 1} or more, or end the "
+                             f"range at {args.k + 1}")
         kw["fit_range"] = args.fit_range
     with client_from_args(args) as client:
         if client is not None and args.matrix is not None:
@@ -114,9 +115,16 @@ def _print(s: dict) -> None:
     if "empirical" in s:
         cols.append((f"ratio m={s['empirical']['width']}", s["empirical"]["ratios_mean"]))
     print(f"{'p':>4} " + " ".join(f"{name:>15}" for name, _ in cols))
+    flags = _flags(ntk, s["tol"], "")
+    if "centered" in s:
+        flags = [a + b for a, b in zip(flags, _flags(s["centered"], s["tol"], "K~ "),
+                                       strict=True)]
     for p in range(s["k"]):
         row = [f"{v[p]:>15.8e}" if p < len(v) else f"{'':>15}" for _, v in cols]
-        print(f"{p + 1:>4} " + " ".join(row))
+        print(f"{p + 1:>4} " + " ".join(row) + flags[p])
+    _print_flag_notes(ntk, s["tol"], "K")
+    if "centered" in s:
+        _print_flag_notes(s["centered"], s["tol"], "K~")
     print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f} (certified <= "
           f"{ntk['effective_rank_upper']:.6f})   <= Theorem 3 bound sum c_p / c_0 = "
           f"{ntk['theorem3_bound']:.6f}")
@@ -137,15 +145,47 @@ def _print(s: dict) -> None:
     print(f"# total {s['seconds']:.2f} s")
 
 
+def _flags(run: dict, tol: float, prefix: str) -> list[str]:
+    """Row flags: unresolved values (error estimate >= 10 % of the value: rounding noise at
+    the solver's accuracy) and values whose error is at the rounding floor above tol."""
+    out = []
+    for lam, err, ok, met in zip(run["eigenvalues"], run["error_estimates"], run["resolved"],
+                                 run["tol_met"], strict=True):
+        if not ok:
+            out.append(f"  {prefix}unresolved (error est. >= 10 % of the value)")
+        elif not met:
+            out.append(f"  {prefix}rounding-limited (rel. error {err / abs(lam):.0e} > tol)")
+        else:
+            out.append("")
+    return out
+
+
+def _print_flag_notes(run: dict, tol: float, name: str) -> None:
+    bad = sum(not ok for ok in run["resolved"])
+    limited = sum(ok and not met for ok, met in zip(run["resolved"], run["tol_met"],
+                                                    strict=True))
+    if bad:
+        print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
+              "solver's rounding level (about eps sqrt(n) lambda_1); flagged, never plotted "
+              "or fitted")
+    if limited:
+        print(f"# {limited} eigenvalue{'s' if limited > 1 else ''} of {name} at the rounding "
+              f"floor with a relative error above tol {tol:g} (no pass can do better): read "
+              "them to their error estimate")
+
+
 def _print_decay(dec: dict) -> None:
     """The fits of lambda_i against i (the best one first)."""
     from .decay import format_law
+    from .study import MIN_FIT_POINTS
 
     lo, hi = dec["range"]
-    head = f"# decay of lambda_i over {lo} <= i < {hi} ({dec['resolved']} values fitted"
-    head += f", {dec['unresolved']} unresolved left out)" if dec["unresolved"] else ")"
+    fitted = dec["resolved"]
+    head = (f"# decay of lambda_i over {lo} <= i < {hi} ({fitted} value"
+            f"{'' if fitted == 1 else 's'} with error <= 0.1 % fitted")
+    head += f", {dec['unresolved']} left out)" if dec["unresolved"] else ")"
     if dec["best"] is None:
-        print(head + ": too few values for a fit")
+        print(head + f": too few for a fit, which needs {MIN_FIT_POINTS}")
         return
     print(head + ":")
     order = [dec["best"]] + [m for m in dec["fits"] if m != dec["best"]]

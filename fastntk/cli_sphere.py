@@ -8,7 +8,7 @@ import json
 import math
 import sys
 
-from .cli_args import add_network_args, count, network_from_args
+from .cli_args import add_network_args, count, index_range, network_from_args
 
 
 def _value(lam: float, err: float, resolved: bool) -> str:
@@ -34,9 +34,12 @@ def cmd_sphere(args) -> int:
     from .sphere_study import prediction_label, sphere_study, write_sphere_study
 
     net = network_from_args(args)
+    if args.index_range is not None and args.sample is None:
+        raise ValueError("--index-range chooses the fit range of a sample spectrum: give "
+                         "--sample N too")
     study = sphere_study(net, args.d, args.kmax, T=args.T, method=args.method,
                          sample=args.sample, seed=args.seed,
-                         index_range=tuple(args.index_range))
+                         index_range=args.index_range or (100, 500))
     files = write_sphere_study(study, args.out) if args.out else None
     if args.json:
         json.dump({**study.summary(), "files": files}, sys.stdout, indent=1)
@@ -104,12 +107,12 @@ def register(sub) -> None:
     p.add_argument("-T", type=int, default=None, help="series degree (default automatic)")
     p.add_argument("--method", default="auto", choices=("auto", "series", "quadrature"),
                    help="eigenvalue route (default auto: the smaller error estimate per k)")
-    p.add_argument("--sample", type=int, default=None, metavar="N",
+    p.add_argument("--sample", type=count(1), default=None, metavar="N",
                    help="also the full spectrum of K = Theta/N for N <= 20000 uniform points")
     p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
-    p.add_argument("--index-range", type=int, nargs=2, default=(100, 500),
-                   metavar=("LO", "HI"), help="index range [LO, HI) of the sample fits "
-                                              "(default 100 500, as the paper)")
+    p.add_argument("--index-range", type=index_range, default=None, metavar="LO:HI",
+                   help="index range [LO, HI) of the sample fits (default 100:500, as the "
+                        "paper; needs --sample)")
     p.add_argument("--rows", type=count(0), default=40,
                    help="rows of the table beyond k <= 10 (default 40; 0: every k)")
     p.add_argument("--out", default=None,

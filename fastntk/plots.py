@@ -113,7 +113,10 @@ def plot_spectrum(series: dict[str, np.ndarray], path: str, title: str = "",
         first = np.asarray(next(iter(series.values())), dtype=np.float64)
         if first.size and first[0] > 0:  # the law is in eigenvalue units: divide by lambda_1
             scaled = dict(fit, log_C=fit["log_C"] - math.log(first[0]), C=None)
-            _draw_law(ax, scaled, "p", color="C3")
+            lo, hi = fit["range"]
+            _draw_law(ax, scaled, "p", color="C3",
+                      label=f"fit {format_law(scaled, 'p')} (divided by lambda_1), "
+                            f"p in [{lo:g}, {hi:g}]")
     ax.set_yscale("log")
     return _finish(plt, fig, ax, path, "p", r"$\lambda_p / \lambda_1$",
                    title or "spectrum relative to the largest eigenvalue")

@@ -121,11 +121,27 @@ class EigenResult:
             raise ValueError("the effective rank needs lambda_1: a top-k result")
         return float(self.trace / self.eigenvalues[0])
 
+    @property
+    def resolved(self) -> np.ndarray:
+        """Per eigenvalue: its error estimate is below ``UNRESOLVED_SHARE`` (10 %) of its
+        magnitude.  An unresolved value is rounding noise at the solver's accuracy (about
+        eps sqrt(n) lambda_1): printed flagged, never plotted or fitted."""
+        return self.error_estimates < UNRESOLVED_SHARE * np.abs(self.eigenvalues)
+
+    @property
+    def tol_met(self) -> np.ndarray:
+        """Per eigenvalue: error estimate <= tol * |value|.  ``converged`` also accepts values
+        whose error is at the rounding floor (no pass can do better); those are the ones
+        where this is False although ``converged`` is True."""
+        return self.error_estimates <= self.tol * np.abs(self.eigenvalues)
+
     def summary(self) -> dict:
         """A JSON-able dictionary (no eigenvectors)."""
         out = {
             "eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
-            "error_estimates": self.error_estimates.tolist(), "trace": self.trace,
+            "error_estimates": self.error_estimates.tolist(),
+            "resolved": self.resolved.tolist(), "tol_met": self.tol_met.tolist(),
+            "trace": self.trace,
             "n": self.n, "k": self.k, "order": self.order,
             "passes": self.passes, "converged": self.converged, "tol": self.tol,
             "method": self.method, "seconds": self.seconds, "pass_times": self.pass_times,
@@ -185,17 +201,22 @@ class SolverState:
         return cls(**d)
 
 
-def check_k(k, n: int) -> int:
-    """k as an int in 1..n-1; TypeError / ValueError naming the bad value otherwise."""
+#: An eigenvalue whose error estimate is at least this share of its magnitude is unresolved.
+UNRESOLVED_SHARE = 0.1
+
+
+def check_k(k, n: int, name: str = "k") -> int:
+    """k as an int in 1..n-1; TypeError / ValueError naming the bad value (as ``name``, e.g.
+    the CLI option) otherwise."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer, got {k!r}")
+        raise TypeError(f"{name} must be an integer, got {k!r}")
     k = int(k)
     if k <= 0:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ValueError(f"{name} must be >= 1, got {k}")
     if k >= n:
         raise ValueError(
-            f"k = {k} must be < n = {n} (the number of data points); for all eigenvalues "
-            "use dense_eigenvalues")
+            f"{name} = {k} must be < n = {n} (the number of data points): ask for at most "
+            f"{n - 1} eigenvalues")
     return k
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -129,10 +130,11 @@ class SpectrumStudy:
         output_folder(folder)
         net = self.network
         summary = self.to_dict()
-        series = {"NTK K": self.ntk.eigenvalues}
+        # unresolved values (error estimate >= 10 % of the value) are not drawn
+        series = {"NTK K": _drawable(self.ntk.result)}
         bands = {}
         if self.centered is not None:
-            series["centered K~"] = self.centered.eigenvalues
+            series["centered K~"] = _drawable(self.centered.result)
         if self.empirical is not None:
             e = self.empirical
             lam = np.array(e["ratios_mean"])
@@ -145,7 +147,8 @@ class SpectrumStudy:
         best = None if self.index_decay is None else self.index_decay.get("best")
         files = {"spectrum": plot_spectrum(
             series, os.path.join(folder, "spectrum.png"),
-            title=f"{self.source}: NTK spectrum vs data Gram", bands=bands,
+            title=f"{self.source}: NTK spectrum" + (" vs data Gram" if self.gram else ""),
+            bands=bands,
             fit=None if best is None else self.index_decay["fits"][best])}
         coef = net.coefficients(coeff_degree)
         fit = coefficient_decay(coef)
@@ -172,6 +175,31 @@ INDEX_MODELS = ("power", "exp_sqrt", "geometric")
 FIT_RESOLUTION = 1e-3
 
 
+#: Fewest resolved eigenvalues a decay law is fitted to (a 3-parameter law through 3 points
+#: would fit anything).
+MIN_FIT_POINTS = 6
+
+
+def check_fit_range(fit_range, k: int) -> tuple[int, int]:
+    """(lo, hi) from a pair of whole numbers with 1 <= lo < hi <= k + 1 (the range [lo, hi)
+    must lie within the k computed eigenvalues).  TypeError / ValueError otherwise."""
+    try:
+        lo, hi = fit_range
+    except (TypeError, ValueError):
+        raise TypeError(f"fit_range must be a pair (lo, hi), got {fit_range!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in (lo, hi)):
+        raise TypeError(f"fit_range must hold two whole numbers, got {fit_range!r}")
+    lo, hi = int(lo), int(hi)
+    if lo < 1:
+        raise ValueError(f"fit range [{lo}, {hi}): indices start at 1 (lo >= 1)")
+    if hi <= lo:
+        raise ValueError(f"fit range [{lo}, {hi}) is empty: need lo < hi")
+    if hi > k + 1:
+        raise ValueError(f"fit range [{lo}, {hi}) reaches beyond the k = {k} eigenvalues "
+                         f"computed: ask for k >= {hi - 1}, or end the range at {k + 1}")
+    return lo, hi
+
+
 def default_fit_range(k: int) -> tuple[int, int]:
     """The index range [lo, hi) fitted by default: the paper's [100, 500) when k >= 500,
     otherwise the top four fifths of what was computed, [max(2, k // 5), k + 1)."""
@@ -191,13 +219,7 @@ def index_decay(res: EigenResult, fit_range: tuple[int, int] | None = None) -> d
     eigenvalues."""
     lam = np.asarray(res.eigenvalues, dtype=np.float64)
     k = len(lam)
-    lo, hi = default_fit_range(k) if fit_range is None else (int(fit_range[0]),
-                                                               int(fit_range[1]))
-    if not 1 <= lo < hi:
-        raise ValueError(f"fit range [{lo}, {hi}) is empty: need 1 <= lo < hi")
-    if lo > k:
-        raise ValueError(f"fit range [{lo}, {hi}) starts beyond the {k} computed eigenvalues: "
-                         f"ask for at least {lo} (-k) or lower the range")
+    lo, hi = default_fit_range(k) if fit_range is None else check_fit_range(fit_range, k)
     err = np.asarray(res.error_estimates, dtype=np.float64)
     i = np.arange(1, k + 1)
     inside = (i >= lo) & (i < hi)
@@ -207,13 +229,19 @@ def index_decay(res: EigenResult, fit_range: tuple[int, int] | None = None) -> d
     fits = {}
     for model in INDEX_MODELS:
         try:
-            fits[model] = fit_index_decay(lam, lo, hi, model=model, resolved=resolved)
+            fit = fit_index_decay(lam, lo, hi, model=model, resolved=resolved)
         except ValueError:
-            fits[model] = None
-    done = {m: f for m, f in fits.items() if f is not None and f["points"] > _params(f)}
+            fit = None
+        fits[model] = fit if fit is not None and fit["points"] >= MIN_FIT_POINTS else None
+    done = {m: f for m, f in fits.items() if f is not None}
     best = min(done, key=lambda m: _adjusted_rms(done[m])) if done else None
-    return {"range": [lo, min(hi, k + 1)], "resolved": int(resolved.sum()),
+    return {"range": [lo, hi], "resolved": int(resolved.sum()),
             "unresolved": int((inside & ~resolved).sum()), "fits": fits, "best": best}
+
+
+def _drawable(res: EigenResult) -> np.ndarray:
+    """The eigenvalues with the unresolved ones as NaN (not drawn)."""
+    return np.where(res.resolved, res.eigenvalues, np.nan)
 
 
 def _params(fit: dict) -> int:
@@ -284,12 +312,7 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     if (X is None) == (matrix is None):
         raise ValueError("give exactly one of X (data) and matrix (a stored kernel matrix)")
     if fit_range is not None:
-        lo, hi = fit_range
-        if not 1 <= lo < hi:
-            raise ValueError(f"fit range [{lo}, {hi}) is empty: need 1 <= lo < hi")
-        if lo > k:
-            raise ValueError(f"fit range [{lo}, {hi}) starts beyond the k = {k} eigenvalues "
-                             "asked for")
+        check_fit_range(fit_range, check_k(k, 2 ** 62))
     if matrix is not None:
         study = _stored_study(net, os.fspath(matrix), k, tol, centered, compare_gram,
                               empirical_width, seed, progress, t0, eig_kw, smallest)
@@ -301,7 +324,7 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     n, d = X.shape
     k = check_k(k, n)
     if smallest:
-        check_k(smallest, n)
+        check_k(smallest, n, "smallest")
     gram_w, gram_tr = data_gram_eigenvalues(X)
     gram_eff = gram_tr / gram_w[0]
     runs = {}
@@ -352,8 +375,15 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
                   t0, eig_kw, smallest=0) -> SpectrumStudy:
     from . import store
 
+    if os.path.exists(path) and not store.is_store(path):
+        raise ValueError(f"{path} is not a kernel-matrix store written by `fastntk matrix` "
+                         "(or NTK.matrix(X).to_zarr): --matrix reads those; for data points "
+                         "use --data")
     meta = store.read_marker(path)
     stored = NTK.from_dict(meta["network"])
+    n = int(meta["shape"][0])
+    if smallest:
+        check_k(smallest, n, "smallest")
     if net is not None and net != stored:
         raise ValueError(f"{path} holds the kernel of {stored!r}, not of {net!r}: drop the "
                          "network options, or give the ones the store was made with")
@@ -378,7 +408,6 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
         else:
             runs[cen] = KernelSpectrum(res, "theorem3_bound", theorem3_bound(stored),
                                        time.perf_counter() - t1)
-    n = int(meta["shape"][0])
     low = None
     if smallest:
         from .smallest import smallest_eigenvalues_stored

@@ -57,3 +57,21 @@ def test_spectrum_device_cuda_without_gpu_is_a_clear_error(capsys):
     assert main(["spectrum", "--data", "sphere:n=40,d=4", "-k", "2", "--device", "cuda",
                  "--no-progress"]) == 2
     assert "cuda" in capsys.readouterr().err.lower()
+
+
+def test_coeffs_quadrature_error_is_reported_and_noise_not_printed(capsys):
+    """sigmoid - 1/2 is odd, so kappa_p = 0 for even p >= 2 (one hidden layer): quadrature
+    leaves ~1e-29 there, which must not be printed as a coefficient; the quadrature residual
+    is stated in the text and the JSON, and the bound is not called certified."""
+    assert main(["coeffs", "-a", "sigmoid", "-T", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "not certified" in out and "certified tail bound" not in out
+    rows = {int(ln.split()[0]): ln for ln in out.splitlines() if ln[:6].strip().isdigit()}
+    for p in (2, 4, 6, 8):
+        assert "< " in rows[p] and "e-29" not in rows[p]
+    for p in (0, 1, 3, 5, 7):
+        assert "<" not in rows[p]
+    assert main(["coeffs", "-a", "sigmoid", "-T", "8", "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js["certified"] is False and 0 < js["hermite_error"] < 1e-10
+    assert all(js["ntk"][p] <= js["resolution"]["ntk"] for p in (2, 4, 6, 8))

@@ -62,10 +62,15 @@ def test_default_range_and_bad_ranges():
     res = _result(np.arange(1, 31, dtype=float)[::-1])
     with pytest.raises(ValueError, match="empty"):
         index_decay(res, (10, 10))
-    with pytest.raises(ValueError, match="beyond"):
-        index_decay(res, (40, 50))
-    dec = index_decay(res, (29, 31))  # two values: no fit, said so
+    for bad, err, match in [((40, 50), ValueError, "beyond"), ((10, 50), ValueError, "beyond"),
+                            ((0, 5), ValueError, "start at 1"), (7, TypeError, "pair"),
+                            ((5.5, 10), TypeError, "whole numbers"),
+                            ("5:10", TypeError, "pair")]:
+        with pytest.raises(err, match=match):
+            index_decay(res, bad)
+    dec = index_decay(res, (26, 31))  # five values: too few for a law, no fit, said so
     assert dec["best"] is None and all(f is None for f in dec["fits"].values())
+    assert index_decay(res, (25, 31))["best"] is not None  # six are enough
 
 
 def test_cli_writes_fits_to_json(tmp_path):
@@ -82,6 +87,34 @@ def test_cli_writes_fits_to_json(tmp_path):
     # the best law follows the computed eigenvalues over the range (rms log residual)
     rel = np.log(law_values(fit, np.arange(5, 40))) - np.log(lam[4:39])
     assert np.sqrt(np.mean(rel ** 2)) == pytest.approx(fit["rms_log"], rel=1e-6)
-    bad = subprocess.run([sys.executable, "-m", "fastntk", "spectrum", "-k", "10",
-                          "--fit-range", "20:30"], capture_output=True, text=True, cwd=tmp_path)
-    assert bad.returncode == 2 and "beyond" in bad.stderr
+    for k, rng in [("10", "20:30"), ("20", "10:50")]:  # not silently clipped
+        bad = subprocess.run([sys.executable, "-m", "fastntk", "spectrum", "-k", k,
+                              "--fit-range", rng], capture_output=True, text=True, cwd=tmp_path)
+        assert bad.returncode == 2 and "beyond" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_unresolved_eigenvalues_are_flagged_not_plotted_or_fitted(tmp_path):
+    """A Gaussian kernel on the circle: the spectrum falls below the solver's rounding level
+    within 40 eigenvalues.  Values called resolved agree with LAPACK on the dense matrix to
+    10 % (in fact far better); the others are flagged in the table, false in the JSON and
+    left out of the fit."""
+    import fastntk
+
+    args = [sys.executable, "-m", "fastntk", "spectrum", "--data", "sphere:n=800,d=2,seed=0",
+            "-a", "gaussian", "-L", "1", "-k", "40", "--no-progress"]
+    out = subprocess.run(args + ["--json"], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
+    ntk = json.loads(out.stdout)["ntk"]
+    lam, err = np.array(ntk["eigenvalues"]), np.array(ntk["error_estimates"])
+    resolved = np.array(ntk["resolved"])
+    assert 3 <= resolved.sum() < 40
+    np.testing.assert_array_equal(resolved, err < 0.1 * np.abs(lam))
+    X = fastntk.load_data("sphere:n=800,d=2,seed=0")
+    net = fastntk.NTK("gaussian", 1)
+    dense = np.linalg.eigvalsh(net.kernel(X) / 800)[::-1][:40]
+    assert np.all(np.abs(lam - dense)[resolved] <= 1e-3 * dense[resolved])
+    text = subprocess.run(args, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    rows = [ln for ln in text.splitlines() if ln[:4].strip().isdigit()]
+    assert len(rows) == 40
+    assert [("unresolved" in r) for r in rows] == list(~resolved)
+    assert f"{(~resolved).sum()} eigenvalues of K unresolved" in text

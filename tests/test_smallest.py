@@ -276,4 +276,4 @@ def test_cli_smallest(capsys):
     assert lb <= lam[0] <= est and low["exact"] and low["order"] == "ascending"
     np.testing.assert_allclose(low["eigenvalues"], lam[:3], rtol=1e-9)
     assert main(args + ["--smallest", "400"]) == 2
-    assert "k = 400 must be < n = 400" in capsys.readouterr().err
+    assert "smallest = 400 must be < n = 400" in capsys.readouterr().err

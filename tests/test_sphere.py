@@ -226,7 +226,7 @@ def test_cli_sphere_sample_writes_png_and_json(tmp_path, capsys):
     from fastntk.cli import main
 
     rc = main(["sphere", "-L", "1", "-d", "3", "--kmax", "300", "--sample", "800",
-               "--seed", "3", "--index-range", "30", "200", "--out", str(tmp_path)])
+               "--seed", "3", "--index-range", "30:200", "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "index fit [30, 200)" in out and "--" not in out.replace("# ", "")
