@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("coeffs", help="NTK/NNGP power-series coefficients with tail bounds",
                        description="Print kappa_p (NTK) and alpha_p (NNGP), p = 0..T, with the "
-                                   "certified truncation bound.")
+                                   "truncation bound: certified for closed-form Hermite "
+                                   "coefficients, up to the reported quadrature residual "
+                                   "otherwise (docs/math.md sections 2, 4). Coefficients at "
+                                   "or below the table's error level print as '< level'.")
     add_network_args(p)
     p.add_argument("-T", type=count(0), default=20, help="highest power p (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

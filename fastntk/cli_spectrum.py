@@ -26,6 +26,7 @@ EXIT_NOT_CONVERGED = 3
 
 def cmd_spectrum(args) -> int:
     from .io import load_data
+    from .solver import check_k
     from .study import spectrum_study
 
     net = None
@@ -47,6 +48,9 @@ def cmd_spectrum(args) -> int:
         net = network_from_args(args)
         data = "digits" if args.data is None else args.data
         X = load_data(data, normalize=not args.no_normalize)
+        check_k(args.k, len(X), "-k")
+        if args.smallest:
+            check_k(args.smallest, len(X), "--smallest")
         kw = {"X": X, "source": data, "compare_gram": args.compare_gram,
               "empirical_width": args.empirical_width, "empirical_seeds": args.empirical_seeds,
               "empirical_init": args.empirical_init, "method": args.method,
@@ -109,6 +113,7 @@ def _print(s: dict) -> None:
             ("ratio", ntk["ratios"])]
     if "centered" in s:
         cols += [("lambda_p(K~)", s["centered"]["eigenvalues"]),
+                 ("error est. K~", s["centered"]["error_estimates"]),
                  ("ratio K~", s["centered"]["ratios"])]
     if "gram" in s:
         cols.append(("ratio XX^T", s["gram"]["ratios"]))
@@ -131,9 +136,11 @@ def _print(s: dict) -> None:
     if "centered" in s:
         c = s["centered"]
         bound = c["theorem5_bound"]
+        text = (f"{bound:.6f}" if bound is not None else
+                "inf (c_1 = 0: vacuous)" if "theorem5_bound_note" in c else
+                "n/a (needs the data)")
         print(f"# eff(K~) = {c['effective_rank']:.6f}   <= Theorem 5 bound "
-              "eff(XX^T) sum_(p>=1) c_p / c_1 = "
-              + ("n/a (needs the data)" if bound is None else f"{bound:.6f}"))
+              f"eff(XX^T) sum_(p>=1) c_p / c_1 = {text}")
     if "gram" in s:
         print(f"# eff(XX^T) = {s['gram']['effective_rank']:.6f}")
     if "index_decay" in s:
@@ -154,7 +161,8 @@ def _flags(run: dict, tol: float, prefix: str) -> list[str]:
         if not ok:
             out.append(f"  {prefix}unresolved (error est. >= 10 % of the value)")
         elif not met:
-            out.append(f"  {prefix}rounding-limited (rel. error {err / abs(lam):.0e} > tol)")
+            why = "rounding-limited" if run["converged"] else "not converged"
+            out.append(f"  {prefix}{why} (rel. error {err / abs(lam):.1e} > tol)")
         else:
             out.append("")
     return out
@@ -164,11 +172,15 @@ def _print_flag_notes(run: dict, tol: float, name: str) -> None:
     bad = sum(not ok for ok in run["resolved"])
     limited = sum(ok and not met for ok, met in zip(run["resolved"], run["tol_met"],
                                                     strict=True))
-    if bad:
+    if bad and not run["converged"]:
+        print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: error "
+              "estimates of 10 % or more of the value, the run did not converge (more passes "
+              "may resolve them); flagged, never plotted or fitted")
+    elif bad:
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
               "solver's rounding level (about eps sqrt(n) lambda_1); flagged, never plotted "
               "or fitted")
-    if limited:
+    if limited and run["converged"]:
         print(f"# {limited} eigenvalue{'s' if limited > 1 else ''} of {name} at the rounding "
               f"floor with a relative error above tol {tol:g} (no pass can do better): read "
               "them to their error estimate")
@@ -180,10 +192,10 @@ def _print_decay(dec: dict) -> None:
     from .study import MIN_FIT_POINTS
 
     lo, hi = dec["range"]
-    fitted = dec["resolved"]
+    fitted = dec["fitted"]
     head = (f"# decay of lambda_i over {lo} <= i < {hi} ({fitted} value"
             f"{'' if fitted == 1 else 's'} with error <= 0.1 % fitted")
-    head += f", {dec['unresolved']} left out)" if dec["unresolved"] else ")"
+    head += f", {dec['left_out']} left out)" if dec["left_out"] else ")"
     if dec["best"] is None:
         print(head + f": too few for a fit, which needs {MIN_FIT_POINTS}")
         return
@@ -204,16 +216,20 @@ def _print_smallest(low: dict) -> None:
     print(f"{'i':>6} {'lambda_i(K)':>15} {'residual':>15} {'error est.':>15}")
     for j, (lam, res, err) in enumerate(zip(low["eigenvalues"], low["residuals"],
                                             low["error_estimates"], strict=True)):
-        flag = "" if err < abs(lam) else "  (error estimate swamps the value)"
+        flag = "" if err < 0.1 * abs(lam) else "  unresolved (error est. >= 10 % of the value)"
         print(f"{n - j:>6} {lam:>15.8e} {res:>15.3e} {err:>15.3e}{flag}")
     lb, est = low["bracket"]
     bound = low.get("bound") or {}
     if lb is None:
         print(f"# lambda_min(K) = {est:.8e}; lower bound {bound.get('message', 'n/a')}")
         return
-    kind = "exact (dense eigh)" if low["exact"] else "upper bound (Rayleigh quotient)"
+    dense = low["method"].startswith("dense")
+    kind = ("dense eigh + its error estimate" if dense else
+            "Rayleigh quotient (an upper bound)")
+    if dense and not low["exact"]:
+        kind += "; lambda_min is below the rounding level: zero within its error"
     print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: certified lower bound (Schur + "
-          f"Gershgorin on the series, docs/math.md section 7), estimate = {kind}")
+          f"Gershgorin on the series, docs/math.md section 7), upper end = {kind}")
     if bound.get("duplicates"):
         print(f"# {bound['message']}")
     elif bound.get("vacuous"):

@@ -733,7 +733,8 @@ class BlockKrylov:
                     post = {"pass": st.passes, "block": h["block"]}
                     if h.get("rayleigh_ritz"):
                         bar.n = self.k - h["unconverged"] if not st.converged else self.k
-                        post.update(rel_err=f"{h['max_rel_error']:.1e}", tol=f"{self.tol:.0e}")
+                        # error / max(tol |lambda|, rounding floor): <= 1 once converged
+                        post["err/target"] = f"{h['max_error_ratio']:.1e}"
                     bar.set_postfix(post)  # refreshes the bar
                 if callback is not None:
                     callback(st)

@@ -65,11 +65,11 @@ def sphere_study(net, d: int, kmax: int, T: int | None = None, method: str = "au
     from .sphere import sphere_eigenvalues
 
     lo, hi = index_range
-    if sample is not None and not (1 <= lo < hi <= sample):
+    if sample is not None and not (1 <= lo < hi <= sample + 1):
         raise ValueError(
-            f"the sample's index-decay fit over [{lo}, {hi}) (--index-range LO HI, default "
-            f"100 500) needs 1 <= LO < HI <= the sample size N = {sample} (--sample N): "
-            "give a larger N or a smaller index range")
+            f"the sample's index-decay fit over [{lo}, {hi}) (--index-range LO:HI, default "
+            f"100:500) needs 1 <= LO < HI <= N + 1 for the sample size N = {sample} "
+            "(--sample N): give a larger N or a smaller index range")
     t0 = time.perf_counter()
     sph = sphere_eigenvalues(net, d, kmax, T=T, method=method)
     coef = net.coefficients(CLASS_DEGREE)

@@ -63,9 +63,15 @@ class KernelSpectrum:
 
     def to_dict(self) -> dict:
         out = self.result.summary()
+        bound = self.bound
+        finite = bound is None or math.isfinite(bound)
+        upper = self.effective_rank_upper
         out.update({"wall_seconds": self.seconds, "ratios": self.ratios.tolist(),
-                    self.bound_name: self.bound,
-                    "effective_rank_upper": self.effective_rank_upper})
+                    self.bound_name: bound if finite else None,  # strict JSON: no Infinity
+                    "effective_rank_upper": upper if math.isfinite(upper) else None})
+        if not finite:
+            out[self.bound_name + "_note"] = ("infinite: the bound divides by c_1 = 0 (no "
+                                              "linear term in the series): vacuous")
         return out
 
 
@@ -212,8 +218,8 @@ def index_decay(res: EigenResult, fit_range: tuple[int, int] | None = None) -> d
     """Fits of lambda_i against its 1-based index i over ``fit_range`` = [lo, hi)
     (default :func:`default_fit_range`) for the laws of :data:`INDEX_MODELS`, using only the
     eigenvalues whose error estimate is at most ``FIT_RESOLUTION`` of their value (the others
-    are counted in ``"unresolved"``, never fitted).  Returns {"range", "resolved",
-    "unresolved", "fits": {model: fit or None}, "best": the model with the least rms log
+    are counted in ``"left_out"``, never fitted).  Returns {"range", "fitted",
+    "left_out", "fits": {model: fit or None}, "best": the model with the least rms log
     residual per degree of freedom, or None}; a fit is None when fewer than 3 values are
     usable.  Raises ValueError when the range is empty or lies beyond the k computed
     eigenvalues."""
@@ -235,8 +241,8 @@ def index_decay(res: EigenResult, fit_range: tuple[int, int] | None = None) -> d
         fits[model] = fit if fit is not None and fit["points"] >= MIN_FIT_POINTS else None
     done = {m: f for m, f in fits.items() if f is not None}
     best = min(done, key=lambda m: _adjusted_rms(done[m])) if done else None
-    return {"range": [lo, hi], "resolved": int(resolved.sum()),
-            "unresolved": int((inside & ~resolved).sum()), "fits": fits, "best": best}
+    return {"range": [lo, hi], "fitted": int(resolved.sum()),
+            "left_out": int((inside & ~resolved).sum()), "fits": fits, "best": best}
 
 
 def _drawable(res: EigenResult) -> np.ndarray:
@@ -259,12 +265,19 @@ def _smallest_dict(res: EigenResult) -> dict:
     """The least eigenvalues and the bracket [lower bound, estimate] of lambda_min."""
     out = res.summary()
     est = float(res.eigenvalues[0])
+    dense = res.method.startswith("dense")
+    resolved = bool(res.resolved[0])
+    # the upper end: a Rayleigh quotient bounds lambda_min from above (LOBPCG); LAPACK's
+    # value is exact to its error estimate, so its upper end is est + error
+    upper = est + float(res.error_estimates[0]) if dense else est
     lb = res.lower_bound
+    if lb is not None:
+        upper = max(upper, lb)  # both ends at rounding level: never a reversed bracket
     out["estimate"] = est
-    out["bracket"] = [lb, est]
-    if lb is not None and lb > 0:
-        out["bracket_relative_width"] = (est - lb) / est
-    out["exact"] = res.method.startswith("dense")
+    out["bracket"] = [lb, upper]
+    if lb is not None and lb > 0 and resolved:
+        out["bracket_relative_width"] = (upper - lb) / upper
+    out["exact"] = dense and resolved
     return out
 
 

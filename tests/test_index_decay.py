@@ -51,7 +51,7 @@ def test_unresolved_values_are_left_out():
     lam_bad = lam.copy()
     lam_bad[60:] *= 7.0  # garbage there would spoil the fit if it were used
     dec = index_decay(_result(lam_bad, err), (10, 101))
-    assert dec["unresolved"] == 40 and dec["resolved"] == 51
+    assert dec["left_out"] == 40 and dec["fitted"] == 51
     assert dec["fits"]["power"]["a"] == pytest.approx(2.0, rel=1e-10)
 
 
@@ -79,7 +79,7 @@ def test_cli_writes_fits_to_json(tmp_path):
                          capture_output=True, text=True, check=True, cwd=tmp_path)
     s = json.loads(out.stdout)
     dec = s["index_decay"]
-    assert dec["range"] == [5, 40] and dec["resolved"] == 35
+    assert dec["range"] == [5, 40] and dec["fitted"] == 35
     lam = np.array(s["ntk"]["eigenvalues"])
     fit = dec["fits"][dec["best"]]
     from fastntk.decay import law_values

@@ -277,3 +277,19 @@ def test_cli_smallest(capsys):
     np.testing.assert_allclose(low["eigenvalues"], lam[:3], rtol=1e-9)
     assert main(args + ["--smallest", "400"]) == 2
     assert "smallest = 400 must be < n = 400" in capsys.readouterr().err
+
+
+def test_bracket_below_rounding_is_ordered_and_not_called_exact(capsys):
+    """A Gaussian kernel on the circle has lambda_min far below the rounding level: LAPACK
+    returns tiny negative values.  The bracket must still be ordered, hold the true value
+    (>= 0 for a PSD kernel) and not claim exactness."""
+    from fastntk.cli import main
+
+    args = ["spectrum", "--data", "sphere:n=400,d=2", "-a", "gaussian", "-k", "10",
+            "--smallest", "3", "--no-progress", "--json"]
+    assert main(args) == 0
+    low = json.loads(capsys.readouterr().out)["smallest"]
+    lb, ub = low["bracket"]
+    assert lb is not None and lb <= ub and lb <= 0.0 <= ub + 1e-300
+    assert low["exact"] is False and not any(low["resolved"])
+    assert ub <= low["estimate"] + low["error_estimates"][0] * (1 + 1e-12)

@@ -272,3 +272,32 @@ def test_progress_bar_shows_convergence_not_the_pass_cap(capsys):
     assert res.converged
     assert "top-6 eigenvalues converged: 6/6" in err
     assert "/50" not in err and "remaining" not in err.lower() and "<" not in err
+
+
+def test_json_is_strict_when_a_bound_is_infinite(capsys):
+    """Theorem 5 divides by c_1, which is 0 for the Gaussian: the JSON says so instead of
+    writing Infinity (not JSON), and the text says the bound is vacuous."""
+    from fastntk.cli import main
+
+    def no_constants(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    args = ["spectrum", "--data", "sphere:n=500,d=2,seed=3", "-a", "gaussian:2", "-k", "8",
+            "--centered", "--no-progress"]
+    assert main(args + ["--json"]) == 0
+    s = json.loads(capsys.readouterr().out, parse_constant=no_constants)
+    assert s["centered"]["theorem5_bound"] is None
+    assert "c_1 = 0" in s["centered"]["theorem5_bound_note"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "inf (c_1 = 0: vacuous)" in out and "error est. K~" in out
+
+
+def test_cli_k_errors_name_the_option(capsys):
+    from fastntk.cli import main
+
+    base = ["spectrum", "--data", "sphere:n=300,d=5", "--no-progress"]
+    assert main(base + ["-k", "300"]) == 2
+    assert "-k = 300 must be < n = 300" in capsys.readouterr().err
+    assert main(base + ["-k", "5", "--smallest", "301"]) == 2
+    assert "--smallest = 301 must be < n = 300" in capsys.readouterr().err
