@@ -27,7 +27,7 @@ EXIT_NOT_CONVERGED = 3
 def cmd_spectrum(args) -> int:
     from .io import load_data
     from .solver import check_k
-    from .study import spectrum_study
+    from .study import check_fit_range, spectrum_study
 
     net = None
     if args.matrix is not None:
@@ -70,11 +70,7 @@ def cmd_spectrum(args) -> int:
     if args.smallest:
         kw["smallest"] = args.smallest
     if args.fit_range is not None:
-        lo, hi = args.fit_range
-        if hi > args.k + 1:
-            raise ValueError(f"--fit-range {lo}:{hi} reaches beyond the -k {args.k} "
-                             f"eigenvalues computed: give -k {hi - 1} or more, or end the "
-                             f"range at {args.k + 1}")
+        check_fit_range(args.fit_range, args.k, "--fit-range", "-k")
         kw["fit_range"] = args.fit_range
     with client_from_args(args) as client:
         if client is not None and args.matrix is not None:
@@ -214,9 +210,10 @@ def _print_smallest(low: dict) -> None:
     n = low["n"]
     print(f"# least eigenvalues of K: {low['method']}, {low['seconds']:.2f} s")
     print(f"{'i':>6} {'lambda_i(K)':>15} {'residual':>15} {'error est.':>15}")
-    for j, (lam, res, err) in enumerate(zip(low["eigenvalues"], low["residuals"],
-                                            low["error_estimates"], strict=True)):
-        flag = "" if err < 0.1 * abs(lam) else "  unresolved (error est. >= 10 % of the value)"
+    for j, (lam, res, err, ok) in enumerate(zip(low["eigenvalues"], low["residuals"],
+                                                low["error_estimates"], low["resolved"],
+                                                strict=True)):
+        flag = "" if ok else "  unresolved (error est. >= 10 % of the value)"
         print(f"{n - j:>6} {lam:>15.8e} {res:>15.3e} {err:>15.3e}{flag}")
     lb, est = low["bracket"]
     bound = low.get("bound") or {}

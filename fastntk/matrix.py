@@ -303,23 +303,18 @@ def write_zarr(spec: MatrixSpec, path, overwrite: bool = False, progress: bool =
     path = os.fspath(path)
     _prepare_store(spec, path, overwrite, compressors)
     st = store.info(path)
-    if not overwrite and not st.missing_blocks():
-        # already complete: nothing to write, so no lock to take (several processes may
-        # rerun a finished computation at once, e.g. a script re-imported by Dask workers)
-        n_all = len(st.expected_blocks())
-        mine = len([t for t in range(n_all) if t % K == k - 1])
-        if not store.marked_complete(path):  # all blocks there, the final marker not yet
-            store.mark_complete(path)
-        return WriteReport(path, spec.shape, spec.chunk, n_all, mine, 0,
-                           time.perf_counter() - t0, True, (k, K), mine, 0)
-    with store.WriterLock(path, (k, K)):
+    mine = [b for t, b in enumerate(st.expected_blocks()) if t % K == k - 1]
+    todo, computed = [], 0
+    if st.missing_blocks():
+        # only then a writer lock: a complete store may be rerun by several processes at
+        # once (e.g. a script re-imported by Dask workers) and needs none
+        with store.WriterLock(path, (k, K)):
+            st = store.info(path)  # what is done now that this part is ours
+            todo = [b for b in mine if not st.done[b]]
+            computed = _run_blocks(spec, path, todo, progress, client, num_workers, on_block)
         st = store.info(path)
-        mine = [b for t, b in enumerate(st.expected_blocks()) if t % K == k - 1]
-        todo = [b for b in mine if not st.done[b]]
-        computed = _run_blocks(spec, path, todo, progress, client, num_workers, on_block)
-    st = store.info(path)
     missing = st.missing_blocks()
-    if not missing:
+    if not missing and not store.marked_complete(path):
         store.mark_complete(path)
     return WriteReport(path, spec.shape, spec.chunk, len(st.expected_blocks()),
                        len(mine) - len(todo), computed, time.perf_counter() - t0, not missing,

@@ -298,20 +298,21 @@ class TileOperator(KernelOperator):
             bar = tqdm(total=len(pairs), desc="tiles", leave=False)
         window = 2 * self.workers
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastntk-pass")
+        queue = collections.deque()
+
+        def add_oldest() -> None:
+            i, j, fut = queue.popleft()
+            self._add(i, j, *fut.result(), out)
+            if bar is not None:
+                bar.update()
+
         try:
-            queue = collections.deque()
             for i, j in pairs:
                 queue.append((i, j, pool.submit(self._contributions, i, j, V)))
                 if len(queue) >= window:
-                    ii, jj, fut = queue.popleft()
-                    self._add(ii, jj, *fut.result(), out)
-                    if bar is not None:
-                        bar.update()
+                    add_oldest()
             while queue:
-                ii, jj, fut = queue.popleft()
-                self._add(ii, jj, *fut.result(), out)
-                if bar is not None:
-                    bar.update()
+                add_oldest()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:

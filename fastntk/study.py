@@ -186,9 +186,11 @@ FIT_RESOLUTION = 1e-3
 MIN_FIT_POINTS = 6
 
 
-def check_fit_range(fit_range, k: int) -> tuple[int, int]:
+def check_fit_range(fit_range, k: int, what: str = "fit range",
+                    k_name: str = "k") -> tuple[int, int]:
     """(lo, hi) from a pair of whole numbers with 1 <= lo < hi <= k + 1 (the range [lo, hi)
-    must lie within the k computed eigenvalues).  TypeError / ValueError otherwise."""
+    must lie within the k computed eigenvalues).  TypeError / ValueError otherwise, naming
+    the range as ``what`` and k as ``k_name`` (the CLI passes its option names)."""
     try:
         lo, hi = fit_range
     except (TypeError, ValueError):
@@ -197,12 +199,13 @@ def check_fit_range(fit_range, k: int) -> tuple[int, int]:
         raise TypeError(f"fit_range must hold two whole numbers, got {fit_range!r}")
     lo, hi = int(lo), int(hi)
     if lo < 1:
-        raise ValueError(f"fit range [{lo}, {hi}): indices start at 1 (lo >= 1)")
+        raise ValueError(f"{what} [{lo}, {hi}): indices start at 1 (lo >= 1)")
     if hi <= lo:
-        raise ValueError(f"fit range [{lo}, {hi}) is empty: need lo < hi")
+        raise ValueError(f"{what} [{lo}, {hi}) is empty: need lo < hi")
     if hi > k + 1:
-        raise ValueError(f"fit range [{lo}, {hi}) reaches beyond the k = {k} eigenvalues "
-                         f"computed: ask for k >= {hi - 1}, or end the range at {k + 1}")
+        raise ValueError(f"{what} [{lo}, {hi}) reaches beyond the {k_name} = {k} eigenvalues "
+                         f"computed: give {k_name} {hi - 1} or more, or end the range at "
+                         f"{k + 1}")
     return lo, hi
 
 
@@ -324,11 +327,10 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     t0 = time.perf_counter()
     if (X is None) == (matrix is None):
         raise ValueError("give exactly one of X (data) and matrix (a stored kernel matrix)")
-    if fit_range is not None:
-        check_fit_range(fit_range, check_k(k, 2 ** 62))
     if matrix is not None:
         study = _stored_study(net, os.fspath(matrix), k, tol, centered, compare_gram,
-                              empirical_width, seed, progress, t0, eig_kw, smallest)
+                              empirical_width, seed, progress, t0, eig_kw, smallest,
+                              fit_range)
         study.index_decay = _try_decay(study.ntk.result, fit_range)
         return study
     if net is None:
@@ -336,8 +338,7 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     X = check_rows(X, "X", normalize)
     n, d = X.shape
     k = check_k(k, n)
-    if smallest:
-        check_k(smallest, n, "smallest")
+    _check_early(n, k, smallest, fit_range)
     gram_w, gram_tr = data_gram_eigenvalues(X)
     gram_eff = gram_tr / gram_w[0]
     runs = {}
@@ -377,6 +378,14 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
                          index_decay=_try_decay(runs[False].result, fit_range))
 
 
+def _check_early(n: int, k: int, smallest: int, fit_range) -> None:
+    """The options checked against n and k before any computation."""
+    if smallest:
+        check_k(smallest, n, "smallest")
+    if fit_range is not None:
+        check_fit_range(fit_range, k)
+
+
 def _try_decay(res: EigenResult, fit_range) -> dict | None:
     """Index-decay fits when there are at least 3 eigenvalues to fit (else None)."""
     if res.k < 4 and fit_range is None:
@@ -385,7 +394,7 @@ def _try_decay(res: EigenResult, fit_range) -> dict | None:
 
 
 def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, seed, progress,
-                  t0, eig_kw, smallest=0) -> SpectrumStudy:
+                  t0, eig_kw, smallest=0, fit_range=None) -> SpectrumStudy:
     from . import store
 
     if os.path.exists(path) and not store.is_store(path):
@@ -395,8 +404,8 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
     meta = store.read_marker(path)
     stored = NTK.from_dict(meta["network"])
     n = int(meta["shape"][0])
-    if smallest:
-        check_k(smallest, n, "smallest")
+    k = check_k(k, n)
+    _check_early(n, k, smallest, fit_range)
     if net is not None and net != stored:
         raise ValueError(f"{path} holds the kernel of {stored!r}, not of {net!r}: drop the "
                          "network options, or give the ones the store was made with")
