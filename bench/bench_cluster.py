@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from fastntk import NTK, top_eigenvalues
-from fastntk.cluster import get_client
 from fastntk.data import uniform_sphere as sphere
-from fastntk.matrix import to_zarr
+from fastntk.scale.cluster import get_client
+from fastntk.scale.matrix import to_zarr
 
 N = int(os.environ.get("FASTNTK_BENCH_CLUSTER_N", "40000"))
 CHUNK = 4096

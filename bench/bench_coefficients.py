@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastntk
-from fastntk.hermite import relu_hermite
+from fastntk.network.hermite import relu_hermite
 
 S = math.sqrt(0.5)
 
@@ -28,7 +28,7 @@ def _net():
 def test_relu_T1000_L10(benchmark):
     net = _net()
     net.coefficients(8)  # JIT warm-up outside the timing
-    from fastntk.ntk import _coefficients_cached
+    from fastntk.network.ntk import _coefficients_cached
 
     def run():
         _coefficients_cached.cache_clear()
@@ -42,7 +42,7 @@ def test_relu_T1000_L10(benchmark):
 @pytest.mark.benchmark(group="coefficients")
 def test_relu_T10000_L10_stretch(benchmark):
     net = _net()
-    from fastntk.ntk import _coefficients_cached
+    from fastntk.network.ntk import _coefficients_cached
 
     def run():
         _coefficients_cached.cache_clear()
@@ -58,7 +58,7 @@ def test_speedup_over_paper_literal_T200(benchmark):
     T, K = 200, 200
     net = _net()
     net.coefficients(8)
-    from fastntk.ntk import _coefficients_cached
+    from fastntk.network.ntk import _coefficients_cached
 
     def run():
         _coefficients_cached.cache_clear()

@@ -33,7 +33,7 @@ import scipy.linalg as sla
 
 from fastntk import NTK, smallest_eigenvalues, top_eigenvalues
 from fastntk.data import uniform_sphere as sphere
-from fastntk.tiles import theta_tile
+from fastntk.tiles.dispatch import theta_tile
 
 D, L = 64, 3
 N10 = int(os.environ.get("FASTNTK_BENCH_TOP10_N", os.environ.get("FASTNTK_BENCH_N", "8000")))

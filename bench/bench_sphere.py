@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from fastntk import NTK
-from fastntk.sphere import sphere_eigenvalues
+from fastntk.sphere.funk_hecke import sphere_eigenvalues
 
 
 def _cold():
-    from fastntk.ntk import _coefficients_cached
-    from fastntk.sphere import _recurrence_coefficients
+    from fastntk.network.ntk import _coefficients_cached
+    from fastntk.sphere.funk_hecke import _recurrence_coefficients
 
     _coefficients_cached.cache_clear()
     _recurrence_coefficients.cache_clear()
@@ -69,7 +69,7 @@ def test_kmax2000_relu3(benchmark, d):
 
 @pytest.mark.benchmark(group="paper")
 def test_paper_full(benchmark, tmp_path):
-    from fastntk.paper import reproduce
+    from fastntk.analysis.paper import reproduce
 
     result = benchmark.pedantic(lambda: reproduce(str(tmp_path), quick=False), rounds=1,
                                 iterations=1)

@@ -32,8 +32,8 @@ import pytest
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
-from fastntk.matrix import to_zarr
-from fastntk.tiles import theta_tile, tile_spec
+from fastntk.scale.matrix import to_zarr
+from fastntk.tiles.dispatch import theta_tile, tile_spec
 
 N = int(os.environ.get("FASTNTK_BENCH_N", "10000"))
 SCALING = [int(v) for v in os.environ.get("FASTNTK_BENCH_SCALING",

@@ -39,8 +39,9 @@ def main(argv=None) -> int:
     from fastntk.kernels import tiles_cpu, tiles_cuda
     from numba import cuda
 
-    from fastntk import NTK, cpu, gpu, uniform_sphere
-    from fastntk.tiles import tile_spec
+    from fastntk import NTK, uniform_sphere
+    from fastntk.tiles import cpu, gpu
+    from fastntk.tiles.dispatch import tile_spec
 
     gpu.require_cuda()  # a clear error and a non-zero exit when there is no usable GPU
     if gpu.simulator():

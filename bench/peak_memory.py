@@ -2,7 +2,8 @@
 
     python bench/peak_memory.py HOW n d
 
-HOW: ``kernel`` (``NTK.kernel``), ``tile`` (``fastntk.tiles.theta_tile``), ``dask-to_numpy``
+HOW: ``kernel`` (``NTK.kernel``), ``tile`` (``fastntk.tiles.dispatch.theta_tile``),
+``dask-to_numpy``
 (``net.matrix(X, chunks=n/8).to_numpy()``) or ``dask-compute``
 (``net.matrix(X, chunks=n/4).compute()``).  ReLU, L = 3, n points uniform on S^(d-1).  The
 kernels are compiled on a small input first; the peak (VmHWM) is then reset to the current
@@ -17,7 +18,7 @@ import json
 import sys
 
 from fastntk import NTK, uniform_sphere
-from fastntk.tiles import theta_tile
+from fastntk.tiles.dispatch import theta_tile
 
 BUILDS = {
     "kernel": lambda net, X: net.kernel(X),

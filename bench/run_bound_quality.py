@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import fastntk
-from fastntk.lower_bound import least_eigenvalue_bound
+from fastntk.spectrum.lower_bound import least_eigenvalue_bound
 
 NETS = {"relu, L = 3": fastntk.NTK("relu", 3),
         "erf, L = 2, gamma_b = 0.6": fastntk.NTK("erf", 2, gamma_w=0.8, gamma_b=0.6)}

@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import fastntk
-from fastntk.operators import TileOperator
+from fastntk.spectrum.operators import TileOperator
 
 
 def main() -> None:

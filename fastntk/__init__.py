@@ -16,49 +16,45 @@ Public API (this namespace)::
     get_client(...)                           a Dask client: local, scheduler, SLURM
     load_data(spec), uniform_sphere(n, d), digits(), table1()
 
-Modules, in the order data flows through them:
+Subpackages, one per pipeline stage, in the order data flows through them; a module imports
+only its own stage and earlier ones (tests/test_layout.py):
 
-    activations, hermite      activations phi and their Hermite coefficients (section 2)
-    series, kernels.series_cpu   power-series algebra, compositions (section 3)
-    ntk                       NTK: per-layer coefficient tables, exact values (sections 1, 3, 4)
-    tilespec                  TileSpec: the tile contract in code (section 5)
-    tiles, cpu, gpu           tile dispatch and its CPU / CUDA backends (kernels.tiles_cpu,
-                              kernels.tiles_cuda, kernels.exact_cpu)
-    blocks, tasks             block enumeration; tile tasks on threads or a Dask cluster
-    matrix, store             lazy Dask kernel matrix; the resumable zarr store format
-    operators, basis, solver  matrix-free operators; the block Krylov eigensolver
-    eigen, theorems, study    NTK eigenvalue front ends; the paper's theorems; the study
-    checkpoint                solver checkpoints (resume after a kill)
-    smallest, lower_bound     the least eigenvalues; the certified Gershgorin lower bound
-                              (section 7, kernels.gershgorin_cpu)
-    sphere, kernels.sphere_cpu   eigenvalues on the sphere: Funk-Hecke quadrature and series
-    sphere_sample, sphere_study  a sample's full spectrum; the sphere study (fits, pictures)
-    decay                     decay models, decay classes of coefficient tables, fits
-    plots                     figures
-    paper                     the paper's Table 1 and Figures 1-3 (fastntk paper)
-    empirical                 finite-width empirical NTK
-    cluster                   Dask clients (LocalCluster, scheduler, SLURM)
-    io, data                  the one data loader; row validation, built-in data sets
-    cli, cli_args             the `fastntk` command and its shared arguments; cli_matrix,
-                              cli_spectrum, cli_sphere, cli_paper: one command each
-                              (formatting only)
-    defaults                  named tolerances, caps and sizes
+    common     defaults (named tolerances, caps, sizes), threads (BLAS limits, Numba
+               parallel sections, task threads), checks (counts, output folders)
+    kernels    the Numba kernels (CPU and CUDA), installed from the top-level kernels/
+    data       rows (row checks), builtin (digits, the sphere), loader (the one data loader)
+    network    activations, hermite (section 2), series (section 3), ntk (the NTK and its
+               coefficient tables, sections 1, 3, 4), tables (the paper's Table 1)
+    tiles      spec (TileSpec: the tile contract, section 5), dispatch, cpu, gpu
+    scale      blocks, tasks (threads or a Dask cluster), matrix (lazy Dask kernel matrix),
+               store (resumable zarr stores), cluster (Dask clients: local, scheduler, SLURM)
+    spectrum   operators, basis, solver (block Krylov), checkpoint, eigen (top-k),
+               smallest, lower_bound (section 7), theorems (the paper's Theorems 3 and 5)
+    sphere     funk_hecke (eigenvalues on the sphere, section 8), sample (a sample's spectrum)
+    analysis   decay (decay laws and fits, section 9), empirical (finite-width NTK),
+               spectrum_study, sphere_study, plots, paper (Table 1, Figures 1-3)
+    cli        app (the `fastntk` command), args (shared options), and one module per
+               command: matrix, spectrum, sphere, paper (formatting only)
 """
 
-from .activations import ACTIVATION_NAMES, Activation, activation_from_callable, get_activation
-from .cluster import get_client
-from .data import check_rows, digits, uniform_sphere
-from .eigen import top_eigenvalues, top_eigenvalues_stored
-from .empirical import empirical_ntk
-from .hermite import HermiteCoefficients, hermite_for
-from .io import load_data
-from .ntk import NTK, Coefficients, LayerSeries
-from .smallest import smallest_eigenvalues
-from .solver import EigenResult
-from .sphere import sphere_eigenvalues
-from .study import SpectrumStudy, spectrum_study
-from .tables import table1
-from .tilespec import TileSpec, tile_spec
+from .analysis.empirical import empirical_ntk
+from .analysis.spectrum_study import SpectrumStudy, spectrum_study
+from .data import check_rows, digits, load_data, uniform_sphere
+from .network.activations import (
+    ACTIVATION_NAMES,
+    Activation,
+    activation_from_callable,
+    get_activation,
+)
+from .network.hermite import HermiteCoefficients, hermite_for
+from .network.ntk import NTK, Coefficients, LayerSeries
+from .network.tables import table1
+from .scale.cluster import get_client
+from .spectrum.eigen import top_eigenvalues, top_eigenvalues_stored
+from .spectrum.smallest import smallest_eigenvalues
+from .spectrum.solver import EigenResult
+from .sphere.funk_hecke import sphere_eigenvalues
+from .tiles.spec import TileSpec, tile_spec
 
 __all__ = [
     "ACTIVATION_NAMES", "Activation", "Coefficients", "EigenResult", "HermiteCoefficients",

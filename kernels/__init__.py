@@ -1,7 +1,7 @@
 """Numba kernels of fastntk (installed as ``fastntk.kernels``).
 
 ``codes``       the codes of the closed-form dual activations (shared with
-                ``fastntk.activations``).
+                ``fastntk.network.activations``).
 ``series_cpu``  power-series algebra: truncated products, re-centred compositions, the
                 ReLU-family series ODEs (docs/math.md section 3).
 ``exact_cpu``   closed-form dual activations and the layer recursion written once

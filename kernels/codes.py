@@ -1,4 +1,5 @@
-"""Codes of the closed-form dual activations, shared by the kernels and ``fastntk.activations``.
+"""Codes of the closed-form dual activations, shared by the kernels and
+``fastntk.network.activations``.
 
 ``NONE`` means no closed form: such activations are evaluated through their power series.
 """

@@ -13,11 +13,11 @@ The layer recursion is written once, in three pieces every path uses:
 * ``exact_block``   both applied to a block of entries, the layer loop outside and the entry
                     loop inside, so that the ReLU family (``leaky_dual``: no libm call, arccos
                     by a polynomial) vectorises.  The CPU tiles call it per block of a row,
-                    the CUDA tiles per entry (a block of one), and ``fastntk.ntk`` uses its
+                    the CUDA tiles per entry (a block of one), and ``fastntk.network.ntk`` uses its
                     ``record`` option for the per-layer complements.
 
 The recipe arguments ``code, param, gw2, gb2, sw2, sb2, q`` come from
-``fastntk.ntk.LayerRecipe.args``; activation codes are in ``kernels/codes.py``.
+``fastntk.network.ntk.LayerRecipe.args``; activation codes are in ``kernels/codes.py``.
 """
 
 from __future__ import annotations

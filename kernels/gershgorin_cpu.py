@@ -1,5 +1,5 @@
 """Gershgorin sums of Hadamard powers of the correlation matrix, one tile at a time
-(docs/math.md section 7; used by ``fastntk.lower_bound``).
+(docs/math.md section 7; used by ``fastntk.spectrum.lower_bound``).
 
 For unit-norm rows the correlation matrix G = [rho_ij] has unit diagonal, and
 R_p = max_i sum_(j != i) |rho_ij|^p bounds lambda_min(G^{.p}) >= 1 - R_p (Gershgorin).  The

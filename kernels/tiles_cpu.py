@@ -1,4 +1,4 @@
-"""CPU tile kernels: the tile contract of ``fastntk.tiles`` (docs/math.md section 5).
+"""CPU tile kernels: the tile contract of ``fastntk.tiles.dispatch`` (docs/math.md section 5).
 
 A tile is the block Theta(X_i, X_j) for row blocks X_i (b1 x d), X_j (b2 x d).  Every kernel
 takes the Gram block G = X_i X_j^T (computed by BLAS outside Numba) and maps it in place, row
@@ -19,7 +19,8 @@ therefore recomputed from the rows (when the rows are passed) as
 
 which is cancellation-free.  Exact duplicates give 1 - rho = 0 and get ``at_one`` (Theta(1),
 exact); so does the diagonal of a symmetric tile.  Without rows (``rows=False``: values of
-given correlations, ``fastntk.tiles.tile_values``) the entries are the correlations themselves.
+given correlations, ``fastntk.tiles.dispatch.tile_values``) the entries are the correlations
+themselves.
 
 Layout: rows run in parallel (``prange``); within a row the entries are processed in blocks of
 ``BLOCK`` with the layer (or power) loop outside and the entry loop inside, so that the

@@ -1,4 +1,4 @@
-"""CUDA tile kernels (numba.cuda): the tile contract of ``fastntk.tiles`` on the GPU
+"""CUDA tile kernels (numba.cuda): the tile contract of ``fastntk.tiles.dispatch`` on the GPU
 (docs/math.md section 5).
 
 One thread per entry of the tile, ``THREADS_PER_BLOCK`` x ``THREADS_PER_BLOCK`` threads per
@@ -19,7 +19,7 @@ the output atomically, so the tile is never stored.
 
 The device functions are the CPU ones, recompiled for the GPU from the same Python source
 (``_device``): one implementation of the mathematics.  Kernels are built per block size on
-first use (``kernels(tpb)``), so importing this module never touches a GPU; ``fastntk.gpu``
+first use (``kernels(tpb)``), so importing this module never touches a GPU; ``fastntk.tiles.gpu``
 checks availability and holds the host side.  The tests run these kernels in the CUDA
 simulator (``NUMBA_ENABLE_CUDASIM=1``) with a small ``THREADS_PER_BLOCK`` so that multi-block
 paths run on tiny inputs.

@@ -739,7 +739,8 @@ def tile_oracle(activation: str, X, Y, L: int, gamma_w, gamma_b, sigma_w, sigma_
 # MATH.md §8: sphere eigenvalues by Funk-Hecke quadrature over the angle (extended precision)
 # ============================================================================================
 #
-# An oracle for ``fastntk.sphere``: a separately written closed-form NTK in numpy long double
+# An oracle for ``fastntk.sphere.funk_hecke``: a separately written closed-form NTK in numpy long
+# double
 # (x86 80-bit, eps ~ 1.1e-19: three digits beyond float64), Gauss-Legendre nodes refined to
 # long double by Newton's method, equal panels over the angle a in [0, pi], and the Legendre
 # polynomials of dimension d from their textbook recurrence normalised to P_k(1) = 1:

@@ -9,9 +9,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastntk.basis import KrylovBasis
-from fastntk.operators import DenseOperator, KernelOperator
-from fastntk.solver import BlockKrylov, error_estimates
+from fastntk.spectrum.basis import KrylovBasis
+from fastntk.spectrum.operators import DenseOperator, KernelOperator
+from fastntk.spectrum.solver import BlockKrylov, error_estimates
 
 
 def _random_basis(n, m, seed=0):

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fastntk import NTK, cpu, operators, solver, top_eigenvalues, uniform_sphere
+from fastntk import NTK, top_eigenvalues, uniform_sphere
+from fastntk.spectrum import operators, solver
+from fastntk.tiles import cpu
 
 
 def _blas_threads() -> int:
@@ -58,7 +60,7 @@ def test_threaded_block_tasks_run_one_blas_thread(two_blas_threads, monkeypatch,
         out = K.to_numpy()
     else:
         K.to_zarr(str(tmp_path / "K.zarr"))
-        from fastntk.store import open_matrix
+        from fastntk.scale.store import open_matrix
 
         out = np.asarray(open_matrix(str(tmp_path / "K.zarr"))[:])
     assert seen and set(seen) == {1}

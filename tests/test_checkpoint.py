@@ -1,4 +1,4 @@
-"""Checkpoint and resume of the eigensolver (fastntk.checkpoint, --checkpoint)."""
+"""Checkpoint and resume of the eigensolver (fastntk.spectrum.checkpoint, --checkpoint)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from fastntk import top_eigenvalues
-from fastntk.checkpoint import Checkpoint, CheckpointMismatch, data_fingerprint
-from fastntk.cli import main
+from fastntk.cli.app import main
 from fastntk.data import uniform_sphere as sphere
-from fastntk.ntk import NTK
+from fastntk.network.ntk import NTK
+from fastntk.spectrum.checkpoint import Checkpoint, CheckpointMismatch, data_fingerprint
 
 DATA = "sphere:n=600,d=8"
 ARGS = ["spectrum", "--data", DATA, "-k", "5", "--activation", "relu", "--hidden-layers", "2",
@@ -66,7 +66,7 @@ def test_foreign_checkpoint_refused(net, X, tmp_path, change):
     name = change.pop("name", None)
     kw.update(change)
     if name is not None:  # a centered run under the name of the plain one
-        from fastntk.checkpoint import run_metadata
+        from fastntk.spectrum.checkpoint import run_metadata
 
         meta = run_metadata(net.to_dict(), data_fingerprint(X), k=4, centered=True)
         with pytest.raises(CheckpointMismatch, match="different run"):
@@ -99,7 +99,7 @@ def test_cli_foreign_checkpoint(tmp_path, capsys):
 
 _SLOW = """
 import sys, time
-from fastntk import operators
+from fastntk.spectrum import operators
 def slowed(orig):
     def slow(self, V):
         time.sleep(0.6)
@@ -107,7 +107,7 @@ def slowed(orig):
     return slow
 for cls in (operators.TileOperator, operators.DenseOperator):  # matrix-free or assembled K
     cls._apply = slowed(cls._apply)
-from fastntk.cli import main
+from fastntk.cli.app import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 import fastntk
-from fastntk.cli import main
+from fastntk.cli.app import main
 
 
 def test_table1_json(capsys):
@@ -50,7 +50,7 @@ def test_console_script_help():
 
 
 def test_spectrum_device_cuda_without_gpu_is_a_clear_error(capsys):
-    from fastntk.gpu import cuda_available
+    from fastntk.tiles.gpu import cuda_available
 
     if cuda_available():
         return

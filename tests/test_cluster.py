@@ -1,4 +1,4 @@
-"""fastntk.cluster: cluster kinds, bad input, fault tolerance and reproducibility."""
+"""fastntk.scale.cluster: cluster kinds, bad input, fault tolerance and reproducibility."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from fastntk import top_eigenvalues
-from fastntk.cli import main
-from fastntk.cluster import get_client
+from fastntk.cli.app import main
 from fastntk.data import uniform_sphere as sphere
-from fastntk.ntk import NTK
-from fastntk.operators import kernel_operator
-from fastntk.solver import BlockKrylov
+from fastntk.network.ntk import NTK
+from fastntk.scale.cluster import get_client
+from fastntk.spectrum.operators import kernel_operator
+from fastntk.spectrum.solver import BlockKrylov
 
 N, D, K = 400, 8, 5
 
@@ -125,7 +125,7 @@ def test_worker_killed_mid_eigensolve(net, X, reference, client2):
     proxy = _KillingClient(client2, kill_on_submit=46)  # 36 tile pairs a pass: mid pass 2
     op = kernel_operator(net, X, client=proxy, tile=50)
     try:
-        from fastntk.eigen import default_block, warm_start_block
+        from fastntk.spectrum.eigen import default_block, warm_start_block
 
         block = default_block(K, D, N)
         solver = BlockKrylov(op, K, tol=1e-10, block=block, seed=0,
@@ -142,8 +142,8 @@ def test_worker_killed_mid_eigensolve(net, X, reference, client2):
 
 @pytest.mark.cluster
 def test_worker_killed_mid_assembly(net, X, client2, tmp_path):
-    from fastntk.store import open_matrix
-    from fastntk.tiles import theta_tile
+    from fastntk.scale.store import open_matrix
+    from fastntk.tiles.dispatch import theta_tile
 
     killed = []
 
@@ -155,7 +155,7 @@ def test_worker_killed_mid_assembly(net, X, client2, tmp_path):
 
     Xs = X[:160]
     path = str(tmp_path / "K.zarr")
-    from fastntk.matrix import make_spec, write_zarr
+    from fastntk.scale.matrix import make_spec, write_zarr
 
     spec = make_spec(net, Xs, None, 40, "cpu", "auto", 1e-12, "ntk", False)
     rep = write_zarr(spec, path, client=client2, on_block=on_block)

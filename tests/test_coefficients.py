@@ -15,7 +15,7 @@ import pytest
 from numpy.polynomial.polynomial import polyval
 
 import fastntk
-from fastntk.hermite import hermite_for
+from fastntk.network.hermite import hermite_for
 
 
 def _rel_close(got, want, rtol, atol):

@@ -1,4 +1,4 @@
-"""The tile contract (fastntk.tilespec, docs/math.md section 5): every backend implements
+"""The tile contract (fastntk.tiles.spec, docs/math.md section 5): every backend implements
 ``tile(spec, Xi, Xj)`` and ``tile_matvec(spec, Xi, Xj, V)`` with the same signature and the
 same results, checked here against the mpmath tile oracle of ``tests/naive.py``.
 
@@ -22,10 +22,11 @@ import naive
 import numpy as np
 import pytest
 
-from fastntk import NTK, cpu
+from fastntk import NTK
 from fastntk.data import uniform_sphere
-from fastntk.gpu import cuda_available, simulator
-from fastntk.tiles import tile_spec
+from fastntk.tiles import cpu
+from fastntk.tiles.dispatch import tile_spec
+from fastntk.tiles.gpu import cuda_available, simulator
 
 SIM = simulator()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +58,7 @@ def small_cuda_blocks(monkeypatch):
 def backend(name):
     if name == "cpu":
         return cpu
-    from fastntk import gpu
+    from fastntk.tiles import gpu
 
     return gpu
 

@@ -21,8 +21,8 @@ import pytest
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
-from fastntk.gpu import cuda_available, simulator
-from fastntk.tiles import tile_spec
+from fastntk.tiles.dispatch import tile_spec
+from fastntk.tiles.gpu import cuda_available, simulator
 
 SIM = simulator()
 RUN = SIM or cuda_available()
@@ -65,7 +65,7 @@ CASES = [("relu", {}), ("relu", dict(gamma_b=0.5)), ("erf", {}), ("gaussian", {}
 @needs_cuda
 @pytest.mark.parametrize(("name", "kw"), CASES, ids=[f"{a}{'-b' if k else ''}" for a, k in CASES])
 def test_cuda_tiles_equal_cpu_tiles(name, kw):
-    from fastntk.tiles import theta_tile
+    from fastntk.tiles.dispatch import theta_tile
 
     net = NTK(name, 2, **kw)
     X, Y = rows(9, 5, 0), sphere(7, 5, 1)
@@ -81,7 +81,7 @@ def test_cuda_tiles_equal_cpu_tiles(name, kw):
 @needs_cuda
 @pytest.mark.parametrize("name", ["relu", "tanh"])
 def test_cuda_fused_matvec(name):
-    from fastntk.tiles import theta_tile, theta_tile_matvec
+    from fastntk.tiles.dispatch import theta_tile, theta_tile_matvec
 
     net = NTK(name, 2)
     X, Y = rows(9, 5, 2), sphere(6, 5, 3)
@@ -94,8 +94,8 @@ def test_cuda_fused_matvec(name):
 
 @needs_cuda
 def test_cuda_nngp_series_and_gram_baseline():
-    from fastntk import gpu
-    from fastntk.tiles import theta_tile
+    from fastntk.tiles import gpu
+    from fastntk.tiles.dispatch import theta_tile
 
     net = NTK("erf", 2)
     X = rows(7, 3, 4)
@@ -112,7 +112,7 @@ def test_cuda_matrix_assembly():
     net = NTK("relu", 2)
     X = sphere(10, 3, 6)
     got = net.matrix(X, chunks=4, device="cuda").compute(scheduler="sync")
-    from fastntk.tiles import theta_tile
+    from fastntk.tiles.dispatch import theta_tile
 
     assert np.max(np.abs(got - theta_tile(net, X))) <= 1e-12 * net.theta_one
 

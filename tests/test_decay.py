@@ -1,4 +1,4 @@
-"""Decay models and fits (fastntk.decay, docs/math.md section 9): exact recovery of known
+"""Decay models and fits (fastntk.analysis.decay, docs/math.md section 9): exact recovery of known
 laws, the decay class read off the coefficients (not the activation's name), Lemma 2, the
 predicted rates, well-formed formulas, and unresolved eigenvalues never entering a fit."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastntk import NTK, activation_from_callable
-from fastntk.decay import (
+from fastntk.analysis.decay import (
     coefficient_decay,
     decay_class,
     fit_coefficient_decay,
@@ -24,7 +24,7 @@ from fastntk.decay import (
     predicted_index_rate,
     predicted_sphere_rate,
 )
-from fastntk.sphere import sphere_eigenvalues
+from fastntk.sphere.funk_hecke import sphere_eigenvalues
 
 
 @pytest.mark.parametrize("model,params,extra", [

@@ -1,4 +1,5 @@
-"""Finite-width empirical NTK (fastntk.empirical): explicit Jacobian == layer-wise Gram, the
+"""Finite-width empirical NTK (fastntk.analysis.empirical): explicit Jacobian == layer-wise Gram,
+the
 naive oracle's network, and convergence to the infinite-width Theta as the width grows."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from fastntk import NTK
+from fastntk.analysis.empirical import EmpiricalNetwork, empirical_network, empirical_ntk
 from fastntk.data import uniform_sphere as sphere
-from fastntk.empirical import EmpiricalNetwork, empirical_network, empirical_ntk
 
 
 @pytest.mark.parametrize("act,L,gb", [("relu", 1, 0.0), ("relu", 3, 0.5), ("tanh", 2, 0.3)])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastntk
-from fastntk.hermite import hermite_for, quadrature_hermite, relu_hermite
+from fastntk.network.hermite import hermite_for, quadrature_hermite, relu_hermite
 
 
 def test_relu_closed_form_matches_exact_integers():

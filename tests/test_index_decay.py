@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from fastntk.solver import EigenResult
-from fastntk.study import default_fit_range, index_decay
+from fastntk.analysis.spectrum_study import default_fit_range, index_decay
+from fastntk.spectrum.solver import EigenResult
 
 
 def _result(values, errors=None) -> EigenResult:
@@ -82,7 +82,7 @@ def test_cli_writes_fits_to_json(tmp_path):
     assert dec["range"] == [5, 40] and dec["fitted"] == 35
     lam = np.array(s["ntk"]["eigenvalues"])
     fit = dec["fits"][dec["best"]]
-    from fastntk.decay import law_values
+    from fastntk.analysis.decay import law_values
 
     # the best law follows the computed eigenvalues over the range (rms log residual)
     rel = np.log(law_values(fit, np.arange(5, 40))) - np.log(lam[4:39])

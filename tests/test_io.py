@@ -1,4 +1,4 @@
-"""Data loading (fastntk.io): .npy (memory-mapped), .zarr, .h5/.hdf5, sphere:..."""
+"""Data loading (fastntk.data.loader): .npy (memory-mapped), .zarr, .h5/.hdf5, sphere:..."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from fastntk.data import uniform_sphere as sphere
-from fastntk.io import load_data, parse_sphere
+from fastntk.data.loader import load_data, parse_sphere
 
 
 @pytest.fixture

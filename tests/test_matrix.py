@@ -1,4 +1,4 @@
-"""Dask assembly (fastntk.matrix): schedulers, zarr output, resume, bad input, the CLI."""
+"""Dask assembly (fastntk.scale.matrix): schedulers, zarr output, resume, bad input, the CLI."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import pytest
 import zarr
 
 from fastntk import NTK
-from fastntk.cli import main as cli_main
+from fastntk.cli.app import main as cli_main
 from fastntk.data import uniform_sphere as sphere
-from fastntk.matrix import kernel_matrix, to_zarr
-from fastntk.store import open_matrix
-from fastntk.tiles import theta_tile
+from fastntk.scale.matrix import kernel_matrix, to_zarr
+from fastntk.scale.store import open_matrix
+from fastntk.tiles.dispatch import theta_tile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,7 +82,7 @@ def test_dask_equals_single_tile_on_localcluster(client, data):
 
 @pytest.mark.cluster
 def test_get_client(client, data, relu, tmp_path):
-    from fastntk.cluster import get_client
+    from fastntk.scale.cluster import get_client
 
     with get_client() as none:
         assert none is None
@@ -157,7 +157,7 @@ def test_resume_after_a_hard_kill(relu, data, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
         from fastntk import NTK
-        from fastntk.matrix import to_zarr
+        from fastntk.scale.matrix import to_zarr
         X = np.load({str(tmp_path / "X.npy")!r})
         count = []
         def on_block(i, j):
@@ -274,7 +274,7 @@ def test_cli_matrix_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli_main(base + ["--data", "sphere:n=10", "--out", str(tmp_path / "c.zarr")]) == 2
     assert "missing d" in capsys.readouterr().err
-    from fastntk import gpu
+    from fastntk.tiles import gpu
 
     if not gpu.cuda_available():
         assert cli_main(base + ["--data", "sphere:n=10,d=3", "--out", str(tmp_path / "d.zarr"),

@@ -15,7 +15,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     out = tmp_path_factory.mktemp("paper")
     assert main(["paper", "--out", str(out), "--quick"]) == 0

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from fastntk.tables import table1
+from fastntk.network.tables import table1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARNING = "KernelCacheWarning"  # fastntk.kernels.KernelCacheWarning
@@ -131,7 +131,7 @@ def _table1_and_kernel(ro, tmpdir, numba_cache_dir=None):
     call = _run(ro, [sys.executable, "-c", KERNEL_CALL, ro["site"]], tmpdir, numba_cache_dir)
     assert call.returncode == 0, call.stderr
     assert call.stderr.count(WARNING) == 1 and "Traceback" not in call.stderr, call.stderr
-    from fastntk.ntk import NTK
+    from fastntk.network.ntk import NTK
 
     got = json.loads(call.stdout)
     assert got["ntk"] == NTK("relu", 3).ntk([0.5, -0.25, 1.0]).tolist()

@@ -19,10 +19,10 @@ import pytest
 import zarr
 
 from fastntk import NTK, load_data, top_eigenvalues
-from fastntk.checkpoint import CheckpointCorrupt
-from fastntk.cli import main
-from fastntk.matrix import to_zarr
-from fastntk.store import MARKER, StoreError, WriterLock, open_matrix
+from fastntk.cli.app import main
+from fastntk.scale.matrix import to_zarr
+from fastntk.scale.store import MARKER, StoreError, WriterLock, open_matrix
+from fastntk.spectrum.checkpoint import CheckpointCorrupt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -71,7 +71,7 @@ def test_workqueue_layer_pipelined_pass():
     code = """
 import numpy as np, numba
 from fastntk import NTK, uniform_sphere
-from fastntk.operators import TileOperator
+from fastntk.spectrum.operators import TileOperator
 X = uniform_sphere(900, 8, 1)
 V = np.random.default_rng(0).standard_normal((900, 5))
 net = NTK("relu", 2)
@@ -91,7 +91,8 @@ print(numba.threading_layer(), bool(np.array_equal(one, two)),
 def test_pipelined_pass_is_deterministic_and_errors_propagate(workers, monkeypatch):
     """Contributions are added in pair order whatever the workers (seeded runs reproduce
     bit for bit); an error in one tile surfaces from matvec and stops the pass."""
-    from fastntk import operators, uniform_sphere
+    from fastntk import uniform_sphere
+    from fastntk.spectrum import operators
 
     X = uniform_sphere(1000, 6, 3)
     V = np.random.default_rng(1).standard_normal((1000, 3))
@@ -154,7 +155,7 @@ def test_rerun_of_a_complete_store_needs_no_lock(tmp_path):
     done_path, todo_path = str(tmp_path / "done.zarr"), str(tmp_path / "todo.zarr")
     to_zarr(net, X, done_path, chunks=100)
     before = open_matrix(done_path).compute()
-    code = (f"from fastntk.store import WriterLock; import time\n"
+    code = (f"from fastntk.scale.store import WriterLock; import time\n"
             f"with WriterLock({done_path!r}, (1, 1)):\n    print('held', flush=True)\n"
             f"    time.sleep(30)")
     holder = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -320,7 +321,7 @@ def open_group(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return g
 zarr.open_group = open_group
-from fastntk.cli import main
+from fastntk.cli.app import main
 main(["matrix", "--data", "sphere:n=300,d=8", "--out", {out!r}, "--chunk", "100",
       "--no-progress"])
 """
@@ -351,10 +352,10 @@ def test_counts_below_their_minimum_are_refused(args, capsys):
 # ----------------------------------------------------------- 13. compile announcement
 def test_first_run_announces_compilation(tmp_path, monkeypatch, capsys):
     """With an empty kernel cache the CLI says once that it is compiling; not otherwise."""
-    proc = _run("from fastntk.cpu import kernels_cached; print(kernels_cached())",
+    proc = _run("from fastntk.tiles.cpu import kernels_cached; print(kernels_cached())",
                 {"NUMBA_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.stdout.strip() == "False"
-    from fastntk import cpu
+    from fastntk.tiles import cpu
 
     monkeypatch.setattr(cpu, "kernels_cached", lambda: False)
     assert main(["table1"]) == 0

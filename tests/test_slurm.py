@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from fastntk.cli import main
+from fastntk.cli.app import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_SLURM = os.path.join(ROOT, "slurm", "local-slurm.sh")
@@ -240,8 +240,9 @@ def test_sbatch_spectrum_named_by_computation_resumes(tmp_path, in_process):
 @pytest.mark.parametrize("walltime", ["30", "30:15", "01:00:00", "100:00:00", "2-0", "2-12:30",
                                       "1-02:03:04"])
 def test_accepted_walltimes_are_slurm_times(walltime):
-    """What fastntk.cluster.check_walltime accepts, real SLURM accepts (sbatch --test-only)."""
-    from fastntk.cluster import check_walltime
+    """What fastntk.scale.cluster.check_walltime accepts, real SLURM accepts (sbatch
+    --test-only)."""
+    from fastntk.scale.cluster import check_walltime
 
     check_walltime(walltime)
     out = subprocess.run(["sbatch", "--test-only", "-t", walltime, "--wrap", "true"],
@@ -251,7 +252,7 @@ def test_accepted_walltimes_are_slurm_times(walltime):
 
 @pytest.mark.parametrize("walltime", ["1h", "1:2:3:4", "1.5", "90min"])
 def test_refused_walltimes_are_not_slurm_times(walltime):
-    from fastntk.cluster import check_walltime
+    from fastntk.scale.cluster import check_walltime
 
     with pytest.raises(ValueError, match="SLURM time"):
         check_walltime(walltime)
@@ -295,7 +296,7 @@ def test_cluster_slurm_jobqueue(in_process, capfd):
 
 
 def test_cluster_slurm_failure_leaves_no_job():
-    from fastntk.cluster import get_client
+    from fastntk.scale.cluster import get_client
 
     with pytest.raises(RuntimeError, match="boom"):
         with get_client(cluster="slurm", jobs=1, memory="1GB", walltime="00:05:00",
@@ -307,9 +308,9 @@ def test_cluster_slurm_failure_leaves_no_job():
 
 def test_sbatch_matrix_named_by_computation_resumes(tmp_path):
     from fastntk.data import uniform_sphere as sphere
-    from fastntk.ntk import NTK
-    from fastntk.store import open_matrix
-    from fastntk.tiles import theta_tile
+    from fastntk.network.ntk import NTK
+    from fastntk.scale.store import open_matrix
+    from fastntk.tiles.dispatch import theta_tile
 
     env = _sbatch_env(DATA="sphere:n=300,d=8", CHUNK="100", HIDDEN_LAYERS="2")
     log = _run_sbatch("matrix", env, tmp_path)
@@ -328,7 +329,7 @@ def test_scancel_a_worker_job_mid_run_leaves_results_unchanged():
     recomputes its tasks on the other worker and the eigenvalues do not change."""
     import fastntk
     from fastntk import top_eigenvalues
-    from fastntk.cluster import get_client
+    from fastntk.scale.cluster import get_client
 
     net = fastntk.NTK("relu", 2)
     X = fastntk.uniform_sphere(600, 8, seed=0)

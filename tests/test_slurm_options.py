@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from fastntk import cluster
-from fastntk.cli import main
-from fastntk.cluster import (
+from fastntk.cli.app import main
+from fastntk.scale import cluster
+from fastntk.scale.cluster import (
     MIN_WORKER_MEMORY,
     check_memory,
     check_slurm_options,

@@ -1,4 +1,5 @@
-"""Least eigenvalues (fastntk.smallest, fastntk.lower_bound, kernels/gershgorin_cpu.py): the
+"""Least eigenvalues (fastntk.spectrum.smallest, fastntk.spectrum.lower_bound,
+kernels/gershgorin_cpu.py): the
 bottom-k against dense eigh, the certified lower bound against the true lambda_min (random,
 duplicate, antipodal and clustered rows; the Gershgorin sums against mpmath correlations),
 the bracket of the matrix-free estimate, large-k top eigenvalues, checkpoint resume of a
@@ -18,8 +19,8 @@ from naive import exact_correlation
 
 from fastntk import NTK, smallest_eigenvalues, top_eigenvalues
 from fastntk.data import uniform_sphere as sphere
-from fastntk.lower_bound import least_eigenvalue_bound, power_sums
-from fastntk.smallest import smallest_eigenvalues_stored
+from fastntk.spectrum.lower_bound import least_eigenvalue_bound, power_sums
+from fastntk.spectrum.smallest import smallest_eigenvalues_stored
 
 NETS = {
     "relu3": NTK("relu", 3),
@@ -221,7 +222,7 @@ def _incomplete_store(tmp_path, net, X):
     """A store with one block not marked done (what a killed ``fastntk matrix`` leaves)."""
     import zarr
 
-    from fastntk.matrix import to_zarr
+    from fastntk.scale.matrix import to_zarr
 
     path = str(tmp_path / "K.zarr")
     to_zarr(net, X, path, chunks=20)
@@ -234,9 +235,9 @@ def _incomplete_store(tmp_path, net, X):
 
 
 def test_stored_matrix(tmp_path, capsys):
-    from fastntk.cli import main
-    from fastntk.matrix import to_zarr
-    from fastntk.store import StoreError
+    from fastntk.cli.app import main
+    from fastntk.scale.matrix import to_zarr
+    from fastntk.scale.store import StoreError
 
     net = NTK("relu", 2)
     X = sphere(60, 5, seed=1)
@@ -262,7 +263,7 @@ def test_stored_matrix(tmp_path, capsys):
 
 
 def test_cli_smallest(capsys):
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     args = ["spectrum", "--data", "sphere:n=400,d=16,seed=2", "-k", "3", "--no-progress",
             "-L", "2"]
@@ -283,7 +284,7 @@ def test_bracket_below_rounding_is_ordered_and_not_called_exact(capsys):
     """A Gaussian kernel on the circle has lambda_min far below the rounding level: LAPACK
     returns tiny negative values.  The bracket must still be ordered, hold the true value
     (>= 0 for a PSD kernel) and not claim exactness."""
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     args = ["spectrum", "--data", "sphere:n=400,d=2", "-a", "gaussian", "-k", "10",
             "--smallest", "3", "--no-progress", "--json"]

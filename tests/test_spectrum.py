@@ -1,4 +1,5 @@
-"""Top-k eigenvalues (fastntk.eigen / fastntk.solver / fastntk.operators): solver vs eigh,
+"""Top-k eigenvalues (fastntk.spectrum.eigen / fastntk.spectrum.solver /
+fastntk.spectrum.operators): solver vs eigh,
 Dask path, assembled-matrix path, centered kernel, Theorems 3 and 5, bad input, CLI."""
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ import pytest
 import scipy.linalg as sla
 
 from fastntk import NTK
+from fastntk.analysis.spectrum_study import spectrum_study
 from fastntk.data import digits
 from fastntk.data import uniform_sphere as sphere
-from fastntk.eigen import top_eigenvalues, top_eigenvalues_stored
-from fastntk.operators import (
+from fastntk.spectrum.eigen import top_eigenvalues, top_eigenvalues_stored
+from fastntk.spectrum.operators import (
     ArrayOperator,
     CenteredOperator,
     DaskTileOperator,
     DenseOperator,
     TileOperator,
 )
-from fastntk.solver import BlockKrylov, dense_eigenvalues, top_eigenvalues_operator
-from fastntk.study import spectrum_study
-from fastntk.theorems import centered_c0, data_gram_eigenvalues, theorem3_bound, theorem5_bound
+from fastntk.spectrum.solver import BlockKrylov, dense_eigenvalues, top_eigenvalues_operator
+from fastntk.spectrum.theorems import (
+    centered_c0,
+    data_gram_eigenvalues,
+    theorem3_bound,
+    theorem5_bound,
+)
 
 N = 2000
 K_TOP = 10
@@ -123,7 +129,7 @@ def test_assembled_matrix_paths(relu3, sphere_case, tmp_path):
 def test_stored_matrix_equals_data_spectrum(relu3, sphere_case, tmp_path):
     """A store written by fastntk matrix gives the spectrum computed from the data (1e-10),
     with the exact trace; the centered kernel too."""
-    from fastntk.matrix import to_zarr
+    from fastntk.scale.matrix import to_zarr
 
     X, K, w = sphere_case
     path = str(tmp_path / "K.zarr")
@@ -211,7 +217,7 @@ def test_bad_input(relu3):
 
 
 def test_cli_spectrum(tmp_path, capsys):
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     out = tmp_path / "res"
     rc = main(["spectrum", "--data", "sphere:n=300,d=5,seed=1", "-k", "6", "--centered",
@@ -230,7 +236,7 @@ def test_cli_spectrum(tmp_path, capsys):
 
 
 def test_cli_default_data_is_digits(capsys):
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     assert main(["spectrum", "-k", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -277,7 +283,7 @@ def test_progress_bar_shows_convergence_not_the_pass_cap(capsys):
 def test_json_is_strict_when_a_bound_is_infinite(capsys):
     """Theorem 5 divides by c_1, which is 0 for the Gaussian: the JSON says so instead of
     writing Infinity (not JSON), and the text says the bound is vacuous."""
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     def no_constants(name):
         raise ValueError(f"non-standard JSON constant {name}")
@@ -294,7 +300,7 @@ def test_json_is_strict_when_a_bound_is_infinite(capsys):
 
 
 def test_cli_k_errors_name_the_option(capsys):
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     base = ["spectrum", "--data", "sphere:n=300,d=5", "--no-progress"]
     assert main(base + ["-k", "300"]) == 2

@@ -1,4 +1,4 @@
-"""Sphere eigenvalues (fastntk.sphere) against the independent Funk-Hecke oracle of
+"""Sphere eigenvalues (fastntk.sphere.funk_hecke) against the independent Funk-Hecke oracle of
 tests/naive.py (long-double quadrature over the angle of a separately written closed-form
 kernel), series vs quadrature, high dimensions, the sample spectrum, the CLI and bad input
 (docs/math.md section 8)."""
@@ -16,7 +16,7 @@ import pytest
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
-from fastntk.sphere import (
+from fastntk.sphere.funk_hecke import (
     funk_hecke_weights,
     log_gamma_ratio,
     multiplicity,
@@ -211,7 +211,7 @@ def test_bad_input():
 
 # --------------------------------------------------------------------------- sample and CLI
 def test_sample_size_limits():
-    from fastntk.sphere_sample import check_sample_size
+    from fastntk.sphere.sample import check_sample_size
 
     with pytest.raises(ValueError, match="at most n = 20000"):
         check_sample_size(20_001)
@@ -223,7 +223,7 @@ def test_sample_size_limits():
 
 
 def test_cli_sphere_sample_writes_png_and_json(tmp_path, capsys):
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     rc = main(["sphere", "-L", "1", "-d", "3", "--kmax", "300", "--sample", "800",
                "--seed", "3", "--index-range", "30:200", "--out", str(tmp_path)])
@@ -251,7 +251,7 @@ def test_cli_sphere_sample_writes_png_and_json(tmp_path, capsys):
     (["--sample", "50"], "index range"),
 ])
 def test_cli_sphere_bad_input_is_one_message(argv, needle, capsys):
-    from fastntk.cli import main
+    from fastntk.cli.app import main
 
     assert main(["sphere", *argv]) == 2
     err = capsys.readouterr().err

@@ -11,9 +11,9 @@ import pytest
 import zarr
 
 from fastntk import NTK, load_data, top_eigenvalues
-from fastntk.cli import main
+from fastntk.cli.app import main
 from fastntk.data import uniform_sphere
-from fastntk.store import ARRAY, ATTR, DONE, LOCKS, StoreError, open_matrix
+from fastntk.scale.store import ARRAY, ATTR, DONE, LOCKS, StoreError, open_matrix
 
 DATA = "sphere:n=600,d=8,seed=3"
 NET = ["-a", "relu", "-L", "2", "--gamma-b", "0.5", "--gamma-w", "0.8660254037844386"]
@@ -82,7 +82,7 @@ def test_incomplete_store_is_refused_with_the_missing_count(store, tmp_path, cap
 
 
 def test_store_layout_is_as_documented(store):
-    """The layout of fastntk.store's docstring and the README, read with plain tools."""
+    """The layout of fastntk.scale.store's docstring and the README, read with plain tools."""
     import warnings
 
     import dask.array as da

@@ -1,4 +1,4 @@
-"""Tile kernels (kernels/tiles_cpu.py, fastntk/tiles.py) against the mpmath reference.
+"""Tile kernels (kernels/tiles_cpu.py, fastntk/tiles/dispatch.py) against the mpmath reference.
 
 Every exact tile must agree with ``naive.mp_theta`` evaluated at the exact correlation of the
 rows (computed in mpmath) to 1e-12 relative to Theta(1) -- in practice to a few 1e-16 --
@@ -17,9 +17,10 @@ import pytest
 from fastntk.kernels import exact_cpu
 from numba import njit
 
-from fastntk import NTK, cpu
+from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
-from fastntk.tiles import theta_tile, theta_tile_matvec, tile_spec
+from fastntk.tiles import cpu
+from fastntk.tiles.dispatch import theta_tile, theta_tile_matvec, tile_spec
 
 TOL = 1e-12  # the issue's accuracy bar, relative to Theta(1)
 
@@ -240,7 +241,7 @@ def test_bad_inputs_give_clear_errors():
 
 
 def test_cuda_without_gpu_is_a_clear_error():
-    from fastntk import gpu
+    from fastntk.tiles import gpu
 
     if gpu.cuda_available():
         pytest.skip("a CUDA device (or the simulator) is available here")

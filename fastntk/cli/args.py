@@ -1,0 +1,193 @@
+"""Argument groups shared by the ``fastntk`` commands (network, Dask cluster).
+
+Every ``cli_*`` module builds its parser from these; none of them computes anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..common.checks import check_count
+from ..network.activations import ACTIVATION_NAMES
+from ..scale.cluster import (
+    KINDS,
+    WALLTIME_FORMATS,
+    check_memory,
+    check_queue,
+    check_timeout,
+    check_walltime,
+    get_client,
+)
+
+
+def count(minimum: int = 1):
+    """An argparse type: an integer >= ``minimum`` (refused at parse time otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: it must be an "
+                                             f"integer >= {minimum}") from None
+        try:
+            return check_count(value, "value", minimum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is below the minimum: it must be an "
+                                             f"integer >= {minimum}") from None
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def float_in(lo: float, hi: float, what: str):
+    """An argparse type: a number x with lo <= x < hi (``what`` says why in the error)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not lo <= value < hi:
+            raise argparse.ArgumentTypeError(f"{text} is outside [{lo:g}, {hi:g}): {what}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def index_range(text: str) -> tuple[int, int]:
+    """An argparse type: ``LO:HI``, whole numbers with 1 <= LO < HI (an index range [LO, HI))."""
+    lo, sep, hi = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        value = (int(lo), int(hi))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO:HI (two whole numbers, e.g. "
+                                         "100:500)") from None
+    if value[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: indices start at 1 (LO >= 1)")
+    if value[1] <= value[0]:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty range: need LO < HI")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+NETWORK_DEFAULTS = {"activation": "relu", "hidden_layers": 1, "gamma_w": 1.0, "gamma_b": 0.0,
+                    "sigma_w": 1.0, "sigma_b": None, "no_output_bias": False}
+
+
+def add_network_args(p: argparse.ArgumentParser) -> None:
+    """--activation, --hidden-layers, --gamma-w/-b, --sigma-w/-b, --no-output-bias."""
+    g = p.add_argument_group("network (docs/math.md section 1)")
+    g.add_argument("--activation", "-a", default=NETWORK_DEFAULTS["activation"],
+                   help=f"activation name ({', '.join(ACTIVATION_NAMES)}; parameters as "
+                        "'leaky_relu:0.1', 'gaussian:2'); default relu")
+    g.add_argument("--hidden-layers", "-L", type=count(1),
+                   default=NETWORK_DEFAULTS["hidden_layers"],
+                   help="number of hidden layers L >= 1 (default 1)")
+    g.add_argument("--gamma-w", type=float, default=1.0, help="input weight std (default 1)")
+    g.add_argument("--gamma-b", type=float, default=0.0, help="input bias std (default 0)")
+    g.add_argument("--sigma-w", type=float, default=1.0, help="hidden weight std (default 1)")
+    g.add_argument("--sigma-b", type=float, default=None,
+                   help="hidden bias std (default: Assumption 2, "
+                        "sqrt(1 - sigma_w^2 E[phi(Z)^2]))")
+    g.add_argument("--no-output-bias", action="store_true",
+                   help="no bias on the output layer (docs/math.md section 1 literally)")
+
+
+def network_given(args) -> bool:
+    """True when any network option differs from its default (it was given)."""
+    return any(getattr(args, k) != v for k, v in NETWORK_DEFAULTS.items())
+
+
+def network_from_args(args):
+    """Build the NTK object named by the network arguments."""
+    from ..network.ntk import NTK
+
+    return NTK(args.activation, args.hidden_layers, gamma_w=args.gamma_w, gamma_b=args.gamma_b,
+               sigma_w=args.sigma_w, sigma_b=args.sigma_b, output_bias=not args.no_output_bias)
+
+
+def _option_type(check, kind: str):
+    """An argparse ``type`` running ``check`` (a ValueError becomes a usage error: exit 2)."""
+    def parse(text: str):
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    parse.__name__ = kind  # argparse names it in "invalid <kind> value"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        return check_timeout(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds: give "
+                                         "e.g. 30") from None
+
+
+# SLURM-only options and their defaults (None on the command line: given or not is known).
+SLURM_DEFAULTS = {"cores": 1, "memory": "2GB", "walltime": "00:30:00", "queue": None}
+
+
+def add_cluster_args(p, threads_option: bool = False) -> None:
+    """The cluster options shared by every ``fastntk`` command that can use Dask.
+
+    Counts must be >= 1, ``--memory`` needs a unit and ``--walltime`` a SLURM time; a bad value
+    is refused at parse time (exit status 2, one message naming the value and the fix)."""
+    g = p.add_argument_group("Dask cluster (default: in-process threads)")
+    g.add_argument("--cluster", choices=KINDS, default=None,
+                   help="cluster kind (default: inferred from the options below, else "
+                        "threads)")
+    g.add_argument("--workers", type=count(1), default=None,
+                   help="LocalCluster with N worker processes (slurm: Dask workers per job)")
+    g.add_argument("--scheduler-file", default=None,
+                   help="connect to a running scheduler by its scheduler file")
+    g.add_argument("--address", default=None,
+                   help="connect to a running scheduler, e.g. tcp://host:8786")
+    g.add_argument("--jobs", type=count(1), default=None,
+                   help="slurm: number of SLURM jobs (1); implies --cluster slurm")
+    g.add_argument("--cores", type=count(1), default=None, help="slurm: cores per job (1)")
+    g.add_argument("--memory", type=_option_type(check_memory, "memory"), default=None,
+                   help="slurm: memory per job with a unit, e.g. 4GB, 4GiB, 500MB (2GB)")
+    g.add_argument("--walltime", type=_option_type(check_walltime, "walltime"), default=None,
+                   help=f"slurm: job time limit, {WALLTIME_FORMATS} (00:30:00)")
+    g.add_argument("--queue", type=_option_type(check_queue, "queue"), default=None,
+                   help="slurm: partition (default partition)")
+    g.add_argument("--connect-timeout", type=_seconds, default=30.0,
+                   help="seconds to wait for a scheduler or the first SLURM worker (30)")
+
+
+def client_from_args(args):
+    """``get_client`` for parsed :func:`add_cluster_args` options (a context manager).
+
+    Raises ``ValueError`` for SLURM-only options (``--cores --memory --walltime --queue``)
+    given without ``--cluster slurm`` / ``--jobs``, and for bad combinations."""
+    kind = getattr(args, "cluster", None)
+    if kind is None and args.jobs is not None:
+        kind = "slurm"
+    slurm = {k: getattr(args, k) for k in SLURM_DEFAULTS}
+    if kind != "slurm":
+        given = [f"--{k}" for k, v in slurm.items() if v is not None]
+        if args.jobs is not None:
+            given.insert(0, "--jobs")
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} {verb} only to SLURM: add --cluster slurm "
+                             f"(the cluster is {kind or 'threads'})")
+        return get_client(workers=args.workers, scheduler_file=args.scheduler_file,
+                          address=args.address, cluster=kind, timeout=args.connect_timeout)
+    opts = {k: SLURM_DEFAULTS[k] if v is None else v for k, v in slurm.items()}
+    return get_client(cluster="slurm", workers=args.workers, jobs=args.jobs or 1,
+                      timeout=args.connect_timeout, **opts)

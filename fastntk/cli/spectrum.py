@@ -1,0 +1,304 @@
+"""``fastntk spectrum``: the spectrum study from the command line (formatting only; the work
+is ``fastntk.analysis.spectrum_study.spectrum_study``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
+from ..tiles.dispatch import DEVICES, METHODS
+from .args import (
+    add_cluster_args,
+    add_network_args,
+    client_from_args,
+    count,
+    float_in,
+    index_range,
+    network_from_args,
+    network_given,
+)
+
+#: Exit status of a run whose eigenvalues did not all converge (the JSON says
+#: ``"converged": false``); 2 is a usage or input error.
+EXIT_NOT_CONVERGED = 3
+
+
+def cmd_spectrum(args) -> int:
+    from ..analysis.spectrum_study import check_fit_range, spectrum_study
+    from ..data.loader import load_data
+    from ..spectrum.solver import check_k
+
+    net = None
+    if args.matrix is not None:
+        given = [opt for opt, on in (("--data", args.data is not None),
+                                     ("--compare-gram", args.compare_gram),
+                                     ("--empirical-width", args.empirical_width),
+                                     ("--device", args.device != "cpu"),
+                                     ("--method", args.method != "auto"),
+                                     ("--chunk", args.chunk is not None)) if on]
+        if given:
+            raise ValueError(f"--matrix reads a stored kernel matrix: {', '.join(given)} "
+                             "cannot be combined with it (the network, data and tiles are "
+                             "the store's)")
+        kw = {"matrix": args.matrix, "compare_gram": False}
+        if network_given(args):  # then it must be the store's network
+            net = network_from_args(args)
+    else:
+        net = network_from_args(args)
+        data = "digits" if args.data is None else args.data
+        X = load_data(data, normalize=not args.no_normalize)
+        check_k(args.k, len(X), "-k")
+        if args.smallest:
+            check_k(args.smallest, len(X), "--smallest")
+        kw = {"X": X, "source": data, "compare_gram": args.compare_gram,
+              "empirical_width": args.empirical_width, "empirical_seeds": args.empirical_seeds,
+              "empirical_init": args.empirical_init, "method": args.method,
+              "device": args.device}
+        if args.chunk:
+            kw["tile"] = args.chunk
+    if args.block:
+        kw["block"] = args.block
+    if args.checkpoint:
+        kw["checkpoint"] = args.checkpoint
+        if args.restart:
+            from ..spectrum.checkpoint import clear_directory
+
+            clear_directory(args.checkpoint)
+    elif args.restart:
+        raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
+    if args.smallest:
+        kw["smallest"] = args.smallest
+    if args.fit_range is not None:
+        check_fit_range(args.fit_range, args.k, "--fit-range", "-k")
+        kw["fit_range"] = args.fit_range
+    with client_from_args(args) as client:
+        if client is not None and args.matrix is not None:
+            raise ValueError("--matrix runs in this process: drop the cluster options")
+        if client is not None:
+            kw["client"] = client
+        study = spectrum_study(net, k=args.k, tol=args.tol, centered=args.centered,
+                               seed=args.seed, max_passes=args.max_passes,
+                               progress=not args.no_progress and not args.json, **kw)
+    summary = study.to_dict()
+    summary["checkpoint"] = args.checkpoint
+    if args.out:
+        summary["files"] = study.write(args.out, args.coeff_degree, args.sphere_kmax)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=1)
+        print()
+    else:
+        _print(summary)
+    if not study.converged:
+        print(f"fastntk spectrum: warning: not all eigenvalues converged within "
+              f"--max-passes {args.max_passes} (error estimates above tol {args.tol:g}); "
+              f"exit status {EXIT_NOT_CONVERGED}. Raise --max-passes or --block, or rerun "
+              "with --checkpoint to continue.", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    return 0
+
+
+def _print(s: dict) -> None:
+    ntk = s["ntk"]
+    where = f"n = {s['n']}" + (f", d = {s['d']}" if s.get("d") else "")
+    print(f"# {s['data']}: {where}; network {s['network']}")
+    passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
+    print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
+          f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
+    cols = [("lambda_p(K)", ntk["eigenvalues"]), ("error est.", ntk["error_estimates"]),
+            ("ratio", ntk["ratios"])]
+    if "centered" in s:
+        cols += [("lambda_p(K~)", s["centered"]["eigenvalues"]),
+                 ("error est. K~", s["centered"]["error_estimates"]),
+                 ("ratio K~", s["centered"]["ratios"])]
+    if "gram" in s:
+        cols.append(("ratio XX^T", s["gram"]["ratios"]))
+    if "empirical" in s:
+        cols.append((f"ratio m={s['empirical']['width']}", s["empirical"]["ratios_mean"]))
+    print(f"{'p':>4} " + " ".join(f"{name:>15}" for name, _ in cols))
+    flags = _flags(ntk, s["tol"], "")
+    if "centered" in s:
+        flags = [a + b for a, b in zip(flags, _flags(s["centered"], s["tol"], "K~ "),
+                                       strict=True)]
+    for p in range(s["k"]):
+        row = [f"{v[p]:>15.8e}" if p < len(v) else f"{'':>15}" for _, v in cols]
+        print(f"{p + 1:>4} " + " ".join(row) + flags[p])
+    _print_flag_notes(ntk, s["tol"], "K")
+    if "centered" in s:
+        _print_flag_notes(s["centered"], s["tol"], "K~")
+    print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f} (certified <= "
+          f"{ntk['effective_rank_upper']:.6f})   <= Theorem 3 bound sum c_p / c_0 = "
+          f"{ntk['theorem3_bound']:.6f}")
+    if "centered" in s:
+        c = s["centered"]
+        bound = c["theorem5_bound"]
+        text = (f"{bound:.6f}" if bound is not None else
+                "inf (c_1 = 0: vacuous)" if "theorem5_bound_note" in c else
+                "n/a (needs the data)")
+        print(f"# eff(K~) = {c['effective_rank']:.6f}   <= Theorem 5 bound "
+              f"eff(XX^T) sum_(p>=1) c_p / c_1 = {text}")
+    if "gram" in s:
+        print(f"# eff(XX^T) = {s['gram']['effective_rank']:.6f}")
+    if "index_decay" in s:
+        _print_decay(s["index_decay"])
+    if "smallest" in s:
+        _print_smallest(s["smallest"])
+    if s.get("files"):
+        print(f"# wrote {', '.join(s['files'].values())}")
+    print(f"# total {s['seconds']:.2f} s")
+
+
+def _flags(run: dict, tol: float, prefix: str) -> list[str]:
+    """Row flags: unresolved values (error estimate >= 10 % of the value: rounding noise at
+    the solver's accuracy) and values whose error is at the rounding floor above tol."""
+    out = []
+    for lam, err, ok, met in zip(run["eigenvalues"], run["error_estimates"], run["resolved"],
+                                 run["tol_met"], strict=True):
+        if not ok:
+            out.append(f"  {prefix}unresolved (error est. >= 10 % of the value)")
+        elif not met:
+            why = "rounding-limited" if run["converged"] else "not converged"
+            out.append(f"  {prefix}{why} (rel. error {err / abs(lam):.1e} > tol)")
+        else:
+            out.append("")
+    return out
+
+
+def _print_flag_notes(run: dict, tol: float, name: str) -> None:
+    bad = sum(not ok for ok in run["resolved"])
+    limited = sum(ok and not met for ok, met in zip(run["resolved"], run["tol_met"],
+                                                    strict=True))
+    if bad and not run["converged"]:
+        print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: error "
+              "estimates of 10 % or more of the value, the run did not converge (more passes "
+              "may resolve them); flagged, never plotted or fitted")
+    elif bad:
+        print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
+              "solver's rounding level (about eps sqrt(n) lambda_1); flagged, never plotted "
+              "or fitted")
+    if limited and run["converged"]:
+        print(f"# {limited} eigenvalue{'s' if limited > 1 else ''} of {name} at the rounding "
+              f"floor with a relative error above tol {tol:g} (no pass can do better): read "
+              "them to their error estimate")
+
+
+def _print_decay(dec: dict) -> None:
+    """The fits of lambda_i against i (the best one first)."""
+    from ..analysis.decay import format_law
+    from ..analysis.spectrum_study import MIN_FIT_POINTS
+
+    lo, hi = dec["range"]
+    fitted = dec["fitted"]
+    head = (f"# decay of lambda_i over {lo} <= i < {hi} ({fitted} value"
+            f"{'' if fitted == 1 else 's'} with error <= 0.1 % fitted")
+    head += f", {dec['left_out']} left out)" if dec["left_out"] else ")"
+    if dec["best"] is None:
+        print(head + f": too few for a fit, which needs {MIN_FIT_POINTS}")
+        return
+    print(head + ":")
+    order = [dec["best"]] + [m for m in dec["fits"] if m != dec["best"]]
+    for m in order:
+        fit = dec["fits"][m]
+        if fit is not None:
+            tag = "  (best)" if m == dec["best"] else ""
+            print(f"#   {m:>9}: lambda_i ~ {format_law(fit, 'i')}   rms log residual "
+                  f"{fit['rms_log']:.3g}{tag}")
+
+
+def _print_smallest(low: dict) -> None:
+    """The least eigenvalues and the bracket [certified lower bound, estimate]."""
+    n = low["n"]
+    print(f"# least eigenvalues of K: {low['method']}, {low['seconds']:.2f} s")
+    print(f"{'i':>6} {'lambda_i(K)':>15} {'residual':>15} {'error est.':>15}")
+    for j, (lam, res, err, ok) in enumerate(zip(low["eigenvalues"], low["residuals"],
+                                                low["error_estimates"], low["resolved"],
+                                                strict=True)):
+        flag = "" if ok else "  unresolved (error est. >= 10 % of the value)"
+        print(f"{n - j:>6} {lam:>15.8e} {res:>15.3e} {err:>15.3e}{flag}")
+    lb, est = low["bracket"]
+    bound = low.get("bound") or {}
+    if lb is None:
+        print(f"# lambda_min(K) = {est:.8e}; lower bound {bound.get('message', 'n/a')}")
+        return
+    dense = low["method"].startswith("dense")
+    kind = ("dense eigh + its error estimate" if dense else
+            "Rayleigh quotient (an upper bound)")
+    if dense and not low["exact"]:
+        kind += "; lambda_min is below the rounding level: zero within its error"
+    print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: certified lower bound (Schur + "
+          f"Gershgorin on the series, docs/math.md section 7), upper end = {kind}")
+    if bound.get("duplicates"):
+        print(f"# {bound['message']}")
+    elif bound.get("vacuous"):
+        print(f"# lower bound {bound['message']}")
+
+
+def register(sub) -> None:
+    """Add the ``spectrum`` command to the ``fastntk`` parser."""
+    p = sub.add_parser(
+        "spectrum", help="top-k eigenvalues of the NTK matrix, effective ranks, theorems",
+        description="Top-k eigenvalues of K = Theta(X, X) / n (matrix-free block Krylov), "
+                    "eff(K) with the Theorem 3 bound, optionally the centered kernel with the "
+                    "Theorem 5 bound, the data Gram and a finite-width empirical NTK "
+                    "(docs/math.md section 6). Exit status: 0 converged, 2 bad input, "
+                    f"{EXIT_NOT_CONVERGED} not converged.")
+    add_network_args(p)
+    src = p.add_argument_group("input (one of)")
+    src.add_argument("--data", default=None,
+                     help="'digits' (default: scikit-learn's, 1,797 x 64), "
+                          "'sphere:n=N,d=D[,seed=S]', or X.npy | X.zarr[:array] | "
+                          "X.h5[:dataset]")
+    src.add_argument("--matrix", default=None, metavar="K.zarr",
+                     help="a kernel matrix stored by 'fastntk matrix' (its network is read "
+                          "from the store)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="require unit rows instead of projecting them onto the sphere")
+    p.add_argument("-k", type=count(1), default=SPECTRUM_K,
+                   help=f"number of eigenvalues ({SPECTRUM_K})")
+    p.add_argument("--tol", type=float_in(1e-14, 1.0, "a relative accuracy below 1e-14 is "
+                                                  "under the rounding level of a pass"),
+                   default=EIG_TOL, help=f"relative eigenvalue accuracy, in [1e-14, 1) "
+                                         f"(default {EIG_TOL:g})")
+    p.add_argument("--seed", type=int, default=0, help="random start seed (0)")
+    p.add_argument("--block", type=count(1), default=None,
+                   help="block size (default automatic)")
+    p.add_argument("--max-passes", type=count(1), default=MAX_PASSES,
+                   help=f"at most this many passes ({MAX_PASSES})")
+    p.add_argument("--method", default="auto", choices=METHODS,
+                   help="tile evaluation method (default auto)")
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
+    p.add_argument("--centered", action="store_true",
+                   help="also the centered kernel K - (c_0/n) 1 1^T (Theorem 5)")
+    p.add_argument("--compare-gram", action="store_true",
+                   help="lambda_p / lambda_1 of the data Gram X X^T beside the NTK")
+    p.add_argument("--empirical-width", type=count(1), default=0,
+                   help="also a finite-width empirical NTK of this width")
+    p.add_argument("--empirical-seeds", type=count(1), default=1,
+                   help="number of random networks averaged (default 1)")
+    p.add_argument("--empirical-init", default="kaiming_uniform",
+                   choices=("normal", "kaiming_uniform"), help="empirical network init")
+    p.add_argument("--coeff-degree", type=count(16), default=256,
+                   help="coefficient table degree for the pictures (256)")
+    p.add_argument("--sphere-kmax", type=count(1), default=100,
+                   help="degrees shown in the sphere picture (100)")
+    p.add_argument("--out", default=None, help="folder for spectrum.json and PNG plots")
+    p.add_argument("--json", action="store_true", help="print the JSON summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--chunk", type=count(1), default=None,
+                   help="rows per kernel tile / Dask task (default automatic)")
+    p.add_argument("--smallest", type=count(1), default=None, metavar="K",
+                   help="also the K least eigenvalues of K, with the bracket [certified lower "
+                        "bound, estimate] on lambda_min (docs/math.md section 7): exact for "
+                        "n <= 20,000 (K assembled in memory), else a matrix-free estimate")
+    p.add_argument("--fit-range", type=index_range, default=None, metavar="LO:HI",
+                   help="index range [LO, HI) of the decay fits of lambda_i against i "
+                        "(default: 100:500 when -k >= 500, else the top four fifths)")
+    p.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="save the eigensolver state after every pass in DIR; rerunning the "
+                        "same command resumes from the last completed pass")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoint in DIR (e.g. an unreadable one) and start "
+                        "afresh")
+    add_cluster_args(p)
+    p.set_defaults(func=cmd_spectrum)

@@ -1,0 +1,189 @@
+"""The one loader of data matrices X (n x d, one point per row), for every command and the API.
+
+Accepted specifications (``load_data``):
+
+* ``digits``                           scikit-learn's handwritten digits (1,797 x 64);
+* ``sphere:n=100000,d=64,seed=0``      n points uniform on the unit sphere S^{d-1};
+* ``X.npy``                            memory-mapped (read only what is used);
+* ``X.zarr`` or ``X.zarr:name``        a zarr array, or the array ``name`` in a zarr group;
+* ``X.h5`` / ``X.hdf5`` [``:dataset``] an HDF5 dataset (the only one in the file if unnamed).
+
+A kernel-matrix store written by ``fastntk matrix`` is not data and is refused (it is read
+with ``fastntk spectrum --matrix`` or ``fastntk.scale.store.open_matrix``).  Rows must lie on the
+unit sphere for the NTK power series; ``normalize=True`` projects them
+(``fastntk.data.rows.check_rows``), otherwise the caller validates them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .builtin import digits, uniform_sphere
+from .rows import check_rows
+
+SUFFIXES = (".npy", ".zarr", ".h5", ".hdf5")
+
+
+def parse_sphere(spec: str) -> dict:
+    """``sphere:n=..,d=..,seed=..`` -> dict(n=, d=, seed=) with clear errors."""
+    body = spec.split(":", 1)[1] if ":" in spec else ""
+    out = {"seed": 0}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in ("n", "d", "seed"):
+            raise ValueError(f"bad data spec {spec!r}: expected sphere:n=N,d=D[,seed=S], "
+                             f"got item {part!r}")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            raise ValueError(f"bad data spec {spec!r}: {key} must be an integer, got "
+                             f"{value!r}") from None
+    missing = [k for k in ("n", "d") if k not in out]
+    if missing:
+        raise ValueError(f"bad data spec {spec!r}: missing {', '.join(missing)} "
+                         "(expected sphere:n=N,d=D[,seed=S])")
+    if out["n"] < 1 or out["d"] < 1:
+        raise ValueError(f"bad data spec {spec!r}: n and d must be >= 1")
+    return out
+
+
+def _split_member(spec: str) -> tuple[str, str | None]:
+    """'file.h5:dataset' -> ('file.h5', 'dataset'); only after a known suffix."""
+    for suffix in SUFFIXES:
+        marker = suffix + ":"
+        k = spec.lower().rfind(marker)
+        if k >= 0:
+            return spec[: k + len(suffix)], spec[k + len(marker):] or None
+    return spec, None
+
+
+def _as_matrix(X, where: str) -> np.ndarray:
+    if X.ndim != 2:
+        raise ValueError(f"{where}: expected a 2-D array (n points x d), got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(f"{where}: expected real numbers, got dtype {X.dtype}")
+    return X
+
+
+def _only_member(names: list[str], path: str, holder: str, kind: str) -> str:
+    """The one dataset/array in a container; several or none: ask for ``path:NAME``."""
+    if len(names) != 1:
+        raise ValueError(f"{holder} {len(names)} {kind}s ({', '.join(names[:8])}); "
+                         f"name one as {path}:{kind.upper()}")
+    return names[0]
+
+
+def _load_h5(path: str, member: str | None) -> np.ndarray:
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("reading .h5/.hdf5 needs h5py (pip install h5py)") from None
+    with h5py.File(path, "r") as f:
+        if member is None:
+            names = []
+            f.visititems(lambda name, obj: names.append(name)
+                         if isinstance(obj, h5py.Dataset) else None)
+            member = _only_member(names, path, f"{path} holds", "dataset")
+        if member not in f or not isinstance(f[member], h5py.Dataset):
+            raise ValueError(f"{path} has no dataset {member!r}")
+        dset = f[member]
+        _as_matrix(dset, f"{path}:{member}")
+        return np.asarray(dset[...], dtype=np.float64)
+
+
+def _load_zarr(path: str, member: str | None) -> np.ndarray:
+    import zarr
+
+    try:
+        node = zarr.open(store=path, mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"cannot open {path} as zarr: {exc}") from None
+    if isinstance(node, zarr.Group):
+        if member is None:
+            member = _only_member([name for name, _ in node.arrays()], path,
+                                  f"{path} is a zarr group with", "array")
+        if member not in node or not isinstance(node[member], zarr.Array):
+            raise ValueError(f"{path} has no array {member!r}")
+        node = node[member]
+    elif member is not None:
+        raise ValueError(f"{path} is a zarr array, not a group: drop ':{member}'")
+    _as_matrix(node, path)
+    return np.asarray(node[...], dtype=np.float64)
+
+
+def _load_npy(path: str, member: str | None) -> np.ndarray:
+    if member is not None:
+        raise ValueError(f"{path} is a .npy file: drop ':{member}'")
+    try:
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickled" in str(exc):  # numpy's word for anything that is not a numeric array
+            raise ValueError(f"{path} does not hold a numeric .npy array (object data or not "
+                             "a .npy file at all): save the data with numpy.save(path, X) "
+                             "for a float array X") from None
+        raise ValueError(f"cannot read the data file {path} ({exc}): is it complete?") from None
+    X = _as_matrix(X, path)
+    return X if X.dtype == np.float64 else np.asarray(X, dtype=np.float64)
+
+
+def _load_file(spec: str, path: str, member: str | None) -> np.ndarray:
+    """Read a data file by its suffix; any failure of the file itself becomes one
+    ValueError naming the file."""
+    low = path.lower().rstrip("/")
+    if low.endswith(".npy"):
+        reader = _load_npy
+    elif low.endswith(".zarr"):
+        reader = _load_zarr
+    elif low.endswith((".h5", ".hdf5")):
+        reader = _load_h5
+    else:
+        raise ValueError(f"unknown data format for {spec!r}: use digits, "
+                         "sphere:n=N,d=D[,seed=S], or a .npy, .zarr or .h5/.hdf5 file")
+    try:
+        return reader(path, member)
+    except (ValueError, ImportError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated, corrupt or unreadable files
+        raise ValueError(f"cannot read the data file {path} ({type(exc).__name__}: "
+                         f"{exc}): is it complete and of the format its suffix says?") from None
+
+
+def load_data(spec, normalize: bool = False) -> np.ndarray:
+    """The data matrix named by ``spec`` (see the module docstring), float64 rows.
+
+    ``.npy`` files stay memory-mapped when they already hold float64; the others are read
+    into memory (n x d, never anything n x n).  ``normalize``: project rows onto the
+    sphere (and validate them: NaN/inf rows and zero rows are errors).
+    """
+    if isinstance(spec, np.ndarray):
+        X = _as_matrix(spec, "data")
+    else:
+        spec = os.fspath(spec)
+        if not spec.strip():
+            raise ValueError("the data specification is empty (an unset variable?): give "
+                             "digits, sphere:n=N,d=D[,seed=S], or a .npy, .zarr or .h5 file")
+        if spec.strip().lower() == "digits":
+            X = digits()
+        elif spec.lower().startswith("sphere:") or spec.lower() == "sphere":
+            p = parse_sphere(spec)
+            X = uniform_sphere(p["n"], p["d"], p["seed"])
+        else:
+            path, member = _split_member(spec)
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"data file {path} does not exist (data is digits, "
+                    "sphere:n=N,d=D[,seed=S], or a .npy/.zarr/.h5 file)")
+            from ..scale import store  # the store format is the scale stage's
+
+            if store.is_store(path):
+                raise ValueError(
+                    f"{path} is a kernel-matrix store written by fastntk matrix, not a data "
+                    f"set: use --matrix {path} (Python: fastntk.top_eigenvalues_stored or "
+                    "fastntk.scale.store.open_matrix)")
+            X = _load_file(spec, path, member)
+    if normalize:
+        X = check_rows(X, "X", normalize=True)
+    return X

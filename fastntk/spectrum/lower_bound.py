@@ -1,0 +1,202 @@
+"""A certified lower bound on the least eigenvalue of the NTK matrix from its power series
+(docs/math.md section 7).
+
+Write n K = Theta(X, X) = sum_p c_p G^{.p} with G = [rho_ij] the correlation matrix of the
+rows (unit diagonal) and every c_p >= 0.  Each Hadamard power G^{.p} is positive semidefinite
+(Schur's product theorem), so by Weyl's inequality
+lambda_min(n K) >= sum_p c_p lambda_min(G^{.p}), and by Gershgorin (unit diagonal)
+lambda_min(G^{.p}) >= 1 - R_p with R_p = max_i sum_(j != i) |rho_ij|^p, non-increasing in p.
+With R_p evaluated on a grid of powers p_0 = 1 < p_1 < ... <= T and, for p between grid
+points, the R of the grid point below (larger, so still valid):
+
+    lambda_min(n K) >= sum_(p <= T) c_p (1 - R_g(p))_+
+                       + (1 - R_g(T))_+ (Theta(1) - sum_(p <= T) c_p)
+
+where the tail mass Theta(1) - sum_(p <= T) c_p is known exactly (Theta(1) is).  The R_p
+come from one matrix-free pass over the tiles I <= J (BLAS Gram block, then the Numba kernel
+``kernels/gershgorin_cpu.py``), with every |rho| rounded up by a certified allowance and the
+sums inflated by their rounding; the coefficient table's own rounding allowance (and, for
+activations without closed-form Hermite coefficients, the composition remainder) is taken
+off.  The result is therefore a bound on the exact lambda_min of the given rows, not an
+estimate.  Duplicate rows give R_p >= 1 for every p and the bound 0, which is exact: two equal
+rows make K singular.  The bound is vacuous (0) whenever R_T >= 1, e.g. for clustered or
+low-dimensional data; it is useful for spread-out data in higher dimension, where R_p < 1
+already at moderate p.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..common.defaults import OPERATOR_TILE
+from ..common.threads import blas_limits, parallel_section
+from ..data.rows import check_rows
+from ..kernels import gershgorin_cpu
+from ..scale.blocks import block_bounds, check_chunk, tile_pairs
+from ..tiles.cpu import gram_lower
+from ..tiles.spec import check_which
+
+__all__ = ["LowerBound", "least_eigenvalue_bound"]
+
+_EPS = float(np.finfo(np.float64).eps)
+#: Largest power p for which R_p is evaluated (and degree of the coefficient table).
+BOUND_DEGREE = 1024
+
+
+@dataclass
+class LowerBound:
+    """A certified lower bound on lambda_min(K), K = ``scale`` * Theta(X, X).
+
+    ``value`` >= 0 (K is positive semidefinite); ``vacuous`` when the series terms give
+    nothing (``value == 0`` without duplicate rows); ``duplicates``: rows equal to an earlier
+    row (then lambda_min = 0 exactly).  ``powers``/``R`` are the grid of powers and the
+    certified R_p; ``contributions`` the part of sum_p c_p (1 - R_p)_+ each grid interval
+    gives, ``tail`` the mass of the coefficients beyond ``degree``.  ``certified`` is False
+    when the coefficients came from quadrature Hermite coefficients (the bound then holds up
+    to that quadrature error, ``hermite_error``)."""
+
+    value: float
+    scale: float
+    n: int
+    vacuous: bool
+    duplicates: int
+    powers: np.ndarray
+    R: np.ndarray
+    contributions: np.ndarray
+    degree: int
+    tail: float
+    theta_one: float
+    slack: float
+    certified: bool
+    hermite_error: float
+    seconds: float
+    which: str = "ntk"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        """One line for people: the bound, or why it is 0."""
+        if self.duplicates:
+            return (f"lambda_min = 0 exactly: {self.duplicates} duplicate row(s); the bound "
+                    "is 0 and tight")
+        if self.vacuous:
+            return (f"vacuous (0): R_p >= 1 up to p = {int(self.powers[-1])} (R_p = "
+                    f"{self.R[-1]:.3g}); the rows are too correlated for Gershgorin")
+        return f"lambda_min >= {self.value:.6e} (certified, docs/math.md section 7)"
+
+    def to_dict(self) -> dict:
+        return {"lower_bound": self.value, "scale": self.scale, "n": self.n,
+                "vacuous": self.vacuous, "duplicates": self.duplicates,
+                "powers": self.powers.tolist(), "R": self.R.tolist(),
+                "contributions": self.contributions.tolist(), "degree": self.degree,
+                "tail_mass": self.tail, "theta_one": self.theta_one, "slack": self.slack,
+                "certified": self.certified, "hermite_error": self.hermite_error,
+                "seconds": self.seconds, "which": self.which, "message": self.message,
+                "notes": list(self.notes)}
+
+
+def _duplicates(X: np.ndarray) -> int:
+    """Rows equal (bit for bit) to an earlier row."""
+    if len(X) < 2:
+        return 0
+    _, counts = np.unique(np.ascontiguousarray(X).view(
+        np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel(), return_counts=True)
+    return int(np.sum(counts - 1))
+
+
+def power_sums(X: np.ndarray, pmax: int, tile: int = OPERATOR_TILE, progress: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(powers, S) with S[t, i] >= sum_(j != i) |rho_ij|^powers[t] (certified upper bounds,
+    rounding included), from one pass over the tiles I <= J."""
+    n = X.shape[0]
+    powers, left, right = gershgorin_cpu.power_grid(int(pmax))
+    S = np.zeros((len(powers), n))
+    bounds = block_bounds(n, check_chunk(tile, "tile"))
+    chunks = 4 * numba.get_num_threads()
+    pairs = tile_pairs(len(bounds))
+    if progress:
+        from tqdm.auto import tqdm
+
+        pairs = tqdm(pairs, desc="Gershgorin sums", leave=False)
+    for i, j in pairs:
+        (si, ei), (sj, ej) = bounds[i], bounds[j]
+        xi = X[si:ei]
+        if i == j:
+            g = gram_lower(xi)
+            with parallel_section():
+                rows, cols = gershgorin_cpu.power_sums_tile(g, xi, xi, True, left, right,
+                                                            chunks)
+            S[:, si:ei] += rows + cols
+        else:
+            xj = X[sj:ej]
+            g = np.empty((ei - si, ej - sj))
+            np.matmul(xi, xj.T, out=g)
+            with parallel_section():
+                rows, cols = gershgorin_cpu.power_sums_tile(g, xi, xj, False, left, right,
+                                                            chunks)
+            S[:, si:ei] += rows
+            S[:, sj:ej] += cols
+    # rounding of the products (<= p_max + 2 ulps each) and of the sums (<= n ulps)
+    inflate = 1.0 + (float(powers[-1]) + n + 64) * _EPS
+    return powers, S * inflate * (1.0 + 2 * _EPS)
+
+
+def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk",
+                           degree: int = BOUND_DEGREE, tile: int = OPERATOR_TILE,
+                           normalize: bool = False, progress: bool = False) -> LowerBound:
+    """Certified lower bound on lambda_min(K) for K = scale * Theta(X, X) (scale defaults to
+    1 / n, the paper's K), from the power series alone (docs/math.md section 7).
+
+    One matrix-free pass over the tiles I <= J (memory: one tile, plus n x 2 log2(degree)
+    doubles of sums); ``degree`` is the largest power p with its own R_p (and the degree of the
+    coefficient table used).  Rows: unit norm (``normalize`` projects them).  Raises
+    ValueError for bad rows, scale or degree.
+    """
+    t0 = time.perf_counter()
+    X = check_rows(X, "X", normalize)
+    n = X.shape[0]
+    which = check_which(which)
+    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
+        raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
+    scale = 1.0 / n if scale is None else float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale}")
+    coef = net.coefficients(degree)
+    c, one = coef.table(which)
+    c = np.asarray(c, dtype=np.float64)
+    with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
+        powers, S = power_sums(X, degree, tile, progress)
+    R = S.max(axis=1) if n > 1 else np.zeros(len(powers))
+    # coefficient c_p uses R at the largest grid power <= p (R_0 = n - 1: the all-ones matrix)
+    p = np.arange(len(c))
+    idx = np.searchsorted(powers, p, side="right") - 1  # -1 for p = 0
+    weight = np.where(idx >= 0, np.maximum(1.0 - R[np.maximum(idx, 0)], 0.0),
+                      max(1.0 - (n - 1), 0.0))
+    terms = c * weight
+    tail = max(one - float(np.sum(c)), 0.0)
+    tail_weight = max(1.0 - float(R[-1]), 0.0)
+    contributions = np.array([float(np.sum(terms[idx == t])) for t in range(len(powers))])
+    total = float(np.sum(terms)) + tail * tail_weight
+    # the table's rounding (relative to Theta(1)) enters the terms and the tail mass
+    slack = (2.0 * coef.rounding_allowance * one + float(coef.composition_remainder)
+             + 4 * len(c) * _EPS * one)
+    value = max(total - slack, 0.0) * scale
+    dup = _duplicates(X)
+    notes = []
+    if not coef.certified:
+        notes.append(f"coefficients from quadrature Hermite coefficients: certified up to "
+                     f"their error {coef.hermite_error:.2e}")
+    if dup:
+        value = 0.0
+    return LowerBound(
+        value=float(value), scale=scale, n=n, vacuous=bool(value <= 0.0 and not dup),
+        duplicates=dup,
+        powers=np.asarray(powers), R=R, contributions=contributions * scale,
+        degree=int(degree), tail=tail, theta_one=float(one), slack=slack * scale,
+        certified=bool(coef.certified), hermite_error=float(coef.hermite_error),
+        seconds=time.perf_counter() - t0, which=which, notes=notes)

@@ -1,0 +1,437 @@
+"""Symmetric linear operators V -> A V for the eigensolvers (``fastntk.spectrum.solver``).
+
+An operator has ``n`` (the side), ``matvec(V)`` for an (n, b) block V, ``trace()`` and
+``scale`` (the operator is ``scale * M`` for the stored or computed matrix M; the NTK matrix
+of the paper is K = Theta / n, so kernel operators default to ``scale = 1 / n``).
+Every implementation computes the same thing; they differ in where M comes from:
+
+* :class:`DenseOperator`   a numpy matrix in memory;
+* :class:`ArrayOperator`   an assembled matrix read by row blocks: a fastntk store
+  (``fastntk.scale.store``), zarr, h5py, ``np.memmap`` or a dask array, never loaded whole;
+* :class:`TileOperator`    matrix-free, in-process: the tiles Theta(X_I, X_J), I <= J, are
+  computed every pass through the tile contract (``fastntk.tiles.dispatch``) and never stored;
+* :class:`DaskTileOperator` matrix-free across a Dask cluster: the same tiles as tasks
+  (``fastntk.scale.tasks``: the inputs are recomputable tasks, so a lost worker costs only its
+  tasks), each returning its contributions to two row blocks of K V;
+* :class:`CenteredOperator` K~ = K - (c_0 / n) 1 1^T (docs/math.md section 6, Theorem 5) on
+  top of any of the above, still matrix-free.
+
+Each operator counts its passes (``passes``) and the seconds spent in them (``pass_times``).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..common.checks import check_count
+from ..common.defaults import DASK_TILE, OPERATOR_TILE, PASS_WORKERS, TILE_TOL
+from ..common.threads import task_threads
+from ..data.rows import check_rows
+from ..scale.blocks import block_bounds, check_chunk, tile_pairs
+from ..scale.tasks import TaskPool
+from ..tiles.dispatch import backend, theta_tile, theta_tile_matvec, tile_spec
+from ..tiles.spec import TileSpec
+
+__all__ = [
+    "ArrayOperator", "CenteredOperator", "DaskTileOperator", "DenseOperator", "KernelOperator",
+    "TileOperator", "kernel_operator",
+]
+
+
+def _as_block(V, n: int) -> tuple[np.ndarray, bool]:
+    V = np.asarray(V, dtype=np.float64)
+    vector = V.ndim == 1
+    if vector:
+        V = V[:, None]
+    if V.ndim != 2 or V.shape[0] != n:
+        raise ValueError(f"operator of size {n} cannot act on an array of shape {V.shape}")
+    return np.ascontiguousarray(V), vector
+
+
+class KernelOperator:
+    """Base class: a symmetric n x n operator ``scale * M`` applied block-wise.
+
+    Subclasses implement ``_apply(V) -> M V`` and ``_trace() -> Tr(M)``.
+    """
+
+    n: int = 0
+    scale: float = 1.0
+    description: str = "operator"
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.pass_times: list[float] = []
+
+    def matvec(self, V) -> np.ndarray:
+        """scale * M @ V for V of shape (n, b) (or (n,)); one pass over M."""
+        V, vector = _as_block(V, self.n)
+        t0 = time.perf_counter()
+        out = self._apply(V)
+        if self.scale != 1.0:
+            out *= self.scale
+        self.pass_times.append(time.perf_counter() - t0)
+        self.passes += 1
+        return out[:, 0] if vector else out
+
+    __matmul__ = matvec
+
+    def trace(self) -> float:
+        """Tr(scale * M)."""
+        return self.scale * self._trace()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    def _apply(self, V: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _trace(self) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (futures on a cluster)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={self.n}, scale={self.scale:g})"
+
+
+class DenseOperator(KernelOperator):
+    """``scale * A`` for a dense symmetric numpy matrix A."""
+
+    description = "dense matrix in memory"
+
+    def __init__(self, A, scale: float = 1.0) -> None:
+        super().__init__()
+        A = np.asarray(A, dtype=np.float64)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"need a square matrix, got shape {A.shape}")
+        if A.shape[0] == 0:
+            raise ValueError("the matrix is empty")
+        self.A = A
+        self.n = A.shape[0]
+        self.scale = float(scale)
+
+    def _apply(self, V):
+        return self.A @ V
+
+    def _trace(self):
+        return float(np.trace(self.A))
+
+
+class ArrayOperator(KernelOperator):
+    """``scale * A`` for an assembled n x n matrix read ``row_block`` rows at a time.
+
+    A may be anything sliceable as ``A[i:j]`` returning an array (zarr, h5py, np.memmap,
+    numpy) or a dask array (each row block is computed).  ``open`` accepts a path to a
+    zarr store (``.zarr`` directory) or a ``.npy`` file.
+    """
+
+    description = "assembled matrix, row blocks"
+
+    def __init__(self, A, scale: float = 1.0, row_block: int | None = None,
+                 progress: bool = False) -> None:
+        super().__init__()
+        shape = tuple(A.shape)
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(f"need a square matrix, got shape {shape}")
+        if shape[0] == 0:
+            raise ValueError("the matrix is empty")
+        self.A = A
+        self.n = int(shape[0])
+        self.scale = float(scale)
+        if row_block is None:
+            chunks = getattr(A, "chunks", None)
+            first = chunks[0] if chunks else None
+            if isinstance(first, tuple):  # dask: tuple of chunk sizes
+                first = first[0]
+            row_block = int(first) if first else 1024
+            # at most ~128 MiB per block read
+            row_block = max(row_block, min(self.n, max(1, (1 << 24) // self.n)))
+        self.row_block = int(max(1, row_block))
+        self.progress = progress
+        self.exact_trace: float | None = None  # Tr(M) when known exactly (stores)
+        self.metadata: dict | None = None
+
+    @classmethod
+    def open(cls, path, scale: float | None = None, **kw) -> ArrayOperator:
+        """The kernel matrix in the fastntk store at ``path`` (``fastntk.scale.store``), which
+        must be complete and square; ``scale`` defaults to 1 / n (K = Theta / n).  Its trace
+        is n Theta(1), exact, from the store's network."""
+        from ..network.ntk import NTK
+        from ..scale import store
+
+        A = store.open_matrix(path)
+        meta = store.read_marker(path)
+        if not meta.get("symmetric", False):
+            raise store.StoreError(f"{path} holds a rectangular matrix Theta(X, Y) "
+                                   f"{tuple(meta['shape'])}: eigenvalues need Theta(X, X)")
+        n = A.shape[0]
+        op = cls(A, scale=1.0 / n if scale is None else scale, **kw)
+        op.exact_trace = n * NTK.from_dict(meta["network"]).at_one(meta["which"])
+        op.metadata = meta
+        return op
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        block = self.A[start:stop]
+        if hasattr(block, "compute"):
+            block = block.compute()
+        return np.asarray(block, dtype=np.float64)
+
+    def _apply(self, V):
+        out = np.empty_like(V)
+        starts = range(0, self.n, self.row_block)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="row blocks", leave=False)
+        for start in starts:
+            stop = min(start + self.row_block, self.n)
+            out[start:stop] = self._rows(start, stop) @ V
+        return out
+
+    def _trace(self):
+        if self.exact_trace is not None:
+            return self.exact_trace
+        total = 0.0
+        for start in range(0, self.n, self.row_block):
+            stop = min(start + self.row_block, self.n)
+            block = self.A[start:stop, start:stop]
+            if hasattr(block, "compute"):
+                block = block.compute()
+            total += float(np.trace(np.asarray(block, dtype=np.float64)))
+        return total
+
+
+class TileOperator(KernelOperator):
+    """Matrix-free ``scale * Theta(X, X)`` in this process (K = Theta / n by default).
+
+    ``symmetric=True`` (default) evaluates only the tiles Theta(X_I, X_J) with I <= J, each
+    once, and uses it twice (T V_J into rows I, T^T V_I into rows J): half the kernel
+    evaluations, memory one ``tile`` x ``tile`` block.  ``symmetric=False`` streams each
+    row block through the fused ``theta_tile_matvec`` (Theta(X_I, X) @ V).
+    ``method``, ``tol``, ``which``, ``device`` choose the tiles (``fastntk.tiles.dispatch``).
+    ``workers``: tiles in flight at once on the CPU (default ``PASS_WORKERS`` = 2: one tile's
+    BLAS work overlaps another's Numba map; 1 = strictly one after the other; the sums are
+    added in the same order either way, so the result is the same bit for bit).
+    Tr(Theta) = n Theta(1) is exact.
+    """
+
+    description = "matrix-free tiles, in process"
+
+    def __init__(self, net, X, scale: float | None = None, tile: int = OPERATOR_TILE,
+                 method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
+                 device: str = "cpu", symmetric: bool = True, progress: bool = False,
+                 normalize: bool = False, workers: int = PASS_WORKERS) -> None:
+        super().__init__()
+        self.workers = check_count(workers, "workers") if device == "cpu" else 1
+        self.spec: TileSpec = tile_spec(net, method, tol, which)
+        backend(device)
+        self.net = net
+        self.X = check_rows(X, "X", normalize)
+        self.n = self.X.shape[0]
+        self.scale = 1.0 / self.n if scale is None else float(scale)
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {scale}")
+        self.device = device
+        self.tile = check_chunk(tile, "tile")
+        self.symmetric = bool(symmetric)
+        self.progress = progress
+        self.bounds = block_bounds(self.n, self.tile)
+
+    def _trace(self):
+        return self.n * self.spec.at_one
+
+    def _iter(self, items, desc):
+        if not self.progress:
+            return items
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=desc, leave=False)
+
+    def _apply(self, V):
+        X, spec, dev = self.X, self.spec, self.device
+        if not self.symmetric:
+            out = np.empty_like(V)
+            for si, ei in self._iter(self.bounds, "row blocks"):
+                out[si:ei] = theta_tile_matvec(spec, X[si:ei], X, V, device=dev)
+            return out
+        out = np.zeros_like(V)
+        pairs = tile_pairs(len(self.bounds))
+        if self.workers == 1 or len(pairs) == 1:
+            for i, j in self._iter(pairs, "tiles"):
+                self._add(i, j, *self._contributions(i, j, V), out)
+            return out
+        return self._apply_pipelined(pairs, V, out)
+
+    def _contributions(self, i: int, j: int, V: np.ndarray):
+        """The tile pair (I, J)'s contributions (Theta_IJ V_J, Theta_IJ^T V_I or None)."""
+        X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
+        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device)
+        return T @ V[sj:ej], None if i == j else T.T @ V[si:ei]
+
+    def _add(self, i: int, j: int, a, b, out: np.ndarray) -> None:
+        out[slice(*self.bounds[i])] += a
+        if b is not None:
+            out[slice(*self.bounds[j])] += b
+
+    def _apply_pipelined(self, pairs, V, out):
+        """``workers`` threads evaluate tile pairs while this thread adds their contributions
+        in pair order (the same sums, bit for bit, as one worker: seeded runs reproduce);
+        at most ``2 * workers`` pairs are in flight.  An error or Ctrl-C cancels the pairs
+        not started."""
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pairs), desc="tiles", leave=False)
+        window = 2 * self.workers
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastntk-pass")
+        queue = collections.deque()
+
+        def add_oldest() -> None:
+            i, j, fut = queue.popleft()
+            self._add(i, j, *fut.result(), out)
+            if bar is not None:
+                bar.update()
+
+        try:
+            for i, j in pairs:
+                queue.append((i, j, pool.submit(self._contributions, i, j, V)))
+                if len(queue) >= window:
+                    add_oldest()
+            while queue:
+                add_oldest()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.close()
+        return out
+
+
+def _pair_task(spec: TileSpec, device: str, xi, xj, vi, vj):
+    """On a worker: for the tile K_IJ = Theta(X_I, X_J), I <= J (``xj is None``: I = J),
+    the contributions (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V."""
+    blk = theta_tile(spec, xi, xj, device=device, threads=task_threads())
+    if xj is None:
+        return blk @ vi, None
+    return blk @ vj, blk.T @ vi
+
+
+class DaskTileOperator(TileOperator):
+    """Matrix-free ``scale * Theta(X, X)`` across a Dask cluster.
+
+    One task per tile pair I <= J evaluates Theta(X_I, X_J) once and returns its
+    contributions to both row blocks of K V, which this process adds up as they arrive (half
+    the kernel work of a full pass, memory O(n k) here).  The tile spec and the row blocks of
+    X enter the cluster once, the row blocks of V once per pass, as recomputable tasks
+    (``fastntk.scale.tasks``): a worker that dies costs its tasks, never the pass.  Call
+    :meth:`close` (or use ``with``) to release X on the workers.
+    """
+
+    description = "matrix-free tiles on a Dask cluster"
+
+    def __init__(self, net, X, client, scale: float | None = None, tile: int = DASK_TILE,
+                 method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
+                 device: str = "cpu", progress: bool = False, normalize: bool = False) -> None:
+        super().__init__(net, X, scale=scale, tile=tile, method=method, tol=tol, which=which,
+                         device=device, symmetric=True, progress=progress,
+                         normalize=normalize)
+        if client is None:
+            raise ValueError("DaskTileOperator needs a distributed.Client")
+        self.pool = TaskPool(client)
+        self._spec = self.pool.put(self.spec)
+        self._rows = [self.pool.put(np.ascontiguousarray(self.X[s:e])) for s, e in self.bounds]
+
+    def _apply(self, V):
+        vs = [self.pool.put(np.ascontiguousarray(V[s:e])) for s, e in self.bounds]
+        pairs = tile_pairs(len(self.bounds))
+        calls = [(self._spec, self.device, self._rows[i], None if i == j else self._rows[j],
+                  vs[i], vs[j]) for i, j in pairs]
+        out = np.zeros((self.n, V.shape[1]))
+        done = self.pool.map(_pair_task, calls)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            done = tqdm(done, total=len(calls), desc="tiles", leave=False)
+        try:
+            for t, (a, b) in done:
+                i, j = pairs[t]
+                out[slice(*self.bounds[i])] += a
+                if b is not None:
+                    out[slice(*self.bounds[j])] += b
+        finally:
+            self.pool.release(vs)
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "_rows", None) is not None:
+            self.pool.release([self._spec, *self._rows])
+            self._rows = None
+
+
+class CenteredOperator(KernelOperator):
+    """K~ = K - (c_0 / n) 1 1^T for K = ``base`` (docs/math.md section 6, Theorem 5).
+
+    With K = scale * Theta this subtracts scale * c_0 1 1^T, i.e. (Theta - c_0 1 1^T) scaled;
+    ``c0`` is the constant coefficient kappa_0 of the power series. Matrix-free: one pass
+    of ``base`` plus a rank-one correction.  Tr(K~) = Tr(K) - scale * n * c_0.
+    """
+
+    def __init__(self, base: KernelOperator, c0: float) -> None:
+        super().__init__()
+        self.base = base
+        self.c0 = float(c0)
+        self.n = base.n
+        self.scale = 1.0  # the base operator applies its own scale
+        self.description = f"centered ({base.description})"
+
+    def _apply(self, V):
+        out = self.base.matvec(V)
+        out -= (self.base.scale * self.c0) * np.sum(V, axis=0, keepdims=True)
+        return out
+
+    def _trace(self):
+        return self.base.trace() - self.base.scale * self.c0 * self.n
+
+    @property
+    def pass_times(self) -> list[float]:  # type: ignore[override]
+        return self.base.pass_times
+
+    @pass_times.setter
+    def pass_times(self, value) -> None:
+        pass
+
+    def close(self) -> None:
+        self.base.close()
+
+
+def kernel_operator(net, X, scale: float | None = None, client=None, centered: bool = False,
+                    c0: float | None = None, **kw) -> KernelOperator:
+    """The matrix-free operator for K = scale * Theta(X, X) (scale defaults to 1 / n):
+    on ``client`` if given (:class:`DaskTileOperator`), else in process
+    (:class:`TileOperator`); ``centered`` wraps it in :class:`CenteredOperator` with
+    c_0 = the constant coefficient of the kernel's series unless ``c0`` is given."""
+    op: KernelOperator
+    if client is not None:
+        kw.pop("symmetric", None)
+        op = DaskTileOperator(net, X, client, scale=scale, **kw)
+    else:
+        op = TileOperator(net, X, scale=scale, **kw)
+    if centered:
+        if c0 is None:
+            coef = net.coefficients(0)
+            c0 = float(coef.table(kw.get("which", "ntk"))[0][0])
+        op = CenteredOperator(op, c0)
+    return op

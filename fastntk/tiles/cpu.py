@@ -1,0 +1,142 @@
+"""The CPU backend of the tile contract (``fastntk.tiles.spec``; docs/math.md section 5).
+
+``tile`` and ``tile_matvec`` have the same signatures as ``fastntk.tiles.gpu``'s.  The Gram block
+comes from BLAS; the Numba kernels of ``kernels/tiles_cpu.py`` map it in place (exact
+recursion, or correlations fixed and then Horner's rule for the series), in parallel over rows.
+``values`` evaluates given correlations (``NTK.ntk``) through the same kernels.
+
+Threading layers.  Numba's ``workqueue`` layer (its fallback where neither TBB nor OpenMP is
+available, e.g. some macOS wheels and minimal containers) aborts the process when two Python
+threads enter ``parallel=True`` kernels at once, which the threaded Dask scheduler and the
+store writer's thread pool do.  Every parallel kernel call therefore goes through
+``fastntk.common.threads.parallel_section`` (see there).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..common.defaults import GRAM_BLOCK_ROWS
+from ..common.threads import parallel_section
+from ..kernels import tiles_cpu
+from .spec import TileSpec
+
+_NO_ROWS = np.empty((0, 1))
+def gram_lower(X: np.ndarray) -> np.ndarray:
+    """X X^T with only the lower triangle (j <= i) defined, C order, by row-block GEMMs
+    written in place: the flops of a syrk, one n x n allocation.  (numpy's own ``X @ X.T``
+    dispatches to syrk, which crashed for n = 40,000 with numpy 2.4 / OpenBLAS 0.3.31, and
+    also mirrors the triangle, work the tiles redo anyway.)"""
+    n = X.shape[0]
+    G = np.empty((n, n))
+    for s in range(0, n, GRAM_BLOCK_ROWS):
+        e = min(s + GRAM_BLOCK_ROWS, n)
+        np.matmul(X[s:e], X[:e].T, out=G[s:e, :e])
+    return G
+
+
+def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarray | None,
+              symmetric: bool) -> float:
+    """Map the C-ordered float64 block ``g`` in place: Gram values of the rows ``xi``,
+    ``xj`` (``xj`` unused when ``symmetric``: then only the lower triangle is read and the
+    result is mirrored), or correlations when ``xi is None``.  Returns the certified bound."""
+    rows = xi is not None
+    if not rows:
+        xi = xj = _NO_ROWS
+    elif symmetric:
+        xj = xi
+    with parallel_section():
+        if spec.method == "exact":
+            tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one,
+                                 spec.which == "nngp", *spec.recipe.args)
+            bound = 0.0
+        else:
+            r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
+            coeffs, bound = spec.plan(r)
+            tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
+        if symmetric:
+            tiles_cpu.mirror_lower(g)
+    return bound
+
+
+def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None
+         ) -> tuple[np.ndarray, float]:
+    """(Theta(X_i, X_j), certified bound); ``Xj=None``: the symmetric tile, from the lower
+    triangle of the Gram block only, the diagonal exactly Theta(1).  Rows: C-contiguous
+    float64 (``fastntk.tiles.dispatch`` prepares them).  Memory: the block plus O(threads)
+    buffers."""
+    if Xj is None:
+        g = gram_lower(Xi)
+    else:
+        g = np.empty((Xi.shape[0], Xj.shape[0]))
+        np.matmul(Xi, Xj.T, out=g)
+    return g, map_block(spec, g, Xi, Xj, Xj is None)
+
+
+def tile_matvec(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None, V: np.ndarray,
+                row_chunk: int = 1024) -> tuple[np.ndarray, float]:
+    """(Theta(X_i, X_j) @ V, bound of the tile's entries), holding at most ``row_chunk``
+    rows of the block at a time (``Xj=None``: X_j = X_i)."""
+    Xjv = Xi if Xj is None else Xj
+    out = np.empty((Xi.shape[0], V.shape[1]))
+    bound = 0.0
+    for start in range(0, Xi.shape[0], row_chunk):
+        stop = min(start + row_chunk, Xi.shape[0])
+        xi = Xi[start:stop]
+        g = np.empty((stop - start, Xjv.shape[0]))
+        np.matmul(xi, Xjv.T, out=g)
+        bound = max(bound, map_block(spec, g, xi, Xjv, False))
+        np.matmul(g, V, out=out[start:stop])
+    return out, bound
+
+
+def _as_rows(rho: np.ndarray, width: int = 1024) -> np.ndarray:
+    """A flat array as a zero-padded C-ordered block of rows of ``width`` (parallel rows)."""
+    n = rho.shape[0]
+    g = np.zeros(max(1, -(-n // width)) * width)
+    g[:n] = rho
+    return g.reshape(-1, width)
+
+
+def polynomial(coeffs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """sum_p coeffs[p] x^p for a flat float64 array x in [-1, 1], by the tiles' Horner kernel
+    (``kernels/tiles_cpu.horner_block``; x = 1 gives sum_p coeffs[p])."""
+    coeffs = np.ascontiguousarray(coeffs, dtype=np.float64)
+    g = _as_rows(x)
+    with parallel_section():
+        tiles_cpu.horner_tile(g, coeffs, float(np.sum(coeffs)), False)
+    return g.ravel()[: x.shape[0]].copy()
+
+
+def values(spec: TileSpec, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel values, elementwise certified bounds) of a flat float64 array of correlations
+    in [-1, 1], through the tile kernels (rows of 1024 entries, in parallel)."""
+    n = rho.shape[0]
+    g = _as_rows(rho)
+    if spec.method == "exact":
+        map_block(spec, g, None, None, False)
+        return g.ravel()[:n].copy(), np.zeros(n)
+    off = np.abs(rho[rho < 1.0])
+    r = float(off.max()) if off.size else 0.0
+    t = spec.degree_for(r)
+    map_block(spec, g, None, None, False)
+    return g.ravel()[:n].copy(), spec.bounds(t, rho)
+
+
+def kernels_cached() -> bool:
+    """True when the main Numba kernels have an on-disk cache index (compiled by an earlier
+    run); False means the next call compiles them (tens of seconds, once)."""
+    from ..kernels import series_cpu
+
+    for kernel in (tiles_cpu.exact_tile, tiles_cpu.fix_gram, tiles_cpu.horner_tile,
+                   tiles_cpu.mirror_lower, series_cpu.truncated_product,
+                   series_cpu.relu_dual_compose, series_cpu.horner_compose_pair):
+        try:
+            if not os.path.exists(kernel._cache._cache_file._index_path):
+                return False
+        except AttributeError:  # caching disabled or unavailable
+            return False
+    return True
+

@@ -1,0 +1,155 @@
+"""The tile contract in code: :class:`TileSpec` (docs/math.md section 5).
+
+A tile is the block Theta(X_i, X_j) of two row blocks of unit-norm data (or the NNGP's).
+Everything a backend needs to compute one is a :class:`TileSpec`, built once per network and
+evaluation choice by :func:`tile_spec` (cached by value), immutable, hashable and small enough
+to ship to every Dask worker:
+
+* ``method == "exact"``: the closed-form layer recursion, whose inputs are ``recipe``
+  (:class:`fastntk.network.ntk.LayerRecipe`); no truncation error;
+* ``method == "series"``: the coefficient table c_0..c_T of the power series, sized so that its
+  certified bound at |rho| = 1 is below ``tol * Theta(1)`` (or as good as the degree cap
+  ``MAX_SERIES_DEGREE`` and rounding allow), with its truncation bounds; each tile then uses the
+  shortest prefix c_0..c_t whose certified bound at the tile's largest |rho| < 1,
+  b_t r^(t+1) + 2 (t + 10 L + 10) eps Theta(1), meets the tolerance (:meth:`TileSpec.plan`;
+  docs/math.md section 4);
+* ``at_one``: Theta(1) exactly, the value of every entry with rho = 1 (the diagonal of a
+  symmetric tile, duplicate rows).
+
+Every backend implements the same two functions on a spec (``fastntk.tiles.cpu``,
+``fastntk.tiles.gpu``)::
+
+    tile(spec, Xi, Xj=None) -> (block, bound)           # Xj=None: symmetric Theta(X_i, X_i)
+    tile_matvec(spec, Xi, Xj, V) -> (block @ V, bound)
+
+where ``bound`` certifies the absolute error of every entry.  ``fastntk.tiles.dispatch`` dispatches
+to them; this module imports no backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from ..common.defaults import MAX_SERIES_DEGREE, MIN_SERIES_DEGREE, TILE_TOL
+from ..network.ntk import NTK, LayerRecipe, rounding_allowance
+
+METHODS = ("auto", "exact", "series")
+WHICH = ("ntk", "nngp")
+
+
+def check_which(which: str) -> str:
+    if which not in WHICH:
+        raise ValueError(f"which must be 'ntk' or 'nngp', got {which!r}")
+    return which
+
+
+def resolve_method(net: NTK, method: str) -> str:
+    """``"exact"`` or ``"series"`` for ``method`` in :data:`METHODS`; clear errors for
+    unknown or impossible choices (``"exact"`` without a closed-form dual)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "auto":
+        return "exact" if net.has_exact else "series"
+    if method == "exact" and not net.has_exact:
+        raise ValueError(f"no closed-form dual kernel for {net.activation.name}; "
+                         "use method='series' or 'auto'")
+    return method
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How every tile of one kernel is evaluated (see the module docstring).
+
+    Compared and hashed by (net, which, method, tol); the arrays are read-only.
+    ``certified`` is False when the series came from quadrature Hermite coefficients (the
+    bounds then hold up to the quadrature error, ``NTK.coefficients(T).hermite_error``).
+    """
+
+    net: NTK
+    which: str
+    method: str
+    tol: float
+    at_one: float = field(compare=False)
+    recipe: LayerRecipe | None = field(compare=False, repr=False)
+    coeffs: np.ndarray | None = field(compare=False, repr=False)
+    tails: np.ndarray | None = field(compare=False, repr=False)
+    certified: bool = field(compare=False, default=True)
+
+    @property
+    def degree(self) -> int:
+        """Degree T of the series table (-1 for the exact method)."""
+        return -1 if self.coeffs is None else len(self.coeffs) - 1
+
+    def allowance(self, t) -> np.ndarray:
+        """The a-priori rounding allowance of the degree-t truncation (absolute)."""
+        return rounding_allowance(t, self.net.hidden_layers) * self.at_one
+
+    def _bounds_at(self, r: float) -> np.ndarray:
+        t = np.arange(len(self.tails))
+        return self.tails * float(r) ** (t + 1) + self.allowance(t)
+
+    def degree_for(self, r: float) -> int:
+        """The smallest degree t whose certified bound for |rho| <= r is below
+        ``tol * Theta(1)`` (or the degree of the smallest bound when none is)."""
+        if self.coeffs is None:
+            raise ValueError("the exact method has no series degree")
+        r = min(max(float(r), 0.0), 1.0)
+        b = self._bounds_at(r)
+        target = max(self.tol * self.at_one, float(b.min()))
+        return int(np.flatnonzero(b <= target)[0])
+
+    def plan(self, r: float) -> tuple[np.ndarray | None, float]:
+        """(coefficients c_0..c_t, certified absolute bound) for a tile whose largest
+        |rho| below 1 is ``r``; (None, 0.0) for the exact method."""
+        if self.method == "exact":
+            return None, 0.0
+        t = self.degree_for(r)
+        return self.coeffs[: t + 1], float(self._bounds_at(min(max(r, 0.0), 1.0))[t])
+
+    def bounds(self, t: int, rho: np.ndarray) -> np.ndarray:
+        """Elementwise certified bounds of the degree-t series at the correlations ``rho``
+        (0 where rho = 1, which is evaluated exactly); zeros for the exact method."""
+        rho = np.asarray(rho, dtype=np.float64)
+        if self.method == "exact":
+            return np.zeros_like(rho)
+        out = self.tails[t] * np.minimum(np.abs(rho), 1.0) ** (t + 1) + self.allowance(t)
+        out[rho >= 1.0] = 0.0
+        return out
+
+
+def tile_spec(net: NTK, method: str = "auto", tol: float = TILE_TOL,
+              which: str = "ntk") -> TileSpec:
+    """The :class:`TileSpec` of ``net`` (cached by value: equal arguments give the same
+    object).  ``tol``: certified error of series values relative to Theta(1)."""
+    if isinstance(net, TileSpec):
+        raise TypeError("tile_spec takes an NTK; this is already a TileSpec")
+    if not isinstance(net, NTK):
+        raise TypeError(f"expected an fastntk.NTK, got {type(net).__name__}")
+    tol = float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    return _build(net, resolve_method(net, method), tol, check_which(which))
+
+
+@lru_cache(maxsize=128)
+def _build(net: NTK, method: str, tol: float, which: str) -> TileSpec:
+    one = net.at_one(which)
+    if method == "exact":
+        return TileSpec(net, which, method, tol, one, net.recipe, None, None)
+    T = MIN_SERIES_DEGREE
+    coef = net.coefficients(T)
+    bound = float(coef.tail_bound_at(1.0, which))
+    while bound > tol * one and T < MAX_SERIES_DEGREE:
+        T2 = min(2 * T, MAX_SERIES_DEGREE)
+        coef2 = net.coefficients(T2)
+        bound2 = float(coef2.tail_bound_at(1.0, which))
+        if not bound2 < bound:  # rounding floor reached: more terms do not help
+            break
+        T, coef, bound = T2, coef2, bound2
+    table, _ = coef.table(which)
+    tails = coef.truncation_bounds(which)
+    tails.flags.writeable = False
+    return TileSpec(net, which, method, tol, one, None, table, tails, coef.certified)
