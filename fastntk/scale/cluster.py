@@ -229,6 +229,9 @@ def get_client(workers: int | None = None, scheduler_file: str | None = None,
             yield client
         return
     if cluster == "local":
+        if workers is None:
+            raise ValueError("cluster='local' needs workers: the number of worker processes "
+                             "(an integer >= 1)")
         check_count(workers, "workers")
         from distributed import Client, LocalCluster
 
