@@ -159,7 +159,7 @@ def X():
     return load_data("sphere:n=300,d=6,seed=3")
 
 
-def test_state_without_metadata_is_never_used(tmp_path, X):
+def test_state_without_metadata_is_never_used(tmp_path, X, capsys):
     """A state file left without its metadata file is not used (and does not block the
     directory): the run starts afresh, computes its own values and replaces it."""
     relu, gelu = NTK("relu", 2), NTK("gelu", 8)
@@ -175,6 +175,19 @@ def test_state_without_metadata_is_never_used(tmp_path, X):
     again = top_eigenvalues(gelu, X, 4, checkpoint=ck)  # now its own checkpoint: resumed
     assert again.passes_resumed == res.passes
     np.testing.assert_array_equal(again.eigenvalues, res.eigenvalues)
+    # the CLI: one plain warning line, and the run's own values
+    cli = str(tmp_path / "cli")
+    os.makedirs(cli)
+    shutil.copy(os.path.join(src, "ntk.state.npz"), cli)
+    capsys.readouterr()
+    assert main([*GELU, "--checkpoint", cli, "--json"]) == 0
+    out, err = capsys.readouterr()
+    done, err = json.loads(out), _errors(err)
+    assert err == [f"fastntk spectrum: warning: the checkpoint file {cli}/ntk.state.npz has no "
+                   "ntk.meta.json to say what it computes: not used; this run starts afresh "
+                   "and replaces it"]
+    assert done["ntk"]["passes_resumed"] == 0
+    _check_values(done)
 
 
 def test_state_of_another_run_under_this_metadata_is_refused(tmp_path, X, capsys):

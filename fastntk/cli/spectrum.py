@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import warnings
 
 from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
 from ..tiles.dispatch import DEVICES, METHODS
@@ -30,13 +31,22 @@ def cmd_spectrum(args) -> int:
     checked writable) before any work; an interruption (Ctrl-C, SIGTERM) says how to
     resume."""
     from ..scale.cluster import _sigterm_as_interrupt
-    from ..spectrum.checkpoint import clear_directory, directory_lock
+    from ..spectrum.checkpoint import CheckpointWarning, clear_directory, directory_lock
 
     if args.restart and not args.checkpoint:
         raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
     hold = directory_lock(args.checkpoint) if args.checkpoint else contextlib.nullcontext()
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **kw):  # a checkpoint left unused: one plain line
+        if issubclass(category, CheckpointWarning):
+            print(f"fastntk spectrum: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
     try:
-        with _sigterm_as_interrupt(), hold:
+        with _sigterm_as_interrupt(), hold, warnings.catch_warnings():
+            warnings.showwarning = show
             if args.restart:
                 clear_directory(args.checkpoint)
             return _spectrum(args)
