@@ -149,7 +149,10 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
     :func:`warm_start_block`) plus random directions.  ``checkpoint``: a directory (or a
     :class:`fastntk.spectrum.checkpoint.Checkpoint`): save the solver state after every pass and
     resume
-    from it; a checkpoint of different inputs or parameters is refused.  ``assemble``:
+    from it; a checkpoint of different inputs or parameters is refused
+    (:class:`~fastntk.spectrum.checkpoint.CheckpointMismatch`), at every resume and every
+    save, and the directory is held for the whole run: a second run on it raises
+    :class:`~fastntk.spectrum.checkpoint.CheckpointBusy`.  ``assemble``:
     ``"auto"`` (default) assembles K once through the tiles when it fits in
     :data:`ASSEMBLE_BYTES` (in process, CPU) and k >= :data:`ASSEMBLE_MIN_K`, so that every
     pass is a BLAS product (and for k >= n / :data:`DENSE_SHARE`, without a checkpoint, the
@@ -237,7 +240,8 @@ def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None 
     Theta / n as for :func:`top_eigenvalues`, and the trace is exact), or any square array
     (zarr, h5py, memmap, dask, numpy; scale defaults to 1).  ``centered`` (stores only):
     K~ = K - (c_0 / n) 1 1^T with c_0 from the store's network.  ``checkpoint``: a
-    directory, as for :func:`top_eigenvalues` (stores only).  Raises StoreError for a store
+    directory, as for :func:`top_eigenvalues` (stores only; its identity covers the store's
+    whole marker: kernel, method, tile tol, data, shape).  Raises StoreError for a store
     that is incomplete (with the number of missing blocks) or not square.
     """
     if isinstance(A, str) or hasattr(A, "__fspath__"):
