@@ -3,8 +3,10 @@ is ``fastntk.analysis.spectrum_study.spectrum_study``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import warnings
 
 from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
 from ..tiles.dispatch import DEVICES, METHODS
@@ -25,6 +27,41 @@ EXIT_NOT_CONVERGED = 3
 
 
 def cmd_spectrum(args) -> int:
+    """The spectrum command: with ``--checkpoint DIR``, DIR is held (one run at a time,
+    checked writable) before any work; an interruption (Ctrl-C, SIGTERM) says how to
+    resume."""
+    from ..scale.cluster import _sigterm_as_interrupt
+    from ..spectrum.checkpoint import CheckpointWarning, clear_directory, directory_lock
+
+    if args.restart and not args.checkpoint:
+        raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
+    hold = directory_lock(args.checkpoint) if args.checkpoint else contextlib.nullcontext()
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **kw):  # a checkpoint left unused: one plain line
+        if issubclass(category, CheckpointWarning):
+            print(f"fastntk spectrum: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    try:
+        with _sigterm_as_interrupt(), hold, warnings.catch_warnings():
+            warnings.showwarning = show
+            if args.restart:
+                clear_directory(args.checkpoint)
+            return _spectrum(args)
+    except KeyboardInterrupt:
+        if args.checkpoint:
+            hint = (f"the checkpoint {args.checkpoint} keeps the passes saved so far: rerun "
+                    f"the same command (--checkpoint {args.checkpoint}) to resume")
+        else:
+            hint = ("no pass was kept: give --checkpoint DIR to save the solver state after "
+                    "every pass, so that a rerun resumes")
+        print(f"fastntk spectrum: interrupted; {hint}", file=sys.stderr)
+        return 130
+
+
+def _spectrum(args) -> int:
     from ..analysis.spectrum_study import check_fit_range, spectrum_study
     from ..data.loader import load_data
     from ..spectrum.solver import check_k
@@ -61,12 +98,6 @@ def cmd_spectrum(args) -> int:
         kw["block"] = args.block
     if args.checkpoint:
         kw["checkpoint"] = args.checkpoint
-        if args.restart:
-            from ..spectrum.checkpoint import clear_directory
-
-            clear_directory(args.checkpoint)
-    elif args.restart:
-        raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
     if args.smallest:
         kw["smallest"] = args.smallest
     if args.fit_range is not None:
@@ -105,6 +136,13 @@ def _print(s: dict) -> None:
     passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
+    for run, name in ((ntk, "K"), (s.get("centered"), "K~")):
+        if run and run.get("passes_resumed"):
+            took = run["passes_resumed"]
+            cols = run["history"][took - 1]["basis"] if len(run["history"]) >= took else None
+            print(f"# {name}: resumed from the checkpoint {s['checkpoint']}: {took} pass"
+                  f"{'' if took == 1 else 'es'}" + (f" ({cols} basis columns)" if cols else "")
+                  + f" taken over, {run['passes_run']} run now")
     cols = [("lambda_p(K)", ntk["eigenvalues"]), ("error est.", ntk["error_estimates"]),
             ("ratio", ntk["ratios"])]
     if "centered" in s:
@@ -295,10 +333,11 @@ def register(sub) -> None:
                    help="index range [LO, HI) of the decay fits of lambda_i against i "
                         "(default: 100:500 when -k >= 500, else the top four fifths)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
-                   help="save the eigensolver state after every pass in DIR; rerunning the "
-                        "same command resumes from the last completed pass")
+                   help="save the eigensolver state after every pass in DIR (one run at a "
+                        "time: DIR is locked while in use); rerunning the same command "
+                        "resumes from the last saved pass")
     p.add_argument("--restart", action="store_true",
                    help="discard the checkpoint in DIR (e.g. an unreadable one) and start "
-                        "afresh")
+                        "afresh; only the files fastntk wrote there are deleted")
     add_cluster_args(p)
     p.set_defaults(func=cmd_spectrum)

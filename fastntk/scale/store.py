@@ -302,12 +302,17 @@ class WriterLock:
 
     Acquired atomically (``O_CREAT | O_EXCL``).  A lock whose holder is a dead process on
     this host is taken over; a live holder, or one on another host, raises StoreError naming
-    it (host, pid, start) and what to do."""
+    it (host, pid, start) and what to do.  ``file``: the lock file, for a directory that is
+    not a store (solver checkpoints subclass this with their own ``error`` and ``hint``)."""
 
-    def __init__(self, path, part: tuple[int, int] = (1, 1)) -> None:
+    #: the exception a refused writer gets, and what its message tells it to do
+    error = StoreError
+    hint = "wait for that run, or give each job its own part (--part k/K)"
+
+    def __init__(self, path, part: tuple[int, int] = (1, 1), file: str | None = None) -> None:
         k, K = part
         self.path = os.fspath(path)
-        self.file = os.path.join(self.path, LOCKS, f"part-{k}-of-{K}.json")
+        self.file = file or os.path.join(self.path, LOCKS, f"part-{k}-of-{K}.json")
         self.held = False
 
     def acquire(self) -> WriterLock:
@@ -334,15 +339,14 @@ class WriterLock:
                     continue
                 where = "" if alive else (" on another host (if that job has ended, delete "
                                           f"{self.file})")
-                raise StoreError(
+                raise self.error(
                     f"{self.path} is being written by {_who(holder)}{where}; refusing to "
-                    "write it twice: wait for that run, or give each job its own part "
-                    "(--part k/K)") from None
+                    f"write it twice: {self.hint}") from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self.held = True
             return self
-        raise StoreError(f"could not take the lock {self.file}")
+        raise self.error(f"could not take the lock {self.file}")
 
     def release(self) -> None:
         if self.held:

@@ -14,6 +14,7 @@ The least eigenvalues are in ``fastntk.spectrum.smallest``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -148,7 +149,10 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
     :func:`warm_start_block`) plus random directions.  ``checkpoint``: a directory (or a
     :class:`fastntk.spectrum.checkpoint.Checkpoint`): save the solver state after every pass and
     resume
-    from it; a checkpoint of different inputs or parameters is refused.  ``assemble``:
+    from it; a checkpoint of different inputs or parameters is refused
+    (:class:`~fastntk.spectrum.checkpoint.CheckpointMismatch`), at every resume and every
+    save, and the directory is held for the whole run: a second run on it raises
+    :class:`~fastntk.spectrum.checkpoint.CheckpointBusy`.  ``assemble``:
     ``"auto"`` (default) assembles K once through the tiles when it fits in
     :data:`ASSEMBLE_BYTES` (in process, CPU) and k >= :data:`ASSEMBLE_MIN_K`, so that every
     pass is a BLAS product (and for k >= n / :data:`DENSE_SHARE`, without a checkpoint, the
@@ -185,44 +189,44 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
             assembled=assembled,
             solver={key: v for key, v in sorted(solver_kw.items()) if key not in skip})
         checkpoint = Checkpoint(checkpoint, "centered" if centered else "ntk", meta)
-    if checkpoint is not None:
-        checkpoint.check()  # refuse a foreign checkpoint before any work
-    t0 = time.perf_counter()
-    if assembled:
-        theta, one = assemble_kernel(net, X, method, tile_tol, which, device)
-        op = AssembledOperator(theta, one, 1.0 / n if scale is None else scale)
-        del theta
-        if centered:
-            op = CenteredOperator(op, float(net.coefficients(0).table(which)[0][0]))
-    else:
-        op = kernel_operator(net, X, scale=scale, client=client, centered=centered, **kw)
-    t_assembly = time.perf_counter() - t0
-    if assembled and DENSE_SHARE * k >= n and checkpoint is None and not centered:
-        # k a sizeable share of n: the Krylov space would approach the whole space, where
-        # LAPACK's subset solver (tridiagonal reduction, MRRR) is the better tool
-        from .solver import dense_eigenvalues
+    # the directory held for the whole run: one writer, a foreign checkpoint refused now
+    with contextlib.nullcontext() if checkpoint is None else checkpoint:
+        t0 = time.perf_counter()
+        if assembled:
+            theta, one = assemble_kernel(net, X, method, tile_tol, which, device)
+            op = AssembledOperator(theta, one, 1.0 / n if scale is None else scale)
+            del theta
+            if centered:
+                op = CenteredOperator(op, float(net.coefficients(0).table(which)[0][0]))
+        else:
+            op = kernel_operator(net, X, scale=scale, client=client, centered=centered, **kw)
+        t_assembly = time.perf_counter() - t0
+        if assembled and DENSE_SHARE * k >= n and checkpoint is None and not centered:
+            # k a sizeable share of n: the Krylov space would approach the whole space, where
+            # LAPACK's subset solver (tridiagonal reduction, MRRR) is the better tool
+            from .solver import dense_eigenvalues
 
-        res = dense_eigenvalues(op.A, k, scale=op.scale, eigenvectors=eigenvectors,
-                                overwrite=True)
-        res.trace = op.trace()
+            res = dense_eigenvalues(op.A, k, scale=op.scale, eigenvectors=eigenvectors,
+                                    overwrite=True)
+            res.trace = op.trace()
+            res.seconds += t_assembly
+            res.timings = {"assembly": t_assembly, "eigh": res.seconds - t_assembly}
+            res.method = "dense eigh (subset) on K assembled through the tiles"
+            return res
+        try:
+            res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
+                                           progress=progress, seed=seed, block=block,
+                                           checkpoint=checkpoint, **solver_kw)
+        finally:
+            op.close()
         res.seconds += t_assembly
-        res.timings = {"assembly": t_assembly, "eigh": res.seconds - t_assembly}
-        res.method = "dense eigh (subset) on K assembled through the tiles"
+        if assembled:
+            res.timings["assembly"] = t_assembly
+            res.method = "block-krylov, K assembled through the tiles"
+        else:
+            res.method = ("block-krylov, " + ("dask" if client is not None else "in-process")
+                          + " tiles")
         return res
-    try:
-        res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
-                                       progress=progress, seed=seed, block=block,
-                                       checkpoint=checkpoint, **solver_kw)
-    finally:
-        op.close()
-    res.seconds += t_assembly
-    if assembled:
-        res.timings["assembly"] = t_assembly
-        res.method = "block-krylov, K assembled through the tiles"
-    else:
-        res.method = ("block-krylov, " + ("dask" if client is not None else "in-process")
-                      + " tiles")
-    return res
 
 
 def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None = None,
@@ -236,7 +240,8 @@ def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None 
     Theta / n as for :func:`top_eigenvalues`, and the trace is exact), or any square array
     (zarr, h5py, memmap, dask, numpy; scale defaults to 1).  ``centered`` (stores only):
     K~ = K - (c_0 / n) 1 1^T with c_0 from the store's network.  ``checkpoint``: a
-    directory, as for :func:`top_eigenvalues` (stores only).  Raises StoreError for a store
+    directory, as for :func:`top_eigenvalues` (stores only; its identity covers the store's
+    whole marker: kernel, method, tile tol, data, shape).  Raises StoreError for a store
     that is incomplete (with the number of missing blocks) or not square.
     """
     if isinstance(A, str) or hasattr(A, "__fspath__"):
@@ -257,14 +262,14 @@ def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None 
         if op.metadata is None and not isinstance(op, CenteredOperator):
             raise ValueError("checkpoint needs a fastntk store (its metadata identify the run)")
         meta = (op.base if isinstance(op, CenteredOperator) else op).metadata
+        # the store's whole marker: kernel (ntk, nngp), method, tile tol, data, shape...
         checkpoint = Checkpoint(checkpoint, "centered" if centered else "ntk", run_metadata(
-            meta["network"], {"store": meta["data"]}, k=k, tol=tol, seed=seed,
+            meta["network"], {"store": meta}, k=k, tol=tol, seed=seed,
             scale=None if scale is None else float(scale),
             solver=dict(sorted(solver_kw.items()))))
-    if checkpoint is not None:
-        checkpoint.check()
-    res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
-                                   progress=progress, seed=seed, checkpoint=checkpoint,
-                                   **solver_kw)
+    with contextlib.nullcontext() if checkpoint is None else checkpoint:
+        res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
+                                       progress=progress, seed=seed, checkpoint=checkpoint,
+                                       **solver_kw)
     res.method = "block-krylov, stored matrix"
     return res
