@@ -18,14 +18,14 @@ sigma_b^2 = 1/2): Dense(W_std=gamma_w sqrt(d), b_std=gamma_b) -> Relu ->
 [Dense(W_std=sigma_w, b_std=sigma_b) -> Relu] x (L - 1) -> Dense(W_std=sigma_w, b_std=None),
 all in neural-tangents' default NTK parameterization (fastntk's first layer has no 1 / sqrt(d):
 hence W_std = gamma_w sqrt(d) there).  Prints JSON with the seconds, the compile-and-first-call
-seconds and the process's peak RSS growth over the warm-up call; saves the matrix.
+seconds and the peak memory above the RSS before the first call after the warm-up (VmHWM
+reset, Linux); saves the matrix.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import resource
 import sys
 import time
 
@@ -40,6 +40,14 @@ from neural_tangents import stax  # noqa: E402
 REPEATS = 3
 
 
+def _status(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} is not in /proc/self/status")
+
+
 def main() -> None:
     X = np.load(sys.argv[1])
     L = int(sys.argv[2])
@@ -52,21 +60,25 @@ def main() -> None:
     _, _, kernel_fn = stax.serial(*layers)
     kernel_fn = jax.jit(kernel_fn, static_argnames="get")
     Xj = jnp.asarray(X, dtype=jnp.float64)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     K = kernel_fn(Xj, None, get="ntk").block_until_ready()  # compile + first call
     first = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert K.dtype == jnp.float64, K.dtype
-    times = []
-    for _ in range(REPEATS):  # steady state: the best of REPEATS calls after the warm-up
+    times, before, peak = [], 0, 0
+    for r in range(REPEATS):  # steady state: the best of REPEATS calls after the warm-up
         del K
+        if r == 0:
+            before = _status("VmRSS")
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset the peak (VmHWM) to the current RSS
         t0 = time.perf_counter()
         K = kernel_fn(Xj, None, get="ntk").block_until_ready()
         times.append(time.perf_counter() - t0)
+        if r == 0:
+            peak = _status("VmHWM")
     np.save(sys.argv[3], np.asarray(K))
     print(json.dumps({"seconds": min(times), "times": times, "first_call_seconds": first,
-                      "peak_rss_bytes": peak * 1024, "rss_before_bytes": base * 1024,
+                      "peak_extra_bytes": peak - before,
                       "n": X.shape[0], "d": d, "jax": jax.__version__,
                       "devices": [str(dev) for dev in jax.devices()]}))
 
