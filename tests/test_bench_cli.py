@@ -104,12 +104,23 @@ def test_figures_are_positive_finite_and_match_their_closed_forms(report):
 
 
 def test_text_output_names_each_figure_and_the_threads(capsys):
-    assert main(TINY) == 0
+    from threadpoolctl import threadpool_info
+
+    def blas() -> dict:
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()}
+
+    before = blas()
+    old = numba.get_num_threads()
+    assert main([*TINY, "--threads", "1"]) == 0
     out = capsys.readouterr().out
     for needle in ("entries/s", "ns per pair and layer", "GFLOP/s", "matrix-free",
-                   "threads: BLAS", "BLAS openblas" if "openblas" in out else "BLAS ",
-                   "Numba threading layer", "gpu"):
+                   "threads: BLAS 1 (1 in the pass), Numba 1", "Numba threading layer",
+                   "gpu"):
         assert needle in out, needle
+    # the thread settings are restored afterwards
+    after = blas()
+    assert {path: after[path] for path in before} == before
+    assert numba.get_num_threads() == old
 
 
 def test_the_map_is_timed_on_the_kernel_it_measures():
