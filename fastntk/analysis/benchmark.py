@@ -280,11 +280,11 @@ def run_benchmark(n: int = BENCH_N, d: int = BENCH_D, device: str = "cpu",
     no GPU is usable) and ``seconds`` (the whole run).
 
     ``device``: where the kernel and the pass run ("cpu" or "cuda"); ``threads``: BLAS and
-    Numba threads while measuring (default: all usable cores; the pass itself runs BLAS on
-    one thread, as the eigensolver does).  Raises ValueError or TypeError for bad sizes
-    (n, d >= 2), for an n whose two n x n matrices do not fit in the available memory, and
-    for an unknown device, and CudaUnavailableError for device="cuda" without a GPU, all
-    before anything is measured.
+    Numba threads of the kernel, the map and the assembly (default: all usable cores; the
+    pass runs as the eigensolver runs it: its tile workers, BLAS on one thread).  Raises
+    ValueError or TypeError for bad sizes (n, d >= 2), for an n whose two n x n matrices do
+    not fit in the available memory, and for an unknown device, and CudaUnavailableError for
+    device="cuda" without a GPU, all before anything is measured.
     """
     t_start = time.perf_counter()
     n = check_count(n, "n", 2)

@@ -91,6 +91,8 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=count(1), default=BENCH_REPEATS,
                    help=f"timed calls per figure, the best is kept (default {BENCH_REPEATS})")
     p.add_argument("--threads", type=count(1), default=None,
-                   help="BLAS and Numba threads (default: all usable cores)")
+                   help="BLAS and Numba threads of the kernel, the map and the assembly "
+                        "(default: all usable cores; the pass runs as the eigensolver runs "
+                        "it: two tiles in flight, BLAS on one thread)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bench)
