@@ -32,9 +32,10 @@ only its own stage and earlier ones (tests/test_layout.py):
                smallest, lower_bound (section 7), theorems (the paper's Theorems 3 and 5)
     sphere     funk_hecke (eigenvalues on the sphere, section 8), sample (a sample's spectrum)
     analysis   decay (decay laws and fits, section 9), empirical (finite-width NTK),
-               spectrum_study, sphere_study, plots, paper (Table 1, Figures 1-3)
+               spectrum_study, sphere_study, plots, paper (Table 1, Figures 1-3),
+               benchmark (hardware figures of `fastntk bench`)
     cli        app (the `fastntk` command), args (shared options), and one module per
-               command: matrix, spectrum, sphere, paper (formatting only)
+               command: matrix, spectrum, sphere, paper, bench (formatting only)
 """
 
 from .analysis.empirical import empirical_ntk

@@ -6,4 +6,5 @@
     sphere_study     the sphere study (fits and pictures; ``fastntk sphere``)
     plots            figures
     paper            the paper's Table 1 and Figures 1-3 (``fastntk paper``)
+    benchmark        hardware figures against this machine's baselines (``fastntk bench``)
 """

@@ -2,7 +2,7 @@
 
     app        the parser, ``main`` and the ``coeffs`` command
     args       shared options (network, cluster, counts)
-    matrix, spectrum, sphere, paper   one command each (formatting only)
+    matrix, spectrum, sphere, paper, bench   one command each (formatting only)
 """
 
 from .app import main

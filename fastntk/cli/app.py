@@ -114,12 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_table1)
 
+    from . import bench as cli_bench
     from . import matrix as cli_matrix
     from . import paper as cli_paper
     from . import spectrum as cli_spectrum
     from . import sphere as cli_sphere
 
-    for module in (cli_spectrum, cli_matrix, cli_sphere, cli_paper):  # each adds commands
+    for module in (cli_spectrum, cli_matrix, cli_sphere, cli_paper, cli_bench):  # each adds
         module.register(sub)
     return parser
 

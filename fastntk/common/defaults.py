@@ -32,3 +32,10 @@ GRAM_BLOCK_ROWS = 1024
 MAX_PASSES = 50
 #: Number of top eigenvalues of ``fastntk spectrum`` when -k is not given.
 SPECTRUM_K = 50
+#: ``fastntk bench``: rows and input dimension of its data (points uniform on S^(d-1)),
+#: columns of the block that the matrix-free pass and the assembled K multiply, and how many
+#: timed calls each figure is the best of (after a warm-up that compiles).
+BENCH_N = 5000
+BENCH_D = 784
+BENCH_COLUMNS = 64
+BENCH_REPEATS = 3
