@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -181,47 +182,57 @@ def figure3(settings: PaperSettings) -> tuple[dict, list]:
     return out, rows
 
 
-def reproduce(out: str, quick: bool = False) -> dict:
-    """Write table1.{png,json} and figure{1,2,3}.{png,json} into ``out``; returns
-    {"files", "seconds" per part, "total_seconds", "quick"}."""
+def reproduce(out: str, quick: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict:
+    """Write table1.{png,json} and figure{1,2,3}.{png,json} into ``out`` (checked, and
+    created if needed, before any work; every file written atomically); returns {"files",
+    "seconds" per part, "total_seconds", "quick"}.  ``progress``: called with a one-line
+    message as each part starts and ends (``fastntk paper`` prints them).  Raises
+    FileExistsError / PermissionError for an unusable ``out``, OSError naming the file when
+    the file system refuses a write."""
+    from ..common.checks import output_folder, write_atomic
     from .plots import plot_figure2, plot_figure3, plot_table1, plot_truncation
 
     settings = PaperSettings(quick)
-    from ..common.checks import output_folder
-
     output_folder(out)
     files, seconds = {}, {}
     t_all = time.perf_counter()
+    say = progress or (lambda message: None)
 
     def dump(name: str, data: dict) -> None:
-        path = os.path.join(out, f"{name}.json")
-        with open(path, "w") as fh:
-            json.dump(data, fh, indent=1)
-        files[f"{name}.json"] = path
+        text = json.dumps(data, indent=1).encode()
+        files[f"{name}.json"] = write_atomic(os.path.join(out, f"{name}.json"),
+                                             lambda fh: fh.write(text))
 
-    t0 = time.perf_counter()
-    tab = table1_result()
-    dump("table1", tab)
-    files["table1.png"] = plot_table1(tab["shares"], os.path.join(out, "table1.png"))
-    seconds["table1"] = time.perf_counter() - t0
+    def table1_part():
+        tab = table1_result()
+        dump("table1", tab)
+        files["table1.png"] = plot_table1(tab["shares"], os.path.join(out, "table1.png"))
 
-    t0 = time.perf_counter()
-    fig1 = figure1(settings)
-    dump("figure1", fig1)
-    files["figure1.png"] = plot_truncation(fig1["curves"], os.path.join(out, "figure1.png"))
-    seconds["figure1"] = time.perf_counter() - t0
+    def figure1_part():
+        fig1 = figure1(settings)
+        dump("figure1", fig1)
+        files["figure1.png"] = plot_truncation(fig1["curves"],
+                                               os.path.join(out, "figure1.png"))
 
-    t0 = time.perf_counter()
-    fig2 = figure2(settings)
-    dump("figure2", fig2)
-    files["figure2.png"] = plot_figure2(fig2["panels"], os.path.join(out, "figure2.png"))
-    seconds["figure2"] = time.perf_counter() - t0
+    def figure2_part():
+        fig2 = figure2(settings)
+        dump("figure2", fig2)
+        files["figure2.png"] = plot_figure2(fig2["panels"], os.path.join(out, "figure2.png"))
 
-    t0 = time.perf_counter()
-    fig3, rows = figure3(settings)
-    dump("figure3", fig3)
-    files["figure3.png"] = plot_figure3(rows, os.path.join(out, "figure3.png"))
-    seconds["figure3"] = time.perf_counter() - t0
+    def figure3_part():
+        fig3, rows = figure3(settings)
+        dump("figure3", fig3)
+        files["figure3.png"] = plot_figure3(rows, os.path.join(out, "figure3.png"))
+
+    parts = {"table1": table1_part, "figure1": figure1_part, "figure2": figure2_part,
+             "figure3": figure3_part}
+    for i, (name, part) in enumerate(parts.items(), 1):
+        say(f"{name} ({i} of {len(parts)}) ...")
+        t0 = time.perf_counter()
+        part()
+        seconds[name] = time.perf_counter() - t0
+        say(f"{name} done in {seconds[name]:.1f} s")
 
     result = {"quick": quick, "files": files, "seconds": seconds,
               "total_seconds": time.perf_counter() - t_all}

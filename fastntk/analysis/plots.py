@@ -48,17 +48,32 @@ def _figure(nrows: int = 1, ncols: int = 1, size=(6.4, 4.4)):
 def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_text(title), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
 
 
+def _text(text: str) -> str:
+    """``text`` as matplotlib can draw it: a name that came from the command line or the
+    file system undecodable in the locale's encoding (a non-ASCII path with UTF-8 mode off,
+    ``PYTHONUTF8=0 LC_ALL=C``) holds lone surrogates, which the font machinery refuses; they
+    are decoded as UTF-8 (the usual encoding of file names), anything else shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _save(plt, fig, path: str) -> str:
+    """Write ``fig`` to ``path`` (the format from its suffix) atomically
+    (``fastntk.common.checks.write_atomic``) and close it."""
+    from ..common.checks import write_atomic
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    try:
+        fig.tight_layout()
+        write_atomic(path, lambda fh: fig.savefig(fh, format=fmt))
+    finally:
+        plt.close(fig)
     return path
 
 

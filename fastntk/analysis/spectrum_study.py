@@ -127,8 +127,12 @@ class SpectrumStudy:
 
     def write(self, folder: str, coeff_degree: int = 256, sphere_kmax: int = 100) -> dict:
         """Write ``spectrum.json`` and the PNG pictures (spectrum vs data Gram and empirical
-        NTK, coefficient decay, sphere eigenvalue decay) into ``folder``; returns the paths."""
-        from ..common.checks import output_folder
+        NTK, coefficient decay, sphere eigenvalue decay) into ``folder`` (created if needed),
+        each atomically (``fastntk.common.checks.write_atomic``: a failed write leaves no
+        partial file); returns {name: path}.  Raises FileExistsError / PermissionError for a
+        folder that cannot be used, OSError naming the file when the file system refuses a
+        write (e.g. a full disk)."""
+        from ..common.checks import output_folder, write_atomic
         from .decay import coefficient_decay
         from .plots import plot_coefficients, plot_spectrum, plot_sphere
         from .sphere_study import sphere_study
@@ -170,8 +174,8 @@ class SpectrumStudy:
                                           fit=sph.eigenvalue_fit)
         path = os.path.join(folder, "spectrum.json")
         summary["files"] = {**files, "json": path}
-        with open(path, "w") as fh:
-            json.dump(summary, fh, indent=1)
+        text = json.dumps(summary, indent=1).encode()
+        write_atomic(path, lambda fh: fh.write(text))
         return summary["files"]
 
 
@@ -348,7 +352,7 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
             K = net.kernel(X) / n
             if cen:
                 K -= centered_c0(net) / n
-            res = dense_eigenvalues(K, k)
+            res = dense_eigenvalues(K, k, tol=tol)
         else:
             res = top_eigenvalues(net, X, k, tol=tol, centered=cen, client=client, seed=seed,
                                   progress=progress, **eig_kw)

@@ -11,11 +11,13 @@ import os
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["CLASS_DEGREE", "SphereStudy", "prediction_label", "sphere_study",
+__all__ = ["CLASS_DEGREE", "INDEX_RANGE", "SphereStudy", "prediction_label", "sphere_study",
            "write_sphere_study"]
 
 #: Degree of the coefficient table whose tail decides the decay class.
 CLASS_DEGREE = 1024
+#: Index range [lo, hi) of a sample spectrum's decay fits by default (the paper's).
+INDEX_RANGE = (100, 500)
 
 
 @dataclass
@@ -46,7 +48,7 @@ class SphereStudy:
 
 def sphere_study(net, d: int, kmax: int, T: int | None = None, method: str = "auto",
                  sample: int | None = None, seed: int = 0,
-                 index_range: tuple[int, int] = (100, 500)) -> SphereStudy:
+                 index_range: tuple[int, int] = INDEX_RANGE) -> SphereStudy:
     """lambda_k (k <= kmax) of ``net`` on S^{d-1} in R^d with error estimates
     (``fastntk.sphere.funk_hecke.sphere_eigenvalues``); the decay class and fit of the coefficients
     (``fastntk.analysis.decay.coefficient_decay``, table degree 1024); the fit of that class to the
@@ -123,9 +125,11 @@ def prediction_label(pred: dict | None, var: str = "k") -> str:
 
 
 def write_sphere_study(study: SphereStudy, out: str) -> dict[str, str]:
-    """Write sphere.png, coefficients.png, (sample.png) and sphere.json into ``out``;
-    returns {name: path}."""
-    from ..common.checks import output_folder
+    """Write sphere.png, coefficients.png, (sample.png) and sphere.json into ``out`` (created
+    if needed), each atomically (``fastntk.common.checks.write_atomic``); returns
+    {name: path}.  Raises FileExistsError / PermissionError for a folder that cannot be used,
+    OSError naming the file when the file system refuses a write (e.g. a full disk)."""
+    from ..common.checks import output_folder, write_atomic
     from .decay import reliable_floor
     from .plots import plot_coefficients, plot_sample, plot_sphere
 
@@ -153,7 +157,6 @@ def write_sphere_study(study: SphereStudy, out: str) -> dict[str, str]:
                                       title=f"{name}: n = {study.sample.n} uniform sample",
                                       fits=fits, guide=guide)
     path = os.path.join(out, "sphere.json")
-    with open(path, "w") as fh:
-        json.dump({**study.summary(), "files": files}, fh, indent=1)
-    files["json"] = path
+    text = json.dumps({**study.summary(), "files": files}, indent=1).encode()
+    files["json"] = write_atomic(path, lambda fh: fh.write(text))
     return files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -80,6 +81,37 @@ def cmd_table1(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _compile_notice():
+    """Say once on stderr when this command makes Numba compile kernels (it caches them on
+    disk, so later runs load them): at once on a first run (``tiles.cpu.kernels_cached``),
+    otherwise when a compilation really starts (Numba's ``numba:compile`` event; loading a
+    cached kernel is not one)."""
+    from numba.core import event
+
+    from ..tiles.cpu import kernels_cached
+
+    said = [False]
+
+    def say(text: str) -> None:
+        if not said[0]:
+            said[0] = True
+            print(f"fastntk: {text}", file=sys.stderr, flush=True)
+
+    class Notice(event.Listener):
+        def on_start(self, ev) -> None:
+            say("compiling Numba kernels this command needs (once: they are cached for "
+                "later runs)")
+
+        def on_end(self, ev) -> None:
+            pass
+
+    if not kernels_cached():
+        say("compiling the Numba kernels (first run only: they are cached for later runs)")
+    with event.install_listener("numba:compile", Notice()):
+        yield
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the message and where to look, not the usage block."""
 
@@ -133,19 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage and the error
         return int(exc.code or 0)
-    from ..tiles.cpu import kernels_cached
-
-    if not kernels_cached():
-        print("fastntk: compiling the Numba kernels (first run only, about 20 s)",
-              file=sys.stderr, flush=True)
     try:
-        return int(args.func(args) or 0)
+        with _compile_notice():
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `fastntk table1 | head`: the reader has gone, not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
-            ConnectionError, TimeoutError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
+        # OSError: a file system refusal (full disk, read-only folder; the messages name the
+        # path), a connection failure or timeout; ImportError: an optional package missing
         print(f"fastntk {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ Every ``cli_*`` module builds its parser from these; none of them computes anyth
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..common.checks import check_count
 from ..network.activations import ACTIVATION_NAMES
@@ -79,6 +80,16 @@ def positive_float(text: str) -> float:
     if not (value > 0 and value < float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def show_progress(args) -> bool:
+    """Draw progress bars only on a terminal: not with ``--no-progress`` or ``--json``, and
+    not when stderr is a file or a pipe (a batch log, where every redraw of a bar would land
+    on one line)."""
+    if getattr(args, "no_progress", False) or getattr(args, "json", False):
+        return False
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
 
 
 NETWORK_DEFAULTS = {"activation": "relu", "hidden_layers": 1, "gamma_w": 1.0, "gamma_b": 0.0,

@@ -13,6 +13,7 @@ with ``fastntk spectrum --matrix K.zarr``, ``fastntk.scale.store.open_matrix(pat
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..common.defaults import MATRIX_CHUNK, TILE_TOL
@@ -54,24 +55,28 @@ def register(subparsers) -> None:
                         "COUNT); the parts fill one store together (default 1/1: all)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing fastntk store at --out instead of resuming")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bars are drawn only when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_matrix)
 
 
 def cmd_matrix(args) -> int:
+    from ..common.checks import output_folder
     from ..data.loader import load_data
     from ..scale.matrix import check_part, make_spec, write_zarr
-    from .args import client_from_args, network_from_args
+    from .args import client_from_args, network_from_args, show_progress
 
     part = check_part(args.part)
     net = network_from_args(args)
+    # the store's folder is checked (made if needed, written to once) before any work
+    output_folder(os.path.dirname(os.path.abspath(args.out)), "the folder of --out")
     X = load_data(args.data)
     spec = make_spec(net, X, None, args.chunk, args.device, args.method, args.tol,
                      args.which, args.normalize)
     with client_from_args(args) as client:
         report = write_zarr(spec, args.out, overwrite=args.overwrite,
-                            progress=not args.no_progress, client=client,
+                            progress=show_progress(args), client=client,
                             num_workers=args.threads, part=part)
     summary = {
         "out": report.path, "shape": list(report.shape), "chunk": report.chunk,

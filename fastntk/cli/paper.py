@@ -5,9 +5,15 @@ from __future__ import annotations
 
 
 def cmd_paper(args) -> int:
+    import sys
+
     from ..analysis.paper import reproduce
 
-    result = reproduce(args.out, quick=args.quick)
+    def progress(message: str) -> None:  # one line per step: readable on a TTY and in logs
+        print(f"fastntk paper: {message}", file=sys.stderr, flush=True)
+
+    result = reproduce(args.out, quick=args.quick,
+                       progress=None if args.no_progress else progress)
     for name, path in result["files"].items():
         print(f"{name:>14}  {path}")
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
@@ -29,4 +35,6 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="folder for the PNG and JSON files")
     p.add_argument("--quick", action="store_true",
                    help="small runs (3 networks of width 100, a 1,000-point sample)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress lines (one per part on stderr)")
     p.set_defaults(func=cmd_paper)

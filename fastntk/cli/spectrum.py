@@ -19,6 +19,7 @@ from .args import (
     index_range,
     network_from_args,
     network_given,
+    show_progress,
 )
 
 #: Exit status of a run whose eigenvalues did not all converge (the JSON says
@@ -63,10 +64,18 @@ def cmd_spectrum(args) -> int:
 
 def _spectrum(args) -> int:
     from ..analysis.spectrum_study import check_fit_range, spectrum_study
+    from ..common.checks import output_folder
     from ..data.loader import load_data
+    from ..data.rows import check_rows, off_sphere
     from ..spectrum.solver import check_k
 
+    # every output location is checked (and made) before any work
+    if args.out:
+        output_folder(args.out, "--out")
+    if args.checkpoint:
+        output_folder(args.checkpoint, "--checkpoint")
     net = None
+    projected = 0
     if args.matrix is not None:
         given = [opt for opt, on in (("--data", args.data is not None),
                                      ("--compare-gram", args.compare_gram),
@@ -84,7 +93,10 @@ def _spectrum(args) -> int:
     else:
         net = network_from_args(args)
         data = "digits" if args.data is None else args.data
-        X = load_data(data, normalize=not args.no_normalize)
+        X = load_data(data)
+        if not args.no_normalize:
+            projected = off_sphere(X)
+            X = check_rows(X, "X", normalize=True)
         check_k(args.k, len(X), "-k")
         if args.smallest:
             check_k(args.smallest, len(X), "--smallest")
@@ -110,16 +122,29 @@ def _spectrum(args) -> int:
             kw["client"] = client
         study = spectrum_study(net, k=args.k, tol=args.tol, centered=args.centered,
                                seed=args.seed, max_passes=args.max_passes,
-                               progress=not args.no_progress and not args.json, **kw)
+                               progress=show_progress(args), **kw)
     summary = study.to_dict()
     summary["checkpoint"] = args.checkpoint
-    if args.out:
-        summary["files"] = study.write(args.out, args.coeff_degree, args.sphere_kmax)
+    if projected:
+        summary["rows_projected"] = projected
+    # the results are printed before any file is written: a failed write loses nothing
     if args.json:
+        failure = None
+        if args.out:
+            try:
+                summary["files"] = study.write(args.out, args.coeff_degree, args.sphere_kmax)
+            except Exception as exc:  # noqa: BLE001 - reported after the JSON is out
+                failure = exc
         json.dump(summary, sys.stdout, indent=1)
-        print()
+        print(flush=True)
+        if failure is not None:
+            raise failure
     else:
         _print(summary)
+        if args.out:
+            sys.stdout.flush()
+            files = study.write(args.out, args.coeff_degree, args.sphere_kmax)
+            print(f"# wrote {', '.join(files.values())}")
     if not study.converged:
         print(f"fastntk spectrum: warning: not all eigenvalues converged within "
               f"--max-passes {args.max_passes} (error estimates above tol {args.tol:g}); "
@@ -133,6 +158,9 @@ def _print(s: dict) -> None:
     ntk = s["ntk"]
     where = f"n = {s['n']}" + (f", d = {s['d']}" if s.get("d") else "")
     print(f"# {s['data']}: {where}; network {s['network']}")
+    if s.get("rows_projected"):
+        print(f"# {s['rows_projected']} of {s['n']} rows projected onto the unit sphere "
+              "(--no-normalize: refuse rows that are not of unit norm instead)")
     passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
@@ -181,8 +209,6 @@ def _print(s: dict) -> None:
         _print_decay(s["index_decay"])
     if "smallest" in s:
         _print_smallest(s["smallest"])
-    if s.get("files"):
-        print(f"# wrote {', '.join(s['files'].values())}")
     print(f"# total {s['seconds']:.2f} s")
 
 
@@ -322,7 +348,8 @@ def register(sub) -> None:
                    help="degrees shown in the sphere picture (100)")
     p.add_argument("--out", default=None, help="folder for spectrum.json and PNG plots")
     p.add_argument("--json", action="store_true", help="print the JSON summary")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bars are drawn only when stderr is a terminal)")
     p.add_argument("--chunk", type=count(1), default=None,
                    help="rows per kernel tile / Dask task (default automatic)")
     p.add_argument("--smallest", type=count(1), default=None, metavar="K",

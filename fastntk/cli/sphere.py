@@ -30,20 +30,35 @@ def _count(n: float, log_n: float) -> str:
 
 def cmd_sphere(args) -> int:
     from ..analysis.decay import format_law
-    from ..analysis.sphere_study import prediction_label, sphere_study, write_sphere_study
+    from ..analysis.sphere_study import (
+        INDEX_RANGE,
+        prediction_label,
+        sphere_study,
+        write_sphere_study,
+    )
+    from ..common.checks import output_folder
     from ..sphere.funk_hecke import log_multiplicity
 
     net = network_from_args(args)
     if args.index_range is not None and args.sample is None:
         raise ValueError("--index-range chooses the fit range of a sample spectrum: give "
                          "--sample N too")
+    if args.out:  # checked (and made) before any work
+        output_folder(args.out, "--out")
+    index_range = args.index_range or INDEX_RANGE
     study = sphere_study(net, args.d, args.kmax, T=args.T, method=args.method,
-                         sample=args.sample, seed=args.seed,
-                         index_range=args.index_range or (100, 500))
-    files = write_sphere_study(study, args.out) if args.out else None
-    if args.json:
+                         sample=args.sample, seed=args.seed, index_range=index_range)
+    if args.json:  # the results are printed even when writing the files fails
+        failure = files = None
+        if args.out:
+            try:
+                files = write_sphere_study(study, args.out)
+            except Exception as exc:  # noqa: BLE001 - reported after the JSON is out
+                failure = exc
         json.dump({**study.summary(), "files": files}, sys.stdout, indent=1)
-        print()
+        print(flush=True)
+        if failure is not None:
+            raise failure
         return 0
     sph = study.sphere
     print(f"# {net!r} on S^{sph.d - 1} (data in R^{sph.d}); docs/math.md sections 8, 9")
@@ -77,7 +92,7 @@ def cmd_sphere(args) -> int:
               f"(rms log residual {kfit['rms_log']:.2g})")
     if study.sample is not None:
         smp = study.sample
-        lo, hi = args.index_range
+        lo, hi = index_range
         print(f"# sample: n = {smp.n} uniform points (seed {smp.seed}), full spectrum of "
               f"K = Theta/n in {smp.seconds:.1f} s")
         for key, fit in study.index_fits.items():
@@ -86,7 +101,9 @@ def cmd_sphere(args) -> int:
                       f"{format_law(fit, 'i')}")
         if study.index_prediction is not None:
             print(f"# {prediction_label(study.index_prediction, 'i')}")
-    if files:
+    if args.out:  # after the results: a failed write loses nothing printed
+        sys.stdout.flush()
+        files = write_sphere_study(study, args.out)
         print(f"# wrote {', '.join(files.values())}")
     return 0
 
@@ -112,7 +129,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
     p.add_argument("--index-range", type=index_range, default=None, metavar="LO:HI",
                    help="index range [LO, HI) of the sample fits (default 100:500, as the "
-                        "paper; needs --sample)")
+                        "paper; needs --sample N with N >= 499)")
     p.add_argument("--rows", type=count(0), default=40,
                    help="rows of the table beyond k <= 10 (default 40; 0: every k)")
     p.add_argument("--out", default=None,

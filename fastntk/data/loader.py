@@ -51,13 +51,30 @@ def parse_sphere(spec: str) -> dict:
 
 
 def _split_member(spec: str) -> tuple[str, str | None]:
-    """'file.h5:dataset' -> ('file.h5', 'dataset'); only after a known suffix."""
-    for suffix in SUFFIXES:
-        marker = suffix + ":"
-        k = spec.lower().rfind(marker)
-        if k >= 0:
-            return spec[: k + len(suffix)], spec[k + len(marker):] or None
+    """'file.h5:dataset' -> ('file.h5', 'dataset').  A path that exists and ends in a data
+    suffix is never split (a folder named 'run.h5:old' holding X.npy: 'run.h5:old/X.npy' is
+    that file); otherwise the member is split off after a known suffix only where the part
+    before it exists.  When nothing exists, the last such split (the error then names the
+    missing container file)."""
+    low = spec.lower().rstrip("/")
+    if low.endswith(SUFFIXES) and os.path.exists(spec):
+        return spec, None
+    splits = sorted((k + len(suffix) for suffix in SUFFIXES
+                     for k in _find_all(low, suffix + ":")), reverse=True)
+    for cut in splits:
+        if os.path.exists(spec[:cut]):
+            return spec[:cut], spec[cut + 1:] or None
+    if splits and not os.path.exists(spec):
+        return spec[:splits[0]], spec[splits[0] + 1:] or None
     return spec, None
+
+
+def _find_all(text: str, sub: str) -> list[int]:
+    out, k = [], text.find(sub)
+    while k >= 0:
+        out.append(k)
+        k = text.find(sub, k + 1)
+    return out
 
 
 def _as_matrix(X, where: str) -> np.ndarray:
@@ -76,20 +93,65 @@ def _only_member(names: list[str], path: str, holder: str, kind: str) -> str:
     return names[0]
 
 
+def _h5_datasets(f, h5py) -> tuple[list[str], list[str]]:
+    """(datasets, problems) of an open HDF5 file: every dataset reached from the root through
+    hard, soft and external links (each group once), and a description of each link that
+    cannot be followed (a dangling soft link, an external link to a missing file)."""
+    found, problems, seen = [], [], set()
+
+    def walk(group, prefix: str) -> None:
+        for name in group:
+            path = prefix + name
+            try:
+                obj = group[name]
+            except (KeyError, OSError):
+                problems.append(_h5_link_text(group, name, path, h5py))
+                continue
+            if isinstance(obj, h5py.Dataset):
+                found.append(path)
+            elif isinstance(obj, h5py.Group) and obj.id not in seen:
+                seen.add(obj.id)
+                walk(obj, path + "/")
+
+    seen.add(f.id)
+    walk(f, "")
+    return found, problems
+
+
+def _h5_link_text(group, name: str, path: str, h5py) -> str:
+    """What the link ``name`` of ``group`` (at ``path``) is, for a message."""
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        return (f"'{path}' is an external link to {link.path} in the file {link.filename}, "
+                "which cannot be opened (HDF5 looks for it beside this file and in the "
+                "working directory)")
+    if isinstance(link, h5py.SoftLink):
+        return f"'{path}' is a soft link to {link.path}, which does not exist"
+    return f"'{path}' cannot be opened"
+
+
 def _load_h5(path: str, member: str | None) -> np.ndarray:
     try:
         import h5py
     except ImportError:
-        raise ImportError("reading .h5/.hdf5 needs h5py (pip install h5py)") from None
+        raise ImportError(f"reading the HDF5 file {path} needs h5py: pip install h5py "
+                          "(or pip install 'fastntk[hdf5]')") from None
     with h5py.File(path, "r") as f:
         if member is None:
-            names = []
-            f.visititems(lambda name, obj: names.append(name)
-                         if isinstance(obj, h5py.Dataset) else None)
+            names, problems = _h5_datasets(f, h5py)
+            if problems and not names:
+                raise ValueError(f"{path} holds no dataset that can be read: "
+                                 f"{'; '.join(problems[:3])}")
             member = _only_member(names, path, f"{path} holds", "dataset")
-        if member not in f or not isinstance(f[member], h5py.Dataset):
-            raise ValueError(f"{path} has no dataset {member!r}")
-        dset = f[member]
+        try:
+            dset = f[member]
+        except (KeyError, OSError):
+            if member.strip("/") in f or f.get(member, getlink=True) is not None:
+                raise ValueError(f"{path}: {_h5_link_text(f, member, member, h5py)}") from None
+            raise ValueError(f"{path} has no dataset {member!r}") from None
+        if not isinstance(dset, h5py.Dataset):
+            raise ValueError(f"{path}:{member} is a group, not a dataset: name a dataset "
+                             "in it as " + f"{path}:{member.rstrip('/')}/NAME")
         _as_matrix(dset, f"{path}:{member}")
         return np.asarray(dset[...], dtype=np.float64)
 
@@ -117,16 +179,30 @@ def _load_zarr(path: str, member: str | None) -> np.ndarray:
 def _load_npy(path: str, member: str | None) -> np.ndarray:
     if member is not None:
         raise ValueError(f"{path} is a .npy file: drop ':{member}'")
+    dtype = _npy_dtype(path)
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects (dtype {dtype}), not numbers: save the "
+                         "data as a float array, numpy.save(path, numpy.asarray(X, "
+                         "dtype=float))")
     try:
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "pickled" in str(exc):  # numpy's word for anything that is not a numeric array
-            raise ValueError(f"{path} does not hold a numeric .npy array (object data or not "
-                             "a .npy file at all): save the data with numpy.save(path, X) "
-                             "for a float array X") from None
         raise ValueError(f"cannot read the data file {path} ({exc}): is it complete?") from None
     X = _as_matrix(X, path)
     return X if X.dtype == np.float64 else np.asarray(X, dtype=np.float64)
+
+
+def _npy_dtype(path: str) -> np.dtype:
+    """The dtype in a .npy header; ValueError when the file is not a .npy file."""
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                      np.lib.format.read_array_header_2_0)(fh)
+        except (ValueError, EOFError) as exc:
+            raise ValueError(f"{path} is not a .npy file ({exc}): save the data with "
+                             "numpy.save(path, X) for a float array X") from None
+    return header[2]
 
 
 def _load_file(spec: str, path: str, member: str | None) -> np.ndarray:

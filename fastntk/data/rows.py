@@ -42,3 +42,12 @@ def check_rows(X, name: str = "X", normalize: bool = False,
             "the unit sphere; project the rows (Python: normalize=True; fastntk matrix "
             "--normalize; fastntk spectrum projects them unless --no-normalize)")
     return np.ascontiguousarray(X)
+
+
+def off_sphere(X, rtol: float = ROW_RTOL) -> int:
+    """The number of rows of X whose norm differs from 1 by more than a relative ``rtol``
+    (the rows ``check_rows(X, normalize=True)`` moves; NaN rows are not counted: check_rows
+    refuses them)."""
+    X = np.asarray(X)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    return int(np.count_nonzero(np.abs(norms - 1.0) > rtol))

@@ -207,7 +207,7 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
             from .solver import dense_eigenvalues
 
             res = dense_eigenvalues(op.A, k, scale=op.scale, eigenvectors=eigenvectors,
-                                    overwrite=True)
+                                    overwrite=True, tol=tol)
             res.trace = op.trace()
             res.seconds += t_assembly
             res.timings = {"assembly": t_assembly, "eigh": res.seconds - t_assembly}

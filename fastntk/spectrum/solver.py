@@ -200,16 +200,21 @@ UNRESOLVED_SHARE = 0.1
 
 def check_k(k, n: int, name: str = "k") -> int:
     """k as an int in 1..n-1; TypeError / ValueError naming the bad value (as ``name``, e.g.
-    the CLI option) otherwise."""
+    the CLI option) otherwise (n = 1: a single point has no spectrum to iterate on)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {k!r}")
     k = int(k)
     if k <= 0:
         raise ValueError(f"{name} must be >= 1, got {k}")
+    if n == 1:
+        raise ValueError(
+            f"{name} = {k}: the data has a single point, so K is the 1 x 1 matrix [Theta(1)] "
+            "with the one eigenvalue Theta(1) (fastntk coeffs prints it): a spectrum study "
+            "needs at least 2 data points")
     if k >= n:
         raise ValueError(
             f"{name} = {k} must be < n = {n} (the number of data points): ask for at most "
-            f"{n - 1} eigenvalues")
+            f"{n - 1} eigenvalue{'s' if n > 2 else ''}")
     return k
 
 
@@ -811,12 +816,14 @@ def _inf_norm(A: np.ndarray, rows: int = OPERATOR_TILE) -> float:
 
 def dense_eigenvalues(A, k: int | None = None, scale: float = 1.0,
                       eigenvectors: bool = False, largest: bool = True,
-                      overwrite: bool = False) -> EigenResult:
+                      overwrite: bool = False, tol: float = EIG_TOL) -> EigenResult:
     """Exact path for small n: scipy.linalg.eigh (LAPACK's subset solver, ``evr``) on a dense
     symmetric matrix: the top k (``largest``, descending) or the bottom k (ascending), or all.
 
     Error estimates are the LAPACK backward-error level, eps * n * ||A||.  ``overwrite``:
-    let LAPACK destroy A (no n x n copy)."""
+    let LAPACK destroy A (no n x n copy).  ``tol``: the relative accuracy asked for, recorded
+    in the result: ``tol_met`` flags the values whose error estimate exceeds it (values at
+    the rounding floor; the result is converged, since no iteration can do better)."""
     t0 = time.perf_counter()
     A = np.asarray(A, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
@@ -843,5 +850,5 @@ def dense_eigenvalues(A, k: int | None = None, scale: float = 1.0,
     err = np.full(k, n * _EPS * norm)
     return EigenResult(eigenvalues=w, residuals=err, error_estimates=err, eigenvectors=V,
                        trace=trace, n=n, k=k, passes=0, converged=True,
-                       tol=0.0, method="dense eigh", seconds=time.perf_counter() - t0,
+                       tol=float(tol), method="dense eigh", seconds=time.perf_counter() - t0,
                        scale=scale, order="descending" if largest else "ascending")

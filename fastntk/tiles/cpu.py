@@ -126,17 +126,22 @@ def values(spec: TileSpec, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def kernels_cached() -> bool:
-    """True when the main Numba kernels have an on-disk cache index (compiled by an earlier
-    run); False means the next call compiles them (tens of seconds, once)."""
+    """False only on a first run: caching is on and none of the main Numba kernels has an
+    on-disk cache index yet, so the run will compile (every command uses some of them).
+    True otherwise, including when caching is unavailable (every process then compiles what
+    it uses; ``fastntk.cli.app`` announces compilation when it happens, whichever kernels a
+    command needs)."""
     from ..kernels import series_cpu
 
+    enabled = False
     for kernel in (tiles_cpu.exact_tile, tiles_cpu.fix_gram, tiles_cpu.horner_tile,
                    tiles_cpu.mirror_lower, series_cpu.truncated_product,
                    series_cpu.relu_dual_compose, series_cpu.horner_compose_pair):
         try:
-            if not os.path.exists(kernel._cache._cache_file._index_path):
-                return False
-        except AttributeError:  # caching disabled or unavailable
-            return False
-    return True
-
+            index = kernel._cache._cache_file._index_path
+        except AttributeError:  # caching disabled or unavailable for this kernel
+            continue
+        enabled = True
+        if os.path.exists(index):
+            return True
+    return not enabled
