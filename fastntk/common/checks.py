@@ -70,9 +70,12 @@ def output_folder(path, option: str | None = None) -> str:
                               "created if needed)")
     try:
         os.makedirs(path, exist_ok=True)
-    except FileExistsError:  # a parent is a file
-        raise FileExistsError(f"cannot create {what}: a parent of it is an existing file; "
-                              "give a folder name under a folder") from None
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
+        parent = os.path.dirname(os.path.abspath(path))
+        while parent != os.path.dirname(parent) and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        raise FileExistsError(f"cannot create {what}: {parent} is an existing file, not a "
+                              "folder; give a path under a folder") from None
     except OSError as exc:
         raise PermissionError(f"cannot create {what}: {_reason(exc)}; give a folder you can "
                               "write to") from None
