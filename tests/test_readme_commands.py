@@ -30,6 +30,7 @@ TINY = {
     ("--empirical-width", "500"): "30", ("--fit-range", "100:500"): "5:30",
     ("--kmax", "2000"): "40", ("--sample", "10000"): "600", ("--chunk", "4096"): "40",
     ("--workers", "N"): "2", ("--part", "k/K"): "1/1", ("--smallest", "5"): "5",
+    ("--n", "5000"): "200", ("--d", "784"): "8",
 }
 #: sizes small enough as they are
 AS_IS = {("-T", "50"), ("--hidden-layers", "3"), ("-L", "1"), ("-d", "3"),
@@ -97,7 +98,8 @@ class TinyPaper:
 def test_readme_lists_the_forms_this_test_knows():
     forms = readme_commands()
     commands = {f.split()[1] for f in forms}
-    assert commands >= {"coeffs", "table1", "matrix", "spectrum", "sphere", "paper"}, forms
+    assert commands >= {"coeffs", "table1", "matrix", "spectrum", "sphere", "paper",
+                        "bench"}, forms
 
 
 @pytest.mark.slow

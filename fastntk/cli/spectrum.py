@@ -31,11 +31,16 @@ def cmd_spectrum(args) -> int:
     """The spectrum command: with ``--checkpoint DIR``, DIR is held (one run at a time,
     checked writable) before any work; an interruption (Ctrl-C, SIGTERM) says how to
     resume."""
+    from ..common.checks import output_folder
     from ..scale.cluster import _sigterm_as_interrupt
     from ..spectrum.checkpoint import CheckpointWarning, clear_directory, directory_lock
 
     if args.restart and not args.checkpoint:
         raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
+    # every output location is checked (and made) before any work, naming its option
+    for folder, option in ((args.out, "--out"), (args.checkpoint, "--checkpoint")):
+        if folder:
+            output_folder(folder, option)
     hold = directory_lock(args.checkpoint) if args.checkpoint else contextlib.nullcontext()
     shown = warnings.showwarning
 
@@ -64,16 +69,10 @@ def cmd_spectrum(args) -> int:
 
 def _spectrum(args) -> int:
     from ..analysis.spectrum_study import check_fit_range, spectrum_study
-    from ..common.checks import output_folder
     from ..data.loader import load_data
     from ..data.rows import check_rows, off_sphere
     from ..spectrum.solver import check_k
 
-    # every output location is checked (and made) before any work
-    if args.out:
-        output_folder(args.out, "--out")
-    if args.checkpoint:
-        output_folder(args.checkpoint, "--checkpoint")
     net = None
     projected = 0
     if args.matrix is not None:
