@@ -32,3 +32,6 @@ GRAM_BLOCK_ROWS = 1024
 MAX_PASSES = 50
 #: Number of top eigenvalues of ``fastntk spectrum`` when -k is not given.
 SPECTRUM_K = 50
+#: Seconds a store lock stays valid without renewal (its holder renews it every quarter of
+#: this); a lock from another host whose lease has run out is taken over.
+LOCK_LEASE = 120.0
