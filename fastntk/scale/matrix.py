@@ -62,12 +62,41 @@ class DataChanged(store.StoreError):
 
 def fingerprint(X: np.ndarray) -> str:
     """A content hash of the rows (blake2b, read in slabs: fine for memory maps)."""
+    step = max(1, (64 << 20) // max(1, X.shape[1] * 8))
+    return block_fingerprints(X, [(s, min(s + step, X.shape[0]))
+                                  for s in range(0, X.shape[0], step)])[0]
+
+
+def _digest(rows: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=16).hexdigest()
+
+
+def block_fingerprints(X: np.ndarray, bounds) -> tuple[str, list[str]]:
+    """(:func:`fingerprint` of X, the hash of each row block ``bounds``), from one read of
+    the rows: the blocks' hashes are of the very bytes the whole hash covers.  ``bounds``
+    must cover the rows in order."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((X.shape, str(X.dtype))).encode())
-    step = max(1, (64 << 20) // max(1, X.shape[1] * 8))
-    for s in range(0, X.shape[0], step):
-        h.update(np.ascontiguousarray(X[s:s + step]).tobytes())
-    return h.hexdigest()
+    digests = []
+    for s, e in bounds:
+        rows = np.array(X[s:e])  # one read, then both hashes of the same bytes
+        h.update(rows.tobytes())
+        digests.append(_digest(rows))
+    return h.hexdigest(), digests
+
+
+def _own_rows(rows, expected: str | None, block: int, source: str) -> np.ndarray:
+    """A task's own copy of its rows, checked against the hash taken when the run began (the
+    data may be a memory map of a file that changes on disk)."""
+    rows = np.array(rows, dtype=np.float64)
+    if expected is not None and _digest(rows) != expected:
+        raise DataChanged(
+            f"{source} changed while the blocks were being computed (row block {block} no "
+            "longer matches its hash from the start of the run): the store is not marked "
+            "complete and the blocks written before hold the data it records; restore the "
+            "data and rerun the same command, or rerun with --overwrite (overwrite=True) to "
+            "compute the matrix of the data as it is now")
+    return rows
 
 
 @dataclass
@@ -140,10 +169,13 @@ def _tile(spec: TileSpec, device: str, xi, xj):
 
 
 def _write_block(spec: TileSpec, device: str, xi, xj, path, i, j, ri, rj, mirror,
-                 store_id=None):
+                 store_id=None, hashes=(None, None), source="the data"):
     """Compute block (i, j) and write it (with its transpose when ``mirror``), then its
-    marker, into the store ``path`` (absolute) whose id is ``store_id``."""
+    marker, into the store ``path`` (absolute) whose id is ``store_id``; ``hashes``: those
+    of the row blocks xi and xj when the run began (checked on this task's own copy)."""
     store.check_id(path, store_id)  # before the work: a worker that sees another store
+    xi = _own_rows(xi, hashes[0], i, source)
+    xj = None if xj is None else _own_rows(xj, hashes[1], j, source)
     store.write_block(path, i, j, ri, rj, _tile(spec, device, xi, xj), mirror, store_id)
     return (i, j)
 
@@ -358,6 +390,22 @@ def write_zarr(spec: MatrixSpec, path, overwrite: bool = False, progress: bool =
                        (k, K), len(mine), len([b for b in missing if b not in set(mine)]))
 
 
+def _hashes_as_recorded(spec: MatrixSpec, key: str, bounds, recorded: dict,
+                        path: str) -> list[str]:
+    """The hashes of the row blocks of X or Y (``key``), from a read whose whole hash must be
+    the store's record (else DataChanged: the data changed before any block was computed)."""
+    A = spec.X if key == "X" else spec.Y
+    whole, digests = block_fingerprints(A, bounds)
+    if whole != recorded.get(key):
+        raise DataChanged(
+            f"{spec.source} changed while {path} was being written (content hash "
+            f"{recorded.get(key)} when the store was begun, {whole} before any block was "
+            "computed): nothing was computed; rerun the same command with the data as it "
+            "was, or rerun with --overwrite (overwrite=True) to compute the matrix of the "
+            "data as it is now")
+    return digests
+
+
 def _verify_data(spec: MatrixSpec, path: str, when: str) -> None:
     """Hash the data again and compare with the store's record; DataChanged if it differs."""
     recorded = store.read_marker(path)["data"]
@@ -461,27 +509,27 @@ def _has_default_client() -> bool:
 def _run_blocks(spec: MatrixSpec, path: str, todo, progress, client, num_workers,
                 on_block, store_id: str | None = None) -> int:
     """Compute and write the blocks ``todo`` into the store ``path`` (absolute) with id
-    ``store_id``; returns how many were written.  The data is verified once the row blocks
-    for the tasks are copied, before any block is computed."""
+    ``store_id``; returns how many were written.  The data is hashed again, row block by row
+    block, before any block is computed (its whole hash must be the store's record), and each
+    task checks its own copy of its rows against those hashes."""
     if not todo:
         return 0
-    pool = TaskPool(client, num_workers)
     rb, cb = spec.row_bounds(), spec.col_bounds()
+    recorded = store.read_marker(path)["data"]
+    hx = _hashes_as_recorded(spec, "X", rb, recorded, path)
+    hy = hx if spec.symmetric else _hashes_as_recorded(spec, "Y", cb, recorded, path)
+    pool = TaskPool(client, num_workers)
     tiles = pool.put(spec.tiles)
     need_rows = sorted({i for i, _ in todo} | ({j for _, j in todo} if spec.symmetric else set()))
     rows = {i: pool.put(np.ascontiguousarray(spec.X[slice(*rb[i])])) for i in need_rows}
     cols = rows if spec.symmetric else {
         j: pool.put(np.ascontiguousarray(spec.Y[slice(*cb[j])])) for j in {j for _, j in todo}}
-    try:
-        _verify_data(spec, path, "before any block was computed")
-    except DataChanged:
-        pool.release([tiles, *rows.values(), *([] if spec.symmetric else cols.values())])
-        raise
     calls = []
     for i, j in todo:
         diag = spec.symmetric and i == j
         calls.append((tiles, spec.device, rows[i], None if diag else cols[j],
-                      path, i, j, rb[i], cb[j], spec.symmetric and not diag, store_id))
+                      path, i, j, rb[i], cb[j], spec.symmetric and not diag, store_id,
+                      (hx[i], None if diag else hy[j]), spec.source))
     bar = None
     if progress:
         from tqdm.auto import tqdm

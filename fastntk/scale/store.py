@@ -709,7 +709,7 @@ class BlockCheck:
         if bad.any():
             r, c = (int(v) for v in np.argwhere(bad)[0])
             raise self._damaged(
-                f"{self._block(row0 + r, col0 + c)} holds {block[r, c]!r} at ({row0 + r}, "
+                f"{self._block(row0 + r, col0 + c)} holds {float(block[r, c])!r} at ({row0 + r}, "
                 f"{col0 + c}), not a kernel value (finite, |Theta| <= Theta(1) = "
                 f"{self.at_one:.6g})")
 
@@ -724,8 +724,8 @@ class BlockCheck:
             R, C = row0 + r, col0 + c
             raise self._damaged(
                 f"{self._block(R, C)} is not the transpose of {self._block(C, R)}: "
-                f"({R}, {C}) holds {block[r, c]!r}, ({C}, {R}) holds {image_t[r, c]!r}, and "
-                "the store claims a symmetric matrix")
+                f"({R}, {C}) holds {float(block[r, c])!r}, ({C}, {R}) holds "
+                f"{float(image_t[r, c])!r}, and the store claims a symmetric matrix")
 
     def same_store(self) -> None:
         """The store at the path is still the one opened (not replaced meanwhile)."""
