@@ -313,6 +313,9 @@ def get_client(workers: int | None = None, scheduler_file: str | None = None,
             yield client
         return
     if cluster == "local":
+        if workers is None:
+            raise ValueError("cluster 'local' needs the number of worker processes: workers=N "
+                             "(--workers N)")
         check_count(workers, "workers")
         from distributed import Client, LocalCluster
 
