@@ -71,10 +71,9 @@ def remote(tmp_path_factory):
     """A real scheduler and one worker, both started in directory W1 (their own cwd)."""
     w1 = tmp_path_factory.mktemp("W1")
     sf = str(w1 / "scheduler.json")
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     sched = subprocess.Popen([PY, "-m", "distributed.cli.dask_scheduler", "--scheduler-file",
                               sf, "--port", "0", "--dashboard-address", ":0"], cwd=w1,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     try:
         for _ in range(600):
@@ -82,7 +81,7 @@ def remote(tmp_path_factory):
                 break
             time.sleep(0.1)
         worker = subprocess.Popen([PY, "-m", "distributed.cli.dask_worker", "--scheduler-file",
-                                   sf, "--nworkers", "1", "--nthreads", "1"], cwd=w1, env=env,
+                                   sf, "--nworkers", "1", "--nthreads", "1"], cwd=w1,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         yield w1, sf
     finally:
@@ -774,6 +773,8 @@ def test_reader_registration_is_released_and_dead_readers_are_ignored(small_stor
         json.dump({"kind": "reader", "host": socket.gethostname(), "pid": dead.pid,
                    "time": time.time()}, fh)
     assert not store.live_readers(small_store)  # a killed reader blocks nothing
+    top_eigenvalues_stored(small_store, 2)  # its operator registers, and is dropped after
+    assert not store.live_readers(small_store)
     rep = to_zarr(NET, load_data("sphere:n=300,d=6,seed=7"), small_store, chunks=100,
                   overwrite=True)
     assert rep.complete

@@ -530,37 +530,53 @@ class _LeaseFile:
 
     def _hold(self) -> None:
         self.held = True
-        self._stop.clear()
-        self._finalizer = weakref.finalize(self, _unlink_if_ours, self.file, self.token)
-        self._thread = threading.Thread(target=self._renew, daemon=True,
+        self._stop = threading.Event()
+        # the renewing thread holds only a weak reference: a lease dropped without release()
+        # (its owner garbage-collected) is ended by the finalizer, which stops the thread
+        self._finalizer = weakref.finalize(self, _end_lease, self.file, self.token, self._stop)
+        self._thread = threading.Thread(target=_renew_loop,
+                                        args=(weakref.ref(self), self._stop, self.lease / 4),
+                                        daemon=True,
                                         name=f"fastntk-lease-{os.path.basename(self.file)}")
         self._thread.start()
 
-    def _renew(self) -> None:
-        while not self._stop.wait(self.lease / 4):
-            try:
-                with open(self.file) as fh:
-                    if json.load(fh).get("token") != self.token:
-                        self.lost = True
-                        return
-                tmp = self._private()
-                os.replace(tmp, self.file)
-            except (OSError, ValueError, StoreWriteError):
-                continue  # a full disk or a lost file: the lease may run out; keep trying
+    def _renew(self) -> bool:
+        """Renew the lease once; False when the lock is no longer ours (taken over)."""
+        try:
+            with open(self.file) as fh:
+                if json.load(fh).get("token") != self.token:
+                    self.lost = True
+                    return False
+            os.replace(self._private(), self.file)
+        except (OSError, ValueError, StoreWriteError):
+            pass  # a full disk or a lost file: the lease may run out; keep trying
+        return True
 
     def release(self) -> None:
         """Stop renewing and delete the lock file (if it is still ours)."""
         if not self.held:
             return
-        self._stop.set()
+        if self._finalizer is not None:
+            self._finalizer()  # stops the renewals, deletes the file when it is still ours
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        if self._finalizer is not None:
-            self._finalizer()  # deletes the file when it is still ours
         self.held = False
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _renew_loop(ref, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        lease = ref()
+        if lease is None or not lease._renew():
+            return
+        del lease
+
+
+def _end_lease(file: str, token: str, stop: threading.Event) -> None:
+    stop.set()
+    _unlink_if_ours(file, token)
 
 
 def _unlink_if_ours(file: str, token: str) -> None:
@@ -703,7 +719,16 @@ class BlockCheck:
                           "with the fastntk matrix command that made it and --overwrite")
 
     def values(self, block: np.ndarray, row0: int, col0: int) -> None:
-        """Every value of ``block`` (at rows row0.., columns col0..) finite and bounded."""
+        """Every value of ``block`` (at rows row0.., columns col0..) finite and bounded
+        (checked a few MiB at a time: no temporary the size of the block)."""
+        step = max(1, (1 << 19) // max(1, block.shape[1]))
+        for s in range(0, block.shape[0], step):
+            part = block[s:s + step]
+            if not (np.max(part, initial=-np.inf) <= self.bound
+                    and np.min(part, initial=np.inf) >= -self.bound):  # NaN fails both
+                self._bad_value(part, row0 + s, col0)
+
+    def _bad_value(self, block: np.ndarray, row0: int, col0: int) -> None:
         with np.errstate(invalid="ignore"):
             bad = ~(np.abs(block) <= self.bound)  # NaN compares False
         if bad.any():

@@ -225,10 +225,12 @@ class ArrayOperator(KernelOperator):
                                  f"(rows {start}:{stop}): its entries must be finite")
             return block
         self.check.values(block, start, 0)
-        if not self._mirror_checked:
-            lower = self._read(slice(stop, self.n), slice(start, stop))
-            self.check.mirror(block[:, start:], np.concatenate(
-                [block[:, start:stop].T, lower.T], axis=1), start, start)
+        if not self._mirror_checked:  # the blocks right of the diagonal against their images
+            self.check.mirror(block[:, start:stop], block[:, start:stop].T, start, start)
+            for c0 in range(stop, self.n, self.row_block):
+                c1 = min(c0 + self.row_block, self.n)
+                image = self._read(slice(c0, c1), slice(start, stop))
+                self.check.mirror(block[:, c0:c1], image.T, start, c0)
         return block
 
     def _apply(self, V):
