@@ -4,7 +4,8 @@
         [--chunk 4096] [--device cpu|cuda] [--workers N | --scheduler-file F | --cluster slurm]
 
 Rerunning the same command after an interruption resumes it (only missing blocks are
-computed).  Data: digits, sphere:n=N,d=D[,seed=S], .npy (memory-mapped), .zarr[:array],
+computed); SIGTERM (SLURM preemption) releases the locks like Ctrl-C.
+Data: digits, sphere:n=N,d=D[,seed=S], .npy (memory-mapped), .zarr[:array],
 .h5/.hdf5[:dataset].  The store layout is described in ``fastntk.scale.store``; read the result
 with ``fastntk spectrum --matrix K.zarr``, ``fastntk.scale.store.open_matrix(path)`` or
 ``dask.array.from_zarr(path, component="kernel")``.
@@ -36,8 +37,8 @@ def register(subparsers) -> None:
                    help="project rows onto the unit sphere (default: they must be unit)")
     p.add_argument("--out", required=True, help="output zarr store (a directory), e.g. K.zarr")
     p.add_argument("--chunk", type=count(1), default=MATRIX_CHUNK,
-                   help="rows per block; a worker holds a few chunk^2 blocks "
-                        f"(default {MATRIX_CHUNK})")
+                   help="rows per block; a worker holds a few chunk^2 blocks; clipped to n, "
+                        f"refused when they cannot fit in memory (default {MATRIX_CHUNK})")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
     p.add_argument("--method", choices=METHODS, default="auto",
@@ -62,6 +63,25 @@ def register(subparsers) -> None:
 
 
 def cmd_matrix(args) -> int:
+    """Run ``fastntk matrix``.  SIGTERM (SLURM preemption, scancel, timeout) is handled like
+    Ctrl-C: the locks are released, the cluster closed, the blocks written so far kept, and
+    the exit status is 143 (130 for Ctrl-C) with a one-line note on how to resume."""
+    import signal
+
+    from ..scale.cluster import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            return _matrix(args)
+    except KeyboardInterrupt as exc:
+        term = str(exc) == f"signal {int(signal.SIGTERM)}"
+        print(f"fastntk matrix: {'terminated (SIGTERM)' if term else 'interrupted'}: the "
+              f"blocks written to {args.out} are kept and its locks released; rerun the same "
+              "command to resume", file=sys.stderr)
+        return 128 + int(signal.SIGTERM) if term else 130
+
+
+def _matrix(args) -> int:
     from ..common.checks import output_folder
     from ..data.loader import load_data
     from ..scale.matrix import check_part, make_spec, write_zarr
@@ -74,6 +94,7 @@ def cmd_matrix(args) -> int:
     X = load_data(args.data)
     spec = make_spec(net, X, None, args.chunk, args.device, args.method, args.tol,
                      args.which, args.normalize)
+    spec.source = f"the data {args.data}"
     with client_from_args(args) as client:
         report = write_zarr(spec, args.out, overwrite=args.overwrite,
                             progress=show_progress(args), client=client,

@@ -32,7 +32,7 @@ def cmd_spectrum(args) -> int:
     checked writable) before any work; an interruption (Ctrl-C, SIGTERM) says how to
     resume."""
     from ..common.checks import output_folder
-    from ..scale.cluster import _sigterm_as_interrupt
+    from ..scale.cluster import sigterm_as_interrupt
     from ..spectrum.checkpoint import CheckpointWarning, clear_directory, directory_lock
 
     if args.restart and not args.checkpoint:
@@ -51,7 +51,7 @@ def cmd_spectrum(args) -> int:
             shown(message, category, *rest, **kw)
 
     try:
-        with _sigterm_as_interrupt(), hold, warnings.catch_warnings():
+        with sigterm_as_interrupt(), hold, warnings.catch_warnings():
             warnings.showwarning = show
             if args.restart:
                 clear_directory(args.checkpoint)

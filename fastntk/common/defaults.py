@@ -39,3 +39,6 @@ BENCH_N = 5000
 BENCH_D = 784
 BENCH_COLUMNS = 64
 BENCH_REPEATS = 3
+#: Seconds a store lock stays valid without renewal (its holder renews it every quarter of
+#: this); a lock from another host whose lease has run out is taken over.
+LOCK_LEASE = 120.0

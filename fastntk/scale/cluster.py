@@ -16,8 +16,11 @@ Kinds (``cluster=``):
 Closing is always clean: on success, on an exception and on Ctrl-C (or SIGTERM in the CLI) the
 client is closed and a cluster we started is closed; for SLURM every job we submitted (they
 share one unique job name) is also cancelled with ``scancel --name``, so none is left queued.
-Connecting to a scheduler that does not answer fails within ``timeout`` seconds with a
-``ConnectionError``; a missing scheduler file with ``FileNotFoundError``.
+Connecting to a scheduler obeys ``timeout`` on every step: a scheduler file that is empty,
+corrupt or without an address is a ``ValueError`` (a missing one ``FileNotFoundError``); an
+address that does not answer as a Dask scheduler within ``timeout`` seconds (nothing there, or a
+dashboard or any other server: the handshake is timed too) a ``ConnectionError``; a scheduler
+without a worker after ``timeout`` seconds a ``TimeoutError`` ("no workers after N s").
 
 SLURM options are checked before anything is submitted (:func:`check_slurm_options`): memory
 needs a unit (``4GB``, ``4GiB``, ``500MB``: what dask-jobqueue reads, at least
@@ -54,15 +57,99 @@ def worker_env(threads: int) -> dict[str, str]:
     return {var: str(max(1, int(threads))) for var in THREAD_VARS}
 
 
-def _connect(target, timeout: float, what: str):
+def _probe(address: str, timeout: float) -> None:
+    """Open a Dask comm to ``address`` and complete its handshake within ``timeout`` seconds
+    (distributed's own connect waits for the handshake without a limit: a port that accepts
+    the connection but is no Dask scheduler, such as a dashboard or any HTTP server, would
+    hang it).  Only for tcp:// addresses (others need their security settings)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    ex = ThreadPoolExecutor(1, thread_name_prefix="fastntk-probe")  # not this thread's loop
+    try:
+        ex.submit(asyncio.run, handshake()).result(timeout + 5)
+    except TimeoutError as exc:  # also concurrent.futures' and asyncio's
+        raise TimeoutError(f"no Dask scheduler answered within {timeout:g} s") from exc
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
+
+
+def read_scheduler_file(path: str, timeout: float) -> str:
+    """The scheduler address recorded in the scheduler file ``path`` (JSON with "address").
+    A file that is still being written is read again until ``timeout`` seconds have passed.
+
+    Raises FileNotFoundError (no such file) or ValueError (empty, not JSON, no address),
+    naming the file and the fix."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"scheduler file {path} does not exist (is the scheduler "
+                                    "running?)") from None
+        except OSError as exc:
+            raise ValueError(f"scheduler file {path} cannot be read: "
+                             f"{exc.strerror or exc}") from None
+        why = None
+        if not text.strip():
+            why = "is empty"
+        else:
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                doc, why = None, "is not valid JSON"
+            if why is None and not (isinstance(doc, dict) and isinstance(doc.get("address"),
+                                                                         str)
+                                    and doc["address"].strip()):
+                why = "holds no scheduler address"
+        if why is None:
+            return doc["address"].strip()
+        if time.monotonic() >= deadline:
+            raise ValueError(f"scheduler file {path} {why} (after {timeout:g} s): it is not "
+                             "the file a running Dask scheduler wrote (dask scheduler "
+                             "--scheduler-file FILE); start the scheduler, or give the right "
+                             "file")
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _connect(target, timeout: float, what: str, workers: bool = False):
+    """A Client of the scheduler at ``target`` (a scheduler file or an address), within
+    ``timeout`` seconds on every step: reading the file, the connection and its handshake,
+    and (``workers``) the first worker."""
     from distributed import Client
 
-    kw = {"scheduler_file": target} if what == "scheduler file" else {"address": target}
+    address = read_scheduler_file(target, timeout) if what == "scheduler file" else target
+    where = f"{what} {target}" + (f" (address {address})" if address != target else "")
     try:
-        return Client(timeout=timeout, **kw)
-    except (OSError, TimeoutError) as exc:
-        raise ConnectionError(f"could not reach the Dask scheduler at {what} {target} within "
-                              f"{timeout:g} s ({type(exc).__name__}: {exc})") from exc
+        if "://" not in address or address.startswith("tcp://"):
+            _probe(address, timeout)
+        client = Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConnectionError(f"could not reach the Dask scheduler at {where} within "
+                              f"{timeout:g} s ({type(exc).__name__}: {exc}); is a Dask "
+                              "scheduler listening there (not its dashboard)?") from exc
+    if workers:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except (TimeoutError, OSError) as exc:
+            client.close()
+            raise TimeoutError(f"no workers after {timeout:g} s: the Dask scheduler at {where} "
+                               "has none; start workers (dask worker --scheduler-file FILE, "
+                               "or dask worker ADDRESS), or raise --connect-timeout") from exc
+        except BaseException:
+            client.close()
+            raise
+    return client
 
 
 def check_memory(memory: str, processes: int = 1) -> int:
@@ -219,19 +306,16 @@ def get_client(workers: int | None = None, scheduler_file: str | None = None,
             raise ValueError("cluster 'scheduler' needs exactly one of scheduler_file, address "
                              "(--scheduler-file F or --address tcp://HOST:PORT)")
         if scheduler_file is not None:
-            if not os.path.exists(scheduler_file):
-                raise FileNotFoundError(f"scheduler file {scheduler_file} does not exist (is "
-                                        "the scheduler running?)")
-            client = _connect(scheduler_file, timeout, "scheduler file")
+            client = _connect(scheduler_file, timeout, "scheduler file", workers=True)
         else:
-            client = _connect(address, timeout, "address")
+            client = _connect(address, timeout, "address", workers=True)
         with client:
             yield client
         return
     if cluster == "local":
         if workers is None:
-            raise ValueError("cluster='local' needs workers: the number of worker processes "
-                             "(an integer >= 1)")
+            raise ValueError("cluster 'local' needs the number of worker processes: workers=N "
+                             "(--workers N)")
         check_count(workers, "workers")
         from distributed import Client, LocalCluster
 
@@ -286,7 +370,7 @@ def slurm_cluster(jobs: int = 1, cores: int = 1, memory: str = "2GB",
         kw["queue"] = queue
     cluster = client = None
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             cluster = SLURMCluster(**kw)
             cluster.scale(jobs=jobs)
             client = Client(cluster)
@@ -389,7 +473,7 @@ def _wait_for_jobs(job_name: str, wait: float) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """Turn SIGTERM into KeyboardInterrupt (main thread only) so that ``finally`` blocks run
     and cancel the jobs when the process is terminated (e.g. by scancel or timeout)."""
     import threading

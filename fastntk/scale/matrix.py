@@ -18,6 +18,16 @@ is simply recomputed).  A rerun with anything different, or a path holding anyth
 a fastntk store, is refused with a clear error and never modified (``overwrite=True`` replaces
 a fastntk store).
 
+Safety of a write: the store's path is made absolute here, on the client, before it is shipped
+to workers (a relative path would name another directory in a worker's own working directory),
+and every block write checks the store's id; the blocks the tasks report written are then
+verified in this process's own view of the store.  The data is hashed when the store is begun,
+hashed again once the row blocks for the tasks have been copied (before any block is computed)
+and again before the store is marked complete: data that changed on disk during the run is a
+:class:`DataChanged` error, never a store mixing two data sets.  A chunk larger than the matrix
+is clipped to it, and a chunk whose blocks in flight cannot fit in memory is refused, naming the
+largest that fits.
+
 Schedulers: threads of this process (default, no client) or any ``distributed.Client``
 (``fastntk.scale.cluster.get_client`` makes one).  Tile tasks limit their own Numba threads so that
 tasks x threads matches the cores (``fastntk.scale.tasks.task_threads``).
@@ -41,15 +51,52 @@ from . import store
 from .blocks import block_bounds, check_chunk, tile_pairs
 from .tasks import TaskPool
 
+#: Copies of a block alive per task while it is written: the tile, the transpose written as the
+#: mirror image, and zarr's encoded chunk buffers.
+BLOCK_COPIES = 4
+
+
+class DataChanged(store.StoreError):
+    """The data of a store changed on disk while the store was being written."""
+
 
 def fingerprint(X: np.ndarray) -> str:
     """A content hash of the rows (blake2b, read in slabs: fine for memory maps)."""
+    step = max(1, (64 << 20) // max(1, X.shape[1] * 8))
+    return block_fingerprints(X, [(s, min(s + step, X.shape[0]))
+                                  for s in range(0, X.shape[0], step)])[0]
+
+
+def _digest(rows: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=16).hexdigest()
+
+
+def block_fingerprints(X: np.ndarray, bounds) -> tuple[str, list[str]]:
+    """(:func:`fingerprint` of X, the hash of each row block ``bounds``), from one read of
+    the rows: the blocks' hashes are of the very bytes the whole hash covers.  ``bounds``
+    must cover the rows in order."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((X.shape, str(X.dtype))).encode())
-    step = max(1, (64 << 20) // max(1, X.shape[1] * 8))
-    for s in range(0, X.shape[0], step):
-        h.update(np.ascontiguousarray(X[s:s + step]).tobytes())
-    return h.hexdigest()
+    digests = []
+    for s, e in bounds:
+        rows = np.array(X[s:e])  # one read, then both hashes of the same bytes
+        h.update(rows.tobytes())
+        digests.append(_digest(rows))
+    return h.hexdigest(), digests
+
+
+def _own_rows(rows, expected: str | None, block: int, source: str) -> np.ndarray:
+    """A task's own copy of its rows, checked against the hash taken when the run began (the
+    data may be a memory map of a file that changes on disk)."""
+    rows = np.array(rows, dtype=np.float64)
+    if expected is not None and _digest(rows) != expected:
+        raise DataChanged(
+            f"{source} changed while the blocks were being computed (row block {block} no "
+            "longer matches its hash from the start of the run): the store is not marked "
+            "complete and the blocks written before hold the data it records; restore the "
+            "data and rerun the same command, or rerun with --overwrite (overwrite=True) to "
+            "compute the matrix of the data as it is now")
+    return rows
 
 
 @dataclass
@@ -62,6 +109,8 @@ class MatrixSpec:
     chunk: int
     device: str
     _fingerprints: dict = field(default_factory=dict, repr=False)
+    #: how messages name the data (e.g. the --data argument)
+    source: str = "the data"
 
     @property
     def symmetric(self) -> bool:
@@ -97,7 +146,8 @@ class MatrixSpec:
 def make_spec(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
               method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
               normalize: bool = False) -> MatrixSpec:
-    """Validate everything once (rows finite and on the sphere, shapes, options)."""
+    """Validate everything once (rows finite and on the sphere, shapes, options).  A chunk
+    larger than the matrix is clipped to its larger side (one block)."""
     chunk = check_chunk(chunks)
     backend(device)
     tiles = tile_spec(net, method, tol, which)
@@ -108,6 +158,7 @@ def make_spec(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
         if Yv.shape[1] != Xv.shape[1]:
             raise ValueError(f"X has {Xv.shape[1]} columns but Y has {Yv.shape[1]}: rows of "
                              "both must live in the same R^d")
+    chunk = min(chunk, max(Xv.shape[0], 0 if Yv is None else Yv.shape[0]))
     return MatrixSpec(tiles, Xv, Yv, chunk, device)
 
 
@@ -117,10 +168,15 @@ def _tile(spec: TileSpec, device: str, xi, xj):
     return theta_tile(spec, xi, xj, device=device, threads=task_threads())
 
 
-def _write_block(spec: TileSpec, device: str, xi, xj, path, i, j, ri, rj, mirror):
+def _write_block(spec: TileSpec, device: str, xi, xj, path, i, j, ri, rj, mirror,
+                 store_id=None, hashes=(None, None), source="the data"):
     """Compute block (i, j) and write it (with its transpose when ``mirror``), then its
-    marker."""
-    store.write_block(path, i, j, ri, rj, _tile(spec, device, xi, xj), mirror)
+    marker, into the store ``path`` (absolute) whose id is ``store_id``; ``hashes``: those
+    of the row blocks xi and xj when the run began (checked on this task's own copy)."""
+    store.check_id(path, store_id)  # before the work: a worker that sees another store
+    xi = _own_rows(xi, hashes[0], i, source)
+    xj = None if xj is None else _own_rows(xj, hashes[1], j, source)
+    store.write_block(path, i, j, ri, rj, _tile(spec, device, xi, xj), mirror, store_id)
     return (i, j)
 
 
@@ -246,7 +302,7 @@ def _same(a, b) -> bool:
 
 
 def _check_writable(path: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path)) or "."
+    parent = os.path.dirname(os.path.realpath(path)) or "."
     if not os.path.isdir(parent):
         what = "is not a directory" if os.path.exists(parent) else "does not exist"
         raise FileNotFoundError(f"cannot write {path}: {parent} {what}")
@@ -259,6 +315,7 @@ def _prepare_store(spec: MatrixSpec, path: str, overwrite: bool, compressors) ->
     meta = spec.metadata()
     if os.path.exists(path) and not store.is_unstarted(path):
         old = store.read_marker(path)  # refuses anything that is not a fastntk store
+        old.pop("id", None)  # the store's own id, not part of the computation
         if overwrite:
             store.replace(path)
         elif not _same(old, meta):
@@ -301,8 +358,10 @@ def write_zarr(spec: MatrixSpec, path, overwrite: bool = False, progress: bool =
     store together); its lock is held while writing."""
     t0 = time.perf_counter()
     k, K = check_part(part)
-    path = os.fspath(path)
+    given, path = os.fspath(path), os.path.abspath(os.fspath(path))  # absolute for workers
+    check_chunk_memory(spec.chunk, client, num_workers)
     _prepare_store(spec, path, overwrite, compressors)
+    sid = store.store_id(path)
     st = store.info(path)
     mine = [b for t, b in enumerate(st.expected_blocks()) if t % K == k - 1]
     todo, computed = [], 0
@@ -312,14 +371,101 @@ def write_zarr(spec: MatrixSpec, path, overwrite: bool = False, progress: bool =
         with store.WriterLock(path, (k, K)):
             st = store.info(path)  # what is done now that this part is ours
             todo = [b for b in mine if not st.done[b]]
-            computed = _run_blocks(spec, path, todo, progress, client, num_workers, on_block)
+            computed = _run_blocks(spec, path, todo, progress, client, num_workers, on_block,
+                                   sid)
         st = store.info(path)
+        lost = [b for b in todo if not st.done[b]]
+        if lost:  # completion as this process sees the store, not as the workers report it
+            raise store.StoreError(
+                f"{len(lost)} of the {len(todo)} blocks the tasks reported written are not in "
+                f"{path} as this process sees it (first: block {lost[0]}): the workers write "
+                "somewhere else; they must see the client's files at the same absolute path "
+                "(a shared file system)")
     missing = st.missing_blocks()
     if not missing and not store.marked_complete(path):
+        _verify_data(spec, path, "before the store was marked complete")
         store.mark_complete(path)
-    return WriteReport(path, spec.shape, spec.chunk, len(st.expected_blocks()),
+    return WriteReport(given, spec.shape, spec.chunk, len(st.expected_blocks()),
                        len(mine) - len(todo), computed, time.perf_counter() - t0, not missing,
                        (k, K), len(mine), len([b for b in missing if b not in set(mine)]))
+
+
+def _hashes_as_recorded(spec: MatrixSpec, key: str, bounds, recorded: dict,
+                        path: str) -> list[str]:
+    """The hashes of the row blocks of X or Y (``key``), from a read whose whole hash must be
+    the store's record (else DataChanged: the data changed before any block was computed)."""
+    A = spec.X if key == "X" else spec.Y
+    whole, digests = block_fingerprints(A, bounds)
+    if whole != recorded.get(key):
+        raise DataChanged(
+            f"{spec.source} changed while {path} was being written (content hash "
+            f"{recorded.get(key)} when the store was begun, {whole} before any block was "
+            "computed): nothing was computed; rerun the same command with the data as it "
+            "was, or rerun with --overwrite (overwrite=True) to compute the matrix of the "
+            "data as it is now")
+    return digests
+
+
+def _verify_data(spec: MatrixSpec, path: str, when: str) -> None:
+    """Hash the data again and compare with the store's record; DataChanged if it differs."""
+    recorded = store.read_marker(path)["data"]
+    for key, A in (("X", spec.X), ("Y", spec.Y)):
+        if A is None:
+            continue
+        now = fingerprint(A)
+        if now != recorded.get(key):
+            raise DataChanged(
+                f"{spec.source} changed while {path} was being written (content hash "
+                f"{recorded.get(key)} when the store was begun, {now} {when}): the store is "
+                "not marked complete; restore the data and rerun the same command, or rerun "
+                "with --overwrite (overwrite=True) to compute the matrix of the data as it is "
+                "now")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to this process (MemAvailable, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_chunk_memory(chunk: int, client=None, num_workers: int | None = None) -> None:
+    """Refuse a chunk whose blocks in flight cannot fit in memory: each task holds about
+    :data:`BLOCK_COPIES` copies of a chunk x chunk float64 block; on this machine (no client)
+    the tasks share the available memory, on a cluster each worker's memory limit is shared
+    by its threads.  Raises ValueError naming the chunk and the largest one that fits."""
+    if client is None:
+        avail = _available_memory()
+        tasks = int(num_workers) if num_workers else (os.cpu_count() or 1)
+        where = f"on this machine ({tasks} blocks in flight)"
+        per_task = None if avail is None else avail / tasks
+    else:
+        try:
+            workers = client.scheduler_info().get("workers", {}).values()
+            limits = [w["memory_limit"] / max(1, int(w.get("nthreads", 1)))
+                      for w in workers if w.get("memory_limit")]
+        except Exception:  # noqa: BLE001 - no usable answer: nothing to check against
+            limits = []
+        per_task = min(limits) if limits else None
+        where = "per Dask worker thread (its memory limit / its threads)"
+    if per_task is None:
+        return
+    need = BLOCK_COPIES * 8 * chunk * chunk
+    if need > per_task:
+        most = int((per_task / (BLOCK_COPIES * 8)) ** 0.5)
+        raise ValueError(
+            f"chunk {chunk} (rows per block; --chunk) needs about {need / 2**30:.3g} GiB per "
+            f"block in flight ({BLOCK_COPIES} copies of a {chunk} x {chunk} float64 block), "
+            f"more than the {per_task / 2**30:.3g} GiB available {where}: use a chunk of at "
+            f"most {most} rows")
 
 
 def to_zarr(net, X, path, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
@@ -361,12 +507,18 @@ def _has_default_client() -> bool:
 
 
 def _run_blocks(spec: MatrixSpec, path: str, todo, progress, client, num_workers,
-                on_block) -> int:
-    """Compute and write the blocks ``todo``; returns how many were written."""
+                on_block, store_id: str | None = None) -> int:
+    """Compute and write the blocks ``todo`` into the store ``path`` (absolute) with id
+    ``store_id``; returns how many were written.  The data is hashed again, row block by row
+    block, before any block is computed (its whole hash must be the store's record), and each
+    task checks its own copy of its rows against those hashes."""
     if not todo:
         return 0
-    pool = TaskPool(client, num_workers)
     rb, cb = spec.row_bounds(), spec.col_bounds()
+    recorded = store.read_marker(path)["data"]
+    hx = _hashes_as_recorded(spec, "X", rb, recorded, path)
+    hy = hx if spec.symmetric else _hashes_as_recorded(spec, "Y", cb, recorded, path)
+    pool = TaskPool(client, num_workers)
     tiles = pool.put(spec.tiles)
     need_rows = sorted({i for i, _ in todo} | ({j for _, j in todo} if spec.symmetric else set()))
     rows = {i: pool.put(np.ascontiguousarray(spec.X[slice(*rb[i])])) for i in need_rows}
@@ -376,7 +528,8 @@ def _run_blocks(spec: MatrixSpec, path: str, todo, progress, client, num_workers
     for i, j in todo:
         diag = spec.symmetric and i == j
         calls.append((tiles, spec.device, rows[i], None if diag else cols[j],
-                      path, i, j, rb[i], cb[j], spec.symmetric and not diag))
+                      path, i, j, rb[i], cb[j], spec.symmetric and not diag, store_id,
+                      (hx[i], None if diag else hy[j]), spec.source))
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -62,12 +62,16 @@ class TaskPool:
     def map(self, func: Callable, calls: Sequence[tuple]) -> Iterator[tuple[int, object]]:
         """Run ``func(*args)`` for every ``args`` in ``calls``; yields (index, result) in
         completion order.  A failing task raises here (after Dask's own retries of tasks
-        lost with a worker)."""
+        lost with a worker); so does an interrupt, after which the tasks not yet started are
+        cancelled (threads: those running finish first)."""
         if self.client is None:
-            with ThreadPoolExecutor(max_workers=self.workers) as ex:
+            ex = ThreadPoolExecutor(max_workers=self.workers)
+            try:
                 futures = {ex.submit(func, *args): i for i, args in enumerate(calls)}
                 for fut in as_completed(futures):
                     yield futures[fut], fut.result()
+            finally:  # an error, Ctrl-C or SIGTERM: the tasks not started never start
+                ex.shutdown(wait=True, cancel_futures=True)
             return
         from distributed import as_completed as dask_completed
 

@@ -157,37 +157,81 @@ class ArrayOperator(KernelOperator):
             if isinstance(first, tuple):  # dask: tuple of chunk sizes
                 first = first[0]
             row_block = int(first) if first else 1024
-            # at most ~128 MiB per block read
-            row_block = max(row_block, min(self.n, max(1, (1 << 24) // self.n)))
+            # at most ~128 MiB per block read, in whole chunks
+            wide = min(self.n, max(1, (1 << 24) // self.n))
+            row_block = self.n if wide >= self.n else max(row_block,
+                                                          wide // row_block * row_block)
         self.row_block = int(max(1, row_block))
         self.progress = progress
         self.exact_trace: float | None = None  # Tr(M) when known exactly (stores)
         self.metadata: dict | None = None
+        self.check = None  # fastntk.scale.store.BlockCheck of a store
+        self._reading = None  # this reader's registration in the store
+        self._mirror_checked = False
 
     @classmethod
     def open(cls, path, scale: float | None = None, **kw) -> ArrayOperator:
         """The kernel matrix in the fastntk store at ``path`` (``fastntk.scale.store``), which
         must be complete and square; ``scale`` defaults to 1 / n (K = Theta / n).  Its trace
-        is n Theta(1), exact, from the store's network."""
+        is n Theta(1), exact, from the store's network.
+
+        While the operator is open (until :meth:`close`) this process is registered as a
+        reader of the store, so ``fastntk matrix --overwrite`` refuses to replace it.  Every
+        block read is checked (``fastntk.scale.store.BlockCheck``: finite, |Theta| <=
+        Theta(1), and on the first pass block (j, i) the exact transpose of block (i, j)),
+        and after every pass the store must still be the one opened; a failure is a
+        StoreError naming the block."""
         from ..network.ntk import NTK
         from ..scale import store
 
-        A = store.open_matrix(path)
-        meta = store.read_marker(path)
-        if not meta.get("symmetric", False):
-            raise store.StoreError(f"{path} holds a rectangular matrix Theta(X, Y) "
-                                   f"{tuple(meta['shape'])}: eigenvalues need Theta(X, X)")
-        n = A.shape[0]
-        op = cls(A, scale=1.0 / n if scale is None else scale, **kw)
-        op.exact_trace = n * NTK.from_dict(meta["network"]).at_one(meta["which"])
-        op.metadata = meta
+        reading = store.Reading(path).acquire()
+        try:
+            A = store.open_matrix(path)
+            meta = store.read_marker(path)
+            if not meta.get("symmetric", False):
+                raise store.StoreError(f"{path} holds a rectangular matrix Theta(X, Y) "
+                                       f"{tuple(meta['shape'])}: eigenvalues need Theta(X, X)")
+            n = A.shape[0]
+            op = cls(A, scale=1.0 / n if scale is None else scale, **kw)
+            op.exact_trace = n * NTK.from_dict(meta["network"]).at_one(meta["which"])
+            op.metadata = meta
+            op.check = store.BlockCheck(path, meta)
+        except BaseException:
+            reading.release()
+            raise
+        op._reading = reading
         return op
 
-    def _rows(self, start: int, stop: int) -> np.ndarray:
-        block = self.A[start:stop]
+    def close(self) -> None:
+        """Unregister this reader of the store (if any)."""
+        if self._reading is not None:
+            self._reading.release()
+            self._reading = None
+
+    def _read(self, rows: slice, cols: slice = slice(None)) -> np.ndarray:
+        block = self.A[rows, cols]
         if hasattr(block, "compute"):
             block = block.compute()
         return np.asarray(block, dtype=np.float64)
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop, checked (a store: values, and on the first pass the mirror
+        images of the blocks right of the diagonal; any array: finite)."""
+        block = self._read(slice(start, stop))
+        if self.check is None:
+            if not np.isfinite(block).all():
+                r, c = (int(v) for v in np.argwhere(~np.isfinite(block))[0])
+                raise ValueError(f"the matrix holds {block[r, c]!r} at ({start + r}, {c}) "
+                                 f"(rows {start}:{stop}): its entries must be finite")
+            return block
+        self.check.values(block, start, 0)
+        if not self._mirror_checked:  # the blocks right of the diagonal against their images
+            self.check.mirror(block[:, start:stop], block[:, start:stop].T, start, start)
+            for c0 in range(stop, self.n, self.row_block):
+                c1 = min(c0 + self.row_block, self.n)
+                image = self._read(slice(c0, c1), slice(start, stop))
+                self.check.mirror(block[:, c0:c1], image.T, start, c0)
+        return block
 
     def _apply(self, V):
         out = np.empty_like(V)
@@ -199,6 +243,9 @@ class ArrayOperator(KernelOperator):
         for start in starts:
             stop = min(start + self.row_block, self.n)
             out[start:stop] = self._rows(start, stop) @ V
+        self._mirror_checked = True
+        if self.check is not None:
+            self.check.same_store()
         return out
 
     def _trace(self):
@@ -207,10 +254,7 @@ class ArrayOperator(KernelOperator):
         total = 0.0
         for start in range(0, self.n, self.row_block):
             stop = min(start + self.row_block, self.n)
-            block = self.A[start:stop, start:stop]
-            if hasattr(block, "compute"):
-                block = block.compute()
-            total += float(np.trace(np.asarray(block, dtype=np.float64)))
+            total += float(np.trace(self._read(slice(start, stop), slice(start, stop))))
         return total
 
 
@@ -333,9 +377,11 @@ class DaskTileOperator(TileOperator):
     """Matrix-free ``scale * Theta(X, X)`` across a Dask cluster.
 
     One task per tile pair I <= J evaluates Theta(X_I, X_J) once and returns its
-    contributions to both row blocks of K V, which this process adds up as they arrive (half
-    the kernel work of a full pass, memory O(n k) here).  The tile spec and the row blocks of
-    X enter the cluster once, the row blocks of V once per pass, as recomputable tasks
+    contributions to both row blocks of K V, which this process adds up in pair order, as the
+    in-process pass does, whatever order they arrive in (half the kernel work of a full pass;
+    memory O(n k) here, plus contributions that arrive before their turn): a seeded run
+    reproduces bit for bit on any cluster layout with the same tiles.  The tile spec and the
+    row blocks of X enter the cluster once, the row blocks of V once per pass, as recomputable tasks
     (``fastntk.scale.tasks``): a worker that dies costs its tasks, never the pass.  Call
     :meth:`close` (or use ``with``) to release X on the workers.
     """
@@ -365,12 +411,10 @@ class DaskTileOperator(TileOperator):
             from tqdm.auto import tqdm
 
             done = tqdm(done, total=len(calls), desc="tiles", leave=False)
+        order = _FixedOrderSum(pairs, out, self.bounds)
         try:
             for t, (a, b) in done:
-                i, j = pairs[t]
-                out[slice(*self.bounds[i])] += a
-                if b is not None:
-                    out[slice(*self.bounds[j])] += b
+                order.add(t, a, b)
         finally:
             self.pool.release(vs)
         return out
@@ -379,6 +423,37 @@ class DaskTileOperator(TileOperator):
         if getattr(self, "_rows", None) is not None:
             self.pool.release([self._spec, *self._rows])
             self._rows = None
+
+
+class _FixedOrderSum:
+    """Adds the contributions of tile pairs to the row blocks of ``out`` in the order of
+    ``pairs`` (the in-process pass's order), whatever order they arrive in: each row block
+    takes its contributions in pair order, keeping early arrivals until their turn, so a pass
+    is the same, bit for bit, on any cluster layout (for the same tiles)."""
+
+    def __init__(self, pairs, out: np.ndarray, bounds) -> None:
+        self.pairs, self.out, self.bounds = pairs, out, bounds
+        # for each row block: the (pair index, which part) it receives, in pair order
+        self.queue: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+        for t, (i, j) in enumerate(pairs):
+            self.queue[i].append((t, 0))
+            if i != j:
+                self.queue[j].append((t, 1))
+        self.next = dict.fromkeys(self.queue, 0)
+        self.waiting: dict[tuple[int, int], np.ndarray] = {}
+
+    def add(self, t: int, a: np.ndarray, b) -> None:
+        i, j = self.pairs[t]
+        self.waiting[(t, 0)] = a
+        if b is not None:
+            self.waiting[(t, 1)] = b
+        for r in (i, j) if i != j else (i,):
+            seq, k = self.queue[r], self.next[r]
+            while k < len(seq) and seq[k] in self.waiting:
+                self.out[slice(*self.bounds[r])] += self.waiting.pop(seq[k])
+                k += 1
+            self.next[r] = k
+
 
 
 class CenteredOperator(KernelOperator):

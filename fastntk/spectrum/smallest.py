@@ -237,7 +237,9 @@ def smallest_eigenvalues_stored(path, k: int = 1, scale: float | None = None,
                          "data; run it on the data (smallest_eigenvalues, or fastntk "
                          "spectrum --data ... --smallest K)")
     scale = 1.0 / n if scale is None else float(scale)
-    theta = np.asarray(A.compute() if hasattr(A, "compute") else A[:], dtype=np.float64)
+    with store.Reading(path):  # --overwrite refuses meanwhile
+        theta = np.asarray(A.compute() if hasattr(A, "compute") else A[:], dtype=np.float64)
+    store.BlockCheck(path, meta).matrix(theta)  # edited or damaged: an error naming the block
     res = dense_eigenvalues(theta, k, scale=scale, eigenvectors=eigenvectors, largest=False,
                             overwrite=True)
     del theta

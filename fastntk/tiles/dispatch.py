@@ -65,7 +65,10 @@ def _rows(X, name: str) -> np.ndarray:
         X = X[None, :]
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows, d), got shape {X.shape}")
-    return np.ascontiguousarray(X)
+    # aligned too: rows unpickled on a Dask worker may sit at any byte offset, and numpy
+    # copies unaligned operands apart, so X X^T became a GEMM instead of a SYRK: other
+    # rounding, and a tile that depended on where its rows had travelled
+    return np.require(X, requirements=["C", "A"])
 
 
 def _pair(Xi, Xj) -> tuple[np.ndarray, np.ndarray | None]:
