@@ -32,3 +32,9 @@ GRAM_BLOCK_ROWS = 1024
 MAX_PASSES = 50
 #: Number of top eigenvalues of ``fastntk spectrum`` when -k is not given.
 SPECTRUM_K = 50
+#: Deepest network accepted (hidden layers): the layer recursion runs once per layer in
+#: Python, and Theta(1), the variances and every coefficient table are kept per layer.
+MAX_HIDDEN_LAYERS = 100_000
+#: Most memory the per-layer coefficient tables of one ``NTK.coefficients(T)`` may take
+#: (3 (T + 1) doubles per layer); a larger request is refused before anything is allocated.
+COEFFICIENT_MEMORY = 4 * 2**30

@@ -246,28 +246,46 @@ class MixtureHermite:
     nu_error: np.ndarray | None
 
 
+def _b_edges(activation, K: int, s: float, sigma: float) -> np.ndarray | None:
+    """Panel edges of the B rule (None for sigma = 0: the one node B = 0)."""
+    if not sigma > 0:
+        return None
+    # mu_k(B) varies on the scale of phi's features (about 1) and of the Hermite functions
+    # of order k seen through s (s / sqrt(2 k + 1))
+    hB = min(0.5 * max(1.0, 8.0 * s / math.sqrt(2 * K + 1)), sigma)
+    reach = Z_MAX * s + 8.0
+    edges = _edges(-T_MAX * sigma, T_MAX * sigma, hB, (-reach, reach),
+                   (0.0, *activation.kinks), min(0.25, 0.25 * s, 0.25 * sigma))
+    # and no panel wider than sigma / 4: the normal density itself must be resolved
+    grid = np.linspace(-T_MAX * sigma, T_MAX * sigma, int(math.ceil(8 * T_MAX)) + 1)
+    return np.unique(np.concatenate([edges, grid]))
+
+
+def _z_edges(activation, K: int, s: float, b: float) -> np.ndarray:
+    """Panel edges of the z rule for the node B = b."""
+    hz = min(0.5, 16.0 / math.sqrt(2 * K + 1))
+    inner = 0.125 / s if s > 0 else 0.0
+    zc = [(c - b) / s for c in (0.0, *activation.kinks)] if s > 0 else []
+    return _edges(-Z_MAX, Z_MAX, hz, (-Z_MAX, Z_MAX), zc, inner if inner < hz else 0.0)
+
+
+def mixture_cost(activation, K: int, s: float, sigma: float) -> float:
+    """About the multiply-adds of :func:`mixture_hermite` (both rules)."""
+    eb = _b_edges(activation, K, s, sigma)
+    nb = 1 if eb is None else len(eb) - 1
+    nz = len(_z_edges(activation, K, s, 0.0)) - 1
+    return float(nb * nz) * sum(mb * mz for mb, mz in RULES) * (K + 1)
+
+
 def _mixture_rule(activation, K: int, s: float, sigma: float, rule: tuple[int, int]):
     mB, mz = rule
-    centres = (0.0, *activation.kinks)
-    if sigma > 0:
-        # mu_k(B) varies on the scale of phi's features (about 1) and of the Hermite
-        # functions of order k seen through s (s / sqrt(2 k + 1))
-        hB = min(0.5 * max(1.0, 8.0 * s / math.sqrt(2 * K + 1)), sigma)
-        reach = Z_MAX * s + 8.0
-        edges = _edges(-T_MAX * sigma, T_MAX * sigma, hB, (-reach, reach), centres,
-                       min(0.25, 0.25 * s, 0.25 * sigma))
+    edges = _b_edges(activation, K, s, sigma)
+    if edges is not None:
         B, wB = _composite(edges, mB)
         wB = wB * np.exp(-0.5 * (B / sigma) ** 2) / (SQRT_2PI * sigma)
     else:
         B, wB = np.zeros(1), np.ones(1)
-    hz = min(0.5, 16.0 / math.sqrt(2 * K + 1))
-    inner = 0.125 / s if s > 0 else 0.0
-    rows = []
-    for b in B:
-        zc = [(c - b) / s for c in centres] if s > 0 else []
-        z, wz = _composite(_edges(-Z_MAX, Z_MAX, hz, (-Z_MAX, Z_MAX), zc,
-                                  inner if inner < hz else 0.0), mz)
-        rows.append((z, wz))
+    rows = [_composite(_z_edges(activation, K, s, b), mz) for b in B]
     n = max(len(z) for z, _ in rows)
     Z = np.zeros((len(B), n))
     W = np.zeros((len(B), n))

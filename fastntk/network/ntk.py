@@ -27,12 +27,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..common.defaults import COMPOSITION_ATOL, MATRIX_CHUNK, TILE_TOL
+from ..common.defaults import (
+    COEFFICIENT_MEMORY,
+    COMPOSITION_ATOL,
+    MATRIX_CHUNK,
+    MAX_HIDDEN_LAYERS,
+    TILE_TOL,
+)
 from ..data.rows import check_rows
 from ..kernels import tiles_cpu
 from . import series as _series
 from .activations import Activation, get_activation
-from .hermite import hermite_for, mixture_hermite
+from .hermite import hermite_for, mixture_cost, mixture_hermite
 
 EPS = np.finfo(np.float64).eps
 #: Largest Theta(x, x) accepted: kernel values, their sums over up to 10^8 terms and the
@@ -185,7 +191,7 @@ class NTK:
     Parameters
     ----------
     activation : name (``"relu"``, ``"tanh"``, ``"gaussian:2"``, ...), Activation or callable.
-    hidden_layers : L >= 1.
+    hidden_layers : 1 <= L <= ``MAX_HIDDEN_LAYERS`` (100,000).
     gamma_w, gamma_b : input-layer weight and bias standard deviations.
     sigma_w, sigma_b : weight and bias standard deviations of layers 2..L+1.
         ``sigma_b=None`` means Assumption 2: sigma_b^2 = 1 - sigma_w^2 E[phi(Z)^2].
@@ -229,6 +235,10 @@ class NTK:
             raise TypeError(f"hidden_layers must be an integer >= 1, got {hidden_layers!r}")
         if hidden_layers < 1:
             raise ValueError(f"hidden_layers must be >= 1, got {hidden_layers}")
+        if hidden_layers > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"hidden_layers = {hidden_layers} is beyond the supported depth "
+                             f"{MAX_HIDDEN_LAYERS:,}: the recursion and its per-layer tables "
+                             "grow with the depth; use at most that many hidden layers")
         L = int(hidden_layers)
         gamma_w = _check_nonneg("gamma_w", gamma_w)
         gamma_b = _check_nonneg("gamma_b", gamma_b)
@@ -336,6 +346,9 @@ class NTK:
         ``"generic"`` (Hermite coefficients + re-centred composition, any activation) or
         ``"relu"``.  ``atol`` is the certified remainder allowed per composition,
         relative to the layer's variance.  Cached by value; the arrays are read-only.
+        Raises ValueError when the per-layer tables would exceed ``COEFFICIENT_MEMORY``
+        (before anything is allocated), or when the computed coefficients contradict the
+        exact Theta(1) (Hermite coefficients not resolved at the network's input scales).
         """
         if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 0:
             raise ValueError(f"T must be an integer >= 0, got {T!r}")
@@ -345,6 +358,14 @@ class NTK:
         if use_relu and not self.activation.is_relu_family:
             raise ValueError(f"method='relu' needs a ReLU-family activation, not "
                              f"{self.activation.name}")
+        need = 3 * 8 * (int(T) + 1) * (self.hidden_layers + 1)
+        if need > COEFFICIENT_MEMORY:
+            fit = COEFFICIENT_MEMORY // (3 * 8 * (self.hidden_layers + 1)) - 1
+            raise ValueError(
+                f"the coefficient tables of {self.hidden_layers} layers to degree T = {T} "
+                f"need {need / 2**30:.3g} GiB (3 (T + 1) doubles per layer), more than the "
+                f"{COEFFICIENT_MEMORY / 2**30:g} GiB allowed: use T <= {max(fit, 0)} or "
+                "fewer hidden layers")
         return _coefficients_cached(self, int(T), use_relu, float(atol))
 
     def _compute_coefficients(self, T: int, use_relu: bool, atol: float) -> Coefficients:
@@ -504,6 +525,9 @@ def _coefficients_cached(net: NTK, T: int, use_relu: bool, atol: float) -> Coeff
 # ----------------------------------------------------------- dual series
 _CAP_CLOSED = 4_000_000
 _CAP_QUAD = 2048
+#: Largest work (multiply-adds) spent on the mixture quadrature of one layer; beyond it the
+#: binomial re-centring with its certified remainder is used (coarser, never wrong).
+_MIXTURE_WORK = 3e9
 
 
 def _needed_order(degree: int, b: float) -> int:
@@ -566,7 +590,9 @@ def _dual_series(act: Activation, q: float, degree: int, b: float, atol: float) 
     the k-sum of the re-centring can be cut with a remainder <= ``atol`` (or to the order
     needed, at most 4,000,000 in closed form, 2048 by quadrature).  When quadrature cannot
     reach that order (A(0) near 1 and phi_q with slowly decaying coefficients: a large
-    input scale), the re-centred coefficients come from the mixture quadrature instead.
+    input scale), the re-centred coefficients come from the mixture quadrature instead, if
+    its work stays below ``_MIXTURE_WORK``; otherwise the cut k-sum stands, its certified
+    remainder (non-negative terms left out) counted in the bounds.
     """
     top = max(_needed_order(degree, b), degree + 1)
     closed = act.closed_form_hermite(0, q) is not None
@@ -581,9 +607,10 @@ def _dual_series(act: Activation, q: float, degree: int, b: float, atol: float) 
         if rem <= atol or K >= min(top, cap):
             break
         K = min(2 * K, top, cap)
-    if closed or rem <= atol or b >= 1.0:
-        return duals
     s, sigma = math.sqrt(q * b), math.sqrt(q * max(1.0 - b, 0.0))
+    if (closed or rem <= atol or b >= 1.0
+            or mixture_cost(act, degree, s, sigma) > _MIXTURE_WORK):
+        return duals
     m = _mixture_cached(act, degree, s, sigma)
     j = np.arange(1, degree + 1)
     return _Duals("mixture", False, e=m.e, ee=m.ee, variable=m.v,

@@ -100,7 +100,7 @@ def compose_generic(
         np.ascontiguousarray(d.coeffs), np.ascontiguousarray(dd.coeffs), a0, k_cut, degree)
     bser = np.zeros(degree + 1)
     bser[1 : len(a)] = a[1:] / b
-    out, outd = series_cpu.horner_compose_pair(e, ee, bser, degree)
+    out, outd = series_cpu.horner_compose_pair(e, ee, _trimmed(bser), degree)
     return out, outd, rem
 
 
@@ -113,8 +113,8 @@ def compose_recentred(a: np.ndarray, e: np.ndarray, ee: np.ndarray, degree: int,
     a = _padded(a, degree)
     bser = np.zeros(degree + 1)
     bser[1:] = a[1:] / float(one_minus_a0)
-    return series_cpu.horner_compose_pair(_padded(e, degree), _padded(ee, degree), bser,
-                                          degree)
+    return series_cpu.horner_compose_pair(_padded(e, degree), _padded(ee, degree),
+                                          _trimmed(bser), degree)
 
 
 def relu_family_compose(
@@ -140,6 +140,13 @@ def relu_family_compose(
     ed = w * vt
     ed[0] += m1
     return m1 * a + w * kt, ed
+
+
+def _trimmed(b: np.ndarray) -> np.ndarray:
+    """``b`` without its trailing zeros (at least two entries): Horner's rule then costs
+    O(degree^2 x its length), e.g. O(degree^2) for the linear first layer."""
+    nz = np.flatnonzero(b)
+    return np.ascontiguousarray(b[: max(int(nz[-1]) + 1 if len(nz) else 0, 2)])
 
 
 def _padded(a: np.ndarray, degree: int) -> np.ndarray:
