@@ -608,7 +608,7 @@ def _dual_series(act: Activation, q: float, degree: int, b: float, atol: float) 
             break
         K = min(2 * K, top, cap)
     s, sigma = math.sqrt(q * b), math.sqrt(q * max(1.0 - b, 0.0))
-    if (closed or rem <= atol or b >= 1.0
+    if (closed or rem <= atol or b >= 1.0 or b <= 0.0
             or mixture_cost(act, degree, s, sigma) > _MIXTURE_WORK):
         return duals
     m = _mixture_cached(act, degree, s, sigma)
