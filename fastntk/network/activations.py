@@ -174,7 +174,7 @@ MAX_SLOPE = 1e100
 def _gaussian(s: float) -> Activation:
     lo, hi = GAUSSIAN_WIDTH_RANGE
     if not lo <= s <= hi:
-        raise ValueError(f"gaussian width s must be a number in [{lo:g}, {hi:g}], got {s!r}: "
+        raise ValueError(f"gaussian width s must be > 0, within [{lo:g}, {hi:g}]; got {s!r}: "
                          "write e.g. 'gaussian:0.5' (docs/math.md section 2)")
     s2 = s * s
     norm = 1.0 / math.sqrt(2.0 * math.pi * s2)
