@@ -112,7 +112,15 @@ def relu_hermite(K: int) -> np.ndarray:
     return out
 
 
-def hermite_quadrature_mp(phi_mp: Callable, K: int, dps: int = 30) -> list:
+def scale_points(q: float) -> list:
+    """Split points for integrals of phi(sqrt(q) z) against the normal density: 0 and
+    +-2^i / sqrt(q) up to |z| = 64, then +-inf (a feature of width 1 / sqrt(q) at 0)."""
+    sq = mpmath.sqrt(mpmath.mpf(q))
+    pos = [mpmath.mpf(2) ** i / sq for i in range(-2, 200) if mpmath.mpf(2) ** i / sq < 64]
+    return [-mpmath.inf, *[-p for p in reversed(pos)], 0, *pos, mpmath.inf]
+
+
+def hermite_quadrature_mp(phi_mp: Callable, K: int, dps: int = 30, points=None) -> list:
     """mu_k(phi) = E[phi(Z) h_k(Z)], k = 0..K, by mpmath quadrature (docs/math.md §2).
 
     ``h_k = He_k / sqrt(k!)`` are the orthonormal probabilists' Hermite polynomials; He_k is
@@ -121,9 +129,12 @@ def hermite_quadrature_mp(phi_mp: Callable, K: int, dps: int = 30) -> list:
     activations) and done by tanh-sinh quadrature over (-inf, 0) and (0, inf).
 
     ``phi_mp`` must accept and return mpmath numbers.  Slow: meant for K <= 10.
-    Returns a list of K + 1 mpmath ``mpf``.
+    ``points``: the split points (default [-inf, 0, inf]); a function with a narrow feature
+    (phi(sqrt(q) z) for large q) needs splits at the feature's scale, see
+    :func:`scale_points`.  Returns a list of K + 1 mpmath ``mpf``.
     """
     K = int(K)
+    points = [-mpmath.inf, 0, mpmath.inf] if points is None else points
     out = []
     with mpmath.workdps(dps):
         norm = 1 / mpmath.sqrt(2 * mpmath.pi)
@@ -139,9 +150,75 @@ def hermite_quadrature_mp(phi_mp: Callable, K: int, dps: int = 30) -> list:
                         he_prev, he = he, z * he - m * he_prev
                 return phi_mp(z) * he * inv_sqrt_fact * mpmath.exp(-z * z / 2) * norm
 
-            val = mpmath.quad(integrand, [-mpmath.inf, 0, mpmath.inf])
+            val = mpmath.quad(integrand, points)
             out.append(+mpmath.mpf(mpmath.re(val)))
     return out
+
+
+def mp_gaussian_moment(f_mp: Callable, q: float, dps: int = 25):
+    """E[f(sqrt(q) Z)] for Z ~ N(0, 1) by mpmath tanh-sinh quadrature split at
+    :func:`scale_points` (docs/math.md section 2, the moments behind Theta(1))."""
+    with mpmath.workdps(dps):
+        sq = mpmath.sqrt(mpmath.mpf(q))
+        return +mpmath.quad(lambda z: f_mp(sq * z) * mpmath.npdf(z), scale_points(q))
+
+
+def one_layer_dual(f: Callable, rho: float, gamma_w: float, gamma_b: float) -> float:
+    """E[f(U) f(V)] for the first layer's pre-activations U = gamma_w <w, x> + gamma_b b and
+    V likewise at y, <x, y> = rho (docs/math.md section 1), by nested adaptive quadrature
+    over U and V | U, in float64 (a slow reference, independent of any series):
+    U ~ N(0, q), V | U = u ~ N(c u / q, (q^2 - c^2) / q), q = gamma_w^2 + gamma_b^2,
+    c = gamma_b^2 + gamma_w^2 rho; q^2 - c^2 = gamma_w^2 (1 - rho) (q + c) without
+    cancellation.  ``f`` is a numpy function of one variable with its features within
+    |x| <= 8 at scale about 1 (tanh, sigmoid, softplus and their derivatives); for |u| > 60
+    it uses f(V) ~ f(u) at the saturated ends."""
+    from scipy import integrate
+
+    q = gamma_w**2 + gamma_b**2
+    c = gamma_b**2 + gamma_w**2 * rho
+    sd_u = math.sqrt(q)
+    sd_c = math.sqrt(gamma_w**2 * (1.0 - rho) * (q + c) / q)
+    slope = c / q
+
+    def inner(u: float) -> float:
+        m = slope * u
+        w0 = -m / sd_c if sd_c > 0 else 0.0
+        if sd_c == 0.0:
+            return float(f(np.array([m]))[0])
+        pts = sorted({w0 + d / sd_c for d in (-16, -8, -4, -2, -1, 0, 1, 2, 4, 8, 16)}
+                     | {-12.0, 12.0})
+        pts = [p for p in pts if -12.0 <= p <= 12.0]
+        edges = [-12.0, *pts, 12.0]
+        total = 0.0
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            if hi > lo:
+                total += integrate.quad(
+                    lambda w: float(f(np.array([m + sd_c * w]))[0]) * math.exp(-0.5 * w * w)
+                    / math.sqrt(2 * math.pi), lo, hi, epsabs=1e-15, epsrel=1e-11,
+                    limit=100)[0]
+        return total
+
+    def outer(u: float) -> float:
+        return float(f(np.array([u]))[0]) * inner(u) * math.exp(-0.5 * (u / sd_u) ** 2) / (
+            math.sqrt(2 * math.pi) * sd_u)
+
+    lim = 12.0 * sd_u
+    pts = sorted({0.0} | {s * 2.0**i for s in (-1, 1) for i in range(-4, 80)
+                          if 2.0**i < lim} | {-lim, lim})
+    total = 0.0
+    for lo, hi in zip(pts[:-1], pts[1:], strict=True):
+        total += integrate.quad(outer, lo, hi, epsabs=0.0, epsrel=1e-11, limit=100)[0]
+    return total
+
+
+def one_layer_theta(f: Callable, df: Callable, rho: float, gamma_w: float, gamma_b: float,
+                    sigma_w: float, sigma_b: float) -> float:
+    """Theta(rho) of one hidden layer (output bias on), docs/math.md section 1:
+    sigma_w^2 E[f(U) f(V)] + sigma_b^2 + (gamma_b^2 + gamma_w^2 rho) sigma_w^2 E[f'(U) f'(V)],
+    each expectation by :func:`one_layer_dual`."""
+    e = one_layer_dual(f, rho, gamma_w, gamma_b)
+    ed = one_layer_dual(df, rho, gamma_w, gamma_b)
+    return sigma_w**2 * e + sigma_b**2 + (gamma_b**2 + gamma_w**2 * rho) * sigma_w**2 * ed
 
 
 # --------------------------------------------------------------------------------------------

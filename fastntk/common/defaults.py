@@ -42,3 +42,9 @@ BENCH_REPEATS = 3
 #: Seconds a store lock stays valid without renewal (its holder renews it every quarter of
 #: this); a lock from another host whose lease has run out is taken over.
 LOCK_LEASE = 120.0
+#: Deepest network accepted (hidden layers): the layer recursion runs once per layer in
+#: Python, and Theta(1), the variances and every coefficient table are kept per layer.
+MAX_HIDDEN_LAYERS = 100_000
+#: Most memory the per-layer coefficient tables of one ``NTK.coefficients(T)`` may take
+#: (3 (T + 1) doubles per layer); a larger request is refused before anything is allocated.
+COEFFICIENT_MEMORY = 4 * 2**30

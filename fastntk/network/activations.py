@@ -90,10 +90,22 @@ class Activation:
         return self.moments(q)[1]
 
     def moments(self, q: float = 1.0) -> tuple[float, float]:
-        """(E[phi(sqrt(q) Z)^2], E[phi'(sqrt(q) Z)^2]), closed form or adaptive quadrature."""
+        """(E[phi(sqrt(q) Z)^2], E[phi'(sqrt(q) Z)^2]), closed form or adaptive quadrature.
+
+        Raises ValueError when either is not a finite number (phi or phi' not finite, or
+        too large, at input scale q), naming the activation and the scale."""
         if self._closed_moments is not None:
-            return self._closed_moments(q)
-        return _quadrature_moments(self, float(q))
+            m2, d2 = self._closed_moments(q)
+        else:
+            m2, d2 = _quadrature_moments(self, float(q))
+        if not (math.isfinite(m2) and math.isfinite(d2)):
+            what = "E[phi(sqrt(q) Z)^2]" if not math.isfinite(m2) else "E[phi'(sqrt(q) Z)^2]"
+            raise ValueError(
+                f"activation {self.name!r} is not finite at input scale q = {q:.6g}: "
+                f"{what} = {m2 if not math.isfinite(m2) else d2}; phi (or phi') returns NaN "
+                "or overflows there. Fix the activation, or use smaller gamma_w, gamma_b, "
+                "sigma_w, sigma_b (docs/math.md section 2)")
+        return m2, d2
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -102,14 +114,17 @@ class Activation:
 @lru_cache(maxsize=256)
 def _quadrature_moments(act: Activation, q: float) -> tuple[float, float]:
     sq = math.sqrt(q)
-    kinks = tuple(k / sq for k in act.kinks)
-    m2 = _h.gaussian_expectation(lambda z: act.phi(sq * z) ** 2, kinks)
-    d2 = _h.gaussian_expectation(lambda z: act.dphi(sq * z) ** 2, kinks)
+    kinks = tuple(k / sq for k in (0.0, *act.kinks))  # its features, of width 1 / sqrt(q)
+    m2 = _h.gaussian_expectation(lambda z: act.phi(sq * z) ** 2, kinks, 1.0 / sq)
+    d2 = _h.gaussian_expectation(lambda z: act.dphi(sq * z) ** 2, kinks, 1.0 / sq)
     return m2, d2
 
 
 def _leaky(slope: float, name: str) -> Activation:
     a = float(slope)
+    if not abs(a) <= MAX_SLOPE:
+        raise ValueError(f"leaky_relu slope must be a finite number with |slope| <= "
+                         f"{MAX_SLOPE:g}, got {slope!r}: write e.g. 'leaky_relu:0.1'")
 
     def phi(z):
         z = np.asarray(z, dtype=np.float64)
@@ -150,9 +165,17 @@ def _erf() -> Activation:
     )
 
 
+#: Widths s of the Gaussian bump accepted (its moments need s^6 inside float64).
+GAUSSIAN_WIDTH_RANGE = (1e-50, 1e50)
+#: Largest |slope| of leaky_relu accepted (its moments need slope^2 inside float64).
+MAX_SLOPE = 1e100
+
+
 def _gaussian(s: float) -> Activation:
-    if not s > 0:
-        raise ValueError(f"gaussian width s must be > 0, got {s}")
+    lo, hi = GAUSSIAN_WIDTH_RANGE
+    if not lo <= s <= hi:
+        raise ValueError(f"gaussian width s must be > 0, within [{lo:g}, {hi:g}]; got {s!r}: "
+                         "write e.g. 'gaussian:0.5' (docs/math.md section 2)")
     s2 = s * s
     norm = 1.0 / math.sqrt(2.0 * math.pi * s2)
 
@@ -234,6 +257,25 @@ def _numerical_derivative(phi: ArrayFn) -> ArrayFn:
     return dphi
 
 
+def _check_finite(phi: ArrayFn, name: str) -> None:
+    """ValueError when ``phi`` is not a finite number at one of 41 points of [-4, 4]."""
+    z = np.linspace(-4.0, 4.0, 41) + 0.0123
+    with np.errstate(all="ignore"):
+        try:
+            v = np.asarray(phi(z), dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"activation {name!r} must map a float64 array to an array of "
+                             f"numbers: {exc}") from None
+    if v.shape != z.shape:
+        raise ValueError(f"activation {name!r} must map an array to an array of the same "
+                         f"shape, got shape {v.shape} for {z.shape}")
+    bad = ~np.isfinite(v)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"activation {name!r} is not finite: phi({z[i]:.4g}) = {v[i]}. "
+                         "An activation must return finite numbers for every input")
+
+
 def _check_derivative(phi: ArrayFn, dphi: ArrayFn, kinks: tuple[float, ...]) -> None:
     """ValueError when ``dphi`` is not the derivative of ``phi`` (compared with a 4th-order
     central difference at 41 points of [-4, 4] away from the kinks)."""
@@ -269,12 +311,13 @@ def activation_from_callable(
     """
     if not callable(phi):
         raise TypeError(f"activation must be a name or a callable, got {phi!r}")
+    label = name or getattr(phi, "__name__", "custom")
+    _check_finite(phi, label)
     numerical = dphi is None
     d = _numerical_derivative(phi) if numerical else dphi
     if not numerical:
         _check_derivative(phi, dphi, tuple(kinks))
-    return Activation(name or getattr(phi, "__name__", "custom"), phi, d, DUAL_NONE, 0.0,
-                      tuple(kinks), numerical)
+    return Activation(label, phi, d, DUAL_NONE, 0.0, tuple(kinks), numerical)
 
 
 def get_activation(spec: str | Activation | ArrayFn, **params: float) -> Activation:
@@ -298,6 +341,9 @@ def get_activation(spec: str | Activation | ArrayFn, **params: float) -> Activat
             value = float(arg)
         except ValueError:
             raise ValueError(f"activation parameter in {spec!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"activation parameter in {spec!r} is not finite: write e.g. "
+                             "'leaky_relu:0.1' or 'gaussian:2'")
         if key == "leaky_relu":
             params = {"slope": value, **params}
         elif key == "gaussian":

@@ -5,8 +5,12 @@ L2(N(0, 1)); mu_k(phi) = E[phi(Z) h_k(Z)] and Parseval gives sum_k mu_k^2 = E[ph
 
 Closed forms here are built from ratio recurrences (no factorials, no factorial2: SciPy's
 ``factorial2(-1)`` changed from 1 to 0 and would silently zero ReLU's mu_2).  Everything else
-uses Gauss-Hermite quadrature with orthonormal Hermite *functions* (h_k times the square root of
-the weight), which stay bounded for every order, and reports the Parseval residual.
+uses composite Gauss-Legendre quadrature with orthonormal Hermite *functions* (h_k times the
+square root of the weight), which stay bounded for every order: panels narrow enough for the
+Hermite functions, refined geometrically towards the activation's features (z = 0 and its
+kinks, at z = -B / s for phi(B + s z)), so the narrow spike of phi'(sqrt(q) z) at large q is
+resolved whatever q.  Two rules (coarse, fine) give each value and its error estimate
+(:func:`mixture_hermite`), and the Parseval residual is reported.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ from functools import lru_cache
 import numpy as np
 from scipy import integrate, special
 
+from ..kernels import series_cpu
+
 SQRT_2PI = math.sqrt(2.0 * math.pi)
+#: Gauss-Legendre points per panel (B panels, z panels) of the coarse and the fine rule of
+#: :func:`mixture_hermite`; the fine value is used, the difference is its error estimate.
+RULES = ((10, 16), (14, 24))
+#: z beyond +-Z_MAX is left out: there sqrt(phi(z)) = exp(-z^2/4) / (2 pi)^(1/4) < 1e-20.
+Z_MAX = 13.6
+#: B ~ N(0, sigma^2) beyond +-T_MAX sigma is left out (probability below 1e-20).
+T_MAX = 9.4
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,8 @@ class HermiteCoefficients:
 
     ``residual = second_moment - sum_k mu_k^2`` is the mass of the coefficients beyond K
     (exactly, for closed forms; up to quadrature error otherwise, then ``exact`` is False).
+    ``error``: estimated absolute error of each mu_k (zeros for closed forms); ``dmu``: the
+    coefficients of z -> phi'(sqrt(q) z) and their ``derror`` (quadrature only, else None).
     """
 
     mu: np.ndarray
@@ -35,6 +50,9 @@ class HermiteCoefficients:
     residual: float
     method: str
     exact: bool
+    error: np.ndarray | None = None
+    dmu: np.ndarray | None = None
+    derror: np.ndarray | None = None
 
 
 def relu_hermite(K: int) -> np.ndarray:
@@ -119,13 +137,23 @@ def quadrature_hermite(phi, K: int, n_nodes: int | None = None) -> np.ndarray:
     return mu
 
 
-def gaussian_expectation(f, kinks: tuple[float, ...] = (0.0,)) -> float:
-    """E[f(Z)] for Z ~ N(0, 1) by adaptive quadrature, split at the given kinks."""
+def gaussian_expectation(f, kinks: tuple[float, ...] = (0.0,), scale: float = 0.0) -> float:
+    """E[f(Z)] for Z ~ N(0, 1) by adaptive quadrature, split at the given kinks.
+
+    ``scale`` > 0: f has features of that width around each kink (phi(sqrt(q) z) has them
+    at width 1 / sqrt(q)); the range is then also split at kink +- scale 2^i, so that no
+    panel is so wide that the adaptive rule misses a narrow spike (docs/math.md section 2).
+    """
     def integrand(z: float) -> float:
         return float(f(np.array([z]))[0]) * math.exp(-0.5 * z * z) / SQRT_2PI
 
-    points = sorted(set(kinks))
-    edges = [-math.inf, *points, math.inf]
+    points = set(kinks)
+    if scale > 0:
+        g = scale * 2.0 ** np.arange(int(math.ceil(math.log2(64.0 / scale))) + 1)
+        for c in kinks:
+            points.update(float(p) for p in np.concatenate([c - g, c + g]) if abs(p) < 40)
+        points.update((-40.0, 40.0))
+    edges = [-math.inf, *sorted(points), math.inf]
     total = 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", integrate.IntegrationWarning)
@@ -136,18 +164,173 @@ def gaussian_expectation(f, kinks: tuple[float, ...] = (0.0,)) -> float:
 
 
 def hermite_for(activation, K: int, q: float = 1.0) -> HermiteCoefficients:
-    """Hermite coefficients of z -> phi(sqrt(q) z) for an :class:`~fastntk.Activation`.
+    """Hermite coefficients mu_0..mu_K of z -> phi(sqrt(q) z) for an
+    :class:`~fastntk.Activation` (docs/math.md section 2).
 
-    Closed form when the activation has one, otherwise quadrature with its Parseval residual.
+    Closed form when the activation has one; otherwise the composite quadrature of
+    :func:`mixture_hermite` (any q > 0: its panels follow the spike of phi'(sqrt(q) z)),
+    with an error estimate per coefficient, the coefficients of phi'(sqrt(q) z) and the
+    Parseval residual.  Raises ValueError for K < 0, q <= 0 or a non-finite activation.
     """
     if K < 0:
         raise ValueError(f"K must be >= 0, got {K}")
+    if not (q > 0 and math.isfinite(q)):
+        raise ValueError(f"the input scale q must be a finite number > 0, got {q!r}")
     m2 = activation.second_moment(q)
     mu = activation.closed_form_hermite(K, q)
     if mu is not None:
         residual = max(m2 - float(np.sum(mu * mu)), 0.0)
         return HermiteCoefficients(mu, m2, residual, "closed form", True)
-    sq = math.sqrt(q)
-    mu = quadrature_hermite(lambda z: activation.phi(sq * z), K)
+    m = mixture_hermite(activation, K, math.sqrt(q), 0.0)
+    mu, dmu = m.mu[0], m.nu[0]
+    err, derr = m.mu_error[0], m.nu_error[0]
     residual = m2 - float(np.sum(mu * mu))
-    return HermiteCoefficients(mu, m2, residual, "Gauss-Hermite quadrature", False)
+    return HermiteCoefficients(mu, m2, residual, "composite quadrature", False, err, dmu, derr)
+
+
+# ------------------------------------------------------------------ composite quadrature
+@lru_cache(maxsize=8)
+def _gauss_legendre(m: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(m)
+
+
+def _edges(lo: float, hi: float, width: float, band: tuple[float, float],
+           centres, inner: float) -> np.ndarray:
+    """Panel edges of [lo, hi]: steps of at most ``width`` inside ``band``, and edges at
+    c +- inner 2^i (i = 0, 1, ...) around every centre c, so that panels grow geometrically
+    away from the centres (a feature of width ``inner`` at c is resolved)."""
+    parts = [np.array([lo, hi])]
+    a, b = max(lo, band[0]), min(hi, band[1])
+    if b > a:
+        parts.append(np.linspace(a, b, int(math.ceil((b - a) / width)) + 1))
+    span = hi - lo
+    if inner > 0:
+        g = inner * 2.0 ** np.arange(int(math.ceil(math.log2(2.0 * span / inner))) + 1)
+        for c in centres:
+            if lo - span < c < hi + span:
+                parts.append(np.concatenate([[c], c - g, c + g]))
+    e = np.unique(np.concatenate(parts))
+    return e[(e >= lo) & (e <= hi)]
+
+
+def _composite(edges: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = _gauss_legendre(m)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    half = 0.5 * (edges[1:] - edges[:-1])
+    return (mid[:, None] + half[:, None] * x).ravel(), (half[:, None] * w).ravel()
+
+
+@dataclass(frozen=True)
+class MixtureHermite:
+    """Hermite coefficients of z -> phi(B + s z) and phi'(B + s z), B ~ N(0, sigma^2).
+
+    Per node B_r of the B rule (weights ``w``, summing to 1 up to the left-out tails):
+    ``mu[r, k]`` and ``nu[r, k]``.  Their B-averages of squares, e_k = E_B[mu_k(B)^2] and
+    ee_k = E_B[nu_k(B)^2], and v = E_B[Var_z phi(B + s Z)] (taken around each mean, without
+    cancellation), each with an absolute error estimate (``*_error``: the difference of the
+    coarse and the fine rule, plus 4 eps of the value).  For sigma = 0 (one node B = 0)
+    ``mu_error``/``nu_error`` estimate the errors of mu[0] and nu[0] themselves.
+    """
+
+    B: np.ndarray
+    w: np.ndarray
+    mu: np.ndarray
+    nu: np.ndarray
+    e: np.ndarray
+    ee: np.ndarray
+    v: float
+    e_error: np.ndarray
+    ee_error: np.ndarray
+    v_error: float
+    mu_error: np.ndarray | None
+    nu_error: np.ndarray | None
+
+
+def _b_edges(activation, K: int, s: float, sigma: float) -> np.ndarray | None:
+    """Panel edges of the B rule (None for sigma = 0: the one node B = 0)."""
+    if not sigma > 0:
+        return None
+    # mu_k(B) varies on the scale of phi's features (about 1) and of the Hermite functions
+    # of order k seen through s (s / sqrt(2 k + 1))
+    hB = min(0.5 * max(1.0, 8.0 * s / math.sqrt(2 * K + 1)), sigma)
+    reach = Z_MAX * s + 8.0
+    edges = _edges(-T_MAX * sigma, T_MAX * sigma, hB, (-reach, reach),
+                   (0.0, *activation.kinks), min(0.25, 0.25 * s, 0.25 * sigma))
+    # and no panel wider than sigma / 4: the normal density itself must be resolved
+    grid = np.linspace(-T_MAX * sigma, T_MAX * sigma, int(math.ceil(8 * T_MAX)) + 1)
+    return np.unique(np.concatenate([edges, grid]))
+
+
+def _z_edges(activation, K: int, s: float, b: float) -> np.ndarray:
+    """Panel edges of the z rule for the node B = b."""
+    hz = min(0.5, 16.0 / math.sqrt(2 * K + 1))
+    inner = 0.125 / s if s > 0 else 0.0
+    zc = [(c - b) / s for c in (0.0, *activation.kinks)] if s > 0 else []
+    return _edges(-Z_MAX, Z_MAX, hz, (-Z_MAX, Z_MAX), zc, inner if inner < hz else 0.0)
+
+
+def mixture_cost(activation, K: int, s: float, sigma: float) -> float:
+    """About the multiply-adds of :func:`mixture_hermite` (both rules)."""
+    eb = _b_edges(activation, K, s, sigma)
+    nb = 1 if eb is None else len(eb) - 1
+    nz = len(_z_edges(activation, K, s, 0.0)) - 1
+    return float(nb * nz) * sum(mb * mz for mb, mz in RULES) * (K + 1)
+
+
+def _mixture_rule(activation, K: int, s: float, sigma: float, rule: tuple[int, int]):
+    mB, mz = rule
+    edges = _b_edges(activation, K, s, sigma)
+    if edges is not None:
+        B, wB = _composite(edges, mB)
+        wB = wB * np.exp(-0.5 * (B / sigma) ** 2) / (SQRT_2PI * sigma)
+    else:
+        B, wB = np.zeros(1), np.ones(1)
+    rows = [_composite(_z_edges(activation, K, s, b), mz) for b in B]
+    n = max(len(z) for z, _ in rows)
+    Z = np.zeros((len(B), n))
+    W = np.zeros((len(B), n))
+    for r, (z, wz) in enumerate(rows):
+        Z[r, : len(z)], W[r, : len(z)] = z, wz
+    X = B[:, None] + s * Z
+    with np.errstate(all="ignore"):
+        f = np.asarray(activation.phi(X), dtype=np.float64)
+        df = np.asarray(activation.dphi(X), dtype=np.float64)
+    if not (np.all(np.isfinite(f)) and np.all(np.isfinite(df))):
+        raise ValueError(f"activation {activation.name!r} is not finite on the inputs of "
+                         f"scale {max(s, sigma):.3g} its Hermite coefficients need")
+    root = np.exp(-0.25 * Z * Z) / (2.0 * math.pi) ** 0.25  # sqrt(phi(z))
+    mu, nu = series_cpu.hermite_projection(Z, W * f * root, W * df * root, K)
+    dens = W * root * root
+    var = np.sum(dens * (f - mu[:, :1]) ** 2, axis=1)
+    return B, wB, mu, nu, var
+
+
+def mixture_hermite(activation, K: int, s: float, sigma: float) -> MixtureHermite:
+    """Hermite coefficients of z -> phi(B + s z) and phi'(B + s z), k = 0..K, at the nodes of
+    a quadrature rule for B ~ N(0, sigma^2) (sigma = 0: the single node B = 0, weight 1),
+    for the activation's numpy phi and phi' (docs/math.md sections 2, 3).
+
+    Composite Gauss-Legendre rules: in z on [-Z_MAX, Z_MAX], panels of width
+    min(1/2, 16 / sqrt(2 K + 1)) (the Hermite functions up to order K), refined
+    geometrically down to 1 / (8 s) around z = (c - B) / s for c = 0 and every kink (the
+    activation's features); in B on [-T_MAX sigma, T_MAX sigma], steps of
+    max(1/2, 16 s / sqrt(2 K + 1)) where B + s z reaches the features, panels growing
+    geometrically away from them.  Both the coarse and the fine rule of :data:`RULES` are
+    run; the fine values are returned, their differences (plus 4 eps of each value) are the
+    error estimates (:class:`MixtureHermite`).  Cost: about (B nodes) x (z nodes) x K
+    multiply-adds, twice.  Raises ValueError when phi or phi' is not finite at a node.
+    """
+    if s < 0 or sigma < 0 or not (math.isfinite(s) and math.isfinite(sigma)):
+        raise ValueError(f"scales must be finite and >= 0, got s = {s}, sigma = {sigma}")
+    eps4 = 4 * np.finfo(np.float64).eps
+    out = []
+    for rule in RULES:
+        B, w, mu, nu, var = _mixture_rule(activation, K, s, sigma, rule)
+        out.append((B, w, mu, nu, w @ (mu * mu), w @ (nu * nu), float(w @ var)))
+    (_, _, mu0, nu0, e0, ee0, v0), (B, w, mu, nu, e, ee, v) = out
+    pair = sigma == 0
+    return MixtureHermite(
+        B, w, mu, nu, e, ee, v, np.abs(e - e0) + eps4 * e, np.abs(ee - ee0) + eps4 * ee,
+        abs(v - v0) + eps4 * v,
+        np.abs(mu[0] - mu0[0]) + eps4 * np.abs(mu[0]) if pair else None,
+        np.abs(nu[0] - nu0[0]) + eps4 * np.abs(nu[0]) if pair else None)

@@ -27,12 +27,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..common.defaults import COMPOSITION_ATOL, MATRIX_CHUNK, TILE_TOL
+from ..common.defaults import (
+    COEFFICIENT_MEMORY,
+    COMPOSITION_ATOL,
+    MATRIX_CHUNK,
+    MAX_HIDDEN_LAYERS,
+    TILE_TOL,
+)
 from ..data.rows import check_rows
 from ..kernels import tiles_cpu
 from . import series as _series
 from .activations import Activation, get_activation
-from .hermite import hermite_for
+from .hermite import hermite_for, mixture_cost, mixture_hermite
 
 EPS = np.finfo(np.float64).eps
 #: Largest Theta(x, x) accepted: kernel values, their sums over up to 10^8 terms and the
@@ -70,7 +76,9 @@ class Coefficients:
     |Theta(rho) - sum_{p<=T} ntk_p rho^p| <= |rho|^(T+1) (ntk_at_one - sum_p ntk_p)
     (docs/math.md section 4); ``tail_bound`` is that number at |rho| = 1 plus an a-priori
     floating-point allowance. ``certified`` is False when the Hermite coefficients came from
-    quadrature (the bound then holds up to quadrature error, reported in ``hermite_error``).
+    quadrature: the bounds then also hold twice the estimated error mass of the table
+    (``hermite_error`` for the NTK, ``nngp_hermite_error`` for the NNGP, relative to the value
+    at 1; :meth:`error_mass`), an estimate rather than a proof (docs/math.md section 4).
     Arrays are read-only (shared by every caller).
     """
 
@@ -85,6 +93,7 @@ class Coefficients:
     certified: bool
     hermite_error: float = 0.0
     composition_remainder: float = 0.0
+    nngp_hermite_error: float = 0.0
 
     @property
     def degree(self) -> int:
@@ -103,6 +112,12 @@ class Coefficients:
         """The a-priori floating-point allowance, relative to c(1) (included in the bounds)."""
         return rounding_allowance(self.degree, len(self.layers))
 
+    def error_mass(self, which: str = "ntk") -> float:
+        """Twice the estimated error mass of the table (absolute; 0 for closed-form Hermite
+        coefficients): what the bounds add for coefficients that are not exact."""
+        _, one = self.table(which)
+        return 2.0 * one * (self.hermite_error if which == "ntk" else self.nngp_hermite_error)
+
     def truncation_bounds(self, which: str = "ntk") -> np.ndarray:
         """b_t = c(1) - sum_{p<=t} c_p (>= 0) for every degree t <= T: the certified bound
         of the degree-t truncation at |rho| = 1 before the rounding allowance; at |rho| <= r
@@ -115,7 +130,7 @@ class Coefficients:
         c, one = self.table(which)
         tail = self.tail_bound if which == "ntk" else self.nngp_tail_bound
         r = np.minimum(np.abs(np.asarray(r, dtype=np.float64)), 1.0)
-        slack = self.rounding_allowance * one
+        slack = self.rounding_allowance * one + self.error_mass(which)
         return (tail - slack) * r ** (self.degree + 1) + slack
 
     def evaluate(self, rho, which: str = "ntk") -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +191,7 @@ class NTK:
     Parameters
     ----------
     activation : name (``"relu"``, ``"tanh"``, ``"gaussian:2"``, ...), Activation or callable.
-    hidden_layers : L >= 1.
+    hidden_layers : 1 <= L <= ``MAX_HIDDEN_LAYERS`` (100,000).
     gamma_w, gamma_b : input-layer weight and bias standard deviations.
     sigma_w, sigma_b : weight and bias standard deviations of layers 2..L+1.
         ``sigma_b=None`` means Assumption 2: sigma_b^2 = 1 - sigma_w^2 E[phi(Z)^2].
@@ -220,6 +235,10 @@ class NTK:
             raise TypeError(f"hidden_layers must be an integer >= 1, got {hidden_layers!r}")
         if hidden_layers < 1:
             raise ValueError(f"hidden_layers must be >= 1, got {hidden_layers}")
+        if hidden_layers > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"hidden_layers = {hidden_layers} is beyond the supported depth "
+                             f"{MAX_HIDDEN_LAYERS:,}: the recursion and its per-layer tables "
+                             "grow with the depth; use at most that many hidden layers")
         L = int(hidden_layers)
         gamma_w = _check_nonneg("gamma_w", gamma_w)
         gamma_b = _check_nonneg("gamma_b", gamma_b)
@@ -327,6 +346,9 @@ class NTK:
         ``"generic"`` (Hermite coefficients + re-centred composition, any activation) or
         ``"relu"``.  ``atol`` is the certified remainder allowed per composition,
         relative to the layer's variance.  Cached by value; the arrays are read-only.
+        Raises ValueError when the per-layer tables would exceed ``COEFFICIENT_MEMORY``
+        (before anything is allocated), or when the computed coefficients contradict the
+        exact Theta(1) (Hermite coefficients not resolved at the network's input scales).
         """
         if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 0:
             raise ValueError(f"T must be an integer >= 0, got {T!r}")
@@ -336,6 +358,14 @@ class NTK:
         if use_relu and not self.activation.is_relu_family:
             raise ValueError(f"method='relu' needs a ReLU-family activation, not "
                              f"{self.activation.name}")
+        need = 3 * 8 * (int(T) + 1) * (self.hidden_layers + 1)
+        if need > COEFFICIENT_MEMORY:
+            fit = COEFFICIENT_MEMORY // (3 * 8 * (self.hidden_layers + 1)) - 1
+            raise ValueError(
+                f"the coefficient tables of {self.hidden_layers} layers to degree T = {T} "
+                f"need {need / 2**30:.3g} GiB (3 (T + 1) doubles per layer), more than the "
+                f"{COEFFICIENT_MEMORY / 2**30:g} GiB allowed: use T <= {max(fit, 0)} or "
+                "fewer hidden layers")
         return _coefficients_cached(self, int(T), use_relu, float(atol))
 
     def _compute_coefficients(self, T: int, use_relu: bool, atol: float) -> Coefficients:
@@ -349,9 +379,12 @@ class NTK:
         layers = [LayerSeries(1, _readonly(alpha), None, _readonly(kappa),
                               float(self.variances[0]), float(self._kappa_one[0]))]
         remainder = 0.0
-        herr = 0.0
+        # estimated error masses (sum over p of |error of the coefficient|) of the current
+        # alpha, kappa tables, from quadrature Hermite coefficients (docs/math.md section 4)
+        err_alpha = err_kappa = 0.0
         if use_relu:  # 1 - A_l(0) per layer, from the cancellation-free exact recursion
             complements = tiles_cpu.layer_complements(0.0, *self.recipe.args)
+        comp = gw2 / float(self.variances[0])  # 1 - A_1(0), exact
         certified = True
         for idx in range(self.hidden_layers):
             q_prev = float(self.variances[idx])
@@ -361,26 +394,48 @@ class NTK:
                                                     complements[idx])
                 e *= q_prev
             else:
-                d, dd, exact, err = _dual_series(self.activation, q_prev, T, 1.0 - a[0])
-                certified &= exact
-                herr = max(herr, err)
-                e, ed, rem = _series.compose_generic(a, d, dd, T, atol * q_prev)
+                duals = _dual_series(self.activation, q_prev, T, comp, atol * q_prev)
+                certified &= duals.exact
+                if duals.mode == "mixture":
+                    e, ed = _series.compose_recentred(a, duals.e, duals.ee, T, comp)
+                    rem = 0.0
+                else:
+                    e, ed, rem = _series.compose_generic(a, duals.d, duals.dd, T,
+                                                         atol * q_prev)
                 remainder += rem * sw2 * (1.0 + float(self._kappa_one[idx]))
+                d2 = self.activation.derivative_second_moment(q_prev)
+                err_alpha_new = sw2 * (duals.e_error + d2 * err_alpha)
+                err_ups = sw2 * (duals.ee_error + duals.ee_lipschitz * err_alpha / q_prev)
+                err_kappa = (err_alpha_new + err_kappa * sw2 * d2
+                             + float(self._kappa_one[idx]) * err_ups)
+                err_alpha = err_alpha_new
             alpha = sw2 * e
             alpha[0] += self._sb2[idx]
             upsilon = sw2 * ed
             kappa = alpha + _series.truncated_product(kappa, upsilon, T)
+            if not use_relu:
+                q_next = float(self.variances[idx + 1])
+                comp = (sw2 * duals.variable / q_next if duals.mode == "mixture"
+                        else 1.0 - alpha[0] / q_next)
             layers.append(LayerSeries(idx + 2, _readonly(alpha), _readonly(upsilon),
                                       _readonly(kappa), float(self.variances[idx + 1]),
                                       float(self._kappa_one[idx + 1])))
         slack = rounding_allowance(T, self.hidden_layers)
-        tail = max(self.theta_one - float(np.sum(kappa)), 0.0) + slack * self.theta_one
-        ntail = max(self.nngp_one - float(np.sum(alpha)), 0.0) + slack * self.nngp_one
+        for name, table, one, err in (("NTK", kappa, self.theta_one, err_kappa),
+                                      ("NNGP", alpha, self.nngp_one, err_alpha)):
+            excess = float(np.sum(table)) - one
+            if excess > 2.0 * (slack * one + 2.0 * err):
+                _unreachable(self, name, excess / one, err / one)
+        tail = (max(self.theta_one - float(np.sum(kappa)), 0.0) + slack * self.theta_one
+                + 2.0 * err_kappa)
+        ntail = (max(self.nngp_one - float(np.sum(alpha)), 0.0) + slack * self.nngp_one
+                 + 2.0 * err_alpha)
         return Coefficients(
             ntk=_readonly(kappa), nngp=_readonly(alpha), layers=tuple(layers),
             ntk_at_one=self.theta_one, nngp_at_one=self.nngp_one, tail_bound=tail,
             nngp_tail_bound=ntail, method="relu-ode" if use_relu else "generic",
-            certified=certified, hermite_error=herr, composition_remainder=remainder,
+            certified=certified, hermite_error=err_kappa / self.theta_one,
+            composition_remainder=remainder, nngp_hermite_error=err_alpha / self.nngp_one,
         )
 
     # --------------------------------------------------------------- values
@@ -469,7 +524,10 @@ def _coefficients_cached(net: NTK, T: int, use_relu: bool, atol: float) -> Coeff
 
 # ----------------------------------------------------------- dual series
 _CAP_CLOSED = 4_000_000
-_CAP_QUAD = 1024
+_CAP_QUAD = 2048
+#: Largest work (multiply-adds) spent on the mixture quadrature of one layer; beyond it the
+#: binomial re-centring with its certified remainder is used (coarser, never wrong).
+_MIXTURE_WORK = 3e9
 
 
 def _needed_order(degree: int, b: float) -> int:
@@ -484,22 +542,86 @@ def _hermite_cached(act: Activation, K: int, q: float):
     return hermite_for(act, K, q)
 
 
-def _dual_series(act: Activation, q: float, degree: int, b: float):
-    """(D, Dd) as DualSeries of the normalised duals of phi_q, exactness flag, error."""
-    need = _needed_order(degree, b)
-    if act.closed_form_hermite(0, q) is not None:
-        K = min(max(need, degree + 1), _CAP_CLOSED)
-        h = _hermite_cached(act, K, q)
-    else:
-        K = 64
-        h = _hermite_cached(act, K, q)
-        while K < min(max(need, degree + 1), _CAP_QUAD) and h.residual > 1e-16 * h.second_moment:
-            K *= 2
-            h = _hermite_cached(act, K, q)
+@lru_cache(maxsize=64)
+def _mixture_cached(act: Activation, K: int, s: float, sigma: float):
+    return mixture_hermite(act, K, s, sigma)
+
+
+@dataclass(frozen=True)
+class _Duals:
+    """One layer's dual series of phi_q, in one of two forms (docs/math.md section 3):
+    ``mode == "binomial"``: the series d, dd in s (re-centred by ``compose_generic``);
+    ``mode == "mixture"``: the re-centred coefficients e, ee at a0 directly, and
+    ``variable`` = E[phi_q^2] - D(a0) (= sum_{j>=1} e_j, without cancellation).
+    ``e_error``, ``ee_error``: estimated error masses of D and Dd; ``ee_lipschitz``: an
+    estimate of Dd'(1), which carries an error of the input series into Dd."""
+
+    mode: str
+    exact: bool
+    d: _series.DualSeries | None = None
+    dd: _series.DualSeries | None = None
+    e: np.ndarray | None = None
+    ee: np.ndarray | None = None
+    variable: float = 0.0
+    e_error: float = 0.0
+    ee_error: float = 0.0
+    ee_lipschitz: float = 0.0
+
+
+def _binomial_duals(act: Activation, q: float, h) -> _Duals:
     mu2 = h.mu * h.mu
     d2 = act.derivative_second_moment(q)
-    deriv = np.arange(1, len(mu2)) * mu2[1:] / q
+    k = np.arange(1, len(mu2))
+    deriv = k * mu2[1:] / q
     d = _series.DualSeries(mu2, max(h.residual, 0.0))
     dd = _series.DualSeries(deriv, max(d2 - float(np.sum(deriv)), 0.0))
-    err = 0.0 if h.exact else abs(min(h.residual, 0.0)) + 1e-14
-    return d, dd, h.exact, err
+    if h.exact:
+        return _Duals("binomial", True, d, dd)
+    dmu2 = h.error * (2.0 * np.abs(h.mu) + h.error)  # error of each mu_k^2
+    return _Duals("binomial", False, d, dd, e_error=float(np.sum(dmu2)),
+                  ee_error=float(np.sum(k * dmu2[1:])) / q,
+                  ee_lipschitz=float(np.sum(np.arange(len(deriv)) * deriv)))
+
+
+def _dual_series(act: Activation, q: float, degree: int, b: float, atol: float) -> _Duals:
+    """The duals of phi_q for a layer input A with 1 - A(0) = b (docs/math.md section 3).
+
+    Hermite coefficients are taken to the order K (doubled from 2 (degree + 1)) at which
+    the k-sum of the re-centring can be cut with a remainder <= ``atol`` (or to the order
+    needed, at most 4,000,000 in closed form, 2048 by quadrature).  When quadrature cannot
+    reach that order (A(0) near 1 and phi_q with slowly decaying coefficients: a large
+    input scale), the re-centred coefficients come from the mixture quadrature instead, if
+    its work stays below ``_MIXTURE_WORK``; otherwise the cut k-sum stands, its certified
+    remainder (non-negative terms left out) counted in the bounds.
+    """
+    top = max(_needed_order(degree, b), degree + 1)
+    closed = act.closed_form_hermite(0, q) is not None
+    K = min(top, max(2 * (degree + 1), 64))
+    cap = _CAP_CLOSED if closed else _CAP_QUAD
+    while True:
+        duals = _binomial_duals(act, q, _hermite_cached(act, K, q))
+        if b >= 1.0 and K >= degree + 1:
+            return duals  # A(0) = 0: terms k > degree never reach p <= degree
+        rem = max(_series._cut_order(duals.d, b, degree, atol)[1],
+                  _series._cut_order(duals.dd, b, degree, atol)[1])
+        if rem <= atol or K >= min(top, cap):
+            break
+        K = min(2 * K, top, cap)
+    s, sigma = math.sqrt(q * b), math.sqrt(q * max(1.0 - b, 0.0))
+    if (closed or rem <= atol or b >= 1.0 or b <= 0.0
+            or mixture_cost(act, degree, s, sigma) > _MIXTURE_WORK):
+        return duals
+    m = _mixture_cached(act, degree, s, sigma)
+    j = np.arange(1, degree + 1)
+    return _Duals("mixture", False, e=m.e, ee=m.ee, variable=m.v,
+                  e_error=float(np.sum(m.e_error)), ee_error=float(np.sum(m.ee_error)),
+                  ee_lipschitz=float(np.sum(j * m.ee[1:])) / b)
+
+
+def _unreachable(net: NTK, which: str, excess: float, err: float) -> None:
+    raise ValueError(
+        f"no certified {which} series for {net!r}: its computed coefficients sum to "
+        f"{excess:.2e} Theta(1) more than the exact value (estimated quadrature error "
+        f"{err:.1e}); the Hermite coefficients of {net.activation.name} are not resolved at "
+        f"the input scales q = {', '.join(f'{v:.3g}' for v in net.variances[:-1][:4])} of "
+        "this network. Use smaller gamma_w, gamma_b, sigma_b (docs/math.md section 2)")

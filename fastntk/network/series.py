@@ -10,6 +10,11 @@ A (non-negative coefficients, A(1) = 1) is done in one of two exact ways:
   P[Bin(k, 1 - a0) = j]), then D(A) = sum_j e_j B^j with B = (A - a0) / (1 - a0), a finite sum
   for every coefficient p <= T.  The infinite k-sum is cut at the first K whose certified
   remainder tail_d(K) * P[Bin(K+1, 1 - a0) <= T] is below the tolerance.
+* ``mixture``: when A(0) is so near 1 that the k-sum would need Hermite coefficients of
+  order T / (1 - a0) (a large input bias), e_j and ee_j come directly from quadrature:
+  e_j = E_B[mu_j(B)^2] with mu_j(B) the Hermite coefficients of z -> phi(B + s z),
+  B ~ N(0, q a0), s^2 = q (1 - a0) (``fastntk.network.hermite.mixture_hermite``); then
+  D(A) = sum_{j<=T} e_j B^j as above (``compose_recentred``), with no k-sum at all.
 * ``relu``: for the ReLU family, the dual kernels satisfy series ODEs that are solved in
   O(T^2) positive arithmetic (``relu_dual_compose``): no k-sum at all.
 """
@@ -19,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from ..kernels import series_cpu
 
@@ -44,16 +49,27 @@ def truncated_product(a: np.ndarray, b: np.ndarray, degree: int) -> np.ndarray:
 
 
 def _cut_order(d: DualSeries, b: float, degree: int, atol: float) -> tuple[int, float]:
-    """Smallest K with tail_d(K) * P[Bin(K+1, b) <= degree] <= atol, and that bound."""
+    """Smallest K with tail_d(K) * P[Bin(K+1, b) <= degree] <= atol, and that bound.
+
+    Both factors are non-increasing in K, so K is found by bisection: O(log K) binomial
+    distribution values, whatever the length of the table (docs/math.md section 3)."""
     coeffs = d.coeffs
     kmax = len(coeffs) - 1
     tails = d.tail + np.concatenate([np.cumsum(coeffs[::-1])[::-1][1:], [0.0]])
-    ks = np.arange(kmax + 1)
-    cdf = stats.binom.cdf(degree, ks + 1, b)
-    bounds = tails * cdf
-    ok = np.nonzero(bounds <= atol)[0]
-    k_cut = int(ok[0]) if len(ok) else kmax
-    return k_cut, float(bounds[k_cut])
+
+    def bound(k: int) -> float:
+        return float(tails[k] * special.bdtr(degree, k + 1, b))
+
+    if bound(kmax) > atol:
+        return kmax, bound(kmax)
+    lo, hi = -1, kmax  # bound(lo) > atol (lo = -1: none below) and bound(hi) <= atol
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bound(mid) <= atol:
+            hi = mid
+        else:
+            lo = mid
+    return hi, bound(hi)
 
 
 def compose_generic(
@@ -84,8 +100,21 @@ def compose_generic(
         np.ascontiguousarray(d.coeffs), np.ascontiguousarray(dd.coeffs), a0, k_cut, degree)
     bser = np.zeros(degree + 1)
     bser[1 : len(a)] = a[1:] / b
-    out, outd = series_cpu.horner_compose_pair(e, ee, bser, degree)
+    out, outd = series_cpu.horner_compose_pair(e, ee, _trimmed(bser), degree)
     return out, outd, rem
+
+
+def compose_recentred(a: np.ndarray, e: np.ndarray, ee: np.ndarray, degree: int,
+                      one_minus_a0: float) -> tuple[np.ndarray, np.ndarray]:
+    """(D o A, Dd o A) truncated at ``degree`` from the re-centred coefficients
+    e_j = D^(j)(a0) b^j / j! and ee_j (j = 0..degree) of D and Dd at a0 = A(0), with
+    b = ``one_minus_a0`` = 1 - A(0): sum_j e_j B^j for B = (A - a0) / b, which is exact for
+    p <= degree because B(0) = 0 (docs/math.md section 3)."""
+    a = _padded(a, degree)
+    bser = np.zeros(degree + 1)
+    bser[1:] = a[1:] / float(one_minus_a0)
+    return series_cpu.horner_compose_pair(_padded(e, degree), _padded(ee, degree),
+                                          _trimmed(bser), degree)
 
 
 def relu_family_compose(
@@ -111,6 +140,13 @@ def relu_family_compose(
     ed = w * vt
     ed[0] += m1
     return m1 * a + w * kt, ed
+
+
+def _trimmed(b: np.ndarray) -> np.ndarray:
+    """``b`` without its trailing zeros (at least two entries): Horner's rule then costs
+    O(degree^2 x its length), e.g. O(degree^2) for the linear first layer."""
+    nz = np.flatnonzero(b)
+    return np.ascontiguousarray(b[: max(int(nz[-1]) + 1 if len(nz) else 0, 2)])
 
 
 def _padded(a: np.ndarray, degree: int) -> np.ndarray:

@@ -157,7 +157,9 @@ class SolverState:
     The Krylov decomposition A Z = Z H + Y G^T: ``Z`` (n x m) and ``Y`` (n x b) orthonormal,
     ``H`` (m x m), ``G`` (m x b).  ``rng`` is the state dict of the numpy bit generator;
     ``ritz``/``residuals``/``errors`` are from the last Rayleigh-Ritz (at pass ``rr_pass``);
-    ``block`` is the width b of the residual block.
+    ``block`` is the width b of the residual block.  ``unit`` (a power of two, fixed by the
+    first pass) is the factor every operator image is multiplied by, so that H, G, the Ritz
+    values and residuals are those of ``unit`` * A and stay inside float64 for any ||A||.
     """
 
     n: int
@@ -176,6 +178,7 @@ class SolverState:
     converged: bool = False
     rng: dict | None = None
     history: list = field(default_factory=list)
+    unit: float = 1.0
 
     def to_dict(self) -> dict:
         """Plain dict (arrays stay numpy arrays: save with np.savez / pickle).
@@ -438,6 +441,9 @@ class BlockKrylov:
             res = np.sqrt(np.maximum(np.diagonal(gram), 0.0))
         else:
             gram, res = np.zeros((t, t)), np.zeros(t)
+        if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(res))):
+            raise ValueError("the eigensolver's arithmetic overflowed (non-finite Ritz values "
+                             "or residuals): the operator's scale is beyond float64")
         floor = self._floor(theta[0])
         res = np.maximum(res, floor)
         errs = np.maximum(error_estimates(theta, res, gram), floor)
@@ -673,6 +679,7 @@ class BlockKrylov:
         t0 = time.perf_counter()
         with blas_limits(self.pass_blas_threads):
             W = np.asarray(self.op.matvec(P), dtype=np.float64)
+        W = self._scaled(W)
         t_op = time.perf_counter() - t0
         self.timings["passes"] += t_op
         t1 = time.perf_counter()
@@ -693,6 +700,24 @@ class BlockKrylov:
         st.history.append(entry)
         return st
 
+    def _scaled(self, W: np.ndarray) -> np.ndarray:
+        """``unit`` * W, after checking that the operator's image is finite.  The first pass
+        sets ``unit`` = 2^-e (exact scaling) when max |W| lies outside [2^-100, 2^100], so
+        that the quadratic forms of the solver (W^T W, residual norms) never overflow or
+        underflow (docs/math.md section 6)."""
+        st = self.state
+        top = float(np.max(np.abs(W), initial=0.0))
+        if not math.isfinite(top):
+            raise ValueError(
+                f"the operator returned non-finite values (max |A V| = {top}) in pass "
+                f"{st.passes + 1}: the matrix overflows float64; use a network with a smaller "
+                "Theta(1) (docs/math.md section 4)")
+        if st.passes == 0 and top > 0 and not 2.0**-100 <= top <= 2.0**100:
+            st.unit = 2.0 ** -math.frexp(top)[1]
+        if st.unit != 1.0:
+            W *= st.unit
+        return W
+
     def _record(self, entry: dict) -> None:
         """Convergence test on the Rayleigh-Ritz just done; its figures into ``entry`` (the
         history record of the current pass)."""
@@ -704,7 +729,7 @@ class BlockKrylov:
         entry.update({"rayleigh_ritz": True,
                       "max_rel_error": float(np.max(st.errors[:k] / np.abs(st.ritz[:k]))),
                       "max_error_ratio": float(ratio.max()),
-                      "max_residual": float(np.max(st.residuals[:k])),
+                      "max_residual": float(np.max(st.residuals[:k])) / st.unit,
                       "unconverged": int(np.sum(~ok))})
 
     def __iter__(self):
@@ -762,9 +787,10 @@ class BlockKrylov:
                 idx = np.argmax(np.abs(vecs), axis=0)
                 vecs *= np.sign(vecs[idx, np.arange(k)])
         trace = float(self.op.trace()) if hasattr(self.op, "trace") else float("nan")
+        back = 1.0 / st.unit  # the pairs are those of unit * A: scale back (exact)
         return EigenResult(
-            eigenvalues=theta[:k].copy(), residuals=res[:k].copy(),
-            error_estimates=errs[:k].copy(), eigenvectors=vecs, trace=trace, n=st.n,
+            eigenvalues=theta[:k] * back, residuals=res[:k] * back,
+            error_estimates=errs[:k] * back, eigenvectors=vecs, trace=trace, n=st.n,
             k=k, passes=st.passes, converged=converged, tol=self.tol, method=method,
             seconds=seconds, pass_times=list(getattr(self.op, "pass_times", [])),
             history=list(st.history), scale=float(getattr(self.op, "scale", 1.0)),

@@ -64,8 +64,9 @@ class TileSpec:
     """How every tile of one kernel is evaluated (see the module docstring).
 
     Compared and hashed by (net, which, method, tol); the arrays are read-only.
-    ``certified`` is False when the series came from quadrature Hermite coefficients (the
-    bounds then hold up to the quadrature error, ``NTK.coefficients(T).hermite_error``).
+    ``certified`` is False when the series came from quadrature Hermite coefficients: the
+    bounds then include ``error``, twice the table's estimated error mass
+    (``Coefficients.error_mass``), in every allowance.
     """
 
     net: NTK
@@ -77,6 +78,7 @@ class TileSpec:
     coeffs: np.ndarray | None = field(compare=False, repr=False)
     tails: np.ndarray | None = field(compare=False, repr=False)
     certified: bool = field(compare=False, default=True)
+    error: float = field(compare=False, default=0.0)
 
     @property
     def degree(self) -> int:
@@ -84,8 +86,9 @@ class TileSpec:
         return -1 if self.coeffs is None else len(self.coeffs) - 1
 
     def allowance(self, t) -> np.ndarray:
-        """The a-priori rounding allowance of the degree-t truncation (absolute)."""
-        return rounding_allowance(t, self.net.hidden_layers) * self.at_one
+        """The a-priori rounding allowance of the degree-t truncation (absolute), plus the
+        table's estimated quadrature error ``error``."""
+        return rounding_allowance(t, self.net.hidden_layers) * self.at_one + self.error
 
     def _bounds_at(self, r: float) -> np.ndarray:
         t = np.arange(len(self.tails))
@@ -146,10 +149,19 @@ def _build(net: NTK, method: str, tol: float, which: str) -> TileSpec:
         T2 = min(2 * T, MAX_SERIES_DEGREE)
         coef2 = net.coefficients(T2)
         bound2 = float(coef2.tail_bound_at(1.0, which))
-        if not bound2 < bound:  # rounding floor reached: more terms do not help
-            break
+        floor = float(coef2.tail_bound_at(0.0, which))  # rounding and quadrature error
+        if not bound2 < bound and bound2 <= 2.0 * floor:
+            break  # at the floor: more terms do not help (a mere pause in the decay goes on)
         T, coef, bound = T2, coef2, bound2
+    floor = coef.error_mass(which)
+    if floor > tol * one:
+        raise ValueError(
+            f"no {which.upper()} value of {net!r} within tol = {tol:g} Theta(1): the "
+            f"Hermite coefficients of {net.activation.name} at the input scales "
+            f"q = {', '.join(f'{v:.3g}' for v in net.variances[:-1][:4])} are known only to "
+            f"{floor / one:.1e} Theta(1) (quadrature). Use a larger tol, or smaller gamma_w, "
+            "gamma_b, sigma_b (docs/math.md sections 2, 4)")
     table, _ = coef.table(which)
     tails = coef.truncation_bounds(which)
     tails.flags.writeable = False
-    return TileSpec(net, which, method, tol, one, None, table, tails, coef.certified)
+    return TileSpec(net, which, method, tol, one, None, table, tails, coef.certified, floor)
