@@ -28,6 +28,9 @@ def plot_label_spectrum(s: dict, path: str, title: str = "") -> str:
     ax.loglog(t, b["lower"], "-", lw=0.8)
     ax.loglog(t, b["upper"], "-", lw=0.8)
     ax.loglog(t, np.maximum(b["top"], 1e-300), "--", lw=0.8, label="top-k part (exact)")
+    start = float(b["upper"][0])
+    if start > 0:
+        ax.set_ylim(start * 1e-8, start * 2)
     _label(ax, "training time t", "train loss ||f_t - y||^2 / (2 n o)",
            "predicted training loss under gradient flow")
     return _save(plt, fig, path)
@@ -63,7 +66,7 @@ def plot_prediction(p: dict, path: str, title: str = "") -> str:
                 ax.fill_between(te, runs.min(axis=0), runs.max(axis=0), color=color,
                                 alpha=0.15)
             ax.loglog(te, np.array(emp["predicted_" + key]), "-", color=color, lw=0.6,
-                      alpha=0.6)
+                      alpha=0.6, label=f"{name} loss, infinite width, the same steps")
     _label(ax, "training time t (learning rate folded in)", "loss ||f - y||^2 / (2 n o)",
            f"{title}predicted losses (docs/math.md section 10)")
     return _save(plt, fig, path)
