@@ -388,3 +388,6 @@ def test_cli_spectrum_labels(files, capsys):
     assert "has 10 rows" in capsys.readouterr().err
     assert main(["spectrum", "--data", str(files["X"]), "--labels", str(files["y"]),
                  "--no-labels", "-k", "5", "--no-progress"]) == 2
+    assert main(["spectrum", "--data", str(files["X"]), "--labels", str(files["y"]),
+                 "-k", "1", "--no-progress"]) == 2
+    assert "-k 2 or more" in capsys.readouterr().err

@@ -180,8 +180,12 @@ def _labels(args, data: str, n: int):
         if args.labels is not None:
             raise ValueError("--labels and --no-labels contradict each other: give one")
         return None
-    if args.labels is None:
-        return load_labels("digits", n) if data.strip().lower() == "digits" else None
+    if args.labels is None:  # digits' own labels, when there are eigenvectors enough
+        own = data.strip().lower() == "digits" and args.k >= 2
+        return load_labels("digits", n) if own else None
+    if args.k < 2:
+        raise ValueError("--labels needs -k 2 or more (the top k - 1 eigenvectors and "
+                         "lambda_k for the loss band)")
     return load_labels(args.labels, n)
 
 

@@ -55,8 +55,11 @@ def check_times(t) -> tuple[np.ndarray, bool]:
     ValueError naming the bad value."""
     if t is None:
         return np.array([math.inf]), True
+    if isinstance(t, np.ndarray) and t.ndim == 0:
+        t = t.item()
     scalar = isinstance(t, numbers.Real) and not isinstance(t, bool)
-    values = [t] if scalar else list(t) if not isinstance(t, (str, bytes)) else None
+    values = ([t] if scalar else list(t) if isinstance(t, (list, tuple, np.ndarray, range))
+              else None)
     if values is None or not values:
         raise TypeError(f"t must be None (infinity), a number or a non-empty sequence of "
                         f"numbers, got {t!r}")
