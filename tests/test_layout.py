@@ -1,8 +1,8 @@
 """The tree shows the pipeline: imports run one way, stage by stage, with no cycle.
 
 Stages (docs/architecture.md, "Stages"): common and kernels, then data, network, tiles, scale,
-spectrum, sphere, analysis, learning, and the CLI last.  A module may import its own stage and earlier
-ones at module level; a later stage only through a named door (``DOORS``), such as the
+spectrum, sphere, analysis, learning, and the CLI last.  A module may import its own stage and
+earlier ones at module level; a later stage only through a named door (``DOORS``), such as the
 network stage's ``fastntk.network.ntk._later_stages``.
 """
 

@@ -32,3 +32,6 @@ GRAM_BLOCK_ROWS = 1024
 MAX_PASSES = 50
 #: Number of top eigenvalues of ``fastntk spectrum`` when -k is not given.
 SPECTRUM_K = 50
+#: Relative accuracy of the matrix-free training dynamics and kernel regression
+#: (``fastntk.predict``): the Krylov change and the CG residual, relative to ||y||.
+PREDICT_TOL = 1e-10

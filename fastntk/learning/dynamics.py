@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
+from ..common.defaults import PREDICT_TOL
 from ..common.threads import blas_limits
 from ..spectrum.solver import _svqb
 
@@ -274,7 +275,7 @@ def _orthogonalize(W: np.ndarray, Q: np.ndarray, drop: float) -> np.ndarray:
 
 
 def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = True,
-                    tol: float = 1e-10, max_passes: int = 200,
+                    tol: float = PREDICT_TOL, max_passes: int = 200,
                     perturbation: float = 0.0, lam_low: float = 0.0,
                     lam_high: float | None = None, progress: bool = False,
                     step: float | None = None) -> Dynamics:
@@ -405,7 +406,7 @@ def _change(cur, old, m: int) -> tuple[float, float]:
 # ------------------------------------------------------------------------------- CG
 def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
              eigenvalues: np.ndarray | None = None, sigma: float | None = None,
-             tol: float = 1e-10, max_passes: int = 500, lam_low: float = 0.0,
+             tol: float = PREDICT_TOL, max_passes: int = 500, lam_low: float = 0.0,
              perturbation: float = 0.0, progress: bool = False) -> Dynamics:
     """(K + ridge I)^{-1} Y (t = inf) by preconditioned conjugate gradients, one column of Y
     per CG recurrence and one pass of ``op`` per iteration for all of them.

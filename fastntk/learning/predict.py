@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..common.checks import check_count, output_folder
-from ..common.defaults import TILE_TOL
+from ..common.defaults import PREDICT_TOL, TILE_TOL
 from ..data.loader import check_labels
 from ..data.rows import check_rows
 from ..spectrum.eigen import assemble_kernel, top_eigenvalues
@@ -52,9 +52,6 @@ from .dynamics import (
 __all__ = ["PREDICT_TOL", "Prediction", "predict"]
 
 _EPS = float(np.finfo(np.float64).eps)
-#: Relative accuracy the matrix-free path aims for (Krylov change / CG residual, relative to
-#: ||y||).
-PREDICT_TOL = 1e-10
 #: Passes the matrix-free path may take for the finite times, and for CG.
 PREDICT_MAX_PASSES = 300
 #: Relative eigenvalue accuracy of the top-k eigenpairs that precondition CG (a
