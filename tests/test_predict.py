@@ -355,6 +355,7 @@ def test_cli_predict_digits_uses_its_own_labels(capsys):
     (["--test-fraction", "0.2", "--test", "X"], "give one"),
     (["--test-labels", "y.npy"], "give --test too"),
     (["--empirical-seeds", "2"], "--empirical-width"),
+    (["--empirical-width", "8", "--which", "nngp"], "drop --which nngp"),
 ])
 def test_cli_predict_bad_options_exit_2(files, capsys, extra, message):
     argv = ["predict", "--data", str(files["X"]), "--labels", str(files["y"]), "--no-progress"]

@@ -95,6 +95,9 @@ def cmd_predict(args) -> int:
     if args.empirical_seeds and not args.empirical_width:
         raise ValueError("--empirical-seeds counts the networks of --empirical-width: give "
                          "--empirical-width M too")
+    if args.empirical_width and args.which != "ntk":
+        raise ValueError("--empirical-width trains every layer, which the NTK describes: drop "
+                         "--which nngp")
     times = args.t
     with client_from_args(args) as client:
         res = predict(net, X, Y, Xt, t=times, ridge=args.ridge, y_test=Yt, which=args.which,
@@ -109,7 +112,7 @@ def cmd_predict(args) -> int:
         emp = train_networks(net, np.asarray(X), Y, args.empirical_width,
                              args.empirical_seeds or 1, X_test=Xt, Y_test=Yt, seed=args.seed,
                              times=np.geomspace(min(positive), max(positive), 24))
-        ref = predict(net, X, Y, Xt, t=emp["times"], ridge=0.0, y_test=Yt, which=args.which,
+        ref = predict(net, X, Y, Xt, t=emp["times"], ridge=0.0, y_test=Yt,
                       solver=args.solver, method=args.method, device=args.device,
                       step=emp["step"])
         emp["predicted_train_loss"] = np.asarray(ref.train_loss).tolist()
