@@ -13,8 +13,12 @@ Public API (this namespace)::
     spectrum_study(net, X, k)                 the paper's study: eff(K), Theorems 3 and 5, ...
     sphere_eigenvalues(net, d, kmax)          Funk-Hecke eigenvalues on S^(d-1)
     empirical_ntk(net, X, width)              finite-width NTK for comparison
+    predict(net, X, y, X_test, t, ridge)      training dynamics and kernel regression
+                                              (Prediction: train/test f_t and losses)
+    label_spectrum(net, X, y, eig)            label power, C(k), alignment, loss band
     get_client(...)                           a Dask client: local, scheduler, SLURM
-    load_data(spec), uniform_sphere(n, d), digits(), table1()
+    load_data(spec), load_labels(spec), uniform_sphere(n, d), digits(), digits_labels(),
+    table1()
 
 Subpackages, one per pipeline stage, in the order data flows through them; a module imports
 only its own stage and earlier ones (tests/test_layout.py):
@@ -34,13 +38,18 @@ only its own stage and earlier ones (tests/test_layout.py):
     analysis   decay (decay laws and fits, section 9), empirical (finite-width NTK),
                spectrum_study, sphere_study, plots, paper (Table 1, Figures 1-3),
                benchmark (hardware figures of `fastntk bench`)
+    learning   dynamics (gradient flow and kernel regression: dense, block Krylov, CG;
+               section 10), alignment (label power, C(k), alignment, the loss band),
+               predict (fastntk.predict, Prediction), training (finite-width networks by
+               gradient descent), plots
     cli        app (the `fastntk` command), args (shared options), and one module per
-               command: matrix, spectrum, sphere, paper, bench (formatting only)
+               command: matrix, spectrum, sphere, paper, predict, bench (formatting only)
 """
 
 from .analysis.empirical import empirical_ntk
 from .analysis.spectrum_study import SpectrumStudy, spectrum_study
-from .data import check_rows, digits, load_data, uniform_sphere
+from .data import check_rows, digits, digits_labels, load_data, load_labels, uniform_sphere
+from .learning import LabelSpectrum, Prediction, SingularKernelError, label_spectrum, predict
 from .network.activations import (
     ACTIVATION_NAMES,
     Activation,
@@ -59,8 +68,10 @@ from .tiles.spec import TileSpec, tile_spec
 
 __all__ = [
     "ACTIVATION_NAMES", "Activation", "Coefficients", "EigenResult", "HermiteCoefficients",
-    "LayerSeries", "NTK", "SpectrumStudy", "TileSpec", "activation_from_callable", "check_rows",
-    "digits", "empirical_ntk", "get_activation", "get_client", "hermite_for", "load_data",
+    "LabelSpectrum", "LayerSeries", "NTK", "Prediction", "SingularKernelError", "SpectrumStudy",
+    "TileSpec", "activation_from_callable", "check_rows", "digits", "digits_labels",
+    "empirical_ntk", "get_activation", "get_client", "hermite_for", "label_spectrum",
+    "load_data", "load_labels", "predict",
     "spectrum_study", "sphere_eigenvalues", "table1", "tile_spec", "top_eigenvalues",
     "top_eigenvalues_stored", "uniform_sphere", "smallest_eigenvalues",
 ]

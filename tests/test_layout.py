@@ -1,8 +1,8 @@
 """The tree shows the pipeline: imports run one way, stage by stage, with no cycle.
 
 Stages (docs/architecture.md, "Stages"): common and kernels, then data, network, tiles, scale,
-spectrum, sphere, analysis, and the CLI last.  A module may import its own stage and earlier
-ones at module level; a later stage only through a named door (``DOORS``), such as the
+spectrum, sphere, analysis, learning, and the CLI last.  A module may import its own stage and
+earlier ones at module level; a later stage only through a named door (``DOORS``), such as the
 network stage's ``fastntk.network.ntk._later_stages``.
 """
 
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "fastntk")
 KERNELS = os.path.join(ROOT, "kernels")
 STAGES = ["common", "kernels", "data", "network", "tiles", "scale", "spectrum", "sphere",
-          "analysis", "cli"]
+          "analysis", "learning", "cli"]
 RANK = {"common": 0, "kernels": 0, **{s: i for i, s in enumerate(STAGES) if i > 1}}
 
 

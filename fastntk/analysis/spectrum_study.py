@@ -326,7 +326,8 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     the index range [lo, hi) of the decay fits of lambda_i against i (default: the paper's
     [100, 500) when k >= 500, else [k // 5, k]; :func:`index_decay`).  Other keywords go to
     :func:`fastntk.top_eigenvalues` (block, tile, method, device, checkpoint, max_passes,
-    ...).  Raises ValueError for inconsistent inputs.
+    ``eigenvectors=True`` to keep the top eigenvectors, e.g. for the label spectrum of
+    ``fastntk.learning.label_spectrum``, ...).  Raises ValueError for inconsistent inputs.
     """
     t0 = time.perf_counter()
     if (X is None) == (matrix is None):
@@ -352,7 +353,8 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
             K = net.kernel(X) / n
             if cen:
                 K -= centered_c0(net) / n
-            res = dense_eigenvalues(K, k, tol=tol)
+            res = dense_eigenvalues(K, k, tol=tol,
+                                    eigenvectors=eig_kw.get("eigenvectors", False))
         else:
             res = top_eigenvalues(net, X, k, tol=tol, centered=cen, client=client, seed=seed,
                                   progress=progress, **eig_kw)

@@ -149,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench as cli_bench
     from . import matrix as cli_matrix
     from . import paper as cli_paper
+    from . import predict as cli_predict
     from . import spectrum as cli_spectrum
     from . import sphere as cli_sphere
 
-    for module in (cli_spectrum, cli_matrix, cli_sphere, cli_paper, cli_bench):  # each adds
+    # each adds its commands
+    for module in (cli_spectrum, cli_matrix, cli_sphere, cli_paper, cli_predict, cli_bench):
         module.register(sub)
     return parser
 

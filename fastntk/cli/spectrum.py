@@ -8,6 +8,8 @@ import json
 import sys
 import warnings
 
+import numpy as np
+
 from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
 from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
@@ -75,8 +77,11 @@ def _spectrum(args) -> int:
 
     net = None
     projected = 0
+    kw: dict = {}
+    Y = None
     if args.matrix is not None:
         given = [opt for opt, on in (("--data", args.data is not None),
+                                     ("--labels", args.labels is not None),
                                      ("--compare-gram", args.compare_gram),
                                      ("--empirical-width", args.empirical_width),
                                      ("--device", args.device != "cpu"),
@@ -99,10 +104,13 @@ def _spectrum(args) -> int:
         check_k(args.k, len(X), "-k")
         if args.smallest:
             check_k(args.smallest, len(X), "--smallest")
-        kw = {"X": X, "source": data, "compare_gram": args.compare_gram,
+        Y = _labels(args, data, len(X))
+        if Y is not None:
+            kw["eigenvectors"] = True
+        kw.update({"X": X, "source": data, "compare_gram": args.compare_gram,
               "empirical_width": args.empirical_width, "empirical_seeds": args.empirical_seeds,
               "empirical_init": args.empirical_init, "method": args.method,
-              "device": args.device}
+              "device": args.device})
         if args.chunk:
             kw["tile"] = args.chunk
     if args.block:
@@ -122,6 +130,15 @@ def _spectrum(args) -> int:
         study = spectrum_study(net, k=args.k, tol=args.tol, centered=args.centered,
                                seed=args.seed, max_passes=args.max_passes,
                                progress=show_progress(args), **kw)
+    labels = None
+    if Y is not None:  # the label-aware spectrum (docs/math.md section 10)
+        from ..learning.alignment import label_spectrum
+
+        low = study.smallest
+        labels = label_spectrum(net, X, Y, study.ntk.result, method=args.method,
+                                lower_bound=None if low is None else low.lower_bound,
+                                device=args.device, labels=args.labels or "digits")
+        study.extra["labels"] = labels.to_dict()
     summary = study.to_dict()
     summary["checkpoint"] = args.checkpoint
     if projected:
@@ -131,7 +148,7 @@ def _spectrum(args) -> int:
         failure = None
         if args.out:
             try:
-                summary["files"] = study.write(args.out, args.coeff_degree, args.sphere_kmax)
+                summary["files"] = _write(study, labels, args)
             except Exception as exc:  # noqa: BLE001 - reported after the JSON is out
                 failure = exc
         json.dump(summary, sys.stdout, indent=1)
@@ -142,7 +159,7 @@ def _spectrum(args) -> int:
         _print(summary)
         if args.out:
             sys.stdout.flush()
-            files = study.write(args.out, args.coeff_degree, args.sphere_kmax)
+            files = _write(study, labels, args)
             print(f"# wrote {', '.join(files.values())}")
     if not study.converged:
         print(f"fastntk spectrum: warning: not all eigenvalues converged within "
@@ -151,6 +168,16 @@ def _spectrum(args) -> int:
               "with --checkpoint to continue.", file=sys.stderr)
         return EXIT_NOT_CONVERGED
     return 0
+
+
+def _write(study, labels, args) -> dict:
+    """Write the study's files (and the label-spectrum picture) to --out; their paths."""
+    import os
+
+    files = study.write(args.out, args.coeff_degree, args.sphere_kmax)
+    if labels is not None:
+        files["labels"] = labels.plot(os.path.join(args.out, "labels.png"), f"{study.source}: ")
+    return files
 
 
 def _print(s: dict) -> None:
@@ -208,7 +235,45 @@ def _print(s: dict) -> None:
         _print_decay(s["index_decay"])
     if "smallest" in s:
         _print_smallest(s["smallest"])
+    if "labels" in s:
+        _print_labels(s["labels"])
     print(f"# total {s['seconds']:.2f} s")
+
+
+def _labels(args, data: str, n: int):
+    """The labels of --labels, or the data's own (digits) unless --no-labels; None if none."""
+    from ..data.loader import load_labels
+
+    if args.no_labels:
+        if args.labels is not None:
+            raise ValueError("--labels and --no-labels contradict each other: give one")
+        return None
+    if args.labels is None:  # digits' own labels, when there are eigenvectors enough
+        own = data.strip().lower() == "digits" and args.k >= 2
+        return load_labels("digits", n) if own else None
+    if args.k < 2:
+        raise ValueError("--labels needs -k 2 or more (the top k - 1 eigenvectors and "
+                         "lambda_k for the loss band)")
+    return load_labels(args.labels, n)
+
+
+def _print_labels(lab: dict) -> None:
+    """Label power, C(k), the centred alignment and the training-loss band."""
+    C = lab["cumulative_power"]
+    shown = [i for i in (1, 2, 10, len(C)) if i <= len(C)]
+    cum = ", ".join(f"C({i}) = {C[i - 1]:.4f}" for i in dict.fromkeys(shown))
+    print(f"# labels {lab['labels']} ({lab['outputs']} output{'s' if lab['outputs'] > 1 else ''}"
+          f"): label power of the top eigenvectors {cum}; centred kernel-target alignment "
+          f"{lab['centered_alignment']:.4f}")
+    b = lab["loss_band"]
+    print(f"# predicted training loss under gradient flow (docs/math.md section 10): top-"
+          f"{len(C)} part exact, the rest between rates lambda_{len(C) + 1} <= "
+          f"{b['lambda_next']:.3e} and lambda_low = {b['lambda_low']:.3e}")
+    print(f"{'t':>12} {'loss >=':>14} {'loss <=':>14}")
+    for i in np.linspace(0, len(b["times"]) - 1, 6).round().astype(int):
+        print(f"{b['times'][i]:>12.4g} {b['lower'][i]:>14.6e} {b['upper'][i]:>14.6e}")
+    for note in lab["notes"]:
+        print(f"# {note}")
 
 
 def _flags(run: dict, tol: float, prefix: str) -> list[str]:
@@ -358,6 +423,13 @@ def register(sub) -> None:
     p.add_argument("--fit-range", type=index_range, default=None, metavar="LO:HI",
                    help="index range [LO, HI) of the decay fits of lambda_i against i "
                         "(default: 100:500 when -k >= 500, else the top four fifths)")
+    p.add_argument("--labels", default=None, metavar="y.npy",
+                   help="labels (n,) or (n, o): adds the label power of each eigenvector, "
+                        "C(k), the centred kernel-target alignment and the certified band of "
+                        "the predicted training loss (docs/math.md section 10); default for "
+                        "digits: its digit labels, one-hot and centred (0.9 / -0.1)")
+    p.add_argument("--no-labels", action="store_true",
+                   help="no label-aware spectrum (not even digits' own labels)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="save the eigensolver state after every pass in DIR (one run at a "
                         "time: DIR is locked while in use); rerunning the same command "

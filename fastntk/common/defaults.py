@@ -48,3 +48,6 @@ MAX_HIDDEN_LAYERS = 100_000
 #: Most memory the per-layer coefficient tables of one ``NTK.coefficients(T)`` may take
 #: (3 (T + 1) doubles per layer); a larger request is refused before anything is allocated.
 COEFFICIENT_MEMORY = 4 * 2**30
+#: Relative accuracy of the matrix-free training dynamics and kernel regression
+#: (``fastntk.predict``): the Krylov change and the CG residual, relative to ||y||.
+PREDICT_TOL = 1e-10

@@ -1,4 +1,4 @@
-"""Built-in data sets: points uniform on the sphere, and scikit-learn's digits."""
+"""Built-in data sets: points uniform on the sphere, and scikit-learn's digits (and its labels)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,20 @@ def digits() -> np.ndarray:
 
     X = load_digits().data.astype(np.float64)
     return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+#: Classes of the digits data set (its labels are the digits 0-9).
+DIGITS_CLASSES = 10
+
+
+def digits_labels() -> np.ndarray:
+    """The labels of :func:`digits`, row for row: scikit-learn's ``load_digits().target``
+    one-hot encoded and centred, shape (1797, 10): 1 - 1/10 in the column of the digit,
+    -1/10 elsewhere (the one-hot matrix minus 1/10: every row sums to 0, and each column
+    has mean ~0 as the classes are nearly balanced; Lee et al. 2019's zero-mean targets)."""
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    Y = np.zeros((len(target), DIGITS_CLASSES))
+    Y[np.arange(len(target)), target] = 1.0
+    return Y - 1.0 / DIGITS_CLASSES

@@ -12,6 +12,10 @@ A kernel-matrix store written by ``fastntk matrix`` is not data and is refused (
 with ``fastntk spectrum --matrix`` or ``fastntk.scale.store.open_matrix``).  Rows must lie on the
 unit sphere for the NTK power series; ``normalize=True`` projects them
 (``fastntk.data.rows.check_rows``), otherwise the caller validates them.
+
+Labels (targets y, one row per data point) are loaded by ``load_labels``: ``digits`` (the
+digits' own labels, one-hot and centred: ``fastntk.data.builtin.digits_labels``) or a ``.npy``
+file of shape (n,) or (n, o), used as given; ``check_labels`` validates them against n.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 
 import numpy as np
 
-from .builtin import digits, uniform_sphere
+from .builtin import digits, digits_labels, uniform_sphere
 from .rows import check_rows
 
 SUFFIXES = (".npy", ".zarr", ".h5", ".hdf5")
@@ -263,3 +267,54 @@ def load_data(spec, normalize: bool = False) -> np.ndarray:
     if normalize:
         X = check_rows(X, "X", normalize=True)
     return X
+
+
+def check_labels(y, n: int | None = None, name: str = "y") -> np.ndarray:
+    """Labels as a float64 array of shape (n,) or (n, o), finite; ``n``: the number of data
+    rows they must match.  Raises ValueError naming ``name``, the shape and the fix."""
+    y = np.asarray(y)
+    if y.dtype == object or not np.issubdtype(y.dtype, np.number) \
+            or np.issubdtype(y.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {y.dtype}")
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim not in (1, 2) or y.shape[0] == 0 or (y.ndim == 2 and y.shape[1] == 0):
+        raise ValueError(f"{name} must have shape (n,) or (n, o) with n, o >= 1, got shape "
+                         f"{y.shape}")
+    if n is not None and y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} rows but the data has {n}: give one label "
+                         "row per data point, in the same order")
+    bad = ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name} row {i} contains NaN or inf")
+    return y
+
+
+def load_labels(spec, n: int | None = None) -> np.ndarray:
+    """The labels named by ``spec``: ``"digits"`` (the digits' labels, one-hot and centred,
+    (1797, 10)), a ``.npy`` file of shape (n,) or (n, o) (used as given), or an array.
+    ``n``: the number of data rows they must match (:func:`check_labels`).  Raises
+    FileNotFoundError for a missing file and ValueError for anything else that is wrong."""
+    if isinstance(spec, np.ndarray):
+        return check_labels(spec, n)
+    spec = os.fspath(spec)
+    if not spec.strip():
+        raise ValueError("the label specification is empty (an unset variable?): give digits "
+                         "or a .npy file")
+    if spec.strip().lower() == "digits":
+        return check_labels(digits_labels(), n, "the digits labels")
+    if not spec.lower().endswith(".npy"):
+        raise ValueError(f"unknown label format for {spec!r}: use digits or a .npy file of "
+                         "shape (n,) or (n, o)")
+    if not os.path.exists(spec):
+        raise FileNotFoundError(f"label file {spec} does not exist (labels are digits or a "
+                                ".npy file)")
+    try:
+        y = np.load(spec, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{spec} does not hold a numeric .npy array ({exc}): save the labels "
+                         "with numpy.save(path, y)") from None
+    except Exception as exc:  # noqa: BLE001 - truncated or unreadable files
+        raise ValueError(f"cannot read the label file {spec} ({type(exc).__name__}: {exc})"
+                         ) from None
+    return check_labels(y, n, spec)

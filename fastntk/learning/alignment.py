@@ -1,0 +1,201 @@
+"""Label-aware spectra (docs/math.md section 10): how the labels y sit in the eigenbasis of
+K = Theta(X, X) / n, and what that predicts for training.
+
+* label power p_i = ||v_i^T Y||^2 / ||Y||^2 of each top eigenvector and its cumulative
+  C(k) = p_1 + ... + p_k (Canatar, Bordelon, Pehlevan 2021): the share of the labels that
+  gradient flow fits at the rates lambda_1..lambda_k;
+* the centred kernel-target alignment A = <H K H, Y_c Y_c^T>_F / (||H K H||_F ||Y_c Y_c^T||_F)
+  with H = I - 1 1^T / n and Y_c = H Y (Cortes, Mohri, Rostamizadeh 2012), from one pass over
+  the tiles (K [Y_c, 1] and ||K||_F^2) or from K in memory;
+* the predicted training loss L(t) = ||e^{-tK} Y||^2 / (2 n o) of gradient flow as a
+  certified band: the top-k part sum_i e^{-2 t lambda_i} ||v_i^T Y||^2 is exact (to the
+  eigensolver's accuracy), and the rest r_perp = Y - V V^T Y decays at rates between
+  lambda_low (the certified lower bound on lambda_min, docs/math.md section 7) and
+  lambda_{k+1}: e^{-2 lambda_{k+1} t} ||r_perp||^2 <= ||e^{-tK} r_perp||^2 <=
+  e^{-2 lambda_low t} ||r_perp||^2.
+
+:func:`label_spectrum` returns a :class:`LabelSpectrum` (JSON and PNG); ``fastntk spectrum
+--labels`` and the main job on digits show it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..common.defaults import OPERATOR_TILE, TILE_TOL
+from ..common.threads import blas_limits
+from ..data.loader import check_labels
+from ..data.rows import check_rows
+from ..scale.blocks import block_bounds, tile_pairs
+from ..spectrum.solver import EigenResult
+from ..tiles.dispatch import theta_tile, tile_spec
+
+__all__ = ["LabelSpectrum", "band_times", "centered_alignment", "kernel_products",
+           "label_power", "label_spectrum", "loss_band"]
+
+#: Points of the log-spaced time grid of the loss band.
+BAND_POINTS = 60
+
+
+def label_power(V: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(p, C): p_i = ||v_i^T Y||^2 / ||Y||_F^2 for the columns v_i of V (n x k, orthonormal)
+    and Y (n,) or (n, o); C = cumsum(p) (C(k) <= 1)."""
+    Y = Y.reshape(len(Y), -1)
+    c = V.T @ Y
+    p = np.sum(c * c, axis=1) / float(np.sum(Y * Y))
+    return p, np.cumsum(p)
+
+
+def kernel_products(net, X: np.ndarray, B: np.ndarray, scale: float | None = None,
+                    which: str = "ntk", method: str = "auto", tol: float = TILE_TOL,
+                    device: str = "cpu", tile: int = OPERATOR_TILE) -> tuple[np.ndarray, float]:
+    """(K B, ||K||_F^2) for K = scale * Theta(X, X) (scale 1 / n by default) from one pass
+    over the tiles I <= J (in this process; memory one tile)."""
+    n = X.shape[0]
+    scale = 1.0 / n if scale is None else float(scale)
+    spec = tile_spec(net, method, tol, which)
+    bounds = block_bounds(n, tile)
+    out = np.zeros_like(B)
+    fro = 0.0
+    with blas_limits(1 if device == "cpu" else None):
+        for i, j in tile_pairs(len(bounds)):
+            (si, ei), (sj, ej) = bounds[i], bounds[j]
+            T = theta_tile(spec, X[si:ei], None if i == j else X[sj:ej], device=device)
+            out[si:ei] += T @ B[sj:ej]
+            fro += (1.0 if i == j else 2.0) * float(np.einsum("ij,ij->", T, T))
+            if i != j:
+                out[sj:ej] += T.T @ B[si:ei]
+    return out * scale, fro * scale * scale
+
+
+def centered_alignment(KB: np.ndarray, Yc: np.ndarray, fro2: float) -> float:
+    """The centred kernel-target alignment from K B with B = [Y_c, 1] (Y_c the centred
+    labels, n x o), and ||K||_F^2: ||H K H||_F^2 = ||K||_F^2 - (2/n) ||K 1||^2 +
+    (1^T K 1)^2 / n^2, <H K H, Y_c Y_c^T> = Tr(Y_c^T K Y_c)."""
+    n, o = Yc.shape
+    KY, K1 = KB[:, :o], KB[:, o]
+    hkh = fro2 - 2.0 / n * float(K1 @ K1) + (float(K1.sum()) / n) ** 2
+    num = float(np.einsum("ij,ij->", Yc, KY))
+    yy = float(np.linalg.norm(Yc.T @ Yc))
+    if hkh <= 0 or yy == 0:
+        return math.nan
+    return num / (math.sqrt(hkh) * yy)
+
+
+def band_times(lam_1: float, lam_slow: float, points: int = BAND_POINTS) -> np.ndarray:
+    """A log-spaced grid of training times from 0.1 / lambda_1 to 10 / lambda_slow."""
+    lo = 0.1 / lam_1
+    hi = max(10.0 / max(lam_slow, 1e-300), 100 * lo)
+    return np.geomspace(lo, min(hi, lo * 1e12), points)
+
+
+def loss_band(eigenvalues: np.ndarray, V: np.ndarray, Y: np.ndarray, lam_next: float,
+              lam_low: float, times) -> dict:
+    """The training loss of gradient flow from f_0 = 0, L(t) = ||e^{-tK} Y||^2 / (2 n o), as
+    a band (see the module docstring): ``top`` (the exact top-k part), ``lower`` and
+    ``upper`` (top plus the two bounds on the rest), each over ``times``; ``lam_next`` >=
+    lambda_{k+1}, ``lam_low`` <= lambda_min."""
+    Y = Y.reshape(len(Y), -1)
+    n, o = Y.shape
+    c = V.T @ Y
+    power = np.sum(c * c, axis=1)
+    perp = float(np.linalg.norm(Y - V @ c) ** 2)
+    t = np.asarray(times, dtype=np.float64)
+    top = np.exp(-2.0 * np.outer(t, np.maximum(eigenvalues, 0.0))) @ power
+    norm = 2.0 * n * o
+    return {"times": t.tolist(), "top": (top / norm).tolist(),
+            "lower": ((top + np.exp(-2 * lam_next * t) * perp) / norm).tolist(),
+            "upper": ((top + np.exp(-2 * max(lam_low, 0.0) * t) * perp) / norm).tolist(),
+            "perp_power": perp / float(np.sum(Y * Y)), "lambda_next": lam_next,
+            "lambda_low": lam_low}
+
+
+@dataclass
+class LabelSpectrum:
+    """What :func:`label_spectrum` found: label power per top eigenvalue, C(k), the centred
+    alignment, and the certified training-loss band (docs/math.md section 10)."""
+
+    eigenvalues: np.ndarray
+    power: np.ndarray
+    cumulative: np.ndarray
+    alignment: float
+    band: dict
+    labels: str
+    outputs: int
+    lower_bound: dict | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "outputs": self.outputs,
+                "eigenvalues": self.eigenvalues.tolist(),
+                "label_power": self.power.tolist(), "cumulative_power": self.cumulative.tolist(),
+                "centered_alignment": self.alignment, "loss_band": self.band,
+                "lower_bound": self.lower_bound, "seconds": self.seconds,
+                "notes": list(self.notes)}
+
+    def plot(self, path: str, title: str = "") -> str:
+        """Label power and C(k) against the index, and the loss band against t (PNG)."""
+        from .plots import plot_label_spectrum
+
+        return plot_label_spectrum(self.to_dict(), path, title)
+
+
+def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray | None = None,
+                   which: str = "ntk", method: str = "auto", tile_tol: float = TILE_TOL,
+                   device: str = "cpu", times=None, labels: str = "y",
+                   normalize: bool = False) -> LabelSpectrum:
+    """The label-aware spectrum of K = Theta(X, X) / n for labels ``y`` ((n,) or (n, o)).
+
+    ``eig``: the top eigenpairs of K (``fastntk.top_eigenvalues(..., eigenvectors=True)``,
+    descending); the last one serves as lambda_{k+1} (its value plus its error estimate)
+    and the first k - 1 as the exact part of the band.  ``lower_bound``: the certified
+    lower bound on lambda_min (a number or a ``LowerBound``; None: computed,
+    ``fastntk.spectrum.lower_bound``).  ``K``: the kernel matrix in memory, if at hand (else
+    one pass over the tiles).  ``times``: the band's grid (default :func:`band_times`).
+    Raises ValueError for labels of the wrong length or eigenpairs without eigenvectors."""
+    from ..spectrum.lower_bound import least_eigenvalue_bound
+
+    t0 = time.perf_counter()
+    X = check_rows(X, "X", normalize)
+    n = X.shape[0]
+    Y = check_labels(y, n, labels).reshape(n, -1)
+    if eig.eigenvectors is None or eig.k < 2:
+        raise ValueError("the label spectrum needs at least 2 top eigenpairs with their "
+                         "eigenvectors (top_eigenvalues(..., eigenvectors=True))")
+    V = eig.eigenvectors[:, :-1]
+    lam = np.asarray(eig.eigenvalues[:-1])
+    lam_next = float(eig.eigenvalues[-1] + eig.error_estimates[-1])
+    bound_info = None
+    if lower_bound is None:
+        lower_bound = least_eigenvalue_bound(net, X, which=which)
+    if hasattr(lower_bound, "to_dict"):
+        bound_info = {"value": lower_bound.value, "message": lower_bound.message}
+        lam_low = float(lower_bound.value)
+    else:
+        lam_low = float(lower_bound)
+        bound_info = {"value": lam_low}
+    power, cumulative = label_power(V, Y)
+    Yc = Y - Y.mean(axis=0)
+    B = np.hstack([Yc, np.ones((n, 1))])
+    if K is not None:
+        KB, fro2 = K @ B, float(np.einsum("ij,ij->", K, K))
+    else:
+        KB, fro2 = kernel_products(net, X, B, which=which, method=method, tol=tile_tol,
+                                   device=device)
+    align = centered_alignment(KB, Yc, fro2)
+    if times is None:
+        times = band_times(float(lam[0]), lam_low if lam_low > 0 else lam_next)
+    band = loss_band(lam, V, Y, lam_next, lam_low, times)
+    notes = []
+    if lam_low <= 0:
+        notes.append("the certified lower bound on lambda_min is 0 (vacuous or duplicate "
+                      "rows): the upper end of the band keeps the part of the labels outside "
+                      "the top-k eigenvectors unlearnt")
+    return LabelSpectrum(lam, power, cumulative, align, band, labels, Y.shape[1], bound_info,
+                         time.perf_counter() - t0, notes)
+

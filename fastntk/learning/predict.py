@@ -1,0 +1,340 @@
+"""``fastntk.predict``: what an infinitely wide network trained by gradient flow predicts
+(docs/math.md section 10), with a typed result, :class:`Prediction`.
+
+Conventions: K = Theta(X, X) / n, K(x, X) = Theta(x, X) / n; gradient flow
+df/dt = -K (f - y) (learning rate folded into t; with a ridge, -K (f - y) - ridge f) from
+f_0 = 0, the mean of the infinite ensemble; then
+
+    f_t(X) = y - h_t(K) y,     f_t(x) = K(x, X) g_t(K) y,     (dynamics.py)
+
+with g_t(w) = (1 - e^{-t (w + ridge)}) / (w + ridge) and h_t = 1 - w g_t, so that t = inf
+with a ridge is kernel ridge regression K(x, X) (K + ridge I)^{-1} y.
+
+Paths: n <= ``DENSE_MAX`` (20,000) in this process: K assembled through the tiles, one eigh
+(or one Cholesky for t = inf with a ridge) serves every t.  Beyond, or on a Dask cluster:
+matrix-free passes over the tiles (``fastntk.spectrum.operators.kernel_operator``), block
+Krylov for the finite t and conjugate gradients preconditioned by the top-k eigenpairs
+(``fastntk.top_eigenvalues``) for t = inf.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..common.checks import check_count, output_folder
+from ..common.defaults import PREDICT_TOL, TILE_TOL
+from ..data.loader import check_labels
+from ..data.rows import check_rows
+from ..spectrum.eigen import assemble_kernel, top_eigenvalues
+from ..spectrum.lower_bound import least_eigenvalue_bound
+from ..spectrum.operators import kernel_operator
+from ..spectrum.smallest import DENSE_MAX
+from ..tiles.dispatch import theta_tile_matvec, tile_spec
+from ..tiles.spec import check_which
+from .dynamics import (
+    SINGULAR_MARGIN,
+    Dynamics,
+    SingularKernelError,
+    check_ridge,
+    check_times,
+    dense_dynamics,
+    krylov_dynamics,
+    ridge_cg,
+    singular_message,
+)
+
+__all__ = ["PREDICT_TOL", "Prediction", "predict"]
+
+_EPS = float(np.finfo(np.float64).eps)
+#: Passes the matrix-free path may take for the finite times, and for CG.
+PREDICT_MAX_PASSES = 300
+#: Relative eigenvalue accuracy of the top-k eigenpairs that precondition CG (a
+#: preconditioner needs no more: CG's own residual decides the accuracy).
+PRECONDITIONER_TOL = 1e-6
+#: At most this many passes for those eigenpairs: unconverged Ritz pairs still make an
+#: SPD preconditioner (measured, n = 4,000 on S^63, top-82: 20 passes to converge at 1e-6).
+PRECONDITIONER_PASSES = 6
+SOLVERS = ("auto", "dense", "krylov")
+
+
+@dataclass
+class Prediction:
+    """The predictions and losses of :func:`predict` (docs/math.md section 10).
+
+    Shapes: with a sequence of times, every array has a leading time axis (T); the label
+    axis follows y: ``train`` (T, n) or (T, n, o), ``test`` (T, m) or (T, m, o); with one
+    time (a number or None) there is no time axis.  ``*_error``: an estimated bound on the
+    Frobenius-norm error of the matching prediction (per t), and on the absolute error of
+    each loss.  Losses are 1/2 the mean over all entries of (f_t - y)^2.  ``alpha``: the
+    coefficients g_t(K) y (shaped like ``train``) with f_t(x) = K(x, X) alpha, when they
+    were computed (with test points, or at t = inf on the matrix-free path)."""
+
+    times: np.ndarray
+    train: np.ndarray
+    train_error: np.ndarray
+    train_loss: np.ndarray
+    train_loss_error: np.ndarray
+    test: np.ndarray | None = None
+    test_error: np.ndarray | None = None
+    test_loss: np.ndarray | None = None
+    test_loss_error: np.ndarray | None = None
+    ridge: float = 0.0
+    which: str = "ntk"
+    step: float | None = None
+    n: int = 0
+    outputs: int = 1
+    m: int = 0
+    method: str = ""
+    passes: int = 0
+    converged: bool = True
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+    empirical: dict | None = None
+    alpha: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-able summary: times (inf as the string "inf"), losses with their errors,
+        prediction errors and how they were computed (no prediction arrays)."""
+        def arr(v):
+            if v is None:
+                return None
+            return np.atleast_1d(np.asarray(v, dtype=float)).tolist()
+
+        out = {"convention": "K = Theta(X, X) / n; df/dt = -K (f - y) (- ridge f), f_0 = 0; "
+                             "loss = mean (f - y)^2 / 2 (docs/math.md section 10)",
+               "times": [t if math.isfinite(t) else "inf" for t in np.atleast_1d(self.times)],
+               "ridge": self.ridge, "which": self.which, "step": self.step, "n": self.n,
+               "outputs": self.outputs, "test_points": self.m,
+               "train_loss": arr(self.train_loss), "train_loss_error": arr(self.train_loss_error),
+               "train_error": arr(self.train_error),
+               "test_loss": arr(self.test_loss), "test_loss_error": arr(self.test_loss_error),
+               "test_error": arr(self.test_error), "method": self.method,
+               "passes": self.passes, "converged": self.converged, "seconds": self.seconds,
+               "info": self.info}
+        if self.empirical is not None:
+            out["empirical"] = self.empirical
+        return out
+
+    def write(self, folder: str, title: str = "") -> dict:
+        """Write ``predict.json`` and ``predict.png`` into ``folder``; returns the paths."""
+        from .plots import plot_prediction
+
+        output_folder(folder)
+        summary = self.to_dict()
+        files = {"json": os.path.join(folder, "predict.json")}
+        plot_data = dict(summary, times=[math.inf if t == "inf" else t
+                                         for t in summary["times"]])
+        files["plot"] = plot_prediction(plot_data, os.path.join(folder, "predict.png"), title)
+        summary["files"] = files
+        with open(files["json"], "w") as fh:
+            json.dump(summary, fh, indent=1)
+        return files
+
+
+def _entry_error(spec) -> float:
+    """A bound on the error of one entry of Theta from its tile (series: the certified
+    tolerance; exact: rounding)."""
+    return (spec.tol if spec.method == "series" else 0.0) * spec.at_one + 16 * _EPS * spec.at_one
+
+
+def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
+            y_test=None, which: str = "ntk", solver: str = "auto", client=None,
+            step: float | None = None, tol: float = PREDICT_TOL, rank: int | None = None,
+            max_passes: int = PREDICT_MAX_PASSES, method: str = "auto",
+            tile_tol: float = TILE_TOL, device: str = "cpu", normalize: bool = False,
+            progress: bool = False) -> Prediction:
+    """Predictions of the infinitely wide network ``net`` (an :class:`~fastntk.NTK`) trained
+    on (``X_train``, ``y_train``) by gradient flow from f_0 = 0, at times ``t``
+    (docs/math.md section 10).
+
+    ``X_train`` (n, d) and ``X_test`` (m, d): unit rows (``normalize=True`` projects them);
+    ``y_train`` (n,) or (n, o), ``y_test`` (m,) or (m, o) (gives ``test_loss``).  ``t``: None
+    (t = inf), a number >= 0 or a sequence (a leading time axis on every output).
+    ``ridge`` >= 0: gradient flow with weight decay; at t = inf kernel ridge regression
+    K(x, X) (K + ridge I)^{-1} y.  ``which="nngp"``: the NNGP kernel instead (t = inf: the
+    Bayesian posterior mean, with noise variance n * ridge).  ``step``: full-batch gradient
+    descent with this learning rate instead of gradient flow (t is then step x steps).
+
+    ``solver``: ``"dense"`` (K assembled through the tiles in memory, one eigh or Cholesky
+    for all t), ``"krylov"`` (matrix-free: block Krylov for finite t, CG preconditioned by
+    the top-``rank`` eigenpairs for t = inf; memory O(n (o passes + rank))), or ``"auto"``
+    (dense for n <= 20,000 in this process, else matrix-free); ``client``: a
+    ``distributed.Client`` for the matrix-free passes.  ``tol``: the relative accuracy the
+    matrix-free path aims for within ``max_passes`` passes (``converged`` says whether it
+    did).
+
+    At t = inf without a ridge, K must be certifiably invertible (the certified lower bound
+    of docs/math.md section 7, or, on the dense path, eigh's lambda_min less its error, above
+    1,000 times the perturbation level of K): otherwise SingularKernelError (a ValueError)
+    suggesting a ridge.  Raises TypeError/ValueError for bad rows, labels, times or options.
+    """
+    t0 = time.perf_counter()
+    which = check_which(which)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    X = check_rows(X_train, "X_train", normalize)
+    n, d = X.shape
+    y = check_labels(y_train, n, "y_train")
+    vector = y.ndim == 1
+    Y = y.reshape(n, -1)
+    o = Y.shape[1]
+    Xt = Yt = None
+    if X_test is not None:
+        Xt = check_rows(X_test, "X_test", normalize)
+        if Xt.shape[1] != d:
+            raise ValueError(f"X_test has {Xt.shape[1]} columns but X_train has {d}")
+    if y_test is not None:
+        if Xt is None:
+            raise ValueError("y_test needs X_test (the test points it labels)")
+        Yt = check_labels(y_test, len(Xt), "y_test").reshape(len(Xt), -1)
+        if Yt.shape[1] != o:
+            raise ValueError(f"y_test has {Yt.shape[1]} outputs but y_train has {o}")
+    times, scalar = check_times(t)
+    ridge = check_ridge(ridge)
+    if step is not None:
+        if isinstance(step, bool) or not (isinstance(step, (int, float)) and step > 0
+                                          and math.isfinite(step)):
+            raise ValueError(f"step (the learning rate) must be a finite number > 0, got "
+                             f"{step!r}")
+        step = float(step)
+    tol = float(tol)
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol}")
+    max_passes = check_count(max_passes, "max_passes")
+    if solver == "auto":
+        solver = "dense" if client is None and n <= DENSE_MAX else "krylov"
+    if solver == "dense" and client is not None:
+        raise ValueError("solver='dense' runs in this process: drop the cluster client, or "
+                         "use solver='krylov'")
+    spec = tile_spec(net, method, tile_tol, which)
+    perturbation = _entry_error(spec)  # ||E||_2 <= n * (entry error / n)
+    need_bound = ridge == 0 and bool(np.isinf(times).any())
+    bound = None
+    info: dict = {"solver": solver}
+    if need_bound:
+        bound = least_eigenvalue_bound(net, X, which=which)
+        info["lower_bound"] = {"value": bound.value, "message": bound.message}
+    certified = 0.0 if bound is None else bound.value
+    alpha = Xt is not None
+    if solver == "dense":
+        theta, _ = assemble_kernel(net, X, method, tile_tol, which, device)
+        theta *= 1.0 / n
+        dyn = dense_dynamics(theta, Y, times, ridge, alpha=alpha, perturbation=perturbation,
+                             certified_min=certified, overwrite=True, step=step)
+        del theta
+        parts = [dyn]
+        info.update(dyn.info)
+    else:
+        parts = _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank,
+                             max_passes, method, tile_tol, device, which, perturbation,
+                             certified, need_bound, progress, info)
+    dyn = _merge(times, parts)
+    R = dyn.residual
+    train = Y[None] - R
+    ynorm2 = float(np.sum(Y * Y))
+    rn = np.sqrt(np.sum(R * R, axis=(1, 2)))
+    train_loss = rn**2 / (2 * n * o)
+    train_loss_err = (2 * rn * dyn.residual_error + dyn.residual_error**2) / (2 * n * o)
+    test = test_err = test_loss = test_loss_err = None
+    m = 0
+    if Xt is not None:
+        m = len(Xt)
+        A = dyn.alpha  # (T, n, o)
+        stacked = np.ascontiguousarray(A.transpose(1, 0, 2).reshape(n, -1))
+        F = theta_tile_matvec(spec, Xt, X, stacked, device=device) / n
+        test = F.reshape(m, len(times), o).transpose(1, 0, 2)
+        anorm = np.sqrt(np.sum(A * A, axis=(1, 2)))
+        test_err = (math.sqrt(m / n) * spec.at_one * dyn.alpha_error
+                    + math.sqrt(m * n) * perturbation / n * anorm)
+        if Yt is not None:
+            D = test - Yt[None]
+            dn = np.sqrt(np.sum(D * D, axis=(1, 2)))
+            test_loss = dn**2 / (2 * m * o)
+            test_loss_err = (2 * dn * test_err + test_err**2) / (2 * m * o)
+    info["label_norm2"] = ynorm2
+
+    def shape(v, per_time=True):
+        if v is None:
+            return None
+        if vector and per_time and v.ndim == 3:
+            v = v[..., 0]
+        return v[0] if scalar else v
+
+    return Prediction(
+        times=times[0] if scalar else times, train=shape(train),
+        train_error=shape(dyn.residual_error), train_loss=shape(train_loss),
+        train_loss_error=shape(train_loss_err), test=shape(test), test_error=shape(test_err),
+        test_loss=shape(test_loss), test_loss_error=shape(test_loss_err), ridge=ridge,
+        which=which, step=step, n=n, outputs=o, m=m,
+        method=" + ".join(dict.fromkeys(p.method for p in parts)),
+        passes=sum(p.passes for p in parts), converged=all(p.converged for p in parts),
+        seconds=time.perf_counter() - t0, info=info, alpha=shape(dyn.alpha))
+
+
+def _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank, max_passes, method,
+                 tile_tol, device, which, perturbation, certified, need_bound, progress,
+                 info) -> list[Dynamics]:
+    """The matrix-free path: Krylov for the finite times, preconditioned CG for t = inf."""
+    n, d = X.shape
+    at_one = net.at_one(which)
+    level = perturbation + 8 * _EPS * math.sqrt(n) * at_one  # ||K|| <= Tr K = Theta(1)
+    if need_bound and certified <= SINGULAR_MARGIN * level:
+        raise SingularKernelError(singular_message(certified, level, "certified (docs/math.md "
+                                                   "section 7)"))
+    kw = dict(method=method, tol=tile_tol, which=which, device=device)
+    parts = []
+    finite = times[np.isfinite(times)]
+    op = kernel_operator(net, X, client=client, progress=progress, **kw)
+    try:
+        if finite.size:
+            parts.append(krylov_dynamics(op, Y, finite, ridge, alpha=alpha, tol=tol,
+                                         max_passes=max_passes, perturbation=perturbation,
+                                         lam_low=certified, lam_high=at_one,
+                                         progress=progress, step=step))
+        if np.isinf(times).any():
+            k = min(n - 2, rank if rank is not None else min(d + 17, 128))
+            k = check_count(k, "rank")
+            eig = top_eigenvalues(net, X, k + 1, tol=PRECONDITIONER_TOL, eigenvectors=True,
+                                  client=client, assemble=False, which=which,
+                                  max_passes=PRECONDITIONER_PASSES,
+                                  method=method, tile_tol=tile_tol, device=device,
+                                  progress=progress)
+            info["preconditioner"] = {"rank": k, "passes": eig.passes,
+                                      "lambda_1": float(eig.eigenvalues[0]),
+                                      "lambda_next": float(eig.eigenvalues[k])}
+            cg = ridge_cg(op, Y, ridge, V=eig.eigenvectors[:, :k],
+                          eigenvalues=eig.eigenvalues[:k], sigma=float(eig.eigenvalues[k]),
+                          tol=tol, max_passes=max_passes, lam_low=certified,
+                          perturbation=level, progress=progress)
+            cg.passes += eig.passes
+            info["cg"] = cg.info
+            parts.append(cg)
+    finally:
+        op.close()
+    return parts
+
+
+def _merge(times: np.ndarray, parts: list[Dynamics]) -> Dynamics:
+    """One Dynamics over ``times`` from parts computed for subsets of them (in order)."""
+    if len(parts) == 1 and len(parts[0].times) == len(times):
+        return parts[0]
+    n, o = parts[0].residual.shape[1:]
+    T = len(times)
+    R = np.empty((T, n, o))
+    Re = np.empty(T)
+    with_alpha = parts[0].alpha is not None
+    A = np.empty((T, n, o)) if with_alpha else None
+    Ae = np.empty(T) if with_alpha else None
+    for p in parts:
+        for j, tp in enumerate(p.times):
+            for i in np.flatnonzero(times == tp):
+                R[i], Re[i] = p.residual[j], p.residual_error[j]
+                if with_alpha:
+                    A[i], Ae[i] = p.alpha[j], p.alpha_error[j]
+    return Dynamics(times, R, Re, A, Ae, parts[0].method)
