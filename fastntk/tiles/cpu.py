@@ -41,7 +41,8 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
               symmetric: bool) -> float:
     """Map the C-ordered float64 block ``g`` in place: Gram values of the rows ``xi``,
     ``xj`` (``xj`` unused when ``symmetric``: then only the lower triangle is read and the
-    result is mirrored), or correlations when ``xi is None``.  Returns the certified bound."""
+    upper one is written from it as the map goes), or correlations when ``xi is None``.
+    Returns the certified bound."""
     rows = xi is not None
     if not rows:
         xi = xj = _NO_ROWS
@@ -56,8 +57,6 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
             r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
             coeffs, bound = spec.plan(r)
             tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
-        if symmetric:
-            tiles_cpu.mirror_lower(g)
     return bound
 
 
@@ -131,7 +130,7 @@ def kernels_cached() -> bool:
     from ..kernels import series_cpu
 
     for kernel in (tiles_cpu.exact_tile, tiles_cpu.fix_gram, tiles_cpu.horner_tile,
-                   tiles_cpu.mirror_lower, series_cpu.truncated_product,
+                   series_cpu.truncated_product,
                    series_cpu.relu_dual_compose, series_cpu.horner_compose_pair):
         try:
             if not os.path.exists(kernel._cache._cache_file._index_path):
