@@ -237,6 +237,24 @@ def layer_complements(rho, code, param, gw2, gb2, sw2, sb2, q):
 
 
 # --------------------------------------------------------------------- series path
+@njit(cache=True, parallel=True, fastmath={"nnan", "ninf", "nsz"})
+def max_abs_rho(g, xi, xj, tri):
+    """The largest |G_ij| / (|x_i| |x_j|) of a Gram block (j < i for a symmetric tile), g
+    unchanged: a cheap pass (no recomputation near +-1) that decides "auto" tiles."""
+    n1, n2 = g.shape
+    ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)
+    best = np.zeros(max(n1, 1))
+    for i in prange(n1):
+        m = i if tri else n2
+        u = ui[i]
+        b = 0.0
+        for j in range(m):
+            v = abs(g[i, j]) * (u * uj[j])
+            b = v if v > b else b
+        best[i] = b
+    return min(best.max(), 1.0)
+
+
 @njit(cache=True)
 def _fix_row(g, i, m, xi, xj, ni, nj, ui, uj, rows, diag):
     """g[i, :m] <- rho (1.0 exactly for duplicates and the diagonal); returns max |rho| < 1."""

@@ -42,20 +42,24 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
     """Map the C-ordered float64 block ``g`` in place: Gram values of the rows ``xi``,
     ``xj`` (``xj`` unused when ``symmetric``: then only the lower triangle is read and the
     upper one is written from it as the map goes), or correlations when ``xi is None``.
-    Returns the certified bound."""
+    Returns the certified bound.  An "auto" exact spec maps a tile whose largest |rho| is at
+    most ``spec.series_below`` by its series instead (cheaper at the tolerance)."""
     rows = xi is not None
     if not rows:
         xi = xj = _NO_ROWS
     elif symmetric:
         xj = xi
     with parallel_section():
-        if spec.method == "exact":
+        series = spec.method == "series"
+        if not series and rows and spec.series_below > 0.0:  # "auto": cheaper as a series?
+            series = tiles_cpu.max_abs_rho(g, xi, xj, symmetric) <= spec.series_below
+        if not series:
             tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one,
                                  spec.which == "nngp", *spec.recipe.args)
             bound = 0.0
         else:
             r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
-            coeffs, bound = spec.plan(r)
+            coeffs, bound = spec.series_plan(r)
             tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
     return bound
 
