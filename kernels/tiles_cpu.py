@@ -238,9 +238,11 @@ def layer_complements(rho, code, param, gw2, gb2, sw2, sb2, q):
 
 # --------------------------------------------------------------------- series path
 @njit(cache=True, parallel=True, fastmath={"nnan", "ninf", "nsz"})
-def max_abs_rho(g, xi, xj, tri):
-    """The largest |G_ij| / (|x_i| |x_j|) of a Gram block (j < i for a symmetric tile), g
-    unchanged: a cheap pass (no recomputation near +-1) that decides "auto" tiles."""
+def max_abs_rho(g, xi, xj, tri, offset):
+    """The largest |G_ij| / (|x_i| |x_j|) of a Gram block, g unchanged: a cheap pass (no
+    recomputation near +-1) that decides "auto" tiles.  The diagonal is left out: j < i for a
+    symmetric tile, j = i + ``offset`` when ``offset >= 0`` (rows i of a block of the same
+    rows starting at ``offset``)."""
     n1, n2 = g.shape
     ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)
     best = np.zeros(max(n1, 1))
@@ -248,9 +250,10 @@ def max_abs_rho(g, xi, xj, tri):
         m = i if tri else n2
         u = ui[i]
         b = 0.0
+        skip = i + offset if offset >= 0 else -1
         for j in range(m):
             v = abs(g[i, j]) * (u * uj[j])
-            b = v if v > b else b
+            b = v if (v > b and j != skip) else b
         best[i] = b
     return min(best.max(), 1.0)
 

@@ -56,6 +56,7 @@ EXACT_FIXED_COST = 60.0
 EXACT_LAYER_COST = {LEAKY_RELU: 52.0, ERF: 125.0, GAUSSIAN: 45.0}
 EXACT_LAYER_COST_LIBM = 550.0  # sin, cos: libm calls, not vectorised
 AUTO_MAX_DEGREE = 512  # longest table an "auto" exact spec carries
+AUTO_TRUNCATION = 2.0**-53  # "auto" series tiles: truncation below the rounding level
 
 
 def check_which(which: str) -> str:
@@ -129,8 +130,14 @@ class TileSpec:
 
     def series_plan(self, r: float) -> tuple[np.ndarray, float]:
         """(c_0..c_t, certified absolute bound) of the series table at largest |rho| ``r``
-        (for an "auto" exact spec: a tile with r <= ``series_below``)."""
-        t = self.degree_for(r)
+        (for an "auto" exact spec, a tile with r <= ``series_below``: the shortest t whose
+        truncation is below AUTO_TRUNCATION Theta(1))."""
+        if self.method == "exact":
+            r = min(max(float(r), 0.0), 1.0)
+            trunc = self.tails * r ** (np.arange(len(self.tails)) + 1.0)
+            t = int(np.flatnonzero(trunc <= AUTO_TRUNCATION * self.at_one)[0])
+        else:
+            t = self.degree_for(r)
         return self.coeffs[: t + 1], float(self._bounds_at(min(max(r, 0.0), 1.0))[t])
 
     def bounds(self, t: int, rho: np.ndarray) -> np.ndarray:
@@ -166,11 +173,14 @@ def exact_cost(net: NTK) -> float:
 
 
 def series_cutoff(net: NTK, tol: float, which: str):
-    """(coefficients, tails, r*) for ``method="auto"`` on a network with an exact recipe: the
-    series of degree t <= t* is cheaper than the exact recipe (cost model above), and r* is
-    the largest |rho| at which some such t has its certified bound below ``tol * Theta(1)``
-    (capped at 1 - NEAR, where the rows are recomputed).  None when no series tile pays, or
-    when the coefficients are not certified."""
+    """(coefficients, tails, r*) for ``method="auto"`` on a network with an exact recipe.
+
+    A series tile of degree t is used only where it is as accurate as the recursion: its
+    truncation b_t r^(t+1) is below AUTO_TRUNCATION Theta(1) (the rounding level) and its
+    certified bound, with the rounding allowance, below ``tol`` Theta(1); and only where it
+    is cheaper, t <= t* by the cost model above.  r* is the largest |rho| at which some
+    t <= t* qualifies (capped at 1 - NEAR, where the rows are recomputed).  None when no
+    series tile qualifies, or when the coefficients are not certified."""
     tmax = min(int(exact_cost(net) - SERIES_FIXED_COST) - 1, AUTO_MAX_DEGREE)
     if tmax < MIN_SERIES_DEGREE:
         return None
@@ -180,15 +190,14 @@ def series_cutoff(net: NTK, tol: float, which: str):
     one = net.at_one(which)
     tails = coef.truncation_bounds(which)
     t = np.arange(len(tails))
-    slack = tol * one - rounding_allowance(t, net.hidden_layers) * one
-    ok = slack > 0.0
+    ok = rounding_allowance(t, net.hidden_layers) + AUTO_TRUNCATION <= tol
     if not ok.any():
         return None
     with np.errstate(divide="ignore"):
-        r_t = np.where(tails[ok] > 0.0, (slack[ok] / np.maximum(tails[ok], 1e-300))
+        r_t = np.where(tails[ok] > 0.0, (AUTO_TRUNCATION * one / np.maximum(tails[ok], 1e-300))
                        ** (1.0 / (t[ok] + 1.0)), 1.0)
     table, _ = coef.table(which)
-    return table, tails, float(min(r_t.max(), 1.0 - NEAR))
+    return table, tails, float(min(r_t.max() * (1.0 - 1e-12), 1.0 - NEAR))  # (rounding)
 
 
 @lru_cache(maxsize=128)
