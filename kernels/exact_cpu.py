@@ -10,11 +10,13 @@ The layer recursion is written once, in three pieces every path uses:
 
 * ``first_layer``   layer 1 from (1 - rho, 1 + rho);
 * ``layer_update``  one layer l -> l + 1 from the dual moments (NNGP, NTK, next complements);
-* ``exact_block``   both applied to a block of entries, the layer loop outside and the entry
-                    loop inside, so that the ReLU family (``leaky_dual``: no libm call, arccos
-                    by a polynomial) vectorises.  The CPU tiles call it per block of a row,
-                    the CUDA tiles per entry (a block of one), and ``fastntk.network.ntk`` uses its
-                    ``record`` option for the per-layer complements.
+* ``exact_block``   both applied to a block of entries, the layer loop outside and one entry
+                    loop per activation inside, so that the ReLU family (``leaky_dual``: one
+                    square root, arccos by the polynomial ``asin_ratio``), erf (``erf_dual``,
+                    ``asin_poly``) and the Gaussian vectorise with no branch.  The CPU
+                    tiles call it per block of a row, the CUDA tiles per entry (a block of
+                    one), and ``fastntk.network.ntk`` uses its ``record`` option for the
+                    per-layer complements.
 
 The recipe arguments ``code, param, gw2, gb2, sw2, sb2, q`` come from
 ``fastntk.network.ntk.LayerRecipe.args``; activation codes are in ``kernels/codes.py``.
