@@ -16,6 +16,11 @@ FASTNTK_BENCH_ZARR_DIR (default: a temporary directory).
 * group series-d64: tanh (no closed form), series tiles at tol 1e-12, n x d = N x 64, and
   the exact ReLU tile on the same data (reported ratio).
 * scaling: time vs n in memory and to zarr; t / n^2 within 20 % of the largest size's.
+* cost model (issue 20): ``test_cost_model`` measures, on one thread and in CPU time, the
+  exact recursion's cost per layer for each closed form and Horner's cost per term, and prints
+  them in Horner terms next to the constants of ``fastntk.tiles.spec`` (the "auto" choice).
+* pass: one matrix-free pass (``TileOperator.matvec``, ReLU L = 3, d = 64, N x 20 block)
+  against assembling K (``NTK.kernel``) and multiplying it by the same block.  Target: <= 0.8.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ import time
 
 import numpy as np
 import pytest
+from fastntk.kernels import tiles_cpu
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
 from fastntk.scale.matrix import to_zarr
+from fastntk.spectrum.operators import TileOperator
+from fastntk.tiles import spec as spec_mod
 from fastntk.tiles.dispatch import theta_tile, tile_spec
 
 N = int(os.environ.get("FASTNTK_BENCH_N", "10000"))
@@ -208,6 +216,72 @@ def test_scaling(relu, tmp_path_factory):
     print("\n" + "\n".join(lines))
 
 
+# ----------------------------------------------------------------- cost model
+def _cpu_ns(fn, g0, rounds=5):
+    """Best CPU time of fn(copy of g0), ns per entry (one Numba thread: CPU time is robust
+    to other processes on a shared machine)."""
+    best = np.inf
+    for _ in range(rounds):
+        g = g0.copy()
+        t = time.process_time()
+        fn(g)
+        best = min(best, time.process_time() - t)
+    return best / g0.size * 1e9
+
+
+def test_cost_model():
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        n = 1500
+        A, B = sphere(n, 64, 0), sphere(n, 64, 1)
+        g0 = A @ B.T
+        c = {}
+        for t in (8, 128):
+            coeffs = np.full(t + 1, 1e-3)
+            c["series", t] = _cpu_ns(lambda g, cf=coeffs: (
+                tiles_cpu.fix_gram(g, A, B, True, False),
+                tiles_cpu.horner_tile(g, cf, 1.0, False)), g0)
+        term = (c["series", 128] - c["series", 8]) / 120
+        fixed = c["series", 8] / term - 9
+        lines = [f"Horner term {term:.4f} ns per entry; series fixed cost {fixed:.0f} terms "
+                 f"(model {spec_mod.SERIES_FIXED_COST:.0f})"]
+        for name in ("relu", "erf", "gaussian", "sin"):
+            for L in (1, 4):
+                spec = tile_spec(NTK(name, L), "exact")
+                c[name, L] = _cpu_ns(lambda g, sp=spec: tiles_cpu.exact_tile(
+                    g, A, B, True, False, sp.at_one, False, *sp.recipe.args), g0)
+            layer = (c[name, 4] - c[name, 1]) / 3
+            model = spec_mod.EXACT_LAYER_COST.get(NTK(name, 1).recipe.args[0],
+                                                  spec_mod.EXACT_LAYER_COST_LIBM)
+            lines.append(f"{name:9s} layer {layer:7.3f} ns = {layer / term:6.0f} terms "
+                         f"(model {model:.0f}); fixed {(c[name, 1] - layer) / term:5.0f} terms "
+                         f"(model {spec_mod.EXACT_FIXED_COST:.0f})")
+        RESULTS["cost_model_ns"] = {f"{k[0]}_{k[1]}": v for k, v in c.items()}
+        print("\n" + "\n".join(lines))
+    finally:
+        numba.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------- pass
+@pytest.mark.benchmark(group="pass-d64")
+def test_matrix_free_pass(benchmark, relu, X64):
+    op = TileOperator(relu, X64)
+    V = np.random.default_rng(0).standard_normal((X64.shape[0], 20))
+    op.matvec(V[:, :1])
+    benchmark.pedantic(lambda: op.matvec(V), rounds=2, iterations=1, warmup_rounds=0)
+    _record(benchmark, "pass_64")
+
+
+@pytest.mark.benchmark(group="pass-d64")
+def test_assemble_and_multiply(benchmark, relu, X64):
+    V = np.random.default_rng(0).standard_normal((X64.shape[0], 20))
+    benchmark.pedantic(lambda: relu.kernel(X64) @ V, rounds=2, iterations=1, warmup_rounds=0)
+    _record(benchmark, "assemble_multiply_64")
+
+
 def test_ratios():
     """Ratios from this run (needs --benchmark-enable), printed (and saved, see _save)."""
     r = RESULTS
@@ -219,6 +293,8 @@ def test_ratios():
         r["ratio_relu_dask_to_numpy_to_gram_784"] = r["relu_to_numpy_784"] / r["gram_784"]
     if "tanh_tile_64" in r and "relu_tile_64" in r:
         r["ratio_tanh_series_to_relu_exact_64"] = r["tanh_tile_64"] / r["relu_tile_64"]
+    if "pass_64" in r and "assemble_multiply_64" in r:
+        r["ratio_pass_to_assemble_multiply_64"] = r["pass_64"] / r["assemble_multiply_64"]
     r["threads"] = os.cpu_count()
     _save()
     print("\n" + json.dumps(r, indent=1, sort_keys=True))

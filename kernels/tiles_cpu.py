@@ -24,9 +24,11 @@ themselves.
 
 Layout: rows run in parallel (``prange``); within a row the entries are processed in blocks of
 ``BLOCK`` with the layer (or power) loop outside and the entry loop inside, so that the
-ReLU-family recursion and Horner's rule vectorise.  Symmetric tiles (``tri=True``) evaluate only
-the lower triangle j <= i of a C-ordered block (rows paired i <-> n - 1 - i for load balance)
-and ``mirror_lower`` copies it up.  ``kernels/tiles_cuda.py`` compiles ``complements``,
+exact recursion (branch-free for the ReLU family, erf and the Gaussian) and Horner's rule
+vectorise.  Symmetric tiles (``tri=True``) evaluate only the lower triangle j <= i of a
+C-ordered block, TRI x TRI block by block (row blocks paired k <-> last - k for load balance),
+and write each mapped block's transpose into the upper triangle while it is in cache (the
+mirror is fused with the map).  ``kernels/tiles_cuda.py`` compiles ``complements``,
 ``horner_block`` and ``exact_cpu.exact_block`` for the GPU from this same source.
 """
 
@@ -41,6 +43,7 @@ from .exact_cpu import exact_block
 
 NEAR = 1.0 / 32.0  # |rho| > 1 - NEAR: recompute 1 -+ rho from the rows
 BLOCK = 256  # entries per inner vector loop (row buffers stay in L1)
+TRI = 128  # symmetric tiles: TRI x TRI blocks of the lower triangle, mirrored as they go
 
 
 # ----------------------------------------------------------------------------- rows
@@ -154,18 +157,42 @@ def _init_block(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, om, op):
         op[i - j0] = 2.0
 
 
-@njit(cache=True)
-def _exact_row(g, i, m, xi, xj, ni, nj, ui, uj, rows, diag, at_one, want_nngp,
-               code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace):
-    """g[i, :m] <- Theta (or the NNGP) by the exact recursion, in blocks of BLOCK."""
-    for j0 in range(0, m, BLOCK):
-        nb = min(BLOCK, m - j0)
-        _init_block(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, om, op)
-        exact_block(om, op, nb, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, False,
-                    trace)
-        val = al if want_nngp else kp
+@njit(cache=True, error_model="numpy")
+def _exact_chunk(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, mirror, at_one, want_nngp,
+                 code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace):
+    """g[i, j0:j0+nb] <- Theta (or the NNGP) by the exact recursion; ``mirror``: also
+    g[j0:j0+nb, i] (the symmetric tile's upper triangle, written while the block is hot)."""
+    _init_block(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, om, op)
+    exact_block(om, op, nb, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, False, trace)
+    val = al if want_nngp else kp
+    for jj in range(nb):
+        g[i, j0 + jj] = at_one if om[jj] == 0.0 else val[jj]
+    if mirror:
         for jj in range(nb):
-            g[i, j0 + jj] = at_one if om[jj] == 0.0 else val[jj]
+            g[j0 + jj, i] = g[i, j0 + jj]
+
+
+@njit(cache=True)
+def _exact_rows(g, a, xi, xj, ni, nj, ui, uj, rows, tri, at_one, want_nngp,
+                code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace):
+    """Row block ``a`` of the tile: rows a*TRI .. of a symmetric tile (its part of the lower
+    triangle, mirrored on the fly, TRI x TRI block by block), or row ``a`` of a rectangular
+    one (in chunks of BLOCK)."""
+    if not tri:
+        m = g.shape[1]
+        for j0 in range(0, m, BLOCK):
+            _exact_chunk(g, a, j0, min(BLOCK, m - j0), xi, xj, ni, nj, ui, uj, rows, False,
+                         False, at_one, want_nngp, code, param, gw2, gb2, sw2, sb2, q, om, op,
+                         dl, db, kp, al, trace)
+        return
+    r0 = a * TRI
+    r1 = min(r0 + TRI, g.shape[0])
+    for c0 in range(0, r1, TRI):
+        for i in range(max(r0, c0), r1):
+            nb = min(TRI, i + 1 - c0)
+            _exact_chunk(g, i, c0, nb, xi, xj, ni, nj, ui, uj, rows, True, True, at_one,
+                         want_nngp, code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al,
+                         trace)
 
 
 @njit(cache=True, parallel=True)
@@ -174,13 +201,13 @@ def exact_tile(g, xi, xj, rows, tri, at_one, want_nngp, code, param, gw2, gb2, s
 
     ``rows``: xi, xj are the row blocks (rho = g / norms, recomputed near +-1); otherwise ``g``
     holds correlations and xi, xj are ignored.  ``tri``: symmetric tile (xi is xj), only
-    j <= i is evaluated (then call :func:`mirror_lower`) and the diagonal is ``at_one``.
-    Entries with 1 - rho = 0 get ``at_one`` exactly.
+    j <= i is read, the upper triangle is written from it (no separate mirror pass) and the
+    diagonal is ``at_one``.  Entries with 1 - rho = 0 get ``at_one`` exactly.
     """
     n1, n2 = g.shape
     ni, nj, ui, uj = _norms(xi, xj, rows, tri, n1, n2)
-    npair = (n1 + 1) // 2 if tri else n1
-    for k in prange(npair):
+    nrb = -(-n1 // TRI) if tri else n1
+    for k in prange((nrb + 1) // 2):  # row blocks paired k <-> nrb - 1 - k: balanced
         om = np.empty(BLOCK)
         op = np.empty(BLOCK)
         dl = np.empty(BLOCK)
@@ -188,17 +215,12 @@ def exact_tile(g, xi, xj, rows, tri, at_one, want_nngp, code, param, gw2, gb2, s
         kp = np.empty(BLOCK)
         al = np.empty(BLOCK)
         trace = np.empty(0)
-        if tri:
-            _exact_row(g, k, k + 1, xi, xj, ni, nj, ui, uj, rows, True, at_one, want_nngp,
-                       code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace)
-            i2 = n1 - 1 - k
-            if i2 != k:
-                _exact_row(g, i2, i2 + 1, xi, xj, ni, nj, ui, uj, rows, True, at_one,
-                           want_nngp, code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp,
-                           al, trace)
-        else:
-            _exact_row(g, k, n2, xi, xj, ni, nj, ui, uj, rows, False, at_one, want_nngp,
-                       code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace)
+        _exact_rows(g, k, xi, xj, ni, nj, ui, uj, rows, tri, at_one, want_nngp,
+                    code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace)
+        k2 = nrb - 1 - k
+        if k2 != k:
+            _exact_rows(g, k2, xi, xj, ni, nj, ui, uj, rows, tri, at_one, want_nngp,
+                        code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace)
     return g
 
 
@@ -215,6 +237,27 @@ def layer_complements(rho, code, param, gw2, gb2, sw2, sb2, q):
 
 
 # --------------------------------------------------------------------- series path
+@njit(cache=True, parallel=True, fastmath={"nnan", "ninf", "nsz"})
+def max_abs_rho(g, xi, xj, tri, offset):
+    """The largest |G_ij| / (|x_i| |x_j|) of a Gram block, g unchanged: a cheap pass (no
+    recomputation near +-1) that decides "auto" tiles.  The diagonal is left out: j < i for a
+    symmetric tile, j = i + ``offset`` when ``offset >= 0`` (rows i of a block of the same
+    rows starting at ``offset``)."""
+    n1, n2 = g.shape
+    ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)
+    best = np.zeros(max(n1, 1))
+    for i in prange(n1):
+        m = i if tri else n2
+        u = ui[i]
+        b = 0.0
+        skip = i + offset if offset >= 0 else -1
+        for j in range(m):
+            v = abs(g[i, j]) * (u * uj[j])
+            b = v if (v > b and j != skip) else b
+        best[i] = b
+    return min(best.max(), 1.0)
+
+
 @njit(cache=True)
 def _fix_row(g, i, m, xi, xj, ni, nj, ui, uj, rows, diag):
     """g[i, :m] <- rho (1.0 exactly for duplicates and the diagonal); returns max |rho| < 1."""
@@ -256,59 +299,41 @@ def fix_gram(g, xi, xj, rows, tri):
 
 
 @njit(cache=True)
-def _horner_row(g, i, m, coeffs, at_one, x, acc):
-    for j0 in range(0, m, BLOCK):
-        nb = min(BLOCK, m - j0)
-        for jj in range(nb):
-            x[jj] = g[i, j0 + jj]
-        horner_block(coeffs, x, acc, nb)
-        for jj in range(nb):
-            g[i, j0 + jj] = at_one if x[jj] >= 1.0 else acc[jj]
+def _horner_rows(g, a, coeffs, at_one, tri, x, acc):
+    """Row block ``a`` (as in ``_exact_rows``): g <- sum_p coeffs[p] g^p, 1 -> at_one."""
+    if tri:
+        r0 = a * TRI
+        r1 = min(r0 + TRI, g.shape[0])
+        c_step = TRI
+    else:
+        r0 = a
+        r1 = a + 1
+        c_step = BLOCK
+    for c0 in range(0, r1 if tri else g.shape[1], c_step):
+        for i in range(max(r0, c0) if tri else r0, r1):
+            nb = min(TRI, i + 1 - c0) if tri else min(BLOCK, g.shape[1] - c0)
+            for jj in range(nb):
+                x[jj] = g[i, c0 + jj]
+            horner_block(coeffs, x, acc, nb)
+            for jj in range(nb):
+                g[i, c0 + jj] = at_one if x[jj] >= 1.0 else acc[jj]
+            if tri:
+                for jj in range(nb):
+                    g[c0 + jj, i] = g[i, c0 + jj]
 
 
 @njit(cache=True, parallel=True)
 def horner_tile(g, coeffs, at_one, tri):
     """g <- sum_p coeffs[p] g^p for a block of correlations (from :func:`fix_gram`);
-    rho = 1 gets ``at_one``."""
-    n1, n2 = g.shape
-    npair = (n1 + 1) // 2 if tri else n1
-    for k in prange(npair):
+    rho = 1 gets ``at_one``.  ``tri``: only j <= i is read and the upper triangle is
+    written from it."""
+    n1 = g.shape[0]
+    nrb = -(-n1 // TRI) if tri else n1
+    for k in prange((nrb + 1) // 2):
         x = np.empty(BLOCK)
         acc = np.empty(BLOCK)
-        if tri:
-            _horner_row(g, k, k + 1, coeffs, at_one, x, acc)
-            i2 = n1 - 1 - k
-            if i2 != k:
-                _horner_row(g, i2, i2 + 1, coeffs, at_one, x, acc)
-        else:
-            _horner_row(g, k, n2, coeffs, at_one, x, acc)
-    return g
-
-
-# ------------------------------------------------------------------------ helpers
-@njit(cache=True, parallel=True)
-def mirror_lower(g):
-    """g[i, j] <- g[j, i] for j > i (square g): blocked transpose copy, in parallel."""
-    n = g.shape[0]
-    bs = 64
-    nb = (n + bs - 1) // bs
-    npairs = nb * (nb + 1) // 2
-    bis = np.empty(npairs, dtype=np.int64)
-    bjs = np.empty(npairs, dtype=np.int64)
-    t = 0
-    for a in range(nb):
-        for b in range(a, nb):
-            bis[t] = a
-            bjs[t] = b
-            t += 1
-    for p in prange(npairs):
-        bi = bis[p]
-        bj = bjs[p]
-        i0 = bi * bs
-        j0 = bj * bs
-        i1 = min(i0 + bs, n)
-        j1 = min(j0 + bs, n)
-        for i in range(i0, i1):
-            for j in range(max(j0, i + 1), j1):
-                g[i, j] = g[j, i]
+        _horner_rows(g, k, coeffs, at_one, tri, x, acc)
+        k2 = nrb - 1 - k
+        if k2 != k:
+            _horner_rows(g, k2, coeffs, at_one, tri, x, acc)
     return g

@@ -53,13 +53,18 @@ def _device(dispatcher, **deps):
 def device_functions():
     """The shared mathematics as device functions (built once)."""
     e = exact_cpu
-    asin_r = _device(e.asin_sqrt_ratio)
-    arccos = _device(e.arccos_complements, asin_sqrt_ratio=asin_r)
+    ratio = _device(e.asin_ratio)
+    arccos = _device(e.arccos_complements, asin_ratio=ratio)
+    asin = _device(e.asin_poly, asin_ratio=ratio)
     tcms = _device(e.theta_cos_minus_sin)
     leaky = _device(e.leaky_dual, arccos_complements=arccos, theta_cos_minus_sin=tcms)
-    dual = _device(e.dual_moments, leaky_dual=leaky)
+    erf = _device(e.erf_dual, asin_poly=asin)
+    gauss = _device(e.gaussian_dual)
+    dual = _device(e.dual_moments, leaky_dual=leaky, erf_dual=erf, gaussian_dual=gauss,
+                   trig_dual=_device(e.trig_dual))
     block = _device(e.exact_block, first_layer=_device(e.first_layer),
-                    layer_update=_device(e.layer_update), leaky_dual=leaky, dual_moments=dual)
+                    layer_update=_device(e.layer_update), leaky_dual=leaky, erf_dual=erf,
+                    gaussian_dual=gauss, dual_moments=dual)
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))

@@ -62,15 +62,20 @@ def special_rows(d=6, seed=0):
 
 # --------------------------------------------------------------- exact_cpu pieces
 def test_asin_polynomial_is_accurate():
+    # (asin_sqrt_ratio, the polynomial of the two-square-root arccos, became asin_ratio:
+    # P(t) = asin(sqrt(t)) / sqrt(t (1 - t)) at x = 4t - 1; tests/test_map_speed.py holds the
+    # full check against mpmath)
     @njit
     def evaluate(t):
         out = np.empty_like(t)
         for i in range(t.shape[0]):
-            out[i] = exact_cpu.asin_sqrt_ratio(t[i])
+            out[i] = exact_cpu.asin_ratio(4.0 * t[i] - 1.0)
         return out
 
-    t = np.linspace(1e-12, 0.5, 20001)
-    ref = np.arcsin(np.sqrt(t)) / np.sqrt(t)
+    t = np.linspace(1e-12, 0.5, 2001)
+    with mpmath.workdps(30):
+        ref = np.array([float(mpmath.asin(mpmath.sqrt(v)) / mpmath.sqrt(v * (1 - v)))
+                        for v in map(mpmath.mpf, t)])
     assert np.max(np.abs(evaluate(t) / ref - 1.0)) < 4e-16
 
 

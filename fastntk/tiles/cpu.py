@@ -38,26 +38,30 @@ def gram_lower(X: np.ndarray) -> np.ndarray:
 
 
 def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarray | None,
-              symmetric: bool) -> float:
+              symmetric: bool, offset: int = -1) -> float:
     """Map the C-ordered float64 block ``g`` in place: Gram values of the rows ``xi``,
     ``xj`` (``xj`` unused when ``symmetric``: then only the lower triangle is read and the
-    result is mirrored), or correlations when ``xi is None``.  Returns the certified bound."""
+    upper one is written from it as the map goes), or correlations when ``xi is None``.
+    Returns the certified bound.  An "auto" exact spec maps a tile whose largest |rho| (off
+    the diagonal: ``offset`` >= 0 when ``xi`` is rows ``offset..`` of ``xj``) is at most
+    ``spec.series_below`` by its series instead (cheaper, as accurate)."""
     rows = xi is not None
     if not rows:
         xi = xj = _NO_ROWS
     elif symmetric:
         xj = xi
     with parallel_section():
-        if spec.method == "exact":
+        series = spec.method == "series"
+        if not series and rows and spec.series_below > 0.0:  # "auto": cheaper as a series?
+            series = tiles_cpu.max_abs_rho(g, xi, xj, symmetric, offset) <= spec.series_below
+        if not series:
             tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one,
                                  spec.which == "nngp", *spec.recipe.args)
             bound = 0.0
         else:
             r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
-            coeffs, bound = spec.plan(r)
+            coeffs, bound = spec.series_plan(r)
             tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
-        if symmetric:
-            tiles_cpu.mirror_lower(g)
     return bound
 
 
@@ -87,7 +91,7 @@ def tile_matvec(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None, V: np.nda
         xi = Xi[start:stop]
         g = np.empty((stop - start, Xjv.shape[0]))
         np.matmul(xi, Xjv.T, out=g)
-        bound = max(bound, map_block(spec, g, xi, Xjv, False))
+        bound = max(bound, map_block(spec, g, xi, Xjv, False, start if Xj is None else -1))
         np.matmul(g, V, out=out[start:stop])
     return out, bound
 
@@ -135,7 +139,7 @@ def kernels_cached() -> bool:
 
     enabled = False
     for kernel in (tiles_cpu.exact_tile, tiles_cpu.fix_gram, tiles_cpu.horner_tile,
-                   tiles_cpu.mirror_lower, series_cpu.truncated_product,
+                   series_cpu.truncated_product,
                    series_cpu.relu_dual_compose, series_cpu.horner_compose_pair):
         try:
             index = kernel._cache._cache_file._index_path

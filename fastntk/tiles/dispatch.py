@@ -2,7 +2,7 @@
 (docs/math.md section 5).
 
 ``theta_tile(net, Xi, Xj)`` returns the block Theta(X_i, X_j) (``Xj=None``: the symmetric block
-Theta(X_i, X_i), from the lower triangle of the Gram block only, then mirrored);
+Theta(X_i, X_i), from the lower triangle of the Gram block only, mirrored as it is mapped);
 ``theta_tile_matvec(net, Xi, Xj, V)`` returns Theta(X_i, X_j) @ V without keeping the block.
 ``NTK.kernel``, ``NTK.ntk``, the Dask assembly (``fastntk.scale.matrix``), the eigensolver operators
 (``fastntk.spectrum.operators``) and the CUDA path all call these, with a :class:`TileSpec`
@@ -12,13 +12,14 @@ backend chosen by ``device`` (``fastntk.tiles.cpu`` or ``fastntk.tiles.gpu``, sa
 Methods (docs/math.md sections 3, 4): ``"exact"`` is the closed-form layer recursion
 (activations with known duals); ``"series"`` is sum_p c_p rho^p with the smallest degree whose
 certified bound at the tile's largest |rho| < 1 is below ``tol * Theta(1)``; ``"auto"`` picks
-exact when available.  Entries with rho = 1 (the diagonal of a symmetric tile, duplicate rows)
-are always exactly Theta(1), and entries with |rho| near 1 are recomputed from the rows without
-cancellation, so exact tiles agree with the mpmath reference to ~1e-15 relative to Theta(1)
-everywhere, including duplicate and antipodal rows.  The correlation of two rows is
-<x, y> / (|x| |y|): rows of norm 1 within the validation tolerance
-(``fastntk.data.rows.check_rows``)
-are used as their projections onto the sphere.
+exact when available, and on the CPU maps a tile by its series where the cost model of
+``fastntk.tiles.spec`` says that is cheaper and the series is as accurate (truncation below
+the rounding level; the bound is reported).  Entries with rho = 1 (the diagonal of a
+symmetric tile, duplicate rows) are always exactly Theta(1), and entries with |rho| near 1
+are recomputed from the rows without cancellation, so exact tiles agree with the mpmath
+reference to ~1e-15 relative to Theta(1) everywhere, including duplicate and antipodal rows.
+The correlation of two rows is <x, y> / (|x| |y|): rows of norm 1 within the validation
+tolerance (``fastntk.data.rows.check_rows``) are used as their projections onto the sphere.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ to ship to every Dask worker:
   shortest prefix c_0..c_t whose certified bound at the tile's largest |rho| < 1,
   b_t r^(t+1) + 2 (t + 10 L + 10) eps Theta(1), meets the tolerance (:meth:`TileSpec.plan`;
   docs/math.md section 4);
+* ``method == "exact"`` chosen by ``"auto"`` also carries a short series table and
+  ``series_below`` = r*: a CPU tile whose largest |rho| is at most r* is cheaper as a series
+  at the tolerance, by the cost model below, and is evaluated as one (with its certified bound);
 * ``at_one``: Theta(1) exactly, the value of every entry with rho = 1 (the diagonal of a
   symmetric tile, duplicate rows).
 
@@ -34,10 +37,26 @@ from functools import lru_cache
 import numpy as np
 
 from ..common.defaults import MAX_SERIES_DEGREE, MIN_SERIES_DEGREE, TILE_TOL
+from ..kernels.codes import ERF, GAUSSIAN, LEAKY_RELU
+from ..kernels.tiles_cpu import NEAR
 from ..network.ntk import NTK, LayerRecipe, rounding_allowance
 
 METHODS = ("auto", "exact", "series")
 WHICH = ("ntk", "nngp")
+
+# The cost model of ``method="auto"`` (docs/math.md section 5, "Series tiles chosen by cost"):
+# the CPU cost of one tile entry in units of one Horner term (one vectorised multiply-add per
+# entry).  A series tile of degree t costs SERIES_FIXED_COST + t + 1 (the correlation pass and
+# Horner's loads and stores, then the terms); an exact tile costs EXACT_FIXED_COST + L times
+# the activation's layer cost.  Calibrated once on the development machine (2-core Xeon, AVX2
+# loops; bench/bench_tiles.py::test_cost_model, bench/RESULTS.md): ReLU layer 4.2 ns, Horner
+# term 0.08 ns per entry, CPU time of one thread.
+SERIES_FIXED_COST = 55.0
+EXACT_FIXED_COST = 60.0
+EXACT_LAYER_COST = {LEAKY_RELU: 52.0, ERF: 125.0, GAUSSIAN: 45.0}
+EXACT_LAYER_COST_LIBM = 550.0  # sin, cos: libm calls, not vectorised
+AUTO_MAX_DEGREE = 512  # longest table an "auto" exact spec carries
+AUTO_TRUNCATION = 2.0**-53  # "auto" series tiles: truncation below the rounding level
 
 
 def check_which(which: str) -> str:
@@ -79,11 +98,12 @@ class TileSpec:
     tails: np.ndarray | None = field(compare=False, repr=False)
     certified: bool = field(compare=False, default=True)
     error: float = field(compare=False, default=0.0)
+    series_below: float = 0.0
 
     @property
     def degree(self) -> int:
         """Degree T of the series table (-1 for the exact method)."""
-        return -1 if self.coeffs is None else len(self.coeffs) - 1
+        return -1 if self.coeffs is None or self.method == "exact" else len(self.coeffs) - 1
 
     def allowance(self, t) -> np.ndarray:
         """The a-priori rounding allowance of the degree-t truncation (absolute), plus the
@@ -98,7 +118,7 @@ class TileSpec:
         """The smallest degree t whose certified bound for |rho| <= r is below
         ``tol * Theta(1)`` (or the degree of the smallest bound when none is)."""
         if self.coeffs is None:
-            raise ValueError("the exact method has no series degree")
+            raise ValueError("the exact method has no series table")
         r = min(max(float(r), 0.0), 1.0)
         b = self._bounds_at(r)
         target = max(self.tol * self.at_one, float(b.min()))
@@ -109,7 +129,18 @@ class TileSpec:
         |rho| below 1 is ``r``; (None, 0.0) for the exact method."""
         if self.method == "exact":
             return None, 0.0
-        t = self.degree_for(r)
+        return self.series_plan(r)
+
+    def series_plan(self, r: float) -> tuple[np.ndarray, float]:
+        """(c_0..c_t, certified absolute bound) of the series table at largest |rho| ``r``
+        (for an "auto" exact spec, a tile with r <= ``series_below``: the shortest t whose
+        truncation is below AUTO_TRUNCATION Theta(1))."""
+        if self.method == "exact":
+            r = min(max(float(r), 0.0), 1.0)
+            trunc = self.tails * r ** (np.arange(len(self.tails)) + 1.0)
+            t = int(np.flatnonzero(trunc <= AUTO_TRUNCATION * self.at_one)[0])
+        else:
+            t = self.degree_for(r)
         return self.coeffs[: t + 1], float(self._bounds_at(min(max(r, 0.0), 1.0))[t])
 
     def bounds(self, t: int, rho: np.ndarray) -> np.ndarray:
@@ -134,14 +165,55 @@ def tile_spec(net: NTK, method: str = "auto", tol: float = TILE_TOL,
     tol = float(tol)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
-    return _build(net, resolve_method(net, method), tol, check_which(which))
+    resolved = resolve_method(net, method)
+    return _build(net, resolved, tol, check_which(which), method == "auto")
+
+
+def exact_cost(net: NTK) -> float:
+    """The cost model's price of one exact tile entry, in Horner terms."""
+    layer = EXACT_LAYER_COST.get(net.recipe.args[0], EXACT_LAYER_COST_LIBM)
+    return EXACT_FIXED_COST + net.hidden_layers * layer
+
+
+def series_cutoff(net: NTK, tol: float, which: str):
+    """(coefficients, tails, r*) for ``method="auto"`` on a network with an exact recipe.
+
+    A series tile of degree t is used only where it is as accurate as the recursion: its
+    truncation b_t r^(t+1) is below AUTO_TRUNCATION Theta(1) (the rounding level) and its
+    certified bound, with the rounding allowance, below ``tol`` Theta(1); and only where it
+    is cheaper, t <= t* by the cost model above.  r* is the largest |rho| at which some
+    t <= t* qualifies (capped at 1 - NEAR, where the rows are recomputed).  None when no
+    series tile qualifies, or when the coefficients are not certified."""
+    tmax = min(int(exact_cost(net) - SERIES_FIXED_COST) - 1, AUTO_MAX_DEGREE)
+    if tmax < MIN_SERIES_DEGREE:
+        return None
+    coef = net.coefficients(tmax)
+    if not coef.certified:
+        return None
+    one = net.at_one(which)
+    tails = coef.truncation_bounds(which)
+    t = np.arange(len(tails))
+    ok = rounding_allowance(t, net.hidden_layers) + AUTO_TRUNCATION <= tol
+    if not ok.any():
+        return None
+    with np.errstate(divide="ignore"):
+        r_t = np.where(tails[ok] > 0.0, (AUTO_TRUNCATION * one / np.maximum(tails[ok], 1e-300))
+                       ** (1.0 / (t[ok] + 1.0)), 1.0)
+    table, _ = coef.table(which)
+    return table, tails, float(min(r_t.max() * (1.0 - 1e-12), 1.0 - NEAR))  # (rounding)
 
 
 @lru_cache(maxsize=128)
-def _build(net: NTK, method: str, tol: float, which: str) -> TileSpec:
+def _build(net: NTK, method: str, tol: float, which: str, auto: bool = False) -> TileSpec:
     one = net.at_one(which)
     if method == "exact":
-        return TileSpec(net, which, method, tol, one, net.recipe, None, None)
+        cut = series_cutoff(net, tol, which) if auto else None
+        if cut is None:
+            return TileSpec(net, which, method, tol, one, net.recipe, None, None)
+        table, tails, below = cut
+        tails.flags.writeable = False
+        return TileSpec(net, which, method, tol, one, net.recipe, table, tails,
+                        series_below=below)
     T = MIN_SERIES_DEGREE
     coef = net.coefficients(T)
     bound = float(coef.tail_bound_at(1.0, which))
