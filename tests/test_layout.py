@@ -161,3 +161,12 @@ def test_the_tree_lists_the_stages():
     names = sorted(e for e in os.listdir(PKG) if not e.startswith(("_", ".")))
     assert names == sorted(s for s in STAGES if s != "kernels"), names
     assert all(f"    {s}" in fastntk.__doc__ for s in STAGES)
+
+
+def test_every_stage_is_installed():
+    """A regular (non-editable) install ships every subpackage: pyproject lists them all."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        listed = set(tomllib.load(fh)["tool"]["setuptools"]["packages"])
+    assert listed == {"fastntk"} | {f"fastntk.{s}" for s in STAGES}, listed

@@ -62,7 +62,9 @@ print(numba.threading_layer(), out)
     layer, _, errs = proc.stdout.strip().partition(" ")
     assert layer == "workqueue"
     errs = eval(errs)  # noqa: S307 - our own printed dict
-    assert errs["relu"] == 0.0 and errs["tanh"] <= 2e-12
+    # relu: rounding only (BLAS may sum a Gram entry in another order for another block
+    # shape, and "auto" may pick series tiles accurate to 2^-53 Theta(1) for some blocks)
+    assert errs["relu"] <= 4e-16 and errs["tanh"] <= 2e-12
 
 
 def test_workqueue_layer_pipelined_pass():
@@ -123,8 +125,7 @@ def test_workqueue_layer_cli_matrix_with_threads(tmp_path):
     proc = _cli(["matrix", "--data", "sphere:n=2000,d=16,seed=0", "-L", "3", "--out", out,
                  "--chunk", "256", "--threads", "2", "--no-progress"], WORKQUEUE)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    K = open_matrix(out).compute()
-    assert np.array_equal(K, NTK("relu", 3).kernel(load_data("sphere:n=2000,d=16,seed=0")))
+    _assert_single_run(open_matrix(out).compute(), "sphere:n=2000,d=16,seed=0", 256)
 
 
 # ------------------------------------------------------------- 3. two writers, one store

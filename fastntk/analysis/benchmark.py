@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from ..common.checks import check_count
+from ..common.checks import available_memory, check_count, check_fits
 from ..common.defaults import BENCH_COLUMNS, BENCH_D, BENCH_N, BENCH_REPEATS
 from ..common.threads import blas_limits, numba_threads, threading_layer
 from ..data.builtin import uniform_sphere
@@ -258,16 +258,11 @@ def gpu_vs_cpu(net: NTK, X: np.ndarray, repeats: int = BENCH_REPEATS) -> dict:
 
 
 def _check_memory(n: int, available_bytes: int | None = None) -> None:
-    need = _DENSE_MATRICES * 8 * n * n
     if available_bytes is None:
-        import psutil
-
-        available_bytes = int(psutil.virtual_memory().available)
-    if need > available_bytes:
-        raise ValueError(f"--n {n} needs about {need / 1e9:.1f} GB for two n x n float64 "
-                         f"matrices, and {available_bytes / 1e9:.1f} GB are available: choose "
-                         f"a smaller --n (at most about "
-                         f"{math.isqrt(available_bytes // (_DENSE_MATRICES * 8))})")
+        available_bytes = available_memory()
+    check_fits(_DENSE_MATRICES * 8 * n * n, f"--n {n}",
+               "two n x n float64 matrices are held; choose a smaller --n (at most about "
+               f"{math.isqrt(available_bytes // (_DENSE_MATRICES * 8))})", available_bytes)
 
 
 def run_benchmark(n: int = BENCH_N, d: int = BENCH_D, device: str = "cpu",

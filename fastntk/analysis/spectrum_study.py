@@ -276,7 +276,7 @@ def _smallest_dict(res: EigenResult) -> dict:
     resolved = bool(res.resolved[0])
     # the upper end: a Rayleigh quotient bounds lambda_min from above (LOBPCG); LAPACK's
     # value is exact to its error estimate, so its upper end is est + error
-    upper = est + float(res.residuals[0]) if dense else est  # dense: the rigorous residual
+    upper = est + float(res.error_estimates[0]) if dense else est
     lb = res.lower_bound
     if lb is not None:
         upper = max(upper, lb)  # both ends at rounding level: never a reversed bracket

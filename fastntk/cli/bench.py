@@ -4,6 +4,7 @@ formatting only (``fastntk.analysis.benchmark`` measures)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..common.defaults import BENCH_COLUMNS, BENCH_D, BENCH_N, BENCH_REPEATS
@@ -19,6 +20,11 @@ def _blas(machine: dict) -> str:
 def cmd_bench(args) -> int:
     from ..analysis.benchmark import run_benchmark
 
+    cores = os.cpu_count() or 1
+    if args.threads is not None and args.threads > cores:
+        raise ValueError(f"--threads {args.threads} is more than this machine's {cores} cores: "
+                         "oversubscribed baselines make the ratios meaningless; use at most "
+                         f"--threads {cores}")
     res = run_benchmark(n=args.n, d=args.d, device=args.device, repeats=args.repeats,
                         columns=args.columns, threads=args.threads)
     if args.json:

@@ -11,7 +11,14 @@ import sys
 import numpy as np
 
 from ..tiles.dispatch import DEVICES, METHODS
-from .args import add_cluster_args, add_network_args, client_from_args, count, network_from_args
+from .args import (
+    add_cluster_args,
+    add_network_args,
+    client_from_args,
+    count,
+    network_from_args,
+    show_progress,
+)
 
 #: Training times when --t is not given.
 DEFAULT_TIMES = "1,10,100,1000,10000,inf"
@@ -20,12 +27,19 @@ DEFAULT_TIMES = "1,10,100,1000,10000,inf"
 def times_list(text: str) -> list[float]:
     """An argparse type: comma-separated times >= 0, ``inf`` allowed (e.g. 1,10,100,inf)."""
     out = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    parts = [p.strip() for p in text.split(",")]
+    if any(not p for p in parts) and any(parts):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty entry: give numbers >= 0 or "
+                                         "inf, comma-separated, e.g. 1,10,100,inf")
+    for part in filter(None, parts):
         try:
             value = float(part)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{part!r} is not a time: give numbers >= 0 or "
                                              "inf, comma-separated, e.g. 1,10,100,inf") from None
+        if math.isinf(value) and part.lower().lstrip("+") not in ("inf", "infinity"):
+            raise argparse.ArgumentTypeError(f"{part!r} is beyond float64's range: give inf "
+                                             "for the end of training, or a finite time")
         if math.isnan(value) or value < 0:
             raise argparse.ArgumentTypeError(f"{part!r}: training times must be >= 0 (or inf)")
         out.append(value)
@@ -103,7 +117,7 @@ def cmd_predict(args) -> int:
         res = predict(net, X, Y, Xt, t=times, ridge=args.ridge, y_test=Yt, which=args.which,
                       solver=args.solver, client=client, method=args.method,
                       device=args.device, rank=args.rank, max_passes=args.max_passes,
-                      progress=not args.no_progress and not args.json)
+                      progress=show_progress(args))
     if args.empirical_width:
         positive = [t for t in times if math.isfinite(t) and t > 0]
         if not positive:
@@ -205,8 +219,9 @@ def register(sub) -> None:
                    help="ridge (weight decay) added to K; needed at t = inf when K is "
                         "numerically singular (default 0)")
     p.add_argument("--which", choices=("ntk", "nngp"), default="ntk",
-                   help="ntk (gradient flow, default) or nngp (the NNGP posterior mean at "
-                        "t = inf)")
+                   help="ntk (gradient flow of the whole network, default) or nngp (the "
+                        "NNGP kernel: at t = inf the GP posterior mean, at finite t gradient "
+                        "flow of the last layer alone)")
     p.add_argument("--solver", choices=("auto", "dense", "krylov"), default="auto",
                    help="dense (K in memory), krylov (matrix-free), auto (dense for n <= "
                         "20,000 without a cluster)")

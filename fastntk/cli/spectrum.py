@@ -80,8 +80,12 @@ def _spectrum(args) -> int:
     kw: dict = {}
     Y = None
     if args.matrix is not None:
+        if args.labels is not None:
+            raise ValueError("--labels needs the data rows (the label spectrum's alignment "
+                             "and its certified loss band take passes over the tiles and the "
+                             "least-eigenvalue bound of the rows): use --data with the rows "
+                             "the store was made from, not --matrix")
         given = [opt for opt, on in (("--data", args.data is not None),
-                                     ("--labels", args.labels is not None),
                                      ("--compare-gram", args.compare_gram),
                                      ("--empirical-width", args.empirical_width),
                                      ("--device", args.device != "cpu"),
@@ -180,6 +184,12 @@ def _write(study, labels, args) -> dict:
     return files
 
 
+def _number(v: float) -> str:
+    """Six decimals, or six significant digits in exponent form for huge values (a bound
+    of 1e150 is not printed as 150 digits)."""
+    return f"{v:.6f}" if abs(v) < 1e7 else f"{v:.6e}"
+
+
 def _print(s: dict) -> None:
     ntk = s["ntk"]
     where = f"n = {s['n']}" + (f", d = {s['d']}" if s.get("d") else "")
@@ -220,11 +230,11 @@ def _print(s: dict) -> None:
         _print_flag_notes(s["centered"], s["tol"], "K~")
     print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f} (certified <= "
           f"{ntk['effective_rank_upper']:.6f})   <= Theorem 3 bound sum c_p / c_0 = "
-          f"{ntk['theorem3_bound']:.6f}")
+          f"{_number(ntk['theorem3_bound'])}")
     if "centered" in s:
         c = s["centered"]
         bound = c["theorem5_bound"]
-        text = (f"{bound:.6f}" if bound is not None else
+        text = (_number(bound) if bound is not None else
                 "inf (c_1 = 0: vacuous)" if "theorem5_bound_note" in c else
                 "n/a (needs the data)")
         print(f"# eff(K~) = {c['effective_rank']:.6f}   <= Theorem 5 bound "

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["check_count", "output_folder", "write_atomic"]
+__all__ = ["available_memory", "check_fits", "check_count", "output_folder", "write_atomic"]
 
 
 def check_count(value, name: str, minimum: int = 1) -> int:
@@ -124,3 +124,21 @@ def write_atomic(path, write: Callable[[IO[bytes]], object]) -> str:
             except OSError:
                 pass
     return path
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (what the OS reports as available)."""
+    import psutil  # a dependency of distributed
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(need_bytes: float, what: str, fix: str,
+               available_bytes: int | None = None) -> None:
+    """Refuse work whose arrays cannot fit, before anything is allocated: ValueError saying
+    ``what`` needs how much, how much is available, and ``fix``."""
+    if available_bytes is None:
+        available_bytes = available_memory()
+    if need_bytes > available_bytes:
+        raise ValueError(f"{what} needs about {need_bytes / 1e9:.1f} GB of memory, only "
+                         f"{available_bytes / 1e9:.1f} GB are available: {fix}")

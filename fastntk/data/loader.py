@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from ..common.checks import check_fits
 from .builtin import digits, digits_labels, uniform_sphere
 from .rows import check_rows
 
@@ -51,6 +52,8 @@ def parse_sphere(spec: str) -> dict:
                          "(expected sphere:n=N,d=D[,seed=S])")
     if out["n"] < 1 or out["d"] < 1:
         raise ValueError(f"bad data spec {spec!r}: n and d must be >= 1")
+    check_fits(8.0 * out["n"] * out["d"], f"the data {spec} ({out['n']} x {out['d']} float64)",
+               "choose a smaller n or d")
     return out
 
 
@@ -309,6 +312,15 @@ def load_labels(spec, n: int | None = None) -> np.ndarray:
     if not os.path.exists(spec):
         raise FileNotFoundError(f"label file {spec} does not exist (labels are digits or a "
                                 ".npy file)")
+    try:
+        dtype = _npy_dtype(spec)
+    except ValueError:
+        raise ValueError(f"{spec} is not a .npy file: save the labels with "
+                         "numpy.save(path, y) for a numeric array y of shape (n,) or (n, o)"
+                         ) from None
+    if dtype.hasobject:
+        raise ValueError(f"{spec} holds Python objects (dtype {dtype}), not numbers: save the "
+                         "labels as a numeric array, numpy.save(path, np.asarray(y, float))")
     try:
         y = np.load(spec, allow_pickle=False)
     except ValueError as exc:

@@ -145,6 +145,24 @@ class LabelSpectrum:
         return plot_label_spectrum(self.to_dict(), path, title)
 
 
+def _check_eigenpairs(KV: np.ndarray, V: np.ndarray, lam: np.ndarray,
+                      residuals: np.ndarray) -> None:
+    """Refuse eigenpairs that are not those of this K (another network, other data, another
+    scale): ||K v_i - lambda_i v_i|| must stay within ten times the solver's own residual
+    plus 1e-8 lambda_1 (rounding of the tiles)."""
+    r = np.linalg.norm(KV - V * lam, axis=0)
+    allowed = 10.0 * np.abs(residuals) + 1e-8 * abs(float(lam[0]))
+    bad = np.flatnonzero(~(r <= allowed))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"the eigenpairs are not those of K = Theta(X, X) / n for this network and these "
+            f"rows: ||K v_{i + 1} - lambda_{i + 1} v_{i + 1}|| = {r[i]:.3e} exceeds "
+            f"{allowed[i]:.3e} (the solver's residual): compute them with "
+            "top_eigenvalues(net, X, k, eigenvectors=True) on the same network, rows and "
+            "which")
+
+
 def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray | None = None,
                    which: str = "ntk", method: str = "auto", tile_tol: float = TILE_TOL,
                    device: str = "cpu", times=None, labels: str = "y",
@@ -157,7 +175,8 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
     lower bound on lambda_min (a number or a ``LowerBound``; None: computed,
     ``fastntk.spectrum.lower_bound``).  ``K``: the kernel matrix in memory, if at hand (else
     one pass over the tiles).  ``times``: the band's grid (default :func:`band_times`).
-    Raises ValueError for labels of the wrong length or eigenpairs without eigenvectors."""
+    Raises ValueError for labels of the wrong length, eigenpairs without eigenvectors, or
+    eigenpairs that are not this K's (checked in the same pass: ||K v - lambda v||)."""
     from ..spectrum.lower_bound import least_eigenvalue_bound
 
     t0 = time.perf_counter()
@@ -168,6 +187,10 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
         raise ValueError("the label spectrum needs at least 2 top eigenpairs with their "
                          "eigenvectors (top_eigenvalues(..., eigenvectors=True))")
     V = eig.eigenvectors[:, :-1]
+    if V.shape[0] != n:
+        raise ValueError(f"the eigenpairs are of a kernel on {V.shape[0]} points, the data "
+                         f"has n = {n} rows: give top_eigenvalues(net, X, k, "
+                         "eigenvectors=True) of this network on these rows")
     lam = np.asarray(eig.eigenvalues[:-1])
     lam_next = float(eig.eigenvalues[-1] + eig.error_estimates[-1])
     bound_info = None
@@ -181,13 +204,15 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
         bound_info = {"value": lam_low}
     power, cumulative = label_power(V, Y)
     Yc = Y - Y.mean(axis=0)
-    B = np.hstack([Yc, np.ones((n, 1))])
+    o = Y.shape[1]
+    B = np.hstack([Yc, np.ones((n, 1)), V])  # K V in the same pass: the eigenpairs checked
     if K is not None:
         KB, fro2 = K @ B, float(np.einsum("ij,ij->", K, K))
     else:
         KB, fro2 = kernel_products(net, X, B, which=which, method=method, tol=tile_tol,
                                    device=device)
-    align = centered_alignment(KB, Yc, fro2)
+    _check_eigenpairs(KB[:, o + 1:], V, lam, np.asarray(eig.residuals[:-1]))
+    align = centered_alignment(KB[:, :o + 1], Yc, fro2)
     if times is None:
         times = band_times(float(lam[0]), lam_low if lam_low > 0 else lam_next)
     band = loss_band(lam, V, Y, lam_next, lam_low, times)

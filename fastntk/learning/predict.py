@@ -106,7 +106,10 @@ class Prediction:
                 return None
             return np.atleast_1d(np.asarray(v, dtype=float)).tolist()
 
-        out = {"convention": "K = Theta(X, X) / n; df/dt = -K (f - y) (- ridge f), f_0 = 0; "
+        kernel = ("K = Theta(X, X) / n" if self.which == "ntk" else
+                  "K = Sigma(X, X) / n (the NNGP kernel: at t = inf the GP posterior mean; "
+                  "at finite t gradient flow of the last layer alone)")
+        out = {"convention": f"{kernel}; df/dt = -K (f - y) (- ridge f), f_0 = 0; "
                              "loss = mean (f - y)^2 / 2 (docs/math.md section 10)",
                "times": [t if math.isfinite(t) else "inf" for t in np.atleast_1d(self.times)],
                "ridge": self.ridge, "which": self.which, "step": self.step, "n": self.n,

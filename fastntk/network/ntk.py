@@ -44,6 +44,9 @@ EPS = np.finfo(np.float64).eps
 #: Largest Theta(x, x) accepted: kernel values, their sums over up to 10^8 terms and the
 #: products of the solvers stay inside float64 (docs/math.md section 4).
 MAX_THETA = 1e300
+#: Largest gamma_w, gamma_b, sigma_w, sigma_b accepted (their squares stay below MAX_THETA);
+#: positive values below 1 / SCALE_LIMIT are refused too (their squares underflow).
+SCALE_LIMIT = 1e150
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -160,6 +163,15 @@ def _check_nonneg(name: str, value) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    # the recursion works with squares: they must stay inside float64's range (MAX_THETA)
+    if value > SCALE_LIMIT:
+        raise ValueError(f"{name} = {value:g} is beyond the supported range: its square "
+                         f"{name}^2 would exceed {MAX_THETA:g} and Theta would leave float64; "
+                         f"use {name} <= {SCALE_LIMIT:g}")
+    if 0.0 < value < 1.0 / SCALE_LIMIT:
+        raise ValueError(f"{name} = {value:g} is below the supported range: its square "
+                         f"underflows to 0 in float64; use {name} = 0 or a value >= "
+                         f"{1.0 / SCALE_LIMIT:g}")
     return value
 
 
@@ -607,7 +619,7 @@ def _dual_series(act: Activation, q: float, degree: int, b: float, atol: float) 
         if rem <= atol or K >= min(top, cap):
             break
         K = min(2 * K, top, cap)
-    s, sigma = math.sqrt(q * b), math.sqrt(q * max(1.0 - b, 0.0))
+    s, sigma = math.sqrt(q * max(b, 0.0)), math.sqrt(q * max(1.0 - b, 0.0))  # b: rounding
     if (closed or rem <= atol or b >= 1.0 or b <= 0.0
             or mixture_cost(act, degree, s, sigma) > _MIXTURE_WORK):
         return duals

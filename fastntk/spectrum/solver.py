@@ -847,11 +847,12 @@ def dense_eigenvalues(A, k: int | None = None, scale: float = 1.0,
     symmetric matrix: the top k (``largest``, descending) or the bottom k (ascending), or all.
 
     Residuals are the backward-error bound n * eps * ||A|| (a rigorous bound on the distance to
-    an eigenvalue, with ||A|| bounded by the largest row sum); error estimates are
-    eps * ||A||, the approximate error bound LAPACK's users' guide gives for eigenvalues of
-    symmetric matrices (its EERRBD = EPSMCH * ANRM), which is what the two LAPACK drivers
-    ``evr`` and ``evd`` agree to (the bound with its factor n was 35,000 times wider on
-    digits, so every value looked rounding-limited).  ``overwrite``:
+    an eigenvalue, with ||A|| bounded by the largest row sum).  Error estimates of the top k
+    are eps * ||A||, the approximate error bound LAPACK's users' guide gives for eigenvalues
+    of symmetric matrices (its EERRBD = EPSMCH * ANRM), which is what the two LAPACK drivers
+    ``evr`` and ``evd`` agree to (with its factor n it was 35,000 times wider on digits, so
+    every value looked rounding-limited); the bottom k keep the bound n * eps * ||A||, since
+    their error estimate closes the least-eigenvalue bracket.  ``overwrite``:
     let LAPACK destroy A (no n x n copy).  ``tol``: the relative accuracy asked for, recorded
     in the result: ``tol_met`` flags the values whose error estimate exceeds it (values at
     the rounding floor; the result is converged, since no iteration can do better)."""
@@ -879,7 +880,7 @@ def dense_eigenvalues(A, k: int | None = None, scale: float = 1.0,
         idx = np.argmax(np.abs(V), axis=0)
         V *= np.sign(V[idx, np.arange(k)])
     res = np.full(k, n * _EPS * norm)
-    err = np.full(k, _EPS * norm)
+    err = np.full(k, _EPS * norm) if largest else res
     return EigenResult(eigenvalues=w, residuals=res, error_estimates=err, eigenvectors=V,
                        trace=trace, n=n, k=k, passes=0, converged=True,
                        tol=float(tol), method="dense eigh", seconds=time.perf_counter() - t0,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common.checks import check_fits
+
 __all__ = ["MAX_SAMPLE", "SampleSpectrum", "check_sample_size", "sample_spectrum"]
 
 MAX_SAMPLE = 20_000
@@ -31,13 +33,7 @@ def check_sample_size(n, available_bytes: int | None = None) -> int:
             f"a sample of n = {n} needs the full dense spectrum of an n x n matrix: about "
             f"{need / 1e9:.1f} GB of memory and O(n^3) time (hours); at most n = "
             f"{MAX_SAMPLE} (use `fastntk spectrum` for the top eigenvalues of larger n)")
-    if available_bytes is None:
-        import psutil
-
-        available_bytes = int(psutil.virtual_memory().available)
-    if need > available_bytes:
-        raise ValueError(f"a sample of n = {n} needs about {need / 1e9:.1f} GB of memory, only "
-                         f"{available_bytes / 1e9:.1f} GB are available: choose a smaller n")
+    check_fits(need, f"a sample of n = {n}", "choose a smaller n", available_bytes)
     return int(n)
 
 
