@@ -195,8 +195,12 @@ def test_relu_theorem3_value():
 @pytest.mark.parametrize("k", [0, -1, 50, 60])
 def test_bad_k(relu3, k):
     X = sphere(50, 3, seed=0)
-    with pytest.raises(ValueError, match="k"):
-        top_eigenvalues(relu3, X, k)
+    if k == 50:  # k = n: all eigenvalues, from the dense path only (issue 17, item 27)
+        with pytest.raises(ValueError, match="k"):
+            top_eigenvalues(relu3, X, k, centered=True)
+    else:
+        with pytest.raises(ValueError, match="k"):
+            top_eigenvalues(relu3, X, k)
     with pytest.raises(ValueError, match="k"):
         top_eigenvalues_operator(DenseOperator(np.eye(50)), k)
 
@@ -231,7 +235,7 @@ def test_cli_spectrum(tmp_path, capsys):
     assert summary["ntk"]["effective_rank"] <= summary["ntk"]["theorem3_bound"]
     for name in ("spectrum.png", "coefficients.png", "sphere.png"):
         assert (out / name).stat().st_size > 1000
-    assert main(["spectrum", "--data", "sphere:n=30,d=3", "-k", "30"]) == 2
+    assert main(["spectrum", "--data", "sphere:n=30,d=3", "-k", "31"]) == 2  # k = n: dense
     assert main(["spectrum", "--data", "nonsense", "-k", "3"]) == 2
 
 
@@ -303,7 +307,11 @@ def test_cli_k_errors_name_the_option(capsys):
     from fastntk.cli.app import main
 
     base = ["spectrum", "--data", "sphere:n=300,d=5", "--no-progress"]
-    assert main(base + ["-k", "300"]) == 2
+    # all n eigenvalues come from the dense path (issue 17, item 27): -k n is allowed there,
+    # -k n + 1 is not, and -k n is refused where only the Krylov solver can run
+    assert main(base + ["-k", "301"]) == 2
+    assert "-k = 301 must be <= n = 300" in capsys.readouterr().err
+    assert main(base + ["-k", "300", "--centered"]) == 2
     assert "-k = 300 must be < n = 300" in capsys.readouterr().err
     assert main(base + ["-k", "5", "--smallest", "301"]) == 2
     assert "--smallest = 301 must be < n = 300" in capsys.readouterr().err

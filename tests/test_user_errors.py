@@ -118,3 +118,19 @@ def test_predict_progress_stays_out_of_logs_and_nngp_is_named(tmp_path, capsys):
     assert main(argv[:-2] + ["--which", "nngp"]) == 0
     out = capsys.readouterr().out
     assert "Sigma(X, X) / n" in out and "Theta(X, X)" not in out.split("\n")[1]
+
+
+def test_all_n_eigenvalues_on_the_dense_path(capsys):
+    """-k n (issue 17, item 27): every eigenvalue of K, against LAPACK on the same kernel."""
+    import json
+
+    X = load_data("sphere:n=120,d=5,seed=2")
+    ref = np.sort(np.linalg.eigvalsh(NTK("relu", 1).kernel(X) / 120))[::-1]
+    res = top_eigenvalues(NTK("relu", 1), X, k=120)
+    np.testing.assert_allclose(res.eigenvalues, ref, rtol=0, atol=1e-13 * ref[0])
+    assert main(["spectrum", "--data", "sphere:n=120,d=5,seed=2", "-k", "120", "--json",
+                 "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(out["ntk"]["eigenvalues"], ref, rtol=0, atol=1e-13 * ref[0])
+    with pytest.raises(ValueError, match="must be < n = 120"):
+        top_eigenvalues(NTK("relu", 1), X, k=120, centered=True)

@@ -23,7 +23,7 @@ import numpy as np
 from ..common.defaults import EIG_TOL
 from ..data.rows import check_rows
 from ..network.ntk import NTK
-from ..spectrum.eigen import top_eigenvalues, top_eigenvalues_stored
+from ..spectrum.eigen import all_eigenvalues_possible, top_eigenvalues, top_eigenvalues_stored
 from ..spectrum.solver import EigenResult, check_k, dense_eigenvalues
 from ..spectrum.theorems import centered_c0, data_gram_eigenvalues, theorem3_bound, theorem5_bound
 
@@ -342,7 +342,9 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
         raise ValueError("spectrum_study on data needs the network (net)")
     X = check_rows(X, "X", normalize)
     n, d = X.shape
-    k = check_k(k, n)
+    k = check_k(k, n, all_allowed=n < dense_below or all_eigenvalues_possible(
+        n, eig_kw.get("assemble", "auto"), client, eig_kw.get("device", "cpu"), centered,
+        eig_kw.get("checkpoint")))
     _check_early(n, k, smallest, fit_range)
     gram_w, gram_tr = data_gram_eigenvalues(X)
     gram_eff = gram_tr / gram_w[0]

@@ -73,6 +73,7 @@ def _spectrum(args) -> int:
     from ..analysis.spectrum_study import check_fit_range, spectrum_study
     from ..data.loader import load_data
     from ..data.rows import check_rows, off_sphere
+    from ..spectrum.eigen import all_eigenvalues_possible
     from ..spectrum.solver import check_k
 
     net = None
@@ -105,7 +106,10 @@ def _spectrum(args) -> int:
         if not args.no_normalize:
             projected = off_sphere(X)
             X = check_rows(X, "X", normalize=True)
-        check_k(args.k, len(X), "-k")
+        cluster = any(getattr(args, a, None) is not None
+                      for a in ("workers", "scheduler_file", "address", "jobs", "cluster"))
+        check_k(args.k, len(X), "-k", all_allowed=not cluster and all_eigenvalues_possible(
+            len(X), device=args.device, centered=args.centered, checkpoint=args.checkpoint))
         if args.smallest:
             check_k(args.smallest, len(X), "--smallest")
         Y = _labels(args, data, len(X))
@@ -392,7 +396,8 @@ def register(sub) -> None:
     p.add_argument("--no-normalize", action="store_true",
                    help="require unit rows instead of projecting them onto the sphere")
     p.add_argument("-k", type=count(1), default=SPECTRUM_K,
-                   help=f"number of eigenvalues ({SPECTRUM_K})")
+                   help=f"number of eigenvalues ({SPECTRUM_K}); all n (-k n) where K fits in "
+                        "memory (the dense path: no --checkpoint, --centered or cluster)")
     p.add_argument("--tol", type=float_in(1e-14, 1.0, "a relative accuracy below 1e-14 is "
                                                   "under the rounding level of a pass"),
                    default=EIG_TOL, help=f"relative eigenvalue accuracy, in [1e-14, 1) "

@@ -26,7 +26,8 @@ from ..network.ntk import NTK
 from .operators import ArrayOperator, CenteredOperator, DenseOperator, kernel_operator
 from .solver import EigenResult, check_k, top_eigenvalues_operator
 
-__all__ = ["ASSEMBLE_BYTES", "ASSEMBLE_MIN_K", "AssembledOperator", "assemble_kernel",
+__all__ = ["ASSEMBLE_BYTES", "ASSEMBLE_MIN_K", "AssembledOperator", "all_eigenvalues_possible",
+           "assemble_kernel",
            "default_block", "resolve_assemble", "top_eigenvalues", "top_eigenvalues_stored",
            "warm_start_block"]
 
@@ -65,6 +66,15 @@ def default_block(k: int, d: int | None = None, n: int | None = None,
     if n is not None:
         b = min(b, n)
     return b
+
+
+def all_eigenvalues_possible(n: int, assemble="auto", client=None, device: str = "cpu",
+                             centered: bool = False, checkpoint=None) -> bool:
+    """Whether :func:`top_eigenvalues` can return all n eigenvalues (k = n): only LAPACK on
+    K assembled in memory does (not a Krylov solver, whose basis needs room beyond k), so
+    in this process on the CPU, n^2 doubles <= ASSEMBLE_BYTES, no checkpoint, no centering."""
+    return (checkpoint is None and not centered and assemble is not False
+            and client is None and device == "cpu" and 8 * n * n <= ASSEMBLE_BYTES)
 
 
 def resolve_assemble(assemble, n: int, client=None, device: str = "cpu",
@@ -159,12 +169,15 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
     assembled K goes to LAPACK's subset solver: exact); False keeps the passes matrix-free
     (memory O(n k)).
 
-    Raises TypeError/ValueError for bad k (k must be in 1..n-1), rows or options.
+    Raises TypeError/ValueError for bad k (1..n-1; k = n, every eigenvalue, where
+    :func:`all_eigenvalues_possible`: the dense path), rows or options.
     """
     X = check_rows(X, "X", normalize)
     n, d = X.shape
-    k = check_k(k, n)
-    assembled = resolve_assemble(assemble, n, client, device, k)
+    k = check_k(k, n, all_allowed=all_eigenvalues_possible(n, assemble, client, device,
+                                                            centered, checkpoint))
+    assembled = resolve_assemble(assemble, n, client, device, max(k, ASSEMBLE_MIN_K)
+                                 if k == n else k)
     if block is None:
         block = default_block(k, d, n, assembled)
     kw = dict(method=method, tol=tile_tol, which=which, device=device)

@@ -201,9 +201,10 @@ class SolverState:
 UNRESOLVED_SHARE = 0.1
 
 
-def check_k(k, n: int, name: str = "k") -> int:
-    """k as an int in 1..n-1; TypeError / ValueError naming the bad value (as ``name``, e.g.
-    the CLI option) otherwise (n = 1: a single point has no spectrum to iterate on)."""
+def check_k(k, n: int, name: str = "k", all_allowed: bool = False) -> int:
+    """k as an int in 1..n-1 (1..n with ``all_allowed``: every eigenvalue, which only the
+    dense path gives); TypeError / ValueError naming the bad value (as ``name``, e.g. the CLI
+    option) otherwise (n = 1: a single point has no spectrum to iterate on)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {k!r}")
     k = int(k)
@@ -214,10 +215,17 @@ def check_k(k, n: int, name: str = "k") -> int:
             f"{name} = {k}: the data has a single point, so K is the 1 x 1 matrix [Theta(1)] "
             "with the one eigenvalue Theta(1) (fastntk coeffs prints it): a spectrum study "
             "needs at least 2 data points")
+    if k == n and all_allowed:
+        return k
+    if k > n and all_allowed:
+        raise ValueError(f"{name} = {k} must be <= n = {n} (the number of data points): ask "
+                         f"for at most {n} eigenvalues")
     if k >= n:
         raise ValueError(
             f"{name} = {k} must be < n = {n} (the number of data points): ask for at most "
-            f"{n - 1} eigenvalue{'s' if n > 2 else ''}")
+            f"{n - 1} eigenvalue{'s' if n > 2 else ''} (all {n} come from the dense path: K "
+            "assembled in memory, n <= 16,384, in this process on the CPU, without a "
+            "checkpoint or centering)")
     return k
 
 
