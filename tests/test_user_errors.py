@@ -82,6 +82,7 @@ def test_generated_data_that_cannot_fit_is_refused_before_allocation(capsys):
 
 @pytest.mark.parametrize("times, needle", [("1,,2", "empty entry"),
                                            ("1e400", "beyond float64's range"),
+                                           ("1e-400", "below float64's range"),
                                            ("1,abc", "'abc' is not a time")])
 def test_predict_times_are_checked(times, needle, capsys):
     _one_line_error(capsys, ["predict", "--data", "sphere:n=40,d=3", "--labels", "x.npy",
@@ -134,3 +135,17 @@ def test_all_n_eigenvalues_on_the_dense_path(capsys):
     np.testing.assert_allclose(out["ntk"]["eigenvalues"], ref, rtol=0, atol=1e-13 * ref[0])
     with pytest.raises(ValueError, match="must be < n = 120"):
         top_eigenvalues(NTK("relu", 1), X, k=120, centered=True)
+
+
+def test_predict_test_set_mismatches_name_the_options(tmp_path, capsys):
+    X = uniform_sphere(50, 4, seed=6)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", np.sign(X[:, 0]))
+    np.save(tmp_path / "Xt8.npy", uniform_sphere(10, 8, seed=7))
+    np.save(tmp_path / "Xt.npy", uniform_sphere(10, 4, seed=7))
+    base = ["predict", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy")]
+    _one_line_error(capsys, base + ["--test", str(tmp_path / "Xt8.npy")],
+                    "--test", "8 columns but --data has 4")
+    _one_line_error(capsys, base + ["--test", str(tmp_path / "Xt.npy"), "--test-labels",
+                                    str(tmp_path / "y.npy")],
+                    "--test-labels", "50 rows but --test has 10 points")

@@ -40,6 +40,9 @@ def times_list(text: str) -> list[float]:
         if math.isinf(value) and part.lower().lstrip("+") not in ("inf", "infinity"):
             raise argparse.ArgumentTypeError(f"{part!r} is beyond float64's range: give inf "
                                              "for the end of training, or a finite time")
+        if value == 0.0 and any(c in "123456789" for c in part.lower().split("e")[0]):
+            raise argparse.ArgumentTypeError(f"{part!r} is below float64's range (it would "
+                                             "be read as 0): give 0 or a larger time")
         if math.isnan(value) or value < 0:
             raise argparse.ArgumentTypeError(f"{part!r}: training times must be >= 0 (or inf)")
         out.append(value)
@@ -104,8 +107,15 @@ def cmd_predict(args) -> int:
         X, Y, Xt, Yt = _split(np.asarray(X), Y, args.test_fraction, args.seed)
     elif args.test is not None:
         Xt = load_data(args.test, normalize=not args.no_normalize)
+        if Xt.shape[1] != np.shape(X)[1]:
+            raise ValueError(f"--test {args.test} has {Xt.shape[1]} columns but --data has "
+                             f"{np.shape(X)[1]}: test points need the training data's columns")
         if args.test_labels is not None:
-            Yt = load_labels(args.test_labels, len(Xt))
+            Yt = load_labels(args.test_labels, None)
+            if len(Yt) != len(Xt):
+                raise ValueError(f"--test-labels {args.test_labels} has {len(Yt)} rows but "
+                                 f"--test has {len(Xt)} points: give one label row per test "
+                                 "point, in the same order")
     if args.empirical_seeds and not args.empirical_width:
         raise ValueError("--empirical-seeds counts the networks of --empirical-width: give "
                          "--empirical-width M too")

@@ -67,6 +67,7 @@ def plot_prediction(p: dict, path: str, title: str = "") -> str:
                                 alpha=0.15)
             ax.loglog(te, np.array(emp["predicted_" + key]), "-", color=color, lw=0.6,
                       alpha=0.6, label=f"{name} loss, infinite width, the same steps")
+    kernel = "NNGP kernel" if p.get("which") == "nngp" else "NTK"
     _label(ax, "training time t (learning rate folded in)", "loss ||f - y||^2 / (2 n o)",
-           f"{title}predicted losses (docs/math.md section 10)")
+           f"{title}predicted losses, {kernel} (docs/math.md section 10)")
     return _save(plt, fig, path)

@@ -223,9 +223,9 @@ def check_k(k, n: int, name: str = "k", all_allowed: bool = False) -> int:
     if k >= n:
         raise ValueError(
             f"{name} = {k} must be < n = {n} (the number of data points): ask for at most "
-            f"{n - 1} eigenvalue{'s' if n > 2 else ''} (all {n} come from the dense path: K "
-            "assembled in memory, n <= 16,384, in this process on the CPU, without a "
-            "checkpoint or centering)")
+            f"{n - 1} eigenvalue{'s' if n > 2 else ''} (all {n} come only from the dense "
+            "path of data rows: --data with K assembled in memory, n <= 16,384, in this "
+            "process on the CPU, without --matrix, a checkpoint, centering or a cluster)")
     return k
 
 
