@@ -402,9 +402,14 @@ def test_a_single_data_point(tmp_path, capsys):
     err = capsys.readouterr().err
     _one_error(err, "single point", "at least 2 data points")
     assert "at most 0" not in err
+    # n = 2 on the dense path: all 2 eigenvalues can be had (-k n, issue 17 item 27)
     assert main(["spectrum", "--data", "sphere:n=2,d=3", "-k", "5", "--no-progress"]) == 2
-    _one_error(capsys.readouterr().err, "ask for at most 1 eigenvalue\n".strip())
-    assert "eigenvalues" not in capsys.readouterr().err
+    _one_error(capsys.readouterr().err, "-k = 5 must be <= n = 2", "ask for at most 2")
+    assert main(["spectrum", "--data", "sphere:n=2,d=3", "-k", "2", "--centered",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    _one_error(err, "ask for at most 1 eigenvalue ")
+    assert "1 eigenvalues" not in err
 
 
 def test_object_npy_gets_a_clear_message(tmp_path, capsys):

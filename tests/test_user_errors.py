@@ -33,10 +33,15 @@ def test_hyperparameters_whose_squares_overflow_are_refused(name, value, capsys)
     _one_line_error(capsys, ["coeffs", "-T", "2", opt, str(value), *extra], name, "<= 1e+150")
 
 
-def test_hyperparameters_whose_squares_underflow_are_refused(capsys):
-    with pytest.raises(ValueError, match="gamma_w = 1e-200 is below the supported range"):
-        NTK("relu", 1, gamma_w=1e-200, gamma_b=0.5)
-    _one_line_error(capsys, ["coeffs", "-T", "2", "--gamma-w", "1e-200"], "gamma_w", "underflows")
+def test_hyperparameters_whose_squares_underflow(capsys):
+    """A tiny gamma whose square underflows is refused only where the first layer is left
+    without variance, and then not called 0: the message names the values."""
+    with pytest.raises(ValueError, match="gamma_w = 1e-200 and gamma_b = 0: their squares"):
+        NTK("relu", 1, gamma_w=1e-200)
+    _one_line_error(capsys, ["coeffs", "-T", "2", "--gamma-w", "1e-200"], "gamma_w = 1e-200",
+                    "underflow")
+    tiny = NTK("relu", 2, gamma_w=1.0, gamma_b=1e-200)  # the same network as gamma_b = 0
+    assert tiny.at_one() == NTK("relu", 2, gamma_w=1.0, gamma_b=0.0).at_one()
     # the limits themselves are fine: the kernel is finite and its diagonal is Theta(1)
     net = NTK("relu", 1, gamma_w=1e-150, gamma_b=1.0)
     assert np.isfinite(net.at_one()) and net.at_one() > 0

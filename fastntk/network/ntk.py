@@ -45,7 +45,8 @@ EPS = np.finfo(np.float64).eps
 #: products of the solvers stay inside float64 (docs/math.md section 4).
 MAX_THETA = 1e300
 #: Largest gamma_w, gamma_b, sigma_w, sigma_b accepted (their squares stay below MAX_THETA);
-#: positive values below 1 / SCALE_LIMIT are refused too (their squares underflow).
+#: below 1 / SCALE_LIMIT a square underflows to 0 (refused only where that leaves the first
+#: layer without variance).
 SCALE_LIMIT = 1e150
 
 
@@ -168,10 +169,6 @@ def _check_nonneg(name: str, value) -> float:
         raise ValueError(f"{name} = {value:g} is beyond the supported range: its square "
                          f"{name}^2 would exceed {MAX_THETA:g} and Theta would leave float64; "
                          f"use {name} <= {SCALE_LIMIT:g}")
-    if 0.0 < value < 1.0 / SCALE_LIMIT:
-        raise ValueError(f"{name} = {value:g} is below the supported range: its square "
-                         f"underflows to 0 in float64; use {name} = 0 or a value >= "
-                         f"{1.0 / SCALE_LIMIT:g}")
     return value
 
 
@@ -257,6 +254,11 @@ class NTK:
         sigma_w = _check_nonneg("sigma_w", sigma_w)
         gw2, gb2, sw2 = gamma_w**2, gamma_b**2, sigma_w**2
         if gw2 + gb2 == 0.0:
+            if gamma_w or gamma_b:
+                raise ValueError(
+                    f"gamma_w = {gamma_w:g} and gamma_b = {gamma_b:g}: their squares underflow "
+                    "to 0 in float64, so the first layer has zero variance; use a value >= "
+                    f"{1.0 / SCALE_LIMIT:g} for one of them")
             raise ValueError("gamma_w and gamma_b are both 0: the first layer has zero variance")
         if sigma_b is None:
             m2 = act.second_moment(1.0)
