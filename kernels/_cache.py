@@ -16,16 +16,31 @@ falls back, with one :class:`KernelCacheWarning` per process:
 
 To choose the location yourself (e.g. a shared project directory on a cluster), set
 ``NUMBA_CACHE_DIR`` to a writable directory before starting Python; see slurm/README.md.
+
+Stale kernels.  Numba checks a cached kernel only against the time stamp of the file that
+defines it, but the tile kernels inline functions of other files (``exact_cpu`` into
+``tiles_cpu`` and ``offsphere_cpu``): after an update of ``exact_cpu.py`` alone (a ``git pull``
+on an editable install) they would run the old code.  :func:`configure` therefore keeps a
+digest of every kernel source (and of Numba's version) beside the cache and, when it differs,
+deletes fastntk's cached kernels there before any is loaded (:func:`drop_stale`).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import secrets
 import stat
 import tempfile
 import warnings
 
-__all__ = ["KernelCacheWarning", "configure", "fallback_cache_dir"]
+__all__ = ["KernelCacheWarning", "configure", "drop_stale", "fallback_cache_dir",
+           "sources_digest"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: The file beside the cached kernels that records which sources they were compiled from.
+DIGEST_FILE = "fastntk-kernel-sources.sha256"
 
 # Set in the environment once the warning has been given, so that Dask worker processes
 # started by this process do not repeat it (they apply the same fallback silently).
@@ -68,6 +83,56 @@ def _private_dir(path: str) -> bool:
     if not stat.S_ISDIR(st.st_mode) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return False
     return not hasattr(os, "getuid") or st.st_uid == os.getuid()
+
+
+def sources_digest() -> str:
+    """SHA-256 of every kernel source file (names and contents) and of Numba's version."""
+    import numba
+
+    h = hashlib.sha256(numba.__version__.encode())
+    for path in sorted(glob.glob(os.path.join(_HERE, "*.py"))):
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()
+
+
+def drop_stale(where: str) -> int:
+    """Delete fastntk's cached kernels in the cache directory ``where`` unless they were
+    compiled from the current sources (the digest file there says so); then record the
+    current digest.  Returns the number of files deleted.  Never raises for file-system
+    trouble (a cache that cannot be cleaned is only slower, not wrong, once the digest file
+    is also unwritable: Numba then recompiles whatever it cannot load)."""
+    digest = sources_digest()
+    marker = os.path.join(where, DIGEST_FILE)
+    try:
+        with open(marker) as fh:
+            if fh.read().strip() == digest:
+                return 0
+    except OSError:
+        pass
+    modules = [os.path.splitext(os.path.basename(p))[0]
+               for p in glob.glob(os.path.join(_HERE, "*.py"))]
+    removed = 0
+    for mod in modules:
+        for ext in ("nbi", "nbc"):
+            for path in glob.glob(os.path.join(where, f"{glob.escape(mod)}.*.{ext}")):
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except OSError:
+                    pass
+    tmp = f"{marker}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(digest + "\n")
+        os.replace(tmp, marker)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def _use_cache_dir(path: str) -> None:
@@ -118,6 +183,7 @@ def configure() -> str:
         if asked and not where.startswith(os.path.abspath(asked)):
             _warn(f"fastntk: NUMBA_CACHE_DIR={asked} is not writable; Numba caches the compiled "
                   f"kernels in {where} instead. Set NUMBA_CACHE_DIR to a writable directory.")
+        drop_stale(where)
         _state["where"] = where
         return where
     why = (f"NUMBA_CACHE_DIR={asked} and " if asked else "") + (
@@ -129,6 +195,7 @@ def configure() -> str:
         if loc is not None:
             _warn(f"fastntk: {why}: compiled kernels are cached in {fallback}. Set "
                   "NUMBA_CACHE_DIR to a writable directory to choose (see slurm/README.md).")
+            drop_stale(loc.get_cache_path())
             _state["where"] = fallback
             return fallback
         if asked:
