@@ -23,6 +23,7 @@ from fastntk.data import uniform_sphere
 from fastntk.data.rows import check_rows, check_zero_rows, on_sphere
 from fastntk.scale.matrix import to_zarr
 from fastntk.tiles import cpu
+from fastntk.tiles.dispatch import theta_tile
 from fastntk.tiles.spec import tile_spec
 
 GW, SW = 1.1, 0.9
@@ -188,6 +189,8 @@ def test_rows_of_any_norm_are_checked():
     with pytest.raises(ValueError, match="X row 9 is zero"):
         relu.matrix(X)
     assert np.isfinite(NTK("relu", 2, gamma_b=0.1).kernel(X)).all()
+    with pytest.raises(ValueError, match="row 9 of a tile .* needs gamma_b > 0"):
+        theta_tile(relu, X)  # the tiles' own guard: no silent NaN past the validation
 
 
 def test_rows_beyond_float64_are_refused_by_name():
