@@ -1,0 +1,138 @@
+"""CPU tile kernels for rows of any norm (docs/math.md sections 5 and 11).
+
+The same layout as ``kernels/tiles_cpu.exact_tile`` (rows in parallel, entries in blocks of
+``BLOCK`` with the layer loop outside, symmetric tiles TRI x TRI block by block over the lower
+triangle and mirrored as they go), with the pair recursion of ``exact_cpu.offsphere_block``
+reading each row's table (``exact_cpu.row_tables``, layout ``exact_cpu.table_layout``), built
+once per row block by the caller.  rho = G_ij / (|x_i| |x_j|), 1 -+ rho recomputed from the
+rows near +-1 (``half_distance``: cancellation-free whatever the two norms); a zero row has
+rho = 0 with every row (its layer-1 covariance is gamma_b^2 whatever rho).  The diagonal and
+exact duplicates (1 - rho = 0 and equal norms) get the row's diagonal from its table;
+collinear rows of different norms go through the recursion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .exact_cpu import offsphere_block
+from .tiles_cpu import BLOCK, NEAR, TRI, correlation, row_norms
+
+
+@njit(cache=True)
+def inverse_norms(n):
+    """1 / n, 0 for a zero row (whose correlation with any row is taken as 0)."""
+    out = np.empty(n.shape[0])
+    for i in range(n.shape[0]):
+        out[i] = 1.0 / n[i] if n[i] > 0.0 else 0.0
+    return out
+
+
+@njit(cache=True)
+def half_distance(x, y, ux, uy, sign):
+    """1 - sign rho = |x / |x| - sign y / |y||^2 / 2 (``ux``, ``uy`` the inverse norms), in
+    [0, 2]: exact to rounding near rho = sign 1 whatever the two norms (the sphere's
+    (||x - y||^2 - (|x| - |y|)^2) / (2 |x| |y|) cancels when they differ by orders of
+    magnitude); exactly 0 for identical rows (no contraction into FMAs here)."""
+    s = 0.0
+    for k in range(x.shape[0]):
+        t = x[k] * ux - sign * (y[k] * uy)
+        s += t * t
+    return min(max(0.5 * s, 0.0), 2.0)
+
+
+@njit(cache=True)
+def init_block(g, i, j0, nb, xi, xj, ui, uj, diag, om, op):
+    """om, op <- 1 - rho, 1 + rho for g[i, j0:j0+nb], recomputed from the rows
+    (``half_distance``) where |rho| > 1 - NEAR; the diagonal of a symmetric tile 0, 2."""
+    near = 0.0
+    u = ui[i]
+    for jj in range(nb):  # vectorised
+        r = correlation(g[i, j0 + jj], u, uj[j0 + jj])
+        om[jj] = 1.0 - r
+        op[jj] = 1.0 + r
+        near = max(near, abs(r))
+    if near > 1.0 - NEAR:  # rare: recompute only the entries near +-1 (not the diagonal)
+        for jj in range(nb):
+            j = j0 + jj
+            r = 1.0 - om[jj]
+            if diag and j == i:
+                continue
+            if r > 1.0 - NEAR:
+                om[jj] = half_distance(xi[i], xj[j], u, uj[j], 1.0)
+                op[jj] = 2.0 - om[jj]
+            elif r < -1.0 + NEAR:
+                op[jj] = half_distance(xi[i], xj[j], u, uj[j], -1.0)
+                om[jj] = 2.0 - op[jj]
+    if diag and j0 <= i < j0 + nb:
+        om[i - j0] = 0.0
+        op[i - j0] = 2.0
+
+
+@njit(cache=True, error_model="numpy")
+def _chunk(g, i, j0, nb, xi, xj, ui, uj, diag, mirror, want_nngp, ti, tj,
+           code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al):
+    """g[i, j0:j0+nb] <- Theta (or the NNGP); ``mirror``: also g[j0:j0+nb, i].  Pairs with
+    1 - rho = 0 and equal norms (the diagonal, duplicates, two zero rows) get row i's
+    diagonal."""
+    init_block(g, i, j0, nb, xi, xj, ui, uj, diag, om, op)
+    offsphere_block(om, op, nb, i, ti, j0, tj, code, param, gw2, gb2, sw2, sb2, kp, al, dl,
+                    db)
+    val = al if want_nngp else kp
+    top = ti.shape[0]  # the last rows: norm, Theta(x, x), NNGP(x, x) (table_layout)
+    at_one = ti[top - 1 if want_nngp else top - 2, i]
+    nrm = top - 3
+    nx = ti[nrm, i]
+    for jj in range(nb):  # branch-free select: vectorised
+        dup = ((om[jj] == 0.0) | (nx == 0.0)) & (tj[nrm, j0 + jj] == nx)  # zero rows too
+        g[i, j0 + jj] = at_one if dup else val[jj]
+    if mirror:
+        for jj in range(nb):
+            g[j0 + jj, i] = g[i, j0 + jj]
+
+
+@njit(cache=True)
+def _rows(g, a, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2,
+          sb2, om, op, dl, db, kp, al):
+    """Row block ``a``, as ``tiles_cpu._exact_rows``."""
+    if not tri:
+        m = g.shape[1]
+        for j0 in range(0, m, BLOCK):
+            _chunk(g, a, j0, min(BLOCK, m - j0), xi, xj, ui, uj, False, False,
+                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al)
+        return
+    r0 = a * TRI
+    r1 = min(r0 + TRI, g.shape[0])
+    for c0 in range(0, r1, TRI):
+        for i in range(max(r0, c0), r1):
+            _chunk(g, i, c0, min(TRI, i + 1 - c0), xi, xj, ui, uj, True, True,
+                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al)
+
+
+@njit(cache=True, parallel=True)
+def offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2):
+    """Map the Gram block ``g`` (C order) of rows of any norm to Theta in place.
+
+    ``ti``, ``tj``: the rows' tables (``exact_cpu.row_tables``; ``tj`` is ``ti`` for a
+    symmetric tile).  ``tri``: symmetric tile (xi is xj), only j <= i is read, the upper
+    triangle is written from it.
+    """
+    n1 = g.shape[0]
+    ui = inverse_norms(row_norms(xi))
+    uj = ui if tri else inverse_norms(row_norms(xj))
+    nrb = -(-n1 // TRI) if tri else n1
+    for k in prange((nrb + 1) // 2):  # row blocks paired k <-> nrb - 1 - k: balanced
+        om = np.empty(BLOCK)
+        op = np.empty(BLOCK)
+        dl = np.empty(BLOCK)
+        db = np.empty(BLOCK)
+        kp = np.empty(BLOCK)
+        al = np.empty(BLOCK)
+        _rows(g, k, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
+              sw2, sb2, om, op, dl, db, kp, al)
+        k2 = nrb - 1 - k
+        if k2 != k:
+            _rows(g, k2, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2,
+                  gb2, sw2, sb2, om, op, dl, db, kp, al)
+    return g
