@@ -9,7 +9,8 @@ nu_k(q) (those of phi'(sqrt(q) z)),
     Ed = E[phi'(u) phi'(v)] = sum_k nu_k(q_l(x)) nu_k(q_l(y)) c_l^k.
 
 ``radial_tile`` maps a Gram block in place by the pair recursion of section 11 with these
-series truncated at degree T, per entry and per layer: Horner's rule over k with the per-row
+series truncated, per block of entries and per layer, at the shortest degree of the tables
+whose truncation meets the block's share of the tolerance: Horner's rule over k with the per-row
 tables (k major, so that the entry loop inside is contiguous and vectorises), and beside
 every value its bound: the truncation sqrt(tail(x) tail(y)) |c|^(T+1) (Cauchy-Schwarz), the
 tables' quadrature error, the error of c carried from the layer before (Lipschitz factors of
@@ -20,6 +21,9 @@ Per-row inputs (built by ``fastntk.tiles.radial.row_tables``):
 
 * ``coef[l, 0, k, r]``, ``coef[l, 1, k, r]``: mu_k and nu_k at q_l of row r, l = 0..L-1
   (layer l + 1's input), k = 0..T;
+* ``tails[l, 0, m, r]``, ``tails[l, 1, m, r]``: square roots of upper bounds of the tails
+  sum_{k>t} mu_k^2, sum_{k>t} nu_k^2 at the candidate degrees t = 2^(m+3) - 1 (the last one
+  the tables' degree T = 2^M - 1);
 * ``rows[F, l, r]``: the fields named below (``F_*``), per layer slot l = 0..L.
 """
 
@@ -38,25 +42,24 @@ F_Q = 0      # q_{l+1}(x): the variance of layer l + 1's pre-activation (slot L:
 F_TH = 1     # Theta_{l+1}(x, x) (slot L: the NTK diagonal)
 F_R = 2      # sqrt(E[phi(u)^2]), u ~ N(0, q_{l+1}(x))
 F_SD = 3     # sqrt(E[phi'(u)^2])
-F_TM = 4     # sqrt(tail of sum_k mu_k^2 beyond T), an upper bound
-F_TN = 5     # sqrt(tail of sum_k nu_k^2 beyond T)
-F_EM = 6     # || quadrature error of mu_0..mu_T ||_2
-F_EN = 7     # || quadrature error of nu_0..nu_T ||_2
-F_LE = 8     # sqrt(q E[phi'(u)^2]) = sqrt(sum_k k mu_k^2): Lipschitz factor of E in c
-F_LD = 9     # sqrt(sum_k k nu_k^2) (estimate): Lipschitz factor of Ed in c
-F_EQ = 10    # relative error of F_Q (quadrature of the moments)
-F_ED = 11    # slot 0: absolute error bound of the NTK diagonal, slot 1: of the NNGP's
-F_NORM = 12  # slot 0: |x|
-NFIELDS = 13
+F_EM = 4     # || quadrature error of mu_0..mu_T ||_2
+F_EN = 5     # || quadrature error of nu_0..nu_T ||_2
+F_LE = 6     # sqrt(q E[phi'(u)^2]) = sqrt(sum_k k mu_k^2): Lipschitz factor of E in c
+F_LD = 7     # sqrt(sum_k k nu_k^2) (estimate): Lipschitz factor of Ed in c
+F_EQ = 8     # relative error of F_Q (quadrature of the moments)
+F_ED = 9     # slot 0: absolute error bound of the NTK diagonal, slot 1: of the NNGP's
+F_NORM = 10  # slot 0: |x|
+NFIELDS = 11
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj, want_nngp,
-                  c, s, th, es, et, ae, ad, dup, res):
+def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
+                  want_nngp, share, c, s, th, es, et, ae, ad, pw, dup, res):
     """g[i, j0:j0+nb] <- the kernel of rows i, j by the radial series; ``res`` (running per
-    row): the largest absolute bound, the largest bound / sqrt(diag_i diag_j), its column."""
+    row): the largest absolute bound, the largest bound / sqrt(diag_i diag_j), its column,
+    and 1 when some layer needed more terms than the tables hold."""
     L = ci.shape[0]
-    T1 = ci.shape[2]
+    NC = ti.shape[2]
     ni = fi[F_NORM, 0]
     nj = fj[F_NORM, 0]
     nx = ni[i]
@@ -91,19 +94,44 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj,
         et[jj] = es[jj]
         dup[jj] = nx == ny and (om == 0.0 or nx == 0.0)
     for ll in range(L):
+        rx = fi[F_R, ll, i]
+        sdx = fi[F_SD, ll, i]
+        # the chunk's degree: the first candidate 2^(m+3) - 1 whose truncation at every
+        # entry, |c|^(t+1) sqrt(tail(x) tail(y)), is below share * R(x) R(y) (and for Ed)
         for jj in range(nb):
-            ae[jj] = ci[ll, 0, T1 - 1, i] * cj[ll, 0, T1 - 1, j0 + jj]
-            ad[jj] = ci[ll, 1, T1 - 1, i] * cj[ll, 1, T1 - 1, j0 + jj]
-        for k in range(T1 - 2, -1, -1):
+            a = abs(c[jj])
+            a *= a
+            a *= a
+            pw[jj] = a * a
+        m = 0
+        while True:
+            tmx = ti[ll, 0, m, i]
+            tnx = ti[ll, 1, m, i]
+            bad = 0.0
+            for jj in range(nb):  # vectorised (a max reduction); duplicates left out
+                j = j0 + jj
+                v1 = pw[jj] * tmx * tj[ll, 0, m, j] - share * rx * fj[F_R, ll, j]
+                v2 = pw[jj] * tnx * tj[ll, 1, m, j] - share * sdx * fj[F_SD, ll, j]
+                bad = max(bad, 0.0 if dup[jj] else max(v1, v2))
+            if bad <= 0.0 or m == NC - 1:
+                break
+            for jj in range(nb):
+                pw[jj] *= pw[jj]
+            m += 1
+        if bad > 0.0:
+            res[3] = 1.0
+        top = min(2 ** (m + 3), ci.shape[2]) - 1  # the degree used
+        for jj in range(nb):
+            ae[jj] = ci[ll, 0, top, i] * cj[ll, 0, top, j0 + jj]
+            ad[jj] = ci[ll, 1, top, i] * cj[ll, 1, top, j0 + jj]
+        for k in range(top - 1, -1, -1):
             mx = ci[ll, 0, k, i]
             dx = ci[ll, 1, k, i]
             for jj in range(nb):  # vectorised
                 ae[jj] = ae[jj] * c[jj] + mx * cj[ll, 0, k, j0 + jj]
                 ad[jj] = ad[jj] * c[jj] + dx * cj[ll, 1, k, j0 + jj]
-        rx = fi[F_R, ll, i]
-        sdx = fi[F_SD, ll, i]
-        tmx = fi[F_TM, ll, i]
-        tnx = fi[F_TN, ll, i]
+        tmx = ti[ll, 0, m, i]
+        tnx = ti[ll, 1, m, i]
         emx = fi[F_EM, ll, i]
         enx = fi[F_EN, ll, i]
         lex = fi[F_LE, ll, i]
@@ -112,20 +140,18 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj,
         qx = fi[F_Q, ll, i]
         qnx = fi[F_Q, ll + 1, i]
         sb = sb2[ll]
+        rnd = 2.0 * (top + 3) * EPS
         for jj in range(nb):
             j = j0 + jj
             ry = fj[F_R, ll, j]
             sdy = fj[F_SD, ll, j]
             ac = abs(c[jj])
-            ck = ac ** T1
             ec = (es[jj] / math.sqrt(qx * fj[F_Q, ll, j]) + 4.0 * EPS
                   + 0.5 * ac * (eqx + fj[F_EQ, ll, j]))
-            ee = (ck * tmx * fj[F_TM, ll, j] + emx * ry + rx * fj[F_EM, ll, j]
-                  + emx * fj[F_EM, ll, j] + lex * fj[F_LE, ll, j] * ec
-                  + 2.0 * (T1 + 2) * EPS * rx * ry)
-            ed = (ck * tnx * fj[F_TN, ll, j] + enx * sdy + sdx * fj[F_EN, ll, j]
-                  + enx * fj[F_EN, ll, j] + ldx * fj[F_LD, ll, j] * ec
-                  + 2.0 * (T1 + 2) * EPS * sdx * sdy)
+            ee = (pw[jj] * tmx * tj[ll, 0, m, j] + emx * ry + rx * fj[F_EM, ll, j]
+                  + emx * fj[F_EM, ll, j] + lex * fj[F_LE, ll, j] * ec + rnd * rx * ry)
+            ed = (pw[jj] * tnx * tj[ll, 1, m, j] + enx * sdy + sdx * fj[F_EN, ll, j]
+                  + enx * fj[F_EN, ll, j] + ldx * fj[F_LD, ll, j] * ec + rnd * sdx * sdy)
             snew = sw2 * ae[jj] + sb
             tnew = snew + th[jj] * sw2 * ad[jj]
             esn = sw2 * ee + 2.0 * EPS * abs(snew)
@@ -135,18 +161,17 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj,
             s[jj] = snew
             th[jj] = tnew
             c[jj] = min(max(snew / math.sqrt(qnx * fj[F_Q, ll + 1, j]), -1.0), 1.0)
-    slot = L
     for jj in range(nb):
         j = j0 + jj
         if want_nngp:
-            di = fi[F_Q, slot, i]
-            dj = fj[F_Q, slot, j]
+            di = fi[F_Q, L, i]
+            dj = fj[F_Q, L, j]
             v = s[jj]
             b = es[jj]
             bd = fi[F_ED, 1, i]
         else:
-            di = fi[F_TH, slot, i]
-            dj = fj[F_TH, slot, j]
+            di = fi[F_TH, L, i]
+            dj = fj[F_TH, L, j]
             v = th[jj]
             b = et[jj]
             bd = fi[F_ED, 0, i]
@@ -165,7 +190,8 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj,
 
 
 @njit(cache=True)
-def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj, want_nngp, out):
+def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp,
+                share, out):
     """Row i of the tile: columns 0..i of a symmetric tile (mirrored), all of a rectangular one."""
     c = np.empty(BLOCK)
     s = np.empty(BLOCK)
@@ -174,31 +200,36 @@ def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj, want_nngp
     et = np.empty(BLOCK)
     ae = np.empty(BLOCK)
     ad = np.empty(BLOCK)
+    pw = np.empty(BLOCK)
     dup = np.empty(BLOCK, dtype=np.bool_)
-    res = np.zeros(3)
+    res = np.zeros(4)
     res[2] = -1.0
     m = i + 1 if tri else g.shape[1]
     for j0 in range(0, m, BLOCK):
         _radial_chunk(g, i, j0, min(BLOCK, m - j0), xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj,
-                      fi, fj, want_nngp, c, s, th, es, et, ae, ad, dup, res)
-    out[i, 0] = res[0]
-    out[i, 1] = res[1]
-    out[i, 2] = res[2]
+                      ti, tj, fi, fj, want_nngp, share, c, s, th, es, et, ae, ad, pw, dup, res)
+    for f in range(4):
+        out[i, f] = res[f]
 
 
 @njit(cache=True, parallel=True)
-def radial_tile(g, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj, want_nngp):
+def radial_tile(g, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp, share):
     """Map the Gram block ``g`` (C order) of the rows ``xi``, ``xj`` in place to the NTK (or
     the NNGP) by the radial series (see the module docstring); ``tri``: symmetric tile
-    (xi is xj, only j <= i read, the upper triangle written from it).  Returns ``out`` of
-    shape (rows, 3): per row i the largest absolute bound, the largest bound relative to
-    sqrt(diag_i diag_j) and the column where it is reached."""
+    (xi is xj, only j <= i read, the upper triangle written from it).  Each block of
+    entries of a row and each layer uses the shortest candidate degree 2^m - 1 (m >= 3) of
+    the tables whose truncation bound is below ``share`` R(x) R(y) at every entry (``ti``,
+    ``tj``: square roots of the tails at those degrees, shape (L, 2, candidates, rows)).
+    Returns ``out`` of shape (rows, 4): per row i the largest absolute bound, the largest
+    bound relative to sqrt(diag_i diag_j), the column where it is reached, and 1 where a
+    block needed more terms than the tables hold."""
     n1 = g.shape[0]
-    out = np.zeros((n1, 3))
+    out = np.zeros((n1, 4))
     npair = (n1 + 1) // 2 if tri else n1
     for k in prange(npair):
-        _radial_row(g, k, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj, want_nngp, out)
+        _radial_row(g, k, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp,
+                    share, out)
         if tri and n1 - 1 - k != k:
-            _radial_row(g, n1 - 1 - k, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, fi, fj,
-                        want_nngp, out)
+            _radial_row(g, n1 - 1 - k, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi,
+                        fj, want_nngp, share, out)
     return out

@@ -96,10 +96,19 @@ def _first_variances(net: NTK, norms: np.ndarray) -> np.ndarray:
     return q
 
 
-def row_tables(net: NTK, norms: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row tables of the rows with the given norms (shape (n,)), degree ``T``
-    (docs/math.md section 11.1): ``coef`` of shape (L, 2, T + 1, n) (mu_k, nu_k at each
-    layer's input variance q_l(x), k major) and ``fields`` of shape
+def candidate_degrees(T: int) -> np.ndarray:
+    """The degrees a block of entries may be truncated at: 2^(m+3) - 1 below T, and T."""
+    t = [2 ** (m + 3) - 1 for m in range(64) if 2 ** (m + 3) - 1 < T]
+    return np.array([*t, T], dtype=np.int64)
+
+
+def row_tables(net: NTK, norms: np.ndarray, T: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row tables of the rows with the given norms (shape (n,)), degree ``T`` (2^M - 1
+    for the tiles) (docs/math.md section 11.1): ``coef`` of shape (L, 2, T + 1, n) (mu_k,
+    nu_k at each layer's input variance q_l(x), k major), ``tails`` of shape
+    (L, 2, len(candidate_degrees(T)), n) (square roots of bounds on the tails of sum mu_k^2
+    and sum nu_k^2 beyond each candidate degree) and ``fields`` of shape
     (``radial_cpu.NFIELDS``, L + 1, n) (``radial_cpu.F_*``).  Hermite tables and moments
     are computed once per distinct variance (and cached).  Raises ValueError for a zero row
     without input bias, a row whose variance or diagonal leaves float64's range, or an
@@ -109,6 +118,8 @@ def row_tables(net: NTK, norms: np.ndarray, T: int) -> tuple[np.ndarray, np.ndar
     n = norms.shape[0]
     sw2 = net.sigma_w**2
     coef = np.empty((L, 2, T + 1, n))
+    cand = candidate_degrees(T)
+    tails = np.empty((L, 2, len(cand), n))
     f = np.zeros((rk.NFIELDS, L + 1, n))
     f[rk.F_NORM, 0] = norms
     q = _first_variances(net, norms)
@@ -125,12 +136,14 @@ def row_tables(net: NTK, norms: np.ndarray, T: int) -> tuple[np.ndarray, np.ndar
         f[rk.F_Q, layer], f[rk.F_TH, layer] = q, theta
         f[rk.F_EQ, layer] = eq / q
         f[rk.F_R, layer], f[rk.F_SD, layer] = np.sqrt(m2), np.sqrt(d2)
-        slack = 2.0 * (T + 2) * EPS
-        tail_mu = (np.maximum(m2 - np.sum(mu * mu, axis=1), 0.0) + em + slack * m2
-                   + np.sum(emu * (2.0 * np.abs(mu) + emu), axis=1))
-        tail_nu = (np.maximum(d2 - np.sum(nu * nu, axis=1), 0.0) + ed + slack * d2
-                   + np.sum(enu * (2.0 * np.abs(nu) + enu), axis=1))
-        f[rk.F_TM, layer], f[rk.F_TN, layer] = np.sqrt(tail_mu), np.sqrt(tail_nu)
+        for which, (a, ea, mom, emom) in enumerate(((mu, emu, m2, em), (nu, enu, d2, ed))):
+            # tail beyond t: E[.^2] - sum_{k<=t} a_k^2, with the errors of both and rounding
+            kept = np.cumsum(a * a, axis=1)[:, cand]
+            err = np.cumsum(ea * (2.0 * np.abs(a) + ea), axis=1)[:, cand]
+            tail = (np.maximum(mom[:, None] - kept, 0.0) + emom[:, None] + err
+                    + 2.0 * (cand + 2) * EPS * mom[:, None])
+            tails[layer, which] = np.sqrt(tail).T
+        tail_nu = tails[layer, 1, -1] ** 2
         f[rk.F_EM, layer] = np.sqrt(np.sum(emu * emu, axis=1))
         f[rk.F_EN, layer] = np.sqrt(np.sum(enu * enu, axis=1))
         f[rk.F_LE, layer] = np.sqrt(q * (d2 + ed))
@@ -148,7 +161,7 @@ def row_tables(net: NTK, norms: np.ndarray, T: int) -> tuple[np.ndarray, np.ndar
                 "(docs/math.md section 11)")
     f[rk.F_Q, L], f[rk.F_TH, L], f[rk.F_EQ, L] = q, theta, eq / q
     f[rk.F_ED, 0], f[rk.F_ED, 1] = eth, eq
-    return coef, f
+    return coef, tails, f
 
 
 def diagonal(net: NTK, norms, which: str = "ntk", return_bound: bool = False):
@@ -161,7 +174,7 @@ def diagonal(net: NTK, norms, which: str = "ntk", return_bound: bool = False):
     also the elementwise error bound.  Raises ValueError for a zero row without input bias."""
     check_which(which)
     norms = np.ascontiguousarray(np.atleast_1d(np.asarray(norms, dtype=np.float64)))
-    _, f = row_tables(net, norms, 0)
+    _, _, f = row_tables(net, norms, 0)
     L = net.hidden_layers
     vals = f[rk.F_TH, L] if which == "ntk" else f[rk.F_Q, L]
     bound = f[rk.F_ED, 0] if which == "ntk" else f[rk.F_ED, 1]
@@ -189,20 +202,24 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
     sb2 = np.array(net._sb2, dtype=np.float64)
     args = (net.gamma_w**2, net.gamma_b**2, net.sigma_w**2, sb2)
     T, last = RADIAL_MIN_DEGREE, np.inf
+    share = spec.tol / (4.0 * L)  # each layer's truncation, relative to R(x) R(y)
     while True:
-        ci, fi = row_tables(net, ni, T)
-        cj, fj = (ci, fi) if symmetric else row_tables(net, nj, T)
+        ci, ti, fi = row_tables(net, ni, T)
+        cj, tj, fj = (ci, ti, fi) if symmetric else row_tables(net, nj, T)
         with parallel_section():
-            out = rk.radial_tile(g, xi, xj, symmetric, *args, ci, cj, fi, fj,
-                                 spec.which == "nngp")
+            out = rk.radial_tile(g, xi, xj, symmetric, *args, ci, cj, ti, tj, fi, fj,
+                                 spec.which == "nngp", share)
         worst = float(out[:, 1].max()) if out.shape[0] else 0.0
         if worst <= spec.tol:
             return float(out[:, 0].max()) if out.shape[0] else 0.0
-        doublings = int(np.log2(RADIAL_MAX_DEGREE / T) + 0.5)
-        hopeless = worst > 0.5 * last and worst * (worst / last) ** doublings > spec.tol
-        if T >= RADIAL_MAX_DEGREE or hopeless or not np.isfinite(worst):
-            break
-        T, last = min(2 * T, RADIAL_MAX_DEGREE), worst
+        capped = bool(out[:, 3].any())
+        if not (np.isfinite(worst) and worst < 0.5 * last) or (capped and T >= RADIAL_MAX_DEGREE):
+            break  # no progress (a floor: quadrature or rounding), or out of degrees
+        if capped:
+            T = min(2 * T + 1, RADIAL_MAX_DEGREE)
+        else:  # the layers' shares were too generous for their propagation
+            share *= 0.25 * spec.tol / worst
+        last = worst
         np.matmul(xi, xj.T, out=g)  # the map overwrote the Gram block
     i = int(np.argmax(out[:, 1]))
     j = int(out[i, 2])
