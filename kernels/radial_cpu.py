@@ -48,7 +48,7 @@ F_LE = 6     # sqrt(q E[phi'(u)^2]) = sqrt(sum_k k mu_k^2): Lipschitz factor of 
 F_LD = 7     # sqrt(sum_k k nu_k^2) (estimate): Lipschitz factor of Ed in c
 F_EQ = 8     # relative error of F_Q (quadrature of the moments)
 F_ED = 9     # slot 0: absolute error bound of the NTK diagonal, slot 1: of the NNGP's
-F_NORM = 10  # slot 0: |x|
+F_NORM = 10  # slot 0: |x| as the network sees it (1 within ROW_RTOL), slot 1: |x| itself
 NFIELDS = 11
 
 
@@ -60,10 +60,10 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
     and 1 when some layer needed more terms than the tables hold."""
     L = ci.shape[0]
     NC = ti.shape[2]
-    ni = fi[F_NORM, 0]
-    nj = fj[F_NORM, 0]
-    nx = ni[i]
-    ux = 1.0 / nx if nx > 0.0 else 0.0
+    ni = fi[F_NORM, 1]  # the rows' own norms: their correlation
+    nj = fj[F_NORM, 1]
+    ux = 1.0 / ni[i] if ni[i] > 0.0 else 0.0
+    nx = fi[F_NORM, 0, i]  # the norms the network sees (1 within ROW_RTOL)
     q1x = fi[F_Q, 0, i]
     # layer 1: Sigma_1 = gw2 nx ny rho + gb2, c_1 = 1 - delta_1 without cancellation
     near = 0.0
@@ -81,7 +81,7 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
                 c[jj] = om
     for jj in range(nb):
         j = j0 + jj
-        ny = nj[j]
+        ny = fj[F_NORM, 0, j]
         om = 0.0 if (tri and j == i) else c[jj]
         a = gw2 * nx * ny
         p = math.sqrt(q1x * fj[F_Q, 0, j])

@@ -247,3 +247,33 @@ def test_zero_row_without_input_bias_refused():
         radial.map_block_radial(tile_spec(net, "series", 1e-12), X @ X.T, X, None, True)
     with pytest.raises(ValueError, match="row 1 is zero"):
         radial.diagonal(net, np.array([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_ntk_kernel_and_diagonal_through_the_api(oracles, act):
+    """NTK.kernel of rows as given (the tile contract's map_block reaches the radial series)
+    against the oracle, its diagonal equal to NTK.diagonal, and the matrix-free product of
+    the in-process operator (rectangular row chunks) equal to K V within the bounds."""
+    keys = sorted(PAIRS)
+    X = np.stack([BASE] + [PAIRS[k][1] for k in keys])
+    net = NTK(act, 2, gamma_w=GW, gamma_b=GB, sigma_w=SW, sigma_b=SB)
+    K = net.kernel(X, tol=1e-12)
+    assert np.array_equal(np.diag(K), net.diagonal(X))
+    for r, k in enumerate(keys, start=1):
+        th, _, tx, ty = oracles[(act, k)][-1]
+        scale = math.sqrt(tx * ty)
+        assert abs(K[0, r] - th) <= 1e-12 * scale, (k, K[0, r], th)
+        assert abs(K[r, r] - ty) <= 1e-13 * ty
+    V = np.random.default_rng(1).standard_normal((len(X), 3))
+    KV, bound = cpu.tile_matvec(tile_spec(net, "series", 1e-12), X, None, V, row_chunk=2)
+    assert np.abs(KV - K @ V).max() <= 2 * bound * np.abs(V).sum(axis=0).max()
+
+
+def test_near_unit_rows_are_their_projections():
+    """A row of norm 1 within ROW_RTOL is used as its projection: Theta(1) exactly on the
+    diagonal, as on the sphere."""
+    net = NTK("tanh", 2, gamma_w=0.8, gamma_b=0.6, sigma_w=1.1, sigma_b=0.2)
+    X = np.array([[1.0 + 1e-8, 0.0], [0.0, 3.0]])
+    d = net.diagonal(X)
+    assert d[0] == net.theta_one and d[1] != net.theta_one
+    assert net.kernel(X)[0, 0] == net.theta_one

@@ -25,8 +25,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..common.defaults import RADIAL_MAX_DEGREE, RADIAL_MIN_DEGREE
+from ..common.defaults import RADIAL_MAX_DEGREE, RADIAL_MIN_DEGREE, ROW_RTOL
 from ..common.threads import parallel_section
+from ..data.rows import row_norms
 from ..kernels import radial_cpu as rk
 from ..kernels import tiles_cpu
 from ..network.hermite import scaled_hermite, scaled_moments
@@ -102,26 +103,34 @@ def candidate_degrees(T: int) -> np.ndarray:
     return np.array([*t, T], dtype=np.int64)
 
 
-def row_tables(net: NTK, norms: np.ndarray, T: int
+def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
+               own_norms: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-row tables of the rows with the given norms (shape (n,)), degree ``T`` (2^M - 1
     for the tiles) (docs/math.md section 11.1): ``coef`` of shape (L, 2, T + 1, n) (mu_k,
     nu_k at each layer's input variance q_l(x), k major), ``tails`` of shape
     (L, 2, len(candidate_degrees(T)), n) (square roots of bounds on the tails of sum mu_k^2
     and sum nu_k^2 beyond each candidate degree) and ``fields`` of shape
-    (``radial_cpu.NFIELDS``, L + 1, n) (``radial_cpu.F_*``).  Hermite tables and moments
-    are computed once per distinct variance (and cached).  Raises ValueError for a zero row
+    (``radial_cpu.NFIELDS``, L + 1, n) (``radial_cpu.F_*``).  A norm within ``ROW_RTOL``
+    of 1 is taken as 1 (the row's projection, as on the sphere); ``own_norms``: the norms
+    the tiles' correlations are formed with (``kernels/tiles_cpu.row_norms``; default
+    ``norms``).  Hermite tables (none with
+    ``hermite=False``: the diagonal only) and moments are computed once per distinct
+    variance (and cached).  Raises ValueError for a zero row
     without input bias, a row whose variance or diagonal leaves float64's range, or an
     activation not finite at a row's scale."""
     act = net.activation
     L = net.hidden_layers
     n = norms.shape[0]
     sw2 = net.sigma_w**2
+    f_raw = norms if own_norms is None else own_norms
+    norms = norms.copy()
+    norms[np.abs(norms - 1.0) <= ROW_RTOL] = 1.0  # the row's projection, as on the sphere
     coef = np.empty((L, 2, T + 1, n))
     cand = candidate_degrees(T)
     tails = np.empty((L, 2, len(cand), n))
     f = np.zeros((rk.NFIELDS, L + 1, n))
-    f[rk.F_NORM, 0] = norms
+    f[rk.F_NORM, 0], f[rk.F_NORM, 1] = norms, f_raw
     q = _first_variances(net, norms)
     theta = q.copy()
     eq = 2.0 * EPS * q  # absolute errors of q and Theta(x, x)
@@ -129,7 +138,10 @@ def row_tables(net: NTK, norms: np.ndarray, T: int
     k = np.arange(T + 1, dtype=np.float64)
     for layer in range(L):
         uq, inv = np.unique(q, return_inverse=True)
-        mu, nu, emu, enu = (a[inv] for a in _hermite_rows(act, T, uq))
+        if hermite:
+            mu, nu, emu, enu = (a[inv] for a in _hermite_rows(act, T, uq))
+        else:  # the diagonal only
+            mu = nu = emu = enu = np.zeros((n, T + 1))
         m2, d2, em, ed = (a[inv] for a in _moment_rows(net, layer, uq))
         coef[layer, 0] = mu.T
         coef[layer, 1] = nu.T
@@ -164,21 +176,29 @@ def row_tables(net: NTK, norms: np.ndarray, T: int
     return coef, tails, f
 
 
-def diagonal(net: NTK, norms, which: str = "ntk", return_bound: bool = False):
-    """Theta(x, x) (``which="ntk"``) or the NNGP's Sigma(x, x) of rows with the given norms
-    (shape (n,)), for a series activation (docs/math.md section 11: the per-row recursion
+def diagonals(net: NTK, norms) -> tuple[np.ndarray, ...]:
+    """(Theta(x, x), Sigma(x, x), their error bounds) of rows with the given norms (shape
+    (n,)) for a series activation (docs/math.md section 11: the per-row recursion
     q_{l+1} = sigma_w^2 E[phi(sqrt(q_l) Z)^2] + sb2_l, Theta_{l+1} = q_{l+1} +
-    Theta_l sigma_w^2 E[phi'(sqrt(q_l) Z)^2]).  The moments come from the composite
-    quadrature (``scaled_moments``, with an error estimate), for a row of norm 1 from the
-    network's own (so unit rows give ``net.at_one(which)`` exactly).  ``return_bound``:
-    also the elementwise error bound.  Raises ValueError for a zero row without input bias."""
-    check_which(which)
+    Theta_l sigma_w^2 E[phi'(sqrt(q_l) Z)^2]), the values every tile's diagonal gets.  The
+    moments come from the composite quadrature (``scaled_moments``, with its error
+    estimate), for a row of norm 1 (within ``ROW_RTOL``) from the network's own, so that unit
+    rows give ``net.at_one(which)`` exactly.  Raises ValueError for a zero row without input
+    bias, or a row whose Theta(x, x) leaves float64."""
     norms = np.ascontiguousarray(np.atleast_1d(np.asarray(norms, dtype=np.float64)))
-    _, _, f = row_tables(net, norms, 0)
+    _, _, f = row_tables(net, norms, 0, hermite=False)
     L = net.hidden_layers
-    vals = f[rk.F_TH, L] if which == "ntk" else f[rk.F_Q, L]
-    bound = f[rk.F_ED, 0] if which == "ntk" else f[rk.F_ED, 1]
-    return (vals.copy(), bound.copy()) if return_bound else vals.copy()
+    return (f[rk.F_TH, L].copy(), f[rk.F_Q, L].copy(), f[rk.F_ED, 0].copy(),
+            f[rk.F_ED, 1].copy())
+
+
+def diagonal(net: NTK, norms, which: str = "ntk", return_bound: bool = False):
+    """Theta(x, x) (``which="ntk"``) or the NNGP's Sigma(x, x), shape (n,), of rows with
+    the given norms, for a series activation (see :func:`diagonals`); ``return_bound``: also
+    the elementwise error bound.  Raises ValueError as :func:`diagonals` does."""
+    ntk, nngp, entk, enngp = diagonals(net, norms)
+    vals, bound = (ntk, entk) if check_which(which) == "ntk" else (nngp, enngp)
+    return (vals, bound) if return_bound else vals
 
 
 def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray | None,
@@ -196,16 +216,18 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
     if xi is None:
         raise ValueError("off-sphere tiles need the rows, not correlations")
     xj = xi if symmetric else xj
-    ni = tiles_cpu.row_norms(xi)
+    ni = tiles_cpu.row_norms(xi)  # as every tile forms correlations
     nj = ni if symmetric else tiles_cpu.row_norms(xj)
+    mi = row_norms(xi)  # as NTK.diagonal and the closed forms' tables see the rows
+    mj = mi if symmetric else row_norms(xj)
     L = net.hidden_layers
     sb2 = np.array(net._sb2, dtype=np.float64)
     args = (net.gamma_w**2, net.gamma_b**2, net.sigma_w**2, sb2)
     T, last = RADIAL_MIN_DEGREE, np.inf
     share = spec.tol / (4.0 * L)  # each layer's truncation, relative to R(x) R(y)
     while True:
-        ci, ti, fi = row_tables(net, ni, T)
-        cj, tj, fj = (ci, ti, fi) if symmetric else row_tables(net, nj, T)
+        ci, ti, fi = row_tables(net, mi, T, own_norms=ni)
+        cj, tj, fj = (ci, ti, fi) if symmetric else row_tables(net, mj, T, own_norms=nj)
         with parallel_section():
             out = rk.radial_tile(g, xi, xj, symmetric, *args, ci, cj, ti, tj, fi, fj,
                                  spec.which == "nngp", share)
