@@ -21,6 +21,7 @@ mu_k(q), nu_k(q) the Hermite coefficients of z -> phi(sqrt(q) z) and phi'(sqrt(q
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -44,25 +45,35 @@ CACHE_DOUBLES = 8 * 2**20
 _tables: OrderedDict = OrderedDict()  # (activation, T, q) -> (mu, nu, mu_error, nu_error)
 _moments: OrderedDict = OrderedDict()  # (activation, q) -> (m2, d2, m2_error, d2_error)
 _held = [0]
+_lock = threading.Lock()  # tiles run side by side on threads (Dask, the in-process pass)
+
+
+def _lookup(cache: OrderedDict, keys: list) -> list:
+    with _lock:
+        return [cache.get(k) for k in keys]
 
 
 def _remember(cache: OrderedDict, key, value, size: int) -> None:
-    cache[key] = value
-    _held[0] += size
-    while _held[0] > CACHE_DOUBLES and (_tables or _moments):
-        victim = _tables if _tables else _moments
-        _, old = victim.popitem(last=False)
-        _held[0] -= sum(np.size(a) for a in old)
+    """Keep ``value`` (``size`` doubles), the oldest entries leaving beyond CACHE_DOUBLES."""
+    with _lock:
+        if key not in cache:
+            _held[0] += size
+        cache[key] = value
+        while _held[0] > CACHE_DOUBLES and (_tables or _moments):
+            victim = _tables if _tables else _moments
+            _, old = victim.popitem(last=False)
+            _held[0] -= sum(np.size(a) for a in old)
 
 
 def _hermite_rows(act, T: int, q: np.ndarray) -> tuple[np.ndarray, ...]:
     """(mu, nu, mu_error, nu_error), each (len(q), T + 1), for the variances q (distinct)."""
-    found = {v: _tables.get((act, T, v)) for v in q}
+    found = dict(zip(q, _lookup(_tables, [(act, T, v) for v in q]), strict=True))
     missing = [v for v in q if found[v] is None]
     if missing:
         h = scaled_hermite(act, T, np.sqrt(np.array(missing)))
         for r, v in enumerate(missing):
-            found[v] = (h.mu[r], h.nu[r], h.mu_error[r], h.nu_error[r])
+            found[v] = (h.mu[r].copy(), h.nu[r].copy(), h.mu_error[r].copy(),
+                        h.nu_error[r].copy())
             _remember(_tables, (act, T, v), found[v], 4 * (T + 1))
     return tuple(np.array([found[v][f] for v in q]) for f in range(4))
 
@@ -73,7 +84,7 @@ def _moment_rows(net: NTK, layer: int, q: np.ndarray) -> tuple[np.ndarray, ...]:
     moments, so that unit rows follow its Theta(1) bit for bit."""
     act = net.activation
     own = float(net.variances[layer])
-    found = {v: _moments.get((act, v)) for v in q}
+    found = dict(zip(q, _lookup(_moments, [(act, v) for v in q]), strict=True))
     if own in found:
         m2, d2 = act.moments(own)
         found[own] = (m2, d2, ADAPTIVE_RTOL * m2, ADAPTIVE_RTOL * d2)
