@@ -9,10 +9,11 @@ nu_k(q) (those of phi'(sqrt(q) z)),
     Ed = E[phi'(u) phi'(v)] = sum_k nu_k(q_l(x)) nu_k(q_l(y)) c_l^k.
 
 ``radial_tile`` maps a Gram block in place by the pair recursion of section 11 with these
-series truncated, per block of entries and per layer, at the shortest degree of the tables
-whose truncation meets the block's share of the tolerance: Horner's rule over k with the per-row
-tables (k major, so that the entry loop inside is contiguous and vectorises), and beside
-every value its bound: the truncation sqrt(tail(x) tail(y)) |c|^(T+1) (Cauchy-Schwarz), the
+series truncated, per entry and per layer, at the shortest candidate degree of the tables
+whose truncation meets the layer's share of the tolerance: Horner's rule over k with the
+per-row tables (k major), the entries of a block sorted by degree so that the entry loop
+inside runs over a contiguous run, and beside every value its bound: the truncation
+sqrt(tail(x) tail(y)) |c|^(t+1) (Cauchy-Schwarz), the
 tables' quadrature error, the error of c carried from the layer before (Lipschitz factors of
 the duals) and rounding.  Rows run in parallel (``prange``; symmetric tiles read the lower
 triangle and mirror it, row pairs k <-> n - 1 - k for balance).
@@ -23,7 +24,8 @@ Per-row inputs (built by ``fastntk.tiles.radial.row_tables``):
   (layer l + 1's input), k = 0..T;
 * ``tails[l, 0, m, r]``, ``tails[l, 1, m, r]``: square roots of upper bounds of the tails
   sum_{k>t} mu_k^2, sum_{k>t} nu_k^2 at the candidate degrees t = 2^(m+3) - 1 (the last one
-  the tables' degree T = 2^M - 1);
+  the tables' degree T = 2^M - 1); ``tails[l, 2, m, r]``, ``tails[l, 3, m, r]``: the
+  Euclidean norms of the quadrature errors of mu_0..mu_t and nu_0..nu_t;
 * ``rows[F, l, r]``: the fields named below (``F_*``), per layer slot l = 0..L.
 """
 
@@ -42,19 +44,17 @@ F_Q = 0      # q_{l+1}(x): the variance of layer l + 1's pre-activation (slot L:
 F_TH = 1     # Theta_{l+1}(x, x) (slot L: the NTK diagonal)
 F_R = 2      # sqrt(E[phi(u)^2]), u ~ N(0, q_{l+1}(x))
 F_SD = 3     # sqrt(E[phi'(u)^2])
-F_EM = 4     # || quadrature error of mu_0..mu_T ||_2
-F_EN = 5     # || quadrature error of nu_0..nu_T ||_2
-F_LE = 6     # sqrt(q E[phi'(u)^2]) = sqrt(sum_k k mu_k^2): Lipschitz factor of E in c
-F_LD = 7     # sqrt(sum_k k nu_k^2) (estimate): Lipschitz factor of Ed in c
-F_EQ = 8     # relative error of F_Q (quadrature of the moments)
-F_ED = 9     # slot 0: absolute error bound of the NTK diagonal, slot 1: of the NNGP's
-F_NORM = 10  # slot 0: |x| as the network sees it (1 within ROW_RTOL), slot 1: |x| itself
-NFIELDS = 11
+F_LD = 4     # sqrt(sum_k k nu_k^2) (estimate): Lipschitz factor of Ed in c
+F_EQ = 5     # relative error of F_Q (quadrature of the moments)
+F_ED = 6     # slot 0: absolute error bound of the NTK diagonal, slot 1: of the NNGP's
+F_NORM = 7   # slot 0: |x| as the network sees it (1 within ROW_RTOL), slot 1: |x| itself
+NFIELDS = 8
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
-                  want_nngp, share, c, s, th, es, et, ae, ad, pw, dup, res):
+                  want_nngp, share, c, s, th, es, et, ae, ad, pw, pws, cs, need, perm, jg, cnt,
+                  start, dup, res):
     """g[i, j0:j0+nb] <- the kernel of rows i, j by the radial series; ``res`` (running per
     row): the largest absolute bound, the largest bound / sqrt(diag_i diag_j), its column,
     and 1 when some layer needed more terms than the tables hold."""
@@ -93,65 +93,97 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
         es[jj] = 4.0 * EPS * (a + gb2)
         et[jj] = es[jj]
         dup[jj] = nx == ny and (om == 0.0 or nx == 0.0)
+    T1 = ci.shape[2]
     for ll in range(L):
         rx = fi[F_R, ll, i]
         sdx = fi[F_SD, ll, i]
-        # the chunk's degree: the first candidate 2^(m+3) - 1 whose truncation at every
-        # entry, |c|^(t+1) sqrt(tail(x) tail(y)), is below share * R(x) R(y) (and for Ed)
+        # each entry's degree: the first candidate 2^(m+3) - 1 whose truncation,
+        # |c|^(t+1) sqrt(tail(x) tail(y)), is below share * R(x) R(y) (and for Ed)
         for jj in range(nb):
             a = abs(c[jj])
             a *= a
             a *= a
             pw[jj] = a * a
-        m = 0
-        while True:
+            pws[jj] = 0.0
+            need[jj] = 0 if dup[jj] else NC
+        for m in range(NC):
             tmx = ti[ll, 0, m, i]
             tnx = ti[ll, 1, m, i]
-            bad = 0.0
-            for jj in range(nb):  # vectorised (a max reduction); duplicates left out
-                j = j0 + jj
-                v1 = pw[jj] * tmx * tj[ll, 0, m, j] - share * rx * fj[F_R, ll, j]
-                v2 = pw[jj] * tnx * tj[ll, 1, m, j] - share * sdx * fj[F_SD, ll, j]
-                bad = max(bad, 0.0 if dup[jj] else max(v1, v2))
-            if bad <= 0.0 or m == NC - 1:
-                break
             for jj in range(nb):
+                j = j0 + jj
+                ok = (pw[jj] * tmx * tj[ll, 0, m, j] <= share * rx * fj[F_R, ll, j]
+                      and pw[jj] * tnx * tj[ll, 1, m, j] <= share * sdx * fj[F_SD, ll, j])
+                if need[jj] == NC and (ok or m == NC - 1):
+                    need[jj] = m
+                    pws[jj] = pw[jj]
+                    if not ok:
+                        res[3] = 1.0
                 pw[jj] *= pw[jj]
-            m += 1
-        if bad > 0.0:
-            res[3] = 1.0
-        top = min(2 ** (m + 3), ci.shape[2]) - 1  # the degree used
+        # entries sorted by degree, highest first (a counting sort), so that Horner's rule
+        # at order k runs over a contiguous prefix: the entries of degree >= k
+        for m in range(NC + 1):
+            cnt[m] = 0
         for jj in range(nb):
-            ae[jj] = ci[ll, 0, top, i] * cj[ll, 0, top, j0 + jj]
-            ad[jj] = ci[ll, 1, top, i] * cj[ll, 1, top, j0 + jj]
-        for k in range(top - 1, -1, -1):
+            cnt[need[jj]] += 1
+        pos = 0
+        for m in range(NC - 1, -1, -1):
+            start[m] = pos
+            pos += cnt[m]
+        for jj in range(nb):
+            m = need[jj]
+            perm[start[m]] = jj
+            start[m] += 1
+        for p in range(nb):
+            jj = perm[p]
+            cs[p] = c[jj]
+            jg[p] = j0 + jj
+            ae[p] = 0.0
+            ad[p] = 0.0
+        m = NC - 1
+        while m > 0 and cnt[m] == 0:
+            m -= 1
+        active = cnt[m]
+        top = min(2 ** (m + 3), T1) - 1
+        for k in range(top, -1, -1):
+            while m > 0 and k <= 2 ** (m + 2) - 1:  # entries of degree k join
+                m -= 1
+                active += cnt[m]
             mx = ci[ll, 0, k, i]
             dx = ci[ll, 1, k, i]
-            for jj in range(nb):  # vectorised
-                ae[jj] = ae[jj] * c[jj] + mx * cj[ll, 0, k, j0 + jj]
-                ad[jj] = ad[jj] * c[jj] + dx * cj[ll, 1, k, j0 + jj]
-        tmx = ti[ll, 0, m, i]
-        tnx = ti[ll, 1, m, i]
-        emx = fi[F_EM, ll, i]
-        enx = fi[F_EN, ll, i]
-        lex = fi[F_LE, ll, i]
+            for p in range(active):
+                ae[p] = ae[p] * cs[p] + mx * cj[ll, 0, k, jg[p]]
+                ad[p] = ad[p] * cs[p] + dx * cj[ll, 1, k, jg[p]]
+        for p in range(nb):
+            cs[perm[p]] = ae[p]
+            pw[perm[p]] = ad[p]
+        for jj in range(nb):
+            ae[jj] = cs[jj]
+            ad[jj] = pw[jj]
         ldx = fi[F_LD, ll, i]
         eqx = fi[F_EQ, ll, i]
         qx = fi[F_Q, ll, i]
         qnx = fi[F_Q, ll + 1, i]
         sb = sb2[ll]
-        rnd = 2.0 * (top + 3) * EPS
         for jj in range(nb):
             j = j0 + jj
+            m = need[jj]
+            rnd = 2.0 * (min(2 ** (m + 3), T1) + 2) * EPS
             ry = fj[F_R, ll, j]
             sdy = fj[F_SD, ll, j]
             ac = abs(c[jj])
             ec = (es[jj] / math.sqrt(qx * fj[F_Q, ll, j]) + 4.0 * EPS
                   + 0.5 * ac * (eqx + fj[F_EQ, ll, j]))
-            ee = (pw[jj] * tmx * tj[ll, 0, m, j] + emx * ry + rx * fj[F_EM, ll, j]
-                  + emx * fj[F_EM, ll, j] + lex * fj[F_LE, ll, j] * ec + rnd * rx * ry)
-            ed = (pw[jj] * tnx * tj[ll, 1, m, j] + enx * sdy + sdx * fj[F_EN, ll, j]
-                  + enx * fj[F_EN, ll, j] + ldx * fj[F_LD, ll, j] * ec + rnd * sdx * sdy)
+            emx = ti[ll, 2, m, i]
+            emy = tj[ll, 2, m, j]
+            enx = ti[ll, 3, m, i]
+            eny = tj[ll, 3, m, j]
+            lipd = ldx * fj[F_LD, ll, j]
+            ed = (pws[jj] * ti[ll, 1, m, i] * tj[ll, 1, m, j] + enx * sdy + sdx * eny
+                  + enx * eny + lipd * ec + rnd * sdx * sdy)
+            # dE/dc = sqrt(q_x q_y) Ed (Price): E's Lipschitz constant near c, from Ed there
+            lipe = math.sqrt(qx * fj[F_Q, ll, j]) * (abs(ad[jj]) + ed + lipd * ec)
+            ee = (pws[jj] * ti[ll, 0, m, i] * tj[ll, 0, m, j] + emx * ry + rx * emy
+                  + emx * emy + lipe * ec + rnd * rx * ry)
             snew = sw2 * ae[jj] + sb
             tnew = snew + th[jj] * sw2 * ad[jj]
             esn = sw2 * ee + 2.0 * EPS * abs(snew)
@@ -201,13 +233,21 @@ def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, w
     ae = np.empty(BLOCK)
     ad = np.empty(BLOCK)
     pw = np.empty(BLOCK)
+    pws = np.empty(BLOCK)
+    cs = np.empty(BLOCK)
+    need = np.empty(BLOCK, dtype=np.int64)
+    perm = np.empty(BLOCK, dtype=np.int64)
+    jg = np.empty(BLOCK, dtype=np.int64)
+    cnt = np.empty(ti.shape[2] + 1, dtype=np.int64)
+    start = np.empty(ti.shape[2] + 1, dtype=np.int64)
     dup = np.empty(BLOCK, dtype=np.bool_)
     res = np.zeros(4)
     res[2] = -1.0
     m = i + 1 if tri else g.shape[1]
     for j0 in range(0, m, BLOCK):
         _radial_chunk(g, i, j0, min(BLOCK, m - j0), xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj,
-                      ti, tj, fi, fj, want_nngp, share, c, s, th, es, et, ae, ad, pw, dup, res)
+                      ti, tj, fi, fj, want_nngp, share, c, s, th, es, et, ae, ad, pw, pws, cs,
+                      need, perm, jg, cnt, start, dup, res)
     for f in range(4):
         out[i, f] = res[f]
 
@@ -216,13 +256,13 @@ def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, w
 def radial_tile(g, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp, share):
     """Map the Gram block ``g`` (C order) of the rows ``xi``, ``xj`` in place to the NTK (or
     the NNGP) by the radial series (see the module docstring); ``tri``: symmetric tile
-    (xi is xj, only j <= i read, the upper triangle written from it).  Each block of
-    entries of a row and each layer uses the shortest candidate degree 2^m - 1 (m >= 3) of
-    the tables whose truncation bound is below ``share`` R(x) R(y) at every entry (``ti``,
+    (xi is xj, only j <= i read, the upper triangle written from it).  Each entry, at each
+    layer, uses the shortest candidate degree 2^m - 1 (m >= 3) of
+    the tables whose truncation bound is below ``share`` R(x) R(y) (``ti``,
     ``tj``: square roots of the tails at those degrees, shape (L, 2, candidates, rows)).
     Returns ``out`` of shape (rows, 4): per row i the largest absolute bound, the largest
-    bound relative to sqrt(diag_i diag_j), the column where it is reached, and 1 where a
-    block needed more terms than the tables hold."""
+    bound relative to sqrt(diag_i diag_j), the column where it is reached, and 1 where an
+    entry needed more terms than the tables hold."""
     n1 = g.shape[0]
     out = np.zeros((n1, 4))
     npair = (n1 + 1) // 2 if tri else n1

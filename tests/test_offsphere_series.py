@@ -287,7 +287,8 @@ def test_near_unit_rows_are_their_projections():
 @pytest.mark.parametrize("act", ["tanh", "softplus", "sigmoid", "callable"])
 def test_large_input_scales(act):
     """gamma_w = 1e6 (input variances 1e12: phi(sqrt(q) z) a step, phi' a spike of width
-    1e-6): values and diagonals within their bounds of the oracle (issue 17, case 3).  With
+    1e-6): values and diagonals within their bounds of the oracle (issue 17, case 3), the
+    bounds below tol.  With
     gamma_b = 1e6 every pair's layer correlation is 1 - 1e-12 and the radial series cannot
     converge: refused, naming the pair and the fix, never a value."""
     name = "tanh" if act == "callable" else act
@@ -298,9 +299,11 @@ def test_large_input_scales(act):
     net = NTK(a, 1, gamma_w=1e6, gamma_b=1.0, sigma_w=1.0, sigma_b=0.1)
     th, _, tx, ty = oracle(name, 1, 1e6, 1.0, 1.0, 0.1, x, y)[0]
     g = X @ X.T
-    bound = radial.map_block_radial(tile_spec(net, "series", 1e-12), g, X, None, True)
+    # (tol 1e-10: the first layer's Theta_1 = 1e12 rho is cancelled down to O(1) by the
+    # spike of phi', and its rounding alone is about 1e-12 sqrt(Theta(x, x) Theta(y, y)))
+    bound = radial.map_block_radial(tile_spec(net, "series", 1e-10), g, X, None, True)
     assert np.abs(g - np.array([[tx, th], [th, ty]])).max() <= bound
-    assert bound <= 1e-12 * math.sqrt(tx * ty)
+    assert bound <= 1e-10 * math.sqrt(tx * ty)
     if act == "sigmoid":
         net = NTK(a, 1, gamma_w=1.0, gamma_b=1e6, sigma_w=1.0, sigma_b=0.1)
         # (a bare spec: the radial map reads only its network, kind and tolerance; the unit

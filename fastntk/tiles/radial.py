@@ -14,7 +14,7 @@ mu_k(q), nu_k(q) the Hermite coefficients of z -> phi(sqrt(q) z) and phi'(sqrt(q
   Lipschitz factors); distinct variances only, cached by value, from the composite quadrature
   of ``fastntk.network.hermite`` (``scaled_hermite``, ``scaled_moments``: any scale resolved);
 * :func:`map_block_radial`: the tile contract's map for such rows (called by
-  ``fastntk.tiles.cpu.map_block``), with the degree T doubled until every entry's bound is
+  ``fastntk.tiles.cpu.map_block``), with the tables' degree T raised until every entry's bound is
   below ``spec.tol`` sqrt(Theta(x, x) Theta(y, y)), or a clear error naming the pair;
 * :func:`diagonal`: Theta(x, x) (or the NNGP's) of rows of any norm, for ``NTK.diagonal``.
 """
@@ -120,16 +120,16 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
     """Per-row tables of the rows with the given norms (shape (n,)), degree ``T`` (2^M - 1
     for the tiles) (docs/math.md section 11.1): ``coef`` of shape (L, 2, T + 1, n) (mu_k,
     nu_k at each layer's input variance q_l(x), k major), ``tails`` of shape
-    (L, 2, len(candidate_degrees(T)), n) (square roots of bounds on the tails of sum mu_k^2
-    and sum nu_k^2 beyond each candidate degree) and ``fields`` of shape
-    (``radial_cpu.NFIELDS``, L + 1, n) (``radial_cpu.F_*``).  A norm within ``ROW_RTOL``
-    of 1 is taken as 1 (the row's projection, as on the sphere); ``own_norms``: the norms
-    the tiles' correlations are formed with (``kernels/tiles_cpu.row_norms``; default
-    ``norms``).  Hermite tables (none with
-    ``hermite=False``: the diagonal only) and moments are computed once per distinct
-    variance (and cached).  Raises ValueError for a zero row
-    without input bias, a row whose variance or diagonal leaves float64's range, or an
-    activation not finite at a row's scale."""
+    (L, 4, len(candidate_degrees(T)), n) (square roots of bounds on the tails of sum mu_k^2
+    and sum nu_k^2 beyond each candidate degree t, and the norms of the quadrature errors
+    of mu_0..mu_t and nu_0..nu_t) and ``fields`` of shape (``radial_cpu.NFIELDS``, L + 1, n)
+    (``radial_cpu.F_*``).  A norm within ``ROW_RTOL`` of 1 is taken as 1 (the row's
+    projection, as on the sphere); ``own_norms``: the norms the tiles' correlations are
+    formed with (``kernels/tiles_cpu.row_norms``; default ``norms``).  Hermite tables (none
+    with ``hermite=False``: the diagonal only) and moments are computed once per distinct
+    variance (and cached).  Raises ValueError for a zero row without input bias, a row whose
+    variance or diagonal leaves float64's range, or an activation not finite at a row's
+    scale."""
     act = net.activation
     L = net.hidden_layers
     n = norms.shape[0]
@@ -139,7 +139,7 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
     norms[np.abs(norms - 1.0) <= ROW_RTOL] = 1.0  # the row's projection, as on the sphere
     coef = np.empty((L, 2, T + 1, n))
     cand = candidate_degrees(T)
-    tails = np.empty((L, 2, len(cand), n))
+    tails = np.empty((L, 4, len(cand), n))
     f = np.zeros((rk.NFIELDS, L + 1, n))
     f[rk.F_NORM, 0], f[rk.F_NORM, 1] = norms, f_raw
     q = _first_variances(net, norms)
@@ -166,10 +166,8 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
             tail = (np.maximum(mom[:, None] - kept, 0.0) + emom[:, None] + err
                     + 2.0 * (cand + 2) * EPS * mom[:, None])
             tails[layer, which] = np.sqrt(tail).T
+            tails[layer, 2 + which] = np.sqrt(np.cumsum(ea * ea, axis=1)[:, cand]).T
         tail_nu = tails[layer, 1, -1] ** 2
-        f[rk.F_EM, layer] = np.sqrt(np.sum(emu * emu, axis=1))
-        f[rk.F_EN, layer] = np.sqrt(np.sum(enu * enu, axis=1))
-        f[rk.F_LE, layer] = np.sqrt(q * (d2 + ed))
         f[rk.F_LD, layer] = np.sqrt(nu * nu @ k + (T + 1) * tail_nu)
         q_next = sw2 * m2 + net._sb2[layer]
         theta_next = q_next + theta * sw2 * d2
@@ -219,8 +217,9 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
     ``fastntk.tiles.cpu.map_block`` does for unit rows (``symmetric``: xj is xi, only the
     lower triangle is read, the upper one written from it; the diagonal and duplicate rows
     get the row's diagonal value).  Returns the certified bound of the block's entries
-    (absolute; docs/math.md section 11.1): the degree T of the per-row tables is doubled from
-    ``RADIAL_MIN_DEGREE`` until every entry's bound is below spec.tol sqrt(Theta(x, x)
+    (absolute; docs/math.md section 11.1): the degree T of the per-row tables is raised from
+    ``RADIAL_MIN_DEGREE`` (to 4 T + 3; each entry uses the shortest prefix 2^m - 1 it needs)
+    until every entry's bound is below spec.tol sqrt(Theta(x, x)
     Theta(y, y)).  Raises ValueError naming the pair (rows of the block, their norms) where
     no degree up to ``RADIAL_MAX_DEGREE`` meets it, and for zero rows without input bias."""
     net = spec.net
@@ -249,7 +248,7 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
         if not (np.isfinite(worst) and worst < 0.5 * last) or (capped and T >= RADIAL_MAX_DEGREE):
             break  # no progress (a floor: quadrature or rounding), or out of degrees
         if capped:
-            T = min(2 * T + 1, RADIAL_MAX_DEGREE)
+            T = min(4 * T + 3, RADIAL_MAX_DEGREE)
         else:  # the layers' shares were too generous for their propagation
             share *= 0.25 * spec.tol / worst
         last = worst
