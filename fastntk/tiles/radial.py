@@ -26,7 +26,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..common.defaults import RADIAL_MAX_DEGREE, RADIAL_MIN_DEGREE, ROW_RTOL
+from ..common.defaults import (
+    COEFFICIENT_MEMORY,
+    RADIAL_MAX_DEGREE,
+    RADIAL_MIN_DEGREE,
+    ROW_RTOL,
+)
 from ..common.threads import parallel_section
 from ..data.rows import row_norms
 from ..kernels import radial_cpu as rk
@@ -128,8 +133,8 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
     formed with (``kernels/tiles_cpu.row_norms``; default ``norms``).  Hermite tables (none
     with ``hermite=False``: the diagonal only) and moments are computed once per distinct
     variance (and cached).  Raises ValueError for a zero row without input bias, a row whose
-    variance or diagonal leaves float64's range, or an activation not finite at a row's
-    scale."""
+    variance or diagonal leaves float64's range, an activation not finite at a row's scale,
+    or tables beyond ``COEFFICIENT_MEMORY`` (before anything is allocated)."""
     act = net.activation
     L = net.hidden_layers
     n = norms.shape[0]
@@ -137,8 +142,15 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
     f_raw = norms if own_norms is None else own_norms
     norms = norms.copy()
     norms[np.abs(norms - 1.0) <= ROW_RTOL] = 1.0  # the row's projection, as on the sphere
-    coef = np.empty((L, 2, T + 1, n))
     cand = candidate_degrees(T)
+    need = 8 * n * (L * (2 * (T + 1) + 4 * len(cand)) + rk.NFIELDS * (L + 1))
+    if need > COEFFICIENT_MEMORY:
+        raise ValueError(
+            f"the radial-factor tables of {L} layers to degree {T} for {n} rows need "
+            f"{need / 2**30:.3g} GiB, more than the {COEFFICIENT_MEMORY / 2**30:g} GiB allowed: "
+            "use smaller blocks (chunks, tile), fewer hidden layers, or project the rows "
+            "(normalize=True) (docs/math.md section 11.1)")
+    coef = np.empty((L, 2, T + 1, n))
     tails = np.empty((L, 4, len(cand), n))
     f = np.zeros((rk.NFIELDS, L + 1, n))
     f[rk.F_NORM, 0], f[rk.F_NORM, 1] = norms, f_raw
