@@ -311,3 +311,12 @@ def test_large_input_scales(act):
         spec = TileSpec(net, "ntk", "series", 1e-12, net.theta_one, None, None, None)
         with pytest.raises(ValueError, match=r"rows 1 .* and 0 .*normalize=True"):
             radial.map_block_radial(spec, X @ X.T, X, None, True)
+
+
+def test_tables_beyond_memory_refused(monkeypatch):
+    """Radial tables that would exceed COEFFICIENT_MEMORY are refused before allocation."""
+    monkeypatch.setattr(radial, "COEFFICIENT_MEMORY", 10_000)
+    net = NTK("tanh", 2)
+    X = np.array([[1.0, 2.0], [0.5, 0.1]])
+    with pytest.raises(ValueError, match=r"GiB allowed.*normalize=True"):
+        radial.map_block_radial(tile_spec(net, "series", 1e-12), X @ X.T, X, None, True)
