@@ -55,5 +55,5 @@ PREDICT_TOL = 1e-10
 #: radial-factor tables of a tile (then 4 T + 3 until the tile's bound meets its tolerance;
 #: each entry uses the shortest prefix 2^m - 1 it needs, so a deeper table costs only its
 #: quadrature), and the largest degree tried before the tile is refused with the pair named.
-RADIAL_MIN_DEGREE = 511
+RADIAL_MIN_DEGREE = 127
 RADIAL_MAX_DEGREE = 2047
