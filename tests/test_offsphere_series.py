@@ -315,7 +315,7 @@ def test_large_input_scales(act):
 
 def test_tables_beyond_memory_refused(monkeypatch):
     """Radial tables that would exceed COEFFICIENT_MEMORY are refused before allocation."""
-    monkeypatch.setattr(radial, "COEFFICIENT_MEMORY", 10_000)
+    monkeypatch.setattr(radial, "COEFFICIENT_MEMORY", 1_000)
     net = NTK("tanh", 2)
     X = np.array([[1.0, 2.0], [0.5, 0.1]])
     with pytest.raises(ValueError, match=r"GiB allowed.*normalize=True"):
