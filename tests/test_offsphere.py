@@ -152,10 +152,9 @@ def test_symmetric_tile_equals_rectangular_tile():
         sym, rect = g.copy(), g.copy()
         cpu.map_block(spec, sym, X, None, True)
         cpu.map_block(spec, rect, X, X, False)
-        if act == "relu":
-            assert np.array_equal(sym, rect)
-        else:  # the compiler's FMA contraction may differ between vector lanes and the tail
-            assert np.max(np.abs(sym - rect) / np.abs(rect)) <= 4e-16
+        # equal to rounding: a pair's FMA contractions depend on which row is x
+        assert np.array_equal(np.tril(sym), np.tril(rect))  # the same pairs, the same bits
+        assert np.max(np.abs(sym - rect) / np.abs(rect)) <= 4e-16
 
 
 def test_near_unit_rows_among_others_are_their_projections():

@@ -21,7 +21,7 @@ import numpy as np
 from ..common.defaults import COEFFICIENT_MEMORY, GRAM_BLOCK_ROWS
 from ..common.threads import parallel_section
 from ..data.rows import on_sphere
-from ..kernels import offsphere_cpu, tiles_cpu
+from ..kernels import exact_cpu, offsphere_cpu, tiles_cpu
 from .radial import map_block_radial
 from .spec import TileSpec
 
@@ -94,11 +94,11 @@ def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
         return map_block_radial(spec, g, xi, xj, symmetric)
     recipe = spec.net.recipe  # (a "series" spec of a closed form: its recursion off the sphere)
     rows = xi.shape[0] + (0 if symmetric else xj.shape[0])
-    need = 8 * rows * (8 * len(recipe.sb2) + 9)
+    need = 8 * rows * exact_cpu.table_layout(len(recipe.sb2))["height"]
     if need > COEFFICIENT_MEMORY:
         raise ValueError(
             f"the per-row tables of {len(recipe.sb2)} layers for a tile of {rows} rows need "
-            f"{need / 2**30:.3g} GiB (8 L + 9 doubles per row), more than the "
+            f"{need / 2**30:.3g} GiB (9 L + 9 doubles per row), more than the "
             f"{COEFFICIENT_MEMORY / 2**30:g} GiB allowed: use smaller blocks (chunks, tile) or "
             "fewer hidden layers, or project the rows (normalize=True)")
     ti = _tables(recipe, xi)
