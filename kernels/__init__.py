@@ -15,6 +15,8 @@
                 no cache, with one warning, where the install and $HOME are read-only.
 ``sphere_cpu``  Funk-Hecke quadrature on the sphere: orthonormal Gegenbauer recurrence in
                 double-double arithmetic with compensated sums (docs/math.md section 8).
+``radial_cpu``  series activations for rows of any norm: Horner over per-row radial factors
+                with a bound per entry (docs/math.md section 11.1).
 ``gershgorin_cpu``  certified Gershgorin sums of Hadamard powers of the correlation matrix,
                 tile by tile (the least-eigenvalue bound, docs/math.md section 7).
 """

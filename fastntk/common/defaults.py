@@ -51,3 +51,9 @@ COEFFICIENT_MEMORY = 4 * 2**30
 #: Relative accuracy of the matrix-free training dynamics and kernel regression
 #: (``fastntk.predict``): the Krylov change and the CG residual, relative to ||y||.
 PREDICT_TOL = 1e-10
+#: Series activations off the sphere (docs/math.md section 11.1): first degree of the per-row
+#: radial-factor tables of a tile (then 4 T + 3 until the tile's bound meets its tolerance;
+#: each entry uses the shortest prefix 2^m - 1 it needs, so a deeper table costs only its
+#: quadrature), and the largest degree tried before the tile is refused with the pair named.
+RADIAL_MIN_DEGREE = 127
+RADIAL_MAX_DEGREE = 2047

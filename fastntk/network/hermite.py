@@ -277,6 +277,32 @@ def mixture_cost(activation, K: int, s: float, sigma: float) -> float:
     return float(nb * nz) * sum(mb * mz for mb, mz in RULES) * (K + 1)
 
 
+def _rows_rule(activation, K: int, rows, B: np.ndarray, S: np.ndarray, scale: float):
+    """Project z -> phi(B_r + S_r z) and phi'(B_r + S_r z) onto h_0..h_K, one row r per
+    node set ``rows[r] = (z, wz)`` (zero-padded to a common length; K = -1: no projection).
+    Returns (mu, nu, dens, f, df): the coefficients (rows x (K + 1)), the Gaussian weights
+    of the nodes and the values of phi and phi' there.  ValueError when phi or phi' is not
+    finite at a node (``scale``: the input scale named in the message)."""
+    n = max(len(z) for z, _ in rows)
+    Z = np.zeros((len(rows), n))
+    W = np.zeros((len(rows), n))
+    for r, (z, wz) in enumerate(rows):
+        Z[r, : len(z)], W[r, : len(z)] = z, wz
+    X = B[:, None] + S[:, None] * Z
+    with np.errstate(all="ignore"):
+        f = np.asarray(activation.phi(X), dtype=np.float64)
+        df = np.asarray(activation.dphi(X), dtype=np.float64)
+    if not (np.all(np.isfinite(f)) and np.all(np.isfinite(df))):
+        raise ValueError(f"activation {activation.name!r} is not finite on the inputs of "
+                         f"scale {scale:.3g} its Hermite coefficients need")
+    root = np.exp(-0.25 * Z * Z) / (2.0 * math.pi) ** 0.25  # sqrt(phi(z))
+    if K >= 0:
+        mu, nu = series_cpu.hermite_projection(Z, W * f * root, W * df * root, K)
+    else:
+        mu = nu = np.zeros((len(rows), 0))
+    return mu, nu, W * root * root, f, df
+
+
 def _mixture_rule(activation, K: int, s: float, sigma: float, rule: tuple[int, int]):
     mB, mz = rule
     edges = _b_edges(activation, K, s, sigma)
@@ -286,23 +312,66 @@ def _mixture_rule(activation, K: int, s: float, sigma: float, rule: tuple[int, i
     else:
         B, wB = np.zeros(1), np.ones(1)
     rows = [_composite(_z_edges(activation, K, s, b), mz) for b in B]
-    n = max(len(z) for z, _ in rows)
-    Z = np.zeros((len(B), n))
-    W = np.zeros((len(B), n))
-    for r, (z, wz) in enumerate(rows):
-        Z[r, : len(z)], W[r, : len(z)] = z, wz
-    X = B[:, None] + s * Z
-    with np.errstate(all="ignore"):
-        f = np.asarray(activation.phi(X), dtype=np.float64)
-        df = np.asarray(activation.dphi(X), dtype=np.float64)
-    if not (np.all(np.isfinite(f)) and np.all(np.isfinite(df))):
-        raise ValueError(f"activation {activation.name!r} is not finite on the inputs of "
-                         f"scale {max(s, sigma):.3g} its Hermite coefficients need")
-    root = np.exp(-0.25 * Z * Z) / (2.0 * math.pi) ** 0.25  # sqrt(phi(z))
-    mu, nu = series_cpu.hermite_projection(Z, W * f * root, W * df * root, K)
-    dens = W * root * root
+    mu, nu, dens, f, _ = _rows_rule(activation, K, rows, B, np.full(len(B), s),
+                                    max(s, sigma))
     var = np.sum(dens * (f - mu[:, :1]) ** 2, axis=1)
     return B, wB, mu, nu, var
+
+
+@dataclass(frozen=True)
+class ScaledHermite:
+    """Per input scale s_r (rows r): the Hermite coefficients ``mu[r, k]`` of z -> phi(s_r z)
+    and ``nu[r, k]`` of z -> phi'(s_r z), k = 0..K, with absolute error estimates
+    ``mu_error``, ``nu_error`` (the coarse and the fine rule's difference plus 4 eps of the
+    value), from :func:`scaled_hermite`."""
+
+    mu: np.ndarray
+    nu: np.ndarray
+    mu_error: np.ndarray
+    nu_error: np.ndarray
+
+
+def scaled_hermite(activation, K: int, scales: np.ndarray) -> ScaledHermite:
+    """Hermite coefficients of z -> phi(s z) and phi'(s z), k = 0..K, for every scale s of
+    ``scales`` (> 0) at once: the z rule of :func:`mixture_hermite` (graded panels around
+    phi's features at width 1 / (8 s), so any s is resolved), one row per scale, in one
+    projection per rule (docs/math.md sections 2, 11).  Raises ValueError for K < 0, a scale
+    that is not finite and > 0, or phi not finite at a node."""
+    s = _check_scales(scales)
+    if K < 0:
+        raise ValueError(f"K must be >= 0, got {K}")
+    eps4 = 4 * np.finfo(np.float64).eps
+    out = []
+    for _, mz in RULES:
+        rows = [_composite(_z_edges(activation, K, v, 0.0), mz) for v in s]
+        mu, nu, _, _, _ = _rows_rule(activation, K, rows, np.zeros(len(s)), s, s.max())
+        out.append((mu, nu))
+    (mu0, nu0), (mu, nu) = out
+    return ScaledHermite(mu, nu, np.abs(mu - mu0) + eps4 * np.abs(mu),
+                         np.abs(nu - nu0) + eps4 * np.abs(nu))
+
+
+def scaled_moments(activation, scales: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(E[phi(s Z)^2], E[phi'(s Z)^2], their absolute error estimates) for every scale s of
+    ``scales`` (> 0): the composite rules of :func:`scaled_hermite` on panels that do not
+    depend on a degree (width 1/2, graded to 1 / (8 s) around the features), so a row's
+    moments are the same whatever table they go with (docs/math.md sections 2, 11)."""
+    s = _check_scales(scales)
+    eps4 = 4 * np.finfo(np.float64).eps
+    out = []
+    for _, mz in RULES:
+        rows = [_composite(_z_edges(activation, 0, v, 0.0), mz) for v in s]
+        _, _, dens, f, df = _rows_rule(activation, -1, rows, np.zeros(len(s)), s, s.max())
+        out.append((np.sum(dens * f * f, axis=1), np.sum(dens * df * df, axis=1)))
+    (m0, d0), (m2, d2) = out
+    return m2, d2, np.abs(m2 - m0) + eps4 * m2, np.abs(d2 - d0) + eps4 * d2
+
+
+def _check_scales(scales) -> np.ndarray:
+    s = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError(f"input scales must be finite numbers > 0, got {scales!r}")
+    return s
 
 
 def mixture_hermite(activation, K: int, s: float, sigma: float) -> MixtureHermite:

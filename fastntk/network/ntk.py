@@ -515,21 +515,11 @@ class NTK:
                 ok[s:s + step] = np.isfinite(t).all(axis=0)
                 ntk[s:s + step], nngp[s:s + step] = t[-2], t[-1]
             ok &= (ntk <= MAX_THETA) & (q1 <= MAX_THETA)
-        else:
-            uniq, inv = np.unique(norms, return_inverse=True)
-            ntk_u, nngp_u = np.empty(len(uniq)), np.empty(len(uniq))
-            sw2 = self.sigma_w**2
-            for k, nx in enumerate(uniq):
-                q = theta = float(self.gamma_w**2 * nx * nx + self.gamma_b**2)
-                for layer in range(self.hidden_layers):
-                    if not (math.isfinite(q) and math.isfinite(theta) and q <= MAX_THETA):
-                        break
-                    m2, d2 = self.activation.moments(q)
-                    q = sw2 * m2 + self._sb2[layer]
-                    theta = q + theta * sw2 * d2
-                ntk_u[k], nngp_u[k] = theta, q
-            ntk, nngp = ntk_u[inv], nngp_u[inv]
-            ok = np.isfinite(ntk) & np.isfinite(nngp) & (ntk <= MAX_THETA) & (q1 <= MAX_THETA)
+        else:  # series activations: fastntk.tiles.radial, the values of the tiles' diagonals
+            ok = (q1 > 0.0) & (q1 <= MAX_THETA)
+            ntk = nngp = np.full(len(norms), np.nan)
+            if ok.all():
+                ntk, nngp, _, _ = _later_stages().radial_diagonals(self, norms)
         ok &= q1 > 0.0
         if not ok.all():
             i = int(np.argmin(ok))
@@ -610,9 +600,11 @@ def _later_stages() -> SimpleNamespace:
     from ..scale.matrix import kernel_matrix
     from ..tiles.cpu import polynomial
     from ..tiles.dispatch import theta_tile, tile_spec, tile_values
+    from ..tiles.radial import diagonals
 
     return SimpleNamespace(kernel_matrix=kernel_matrix, polynomial=polynomial,
-                           theta_tile=theta_tile, tile_spec=tile_spec, tile_values=tile_values)
+                           theta_tile=theta_tile, tile_spec=tile_spec, tile_values=tile_values,
+                           radial_diagonals=diagonals)
 
 
 def _overflow(name: str, L: int, sigma_w: float, layer: int, q: list, growth: float) -> None:

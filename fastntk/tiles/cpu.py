@@ -22,6 +22,7 @@ from ..common.defaults import COEFFICIENT_MEMORY, GRAM_BLOCK_ROWS
 from ..common.threads import parallel_section
 from ..data.rows import on_sphere
 from ..kernels import exact_cpu, offsphere_cpu, tiles_cpu
+from .radial import map_block_radial
 from .spec import TileSpec
 
 _NO_ROWS = np.empty((0, 1))
@@ -89,16 +90,9 @@ def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
     """``map_block`` for rows not all on the sphere (docs/math.md section 11): the pair
     recursion with each row's variance (``kernels/offsphere_cpu``) for closed forms, the
     radial-factor series (``fastntk.tiles.radial``) for series specs."""
-    if spec.recipe is None:
-        try:
-            from .radial import map_block_radial
-        except ImportError:
-            raise ValueError(
-                f"series activations off the sphere ({spec.net.activation.name}, rows not of "
-                "unit norm) are not available: normalize=True (project the rows), or a "
-                "closed-form activation (docs/math.md section 11)") from None
+    if not spec.net.has_exact:
         return map_block_radial(spec, g, xi, xj, symmetric)
-    recipe = spec.recipe
+    recipe = spec.net.recipe  # (a "series" spec of a closed form: its recursion off the sphere)
     rows = xi.shape[0] + (0 if symmetric else xj.shape[0])
     need = 8 * rows * exact_cpu.table_layout(len(recipe.sb2))["height"]
     if need > COEFFICIENT_MEMORY:
