@@ -40,6 +40,7 @@ from ..kernels import gershgorin_cpu
 from ..scale.blocks import block_bounds, check_chunk, tile_pairs
 from ..tiles.cpu import gram_lower
 from ..tiles.spec import check_which
+from .theorems import rows_on_sphere
 
 __all__ = ["LowerBound", "least_eigenvalue_bound"]
 
@@ -154,11 +155,18 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
 
     One matrix-free pass over the tiles I <= J (memory: one tile, plus n x 2 log2(degree)
     doubles of sums); ``degree`` is the largest power p with its own R_p (and the degree of the
-    coefficient table used).  Rows: unit norm (``normalize`` projects them).  Raises
-    ValueError for bad rows, scale or degree.
+    coefficient table used).  Rows: unit norm (``normalize`` projects them): the bound
+    needs n K = sum_p c_p G^{.p} with constant c_p, which rows of other norms do not give
+    (docs/math.md section 11; callers check ``fastntk.spectrum.theorems.rows_on_sphere``
+    first and report the bound as not applicable).  Raises ValueError for bad rows, rows
+    not on the sphere, scale or degree.
     """
     t0 = time.perf_counter()
     X = check_rows(X, "X", normalize)
+    if not rows_on_sphere(X):
+        raise ValueError("the certified lower bound on lambda_min (docs/math.md section 7) "
+                         "needs rows on the unit sphere, and these are not: project them "
+                         "(normalize=True), or do without the bound")
     n = X.shape[0]
     which = check_which(which)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
