@@ -94,11 +94,11 @@ def test_spectrum_no_normalize_is_the_ntk_of_the_rows(raw, tmp_path, capsys):
     # the results that need unit rows: null, with the reason
     assert s["ntk"]["theorem3_bound"] is None and s["ntk"]["theorem3_bound_note"] == NA
     assert s["coefficients"] is None and s["coefficients_note"] == NA
-    assert s["smallest"]["lower_bound"] is None and s["smallest"]["bracket"][0] is None
-    assert s["smallest"]["bound"]["message"] == NA
+    # the certified lower bound generalises (docs/math.md section 11): below lambda_min
+    lb = s["smallest"]["bracket"][0]
+    assert 0 < lb <= w[0] and s["smallest"]["lower_bound"] == lb
     lab = s["labels"]
-    assert lab["lower_bound"] == {"value": None, "message": NA}
-    assert lab["loss_band"]["lambda_low"] == 0.0
+    assert lab["lower_bound"]["value"] == lb and lab["loss_band"]["lambda_low"] == lb
     written = json.loads((tmp_path / "out" / "spectrum.json").read_text())
     assert written["sphere"] is None and written["sphere_note"] == NA
 
@@ -110,7 +110,7 @@ def test_spectrum_no_normalize_text_says_na(raw, capsys):
     out = capsys.readouterr().out
     assert "projected" not in out
     assert f"Theorem 3 bound sum c_p / c_0 = {NA}" in out
-    assert f"lower bound {NA}" in out
+    assert "certified lower bound" in out
     assert "not on the unit sphere" in out
 
 
@@ -172,7 +172,7 @@ def test_predict_projects_by_default_and_no_normalize_matches_numpy(raw, capsys)
     assert main(base + ["--no-normalize", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["normalize"] is False and s["rows_projected"] == 0
-    assert s["info"]["lower_bound"] == {"value": None, "message": NA}
+    assert s["info"]["lower_bound"]["value"] > 0  # certified off the sphere (section 11)
     net = _net()
     K = net.kernel(raw["X"]) / N
     Kt = net.kernel(raw["Xt"], raw["X"]) / N
@@ -199,17 +199,44 @@ def test_predict_empirical_step_off_the_sphere(raw, capsys):
     assert np.all(np.isfinite(s["empirical"]["train_loss"]))
 
 
-def test_bound_and_lobpcg_off_the_sphere(raw):
+@pytest.mark.parametrize("net", [NTK("relu", 1), NTK("relu", 2, gamma_b=0.3),
+                                 NTK("erf", 3, gamma_w=0.7, gamma_b=1.0, sigma_w=1.2,
+                                     sigma_b=0.5, output_bias=False),
+                                 NTK("leaky_relu:0.2", 2, gamma_b=0.5)])
+def test_certified_bound_off_the_sphere_is_below_lambda_min(raw, net):
+    """docs/math.md section 11: per-norm coefficient tables; LAPACK's lambda_min of the
+    kernel of the raw rows is the oracle (no rounding margin needed: the bound is far
+    below it, and a bound above it would be wrong however slightly)."""
     from fastntk.spectrum.lower_bound import least_eigenvalue_bound
+
+    X = np.vstack([raw["X"][:30], 0.37 * raw["X"][30:32], [raw["X"][0] * 1e-3]])
+    bound = least_eigenvalue_bound(net, X)
+    w = np.linalg.eigvalsh(net.kernel(X) / len(X))[0]
+    assert 0 < bound.value <= w, (bound.value, w)
+    assert not bound.vacuous and "distinct norms" in " ".join(bound.notes)
+
+
+def test_certified_bound_off_the_sphere_when_only_zero_is_certified(raw):
+    from fastntk.spectrum.lower_bound import least_eigenvalue_bound
+
+    X = raw["X"][:10].copy()
+    X[3] = 0.0  # a zero row is valid with gamma_b > 0; its kernel row has no p >= 1 term
+    bound = least_eigenvalue_bound(NTK("relu", 2, gamma_b=0.5), X)
+    assert bound.value == 0.0 and bound.vacuous and "zero row" in bound.message
+    json.dumps(bound.to_dict(), allow_nan=False)
+    # an activation whose tables take quadrature, with more norms than MAX_NORM_TABLES
+    bound = least_eigenvalue_bound(NTK("tanh", 1), raw["X"])
+    assert bound.value == 0.0 and bound.vacuous and "distinct norms" in bound.message
+
+
+def test_lobpcg_off_the_sphere(raw):
     from fastntk.spectrum.smallest import smallest_eigenvalues
 
     net = _net()
     X = raw["X"]
-    with pytest.raises(ValueError, match="needs rows on the unit sphere"):
-        least_eigenvalue_bound(net, X)
     w = np.linalg.eigvalsh(net.kernel(X) / N)
     res = smallest_eigenvalues(net, X, 1, solver="lobpcg", tol=1e-8, max_passes=200)
-    assert res.lower_bound is None and res.bound["message"] == NA
     assert "Jacobi" in res.method
+    assert 0 < res.lower_bound <= w[0]
     # a Rayleigh quotient: never below lambda_min, and within its residual of it
     assert w[0] * (1 - 1e-12) <= res.eigenvalues[0] <= w[0] + res.residuals[0] + 1e-12

@@ -32,7 +32,6 @@ from ..data.loader import check_labels
 from ..data.rows import check_rows
 from ..scale.blocks import block_bounds, tile_pairs
 from ..spectrum.solver import EigenResult
-from ..spectrum.theorems import NOT_ON_SPHERE, rows_on_sphere
 from ..tiles.dispatch import theta_tile, tile_spec
 
 __all__ = ["LabelSpectrum", "band_times", "centered_alignment", "kernel_products",
@@ -174,9 +173,8 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
     descending); the last one serves as lambda_{k+1} (its value plus its error estimate)
     and the first k - 1 as the exact part of the band.  ``lower_bound``: the certified
     lower bound on lambda_min (a number or a ``LowerBound``; None: computed,
-    ``fastntk.spectrum.lower_bound``, for rows on the unit sphere; rows of other norms have
-    none, docs/math.md section 11: lambda_low = 0, reported "n/a: rows not on the
-    sphere").  ``K``: the kernel matrix in memory, if at hand (else
+    ``fastntk.spectrum.lower_bound``, for rows of any norm: docs/math.md sections 7, 11).
+    ``K``: the kernel matrix in memory, if at hand (else
     one pass over the tiles).  ``times``: the band's grid (default :func:`band_times`).
     Raises ValueError for labels of the wrong length, eigenpairs without eigenvectors, or
     eigenpairs that are not this K's (checked in the same pass: ||K v - lambda v||)."""
@@ -197,13 +195,9 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
     lam = np.asarray(eig.eigenvalues[:-1])
     lam_next = float(eig.eigenvalues[-1] + eig.error_estimates[-1])
     bound_info = None
-    sphere = rows_on_sphere(X)
-    if lower_bound is None and sphere:
+    if lower_bound is None:
         lower_bound = least_eigenvalue_bound(net, X, which=which)
-    if lower_bound is None:  # no certified bound applies: the slowest rate is 0
-        bound_info = {"value": None, "message": NOT_ON_SPHERE}
-        lam_low = 0.0
-    elif hasattr(lower_bound, "to_dict"):
+    if hasattr(lower_bound, "to_dict"):
         bound_info = {"value": lower_bound.value, "message": lower_bound.message}
         lam_low = float(lower_bound.value)
     else:
@@ -224,12 +218,7 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
         times = band_times(float(lam[0]), lam_low if lam_low > 0 else lam_next)
     band = loss_band(lam, V, Y, lam_next, lam_low, times)
     notes = []
-    if bound_info.get("message") == NOT_ON_SPHERE:
-        notes.append("no certified lower bound on lambda_min applies to rows not on the "
-                     "unit sphere (docs/math.md section 11): lambda_low = 0, so the upper "
-                     "end of the band keeps the part of the labels outside the top-k "
-                     "eigenvectors unlearnt")
-    elif lam_low <= 0:
+    if lam_low <= 0:
         notes.append("the certified lower bound on lambda_min is 0 (vacuous or duplicate "
                       "rows): the upper end of the band keeps the part of the labels outside "
                       "the top-k eigenvectors unlearnt")

@@ -35,7 +35,7 @@ from ..spectrum.eigen import assemble_kernel, top_eigenvalues
 from ..spectrum.lower_bound import least_eigenvalue_bound
 from ..spectrum.operators import kernel_operator
 from ..spectrum.smallest import DENSE_MAX
-from ..spectrum.theorems import NOT_ON_SPHERE, diagonal_scale, rows_on_sphere
+from ..spectrum.theorems import diagonal_scale, rows_on_sphere
 from ..tiles.dispatch import theta_tile_matvec, tile_spec
 from ..tiles.spec import check_which
 from .dynamics import (
@@ -179,9 +179,9 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     of docs/math.md section 7, or, on the dense path, eigh's lambda_min less its error, above
     1,000 times the perturbation level of K): otherwise SingularKernelError (a ValueError)
     suggesting a ridge.  The error estimates scale with Theta(1), or off the sphere with the
-    largest diagonal entry of Theta (``NTK.diagonal``); the certified bound needs unit rows,
-    so off the sphere ``info["lower_bound"]`` is n/a and the matrix-free path needs a ridge
-    at t = inf.  Raises TypeError/ValueError for bad rows, labels, times or options.
+    largest diagonal entry of Theta (``NTK.diagonal``), and the certified bound is that of
+    docs/math.md section 11 (per-norm coefficient tables).  Raises TypeError/ValueError for
+    bad rows, labels, times or options.
     """
     t0 = time.perf_counter()
     which = check_which(which)
@@ -228,10 +228,7 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     need_bound = ridge == 0 and bool(np.isinf(times).any())
     bound = None
     info: dict = {"solver": solver, "rows_on_sphere": rows_on_sphere(X, Xt)}
-    if need_bound and not rows_on_sphere(X):
-        # no certified bound applies (docs/math.md section 11): lambda_low = 0
-        info["lower_bound"] = {"value": None, "message": NOT_ON_SPHERE}
-    elif need_bound:
+    if need_bound:  # rows of any norm: docs/math.md section 11
         bound = least_eigenvalue_bound(net, X, which=which)
         info["lower_bound"] = {"value": bound.value, "message": bound.message}
     certified = 0.0 if bound is None else bound.value
@@ -298,12 +295,6 @@ def _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank, max_pa
     ``at_one``: the largest diagonal entry of Theta (Theta(1) on the sphere)."""
     n, d = X.shape
     level = perturbation + 8 * _EPS * math.sqrt(n) * at_one  # ||K|| <= Tr K <= max diagonal
-    if need_bound and info["lower_bound"]["value"] is None:
-        raise SingularKernelError(
-            "t = inf without a ridge needs K certifiably invertible, and the certified lower "
-            "bound on lambda_min needs rows on the unit sphere (docs/math.md section 11): "
-            "give a ridge (--ridge), use the dense solver (n <= 20,000), or project the rows "
-            "(normalize=True)")
     if need_bound and certified <= SINGULAR_MARGIN * level:
         raise SingularKernelError(singular_message(certified, level, "certified (docs/math.md "
                                                    "section 7)"))

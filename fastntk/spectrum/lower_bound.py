@@ -22,6 +22,17 @@ estimate.  Duplicate rows give R_p >= 1 for every p and the bound 0, which is ex
 rows make K singular.  The bound is vacuous (0) whenever R_T >= 1, e.g. for clustered or
 low-dimensional data; it is useful for spread-out data in higher dimension, where R_p < 1
 already at moderate p.
+
+Rows of any norm (docs/math.md section 11.5): Theta = sum_p sum_m D_(p,m) G^{.p} D_(p,m) with
+per-row diagonals, and sum_m D_(p,m)^2 = diag(C_p(|x_i|)), C_p(r) the coefficient table of
+the network with gamma_w r in place of gamma_w; so
+
+    lambda_min(Theta) >= min_i [ sum_(p <= T) C_p(|x_i|) (1 - R_g(p))_+
+                                 + (1 - R_g(T))_+ (Theta(x_i, x_i) - sum_(p <= T) C_p(|x_i|)) ]
+
+with R_p of the projected rows: one coefficient table per distinct row norm (at most
+:data:`MAX_NORM_TABLES` of them for activations without a closed-form layer recursion,
+whose tables take quadrature).  A zero row (gamma_b > 0) makes the bound 0.
 """
 
 from __future__ import annotations
@@ -47,6 +58,9 @@ __all__ = ["LowerBound", "least_eigenvalue_bound"]
 _EPS = float(np.finfo(np.float64).eps)
 #: Largest power p for which R_p is evaluated (and degree of the coefficient table).
 BOUND_DEGREE = 1024
+#: Rows of any norm: the most distinct norms (one coefficient table each) for an activation
+#: without a closed-form layer recursion (its tables take quadrature, about a second each).
+MAX_NORM_TABLES = 32
 
 
 @dataclass
@@ -85,6 +99,8 @@ class LowerBound:
         if self.duplicates:
             return (f"lambda_min = 0 exactly: {self.duplicates} duplicate row(s); the bound "
                     "is 0 and tight")
+        if self.vacuous and not len(self.R):
+            return f"vacuous (0): {self.notes[0]}"
         if self.vacuous:
             return (f"vacuous (0): R_p >= 1 up to p = {int(self.powers[-1])} (R_p = "
                     f"{self.R[-1]:.3g}); the rows are too correlated for Gershgorin")
@@ -155,18 +171,15 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
 
     One matrix-free pass over the tiles I <= J (memory: one tile, plus n x 2 log2(degree)
     doubles of sums); ``degree`` is the largest power p with its own R_p (and the degree of the
-    coefficient table used).  Rows: unit norm (``normalize`` projects them): the bound
-    needs n K = sum_p c_p G^{.p} with constant c_p, which rows of other norms do not give
-    (docs/math.md section 11; callers check ``fastntk.spectrum.theorems.rows_on_sphere``
-    first and report the bound as not applicable).  Raises ValueError for bad rows, rows
-    not on the sphere, scale or degree.
+    coefficient table used).  Rows as given, of any norm (``normalize`` projects them): rows
+    off the unit sphere take one coefficient table per distinct norm (docs/math.md section
+    11, the module docstring) and the least of the per-norm bounds; a zero row makes it 0,
+    and so do more than :data:`MAX_NORM_TABLES` distinct norms for an activation without a
+    closed-form layer recursion (``vacuous``, with the reason in ``notes`` and ``message``).
+    Raises ValueError for bad rows, scale or degree.
     """
     t0 = time.perf_counter()
     X = check_rows(X, "X", normalize)
-    if not rows_on_sphere(X):
-        raise ValueError("the certified lower bound on lambda_min (docs/math.md section 7) "
-                         "needs rows on the unit sphere, and these are not: project them "
-                         "(normalize=True), or do without the bound")
     n = X.shape[0]
     which = check_which(which)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
@@ -174,12 +187,54 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     scale = 1.0 / n if scale is None else float(scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
-    coef = net.coefficients(degree)
+    notes = []
+    if rows_on_sphere(X):
+        tables, rows = [net.coefficients(degree)], X
+    else:
+        tables, rows, why = _norm_tables(net, X, degree)
+        if why is not None:  # lambda_min >= 0 (K is PSD) is all that is certified
+            notes.append(why)
+            return LowerBound(
+                value=0.0, scale=scale, n=n, vacuous=True, duplicates=0,
+                powers=np.zeros(0), R=np.zeros(0), contributions=np.zeros(0),
+                degree=int(degree), tail=0.0, theta_one=float(net.at_one(which)), slack=0.0,
+                certified=True, hermite_error=0.0, seconds=time.perf_counter() - t0,
+                which=which, notes=notes)
+    with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
+        powers, S = power_sums(rows, degree, tile, progress)
+    R = S.max(axis=1) if n > 1 else np.zeros(len(powers))
+    # every table's bound; the least holds for all rows (docs/math.md section 11)
+    parts = [_table_bound(coef, which, powers, R, n) for coef in tables]
+    worst = min(range(len(parts)), key=lambda i: parts[i][0])
+    value, contributions, tail, one, slack = parts[worst]
+    value = value * scale
+    dup = _duplicates(X)
+    uncertified = [coef for coef in tables if not coef.certified]
+    if uncertified:
+        error = max(float(coef.hermite_error) for coef in uncertified)
+        notes.append(f"coefficients from quadrature Hermite coefficients: certified up to "
+                     f"their error {error:.2e}")
+    if len(tables) > 1:
+        notes.append(f"rows of {len(tables)} distinct norms: the least of their per-norm "
+                     "bounds (docs/math.md section 11)")
+    if dup:
+        value = 0.0
+    return LowerBound(
+        value=float(value), scale=scale, n=n, vacuous=bool(value <= 0.0 and not dup),
+        duplicates=dup,
+        powers=np.asarray(powers), R=R, contributions=contributions * scale,
+        degree=int(degree), tail=tail, theta_one=float(one), slack=slack * scale,
+        certified=not uncertified,
+        hermite_error=max(float(coef.hermite_error) for coef in tables),
+        seconds=time.perf_counter() - t0, which=which, notes=notes)
+
+
+def _table_bound(coef, which: str, powers: np.ndarray, R: np.ndarray, n: int):
+    """(bound on lambda_min(Theta) from one coefficient table, before the scale and clipped
+    at 0; the contribution of each grid interval; the tail mass; Theta(1) of the table; the
+    rounding slack taken off)."""
     c, one = coef.table(which)
     c = np.asarray(c, dtype=np.float64)
-    with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
-        powers, S = power_sums(X, degree, tile, progress)
-    R = S.max(axis=1) if n > 1 else np.zeros(len(powers))
     # coefficient c_p uses R at the largest grid power <= p (R_0 = n - 1: the all-ones matrix)
     p = np.arange(len(c))
     idx = np.searchsorted(powers, p, side="right") - 1  # -1 for p = 0
@@ -193,18 +248,29 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     # the table's rounding (relative to Theta(1)) enters the terms and the tail mass
     slack = (2.0 * coef.rounding_allowance * one + float(coef.composition_remainder)
              + 4 * len(c) * _EPS * one)
-    value = max(total - slack, 0.0) * scale
-    dup = _duplicates(X)
-    notes = []
-    if not coef.certified:
-        notes.append(f"coefficients from quadrature Hermite coefficients: certified up to "
-                     f"their error {coef.hermite_error:.2e}")
-    if dup:
-        value = 0.0
-    return LowerBound(
-        value=float(value), scale=scale, n=n, vacuous=bool(value <= 0.0 and not dup),
-        duplicates=dup,
-        powers=np.asarray(powers), R=R, contributions=contributions * scale,
-        degree=int(degree), tail=tail, theta_one=float(one), slack=slack * scale,
-        certified=bool(coef.certified), hermite_error=float(coef.hermite_error),
-        seconds=time.perf_counter() - t0, which=which, notes=notes)
+    return max(total - slack, 0.0), contributions, tail, float(one), slack
+
+
+def _norm_tables(net, X: np.ndarray, degree: int):
+    """(tables, projected rows, None) for rows of any norm: the coefficient table C_p(r) of
+    the network with gamma_w r in place of gamma_w for each distinct norm r (docs/math.md
+    section 11), and the rows projected onto the sphere (for G); or (None, None, reason)
+    when only 0 is certified: a zero row, or too many norms for quadrature tables."""
+    from ..network.ntk import NTK
+
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    zero = int(np.count_nonzero(norms == 0.0))
+    if zero and len(X) > 1:
+        return None, None, (f"{zero} zero row(s): their kernel has no term of degree p >= 1 "
+                            "(C_p(0) = 0), so the series bound is 0")
+    radii = np.unique(norms)
+    if len(radii) > MAX_NORM_TABLES and not net.activation.has_exact_dual:
+        return None, None, (f"rows of {len(radii)} distinct norms: one coefficient table "
+                            f"each, by quadrature for {net.activation.name}, is more than "
+                            f"{MAX_NORM_TABLES}; the series bound is 0")
+    tables = [net.coefficients(degree) if r == 1.0 else NTK(
+        net.activation, net.hidden_layers, gamma_w=net.gamma_w * float(r),
+        gamma_b=net.gamma_b, sigma_w=net.sigma_w, sigma_b=net.sigma_b,
+        output_bias=net.output_bias).coefficients(degree) for r in radii]
+    # (a lone zero row, n = 1, stays zero: it has no off-diagonal sums)
+    return tables, np.ascontiguousarray(X / np.where(norms > 0, norms, 1.0)[:, None]), None

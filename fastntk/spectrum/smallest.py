@@ -16,7 +16,7 @@ pass over the tiles), so the user always gets a bracket [lower_bound, estimate]:
   residual.
 
 Rows not on the unit sphere (docs/math.md section 11) have no series with constant c_p: the
-certified bound is then not applicable (``lower_bound`` None, ``bound["message"]`` says so)
+bound then takes one coefficient table per distinct row norm (``fastntk.spectrum.lower_bound``)
 and LOBPCG is preconditioned by the diagonal of K instead (Jacobi, valid for any rows).
 
 :func:`smallest_eigenvalues_stored` does the dense path on a matrix stored by ``fastntk
@@ -37,7 +37,7 @@ from ..data.rows import check_rows
 from .eigen import assemble_kernel
 from .lower_bound import BOUND_DEGREE, least_eigenvalue_bound
 from .solver import EigenResult, check_k, dense_eigenvalues
-from .theorems import NOT_ON_SPHERE, rows_on_sphere
+from .theorems import rows_on_sphere
 
 __all__ = ["DENSE_MAX", "SeriesPreconditioner", "smallest_eigenvalues",
            "smallest_eigenvalues_stored"]
@@ -114,9 +114,7 @@ class JacobiPreconditioner:
 
 
 def _finish(res: EigenResult, bound, t0: float) -> EigenResult:
-    if isinstance(bound, str):  # NOT_ON_SPHERE
-        res.bound = {"lower_bound": None, "message": NOT_ON_SPHERE}
-    elif bound is not None:
+    if bound is not None:
         res.lower_bound = bound.value
         res.bound = bound.to_dict()
         res.timings["lower_bound"] = bound.seconds
@@ -144,9 +142,8 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
     (dense for n <= ``dense_max``).  ``tol``: relative residual the LOBPCG path aims for in
     about ``max_passes`` passes (its iteration cap is ``max_passes`` - 4).  Duplicate rows
     make lambda_min = 0 exactly and the bound is then 0; a bound of 0 otherwise is reported as
-    vacuous (``bound["vacuous"]``).  Rows not on the unit sphere: no bound (``lower_bound``
-    None, ``bound["message"]`` "n/a: rows not on the sphere"; docs/math.md section 11) and a
-    Jacobi preconditioner for LOBPCG.
+    vacuous (``bound["vacuous"]``).  Rows not on the unit sphere: the bound of docs/math.md
+    section 11 (per-norm coefficient tables) and a Jacobi preconditioner for LOBPCG.
 
     Raises TypeError/ValueError for bad k (1 <= k < n), rows, solver or scale.
     """
@@ -162,9 +159,7 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
     sphere = rows_on_sphere(X)
-    bound = None
-    if lower_bound:
-        bound = _bound(net, X, scale, tile, progress) if sphere else NOT_ON_SPHERE
+    bound = _bound(net, X, scale, tile, progress) if lower_bound else None
     if solver == "dense":
         t1 = time.perf_counter()
         theta, one = assemble_kernel(net, X, method, tile_tol, "ntk", device)
@@ -177,8 +172,7 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
         res.timings = {"assembly": t_assembly, "eigh": res.seconds}
         return _finish(res, bound, t0)
     res = _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, device,
-                  progress, max_passes, precondition_bytes,
-                  None if isinstance(bound, str) else bound, sphere)
+                  progress, max_passes, precondition_bytes, bound, sphere)
     return _finish(res, bound, t0)
 
 
