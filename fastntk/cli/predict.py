@@ -223,8 +223,9 @@ def register(sub) -> None:
                     "(docs/math.md section 10). Dense (K in memory, one eigh) up to n = "
                     "20,000, matrix-free (block Krylov, preconditioned CG) beyond. "
                     f"{ROWS_HELP} Off the sphere the error estimates scale with the largest "
-                    "Theta(x, x) and the certified lower bound on lambda_min is n/a. Exit "
-                    "status: 0 done, 2 bad input, 3 not converged.")
+                    "Theta(x, x) and the certified lower bound on lambda_min takes per-norm "
+                    "tables (docs/math.md section 11). Exit status: 0 done, 2 bad input, 3 "
+                    "not converged.")
     add_network_args(p)
     p.add_argument("--data", default="digits",
                    help="training points: 'digits' (default), 'sphere:n=N,d=D[,seed=S]', or "

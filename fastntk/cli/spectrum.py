@@ -204,9 +204,9 @@ def _print(s: dict) -> None:
     if s.get("rows_projected"):
         print(f"# {projected_note(s['rows_projected'], s['n'])}")
     if not s.get("rows_on_sphere", True):
-        print(f"# rows as given, not on the unit sphere: Theorems 3 and 5, c_0, the certified "
-              f"lower bound and the sphere eigenvalues are {NOT_ON_SPHERE} (docs/math.md "
-              "section 11)")
+        print(f"# rows as given, not on the unit sphere: Theorems 3 and 5, c_0 and the sphere "
+              f"eigenvalues are {NOT_ON_SPHERE}; the certified lower bound takes per-norm "
+              "tables (docs/math.md section 11)")
     passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
@@ -392,10 +392,11 @@ def register(sub) -> None:
         description="Top-k eigenvalues of K = Theta(X, X) / n (matrix-free block Krylov), "
                     "eff(K) with the Theorem 3 bound, optionally the centered kernel with the "
                     "Theorem 5 bound, the data Gram and a finite-width empirical NTK "
-                    f"(docs/math.md section 6). {ROWS_HELP} Off the sphere the theorems, c_0, "
-                    "the certified lower bound and the sphere eigenvalues are n/a (null in "
-                    "the JSON) and --centered is refused. Exit status: 0 converged, 2 bad "
-                    f"input, {EXIT_NOT_CONVERGED} not converged.")
+                    f"(docs/math.md section 6). {ROWS_HELP} Off the sphere the theorems, c_0 "
+                    "and the sphere eigenvalues are n/a (null in the JSON), --centered is "
+                    "refused, and the certified lower bound of --smallest takes per-norm "
+                    "tables (section 11). Exit status: 0 converged, 2 bad input, "
+                    f"{EXIT_NOT_CONVERGED} not converged.")
     add_network_args(p)
     src = p.add_argument_group("input (one of)")
     src.add_argument("--data", default=None,

@@ -6,11 +6,12 @@ With n K = sum_p c_p (X X^T)^{.p} and eff(K) = Tr(K) / lambda_1(K):
 * Theorem 5: for the centered kernel K~ = K - (c_0 / n) 1 1^T,
   eff(K~) <= eff(X X^T) sum_{p>=1} c_p / c_1.
 
-Both, c_0, the certified least-eigenvalue bound (``fastntk.spectrum.lower_bound``) and the
-sphere eigenvalues assume rows on the unit sphere, where n K = sum_p c_p G^{.p} with constant
-c_p.  Rows of any other norm (docs/math.md section 11) do not give the kernel that form: every
-output reports those results as :data:`NOT_ON_SPHERE` (null in the JSON), never a number
-computed under the violated hypothesis.  :func:`rows_on_sphere` decides, and
+Both, c_0 and the sphere eigenvalues assume rows on the unit sphere, where
+n K = sum_p c_p G^{.p} with constant c_p.  Rows of any other norm (docs/math.md section 11)
+do not give the kernel that form: every output reports those results as
+:data:`NOT_ON_SPHERE` (null in the JSON), never a number computed under the violated
+hypothesis (the certified least-eigenvalue bound, ``fastntk.spectrum.lower_bound``,
+generalises with per-norm tables).  :func:`rows_on_sphere` decides, and
 :func:`diagonal_scale` is the scale that replaces Theta(1) (the largest diagonal entry).
 """
 
@@ -32,8 +33,8 @@ NOT_ON_SPHERE = "n/a: rows not on the sphere"
 
 def rows_on_sphere(*arrays) -> bool:
     """True when every row of every given (n, d) array has norm 1 within ``ROW_RTOL``
-    (``fastntk.common.defaults``): the hypothesis of Theorems 3 and 5, c_0, the certified
-    least-eigenvalue bound and the sphere eigenvalues (docs/math.md sections 6, 7, 8).
+    (``fastntk.common.defaults``): the hypothesis of Theorems 3 and 5, c_0 and the sphere
+    eigenvalues (docs/math.md sections 6, 8, 11).
     ``None`` entries are skipped."""
     return all(off_sphere(X) == 0 for X in arrays if X is not None)
 
