@@ -468,7 +468,7 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
     unknown = set(eig_kw) - {"block", "max_passes", "checkpoint", "row_block"}
     if unknown:
         raise ValueError(f"options {sorted(unknown)} do not apply to a stored matrix")
-    sphere = _stored_on_sphere(path, meta, stored)
+    sphere = not meta.get("off_sphere")  # recorded by the store (docs/math.md section 11)
     runs = {}
     for cen in ([False, True] if centered else [False]):
         t1 = time.perf_counter()
@@ -492,23 +492,3 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
                          runs[False], runs.get(True), None, None, time.perf_counter() - t0,
                          smallest=low, on_sphere=sphere)
 
-
-def _stored_on_sphere(path: str, meta: dict, stored: NTK) -> bool:
-    """Whether the stored kernel can be of rows on the unit sphere: their every diagonal
-    entry is Theta(1) (to the store's tolerance), while rows of other norms have Theta(x, x)
-    of their norm (docs/math.md section 11).  Reads the diagonal blocks only."""
-    from ..scale import store
-
-    A = store.open_matrix(path)
-    one = float(stored.at_one(meta.get("which", "ntk")))
-    allowed = abs(one) * (2.0 * float(meta.get("tol") or 0.0) + 1e-9)
-    n = int(A.shape[0])
-    step = int(meta.get("chunk") or n)
-    with store.Reading(path):
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            block = A[start:stop, start:stop]
-            block = np.asarray(block.compute() if hasattr(block, "compute") else block)
-            if np.max(np.abs(np.diag(block) - one)) > allowed:
-                return False
-    return True

@@ -30,9 +30,10 @@ the network with gamma_w r in place of gamma_w; so
     lambda_min(Theta) >= min_i [ sum_(p <= T) C_p(|x_i|) (1 - R_g(p))_+
                                  + (1 - R_g(T))_+ (Theta(x_i, x_i) - sum_(p <= T) C_p(|x_i|)) ]
 
-with R_p of the projected rows: one coefficient table per distinct row norm (at most
-:data:`MAX_NORM_TABLES` of them for activations without a closed-form layer recursion,
-whose tables take quadrature).  A zero row (gamma_b > 0) makes the bound 0.
+with R_p of the projected rows: one coefficient table per distinct row norm (milliseconds
+each for the ReLU family, whose tables come from series ODEs; at most
+:data:`MAX_NORM_TABLES` of them for other activations, whose tables take seconds).  A zero
+row (gamma_b > 0) makes the bound 0.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ import numpy as np
 
 from ..common.defaults import OPERATOR_TILE
 from ..common.threads import blas_limits, parallel_section
-from ..data.rows import check_rows
 from ..kernels import gershgorin_cpu
 from ..scale.blocks import block_bounds, check_chunk, tile_pairs
 from ..tiles.cpu import gram_lower
@@ -59,8 +59,8 @@ _EPS = float(np.finfo(np.float64).eps)
 #: Largest power p for which R_p is evaluated (and degree of the coefficient table).
 BOUND_DEGREE = 1024
 #: Rows of any norm: the most distinct norms (one coefficient table each) for an activation
-#: without a closed-form layer recursion (its tables take quadrature, about a second each).
-MAX_NORM_TABLES = 32
+#: outside the ReLU family (its tables of degree ``BOUND_DEGREE`` take seconds each).
+MAX_NORM_TABLES = 8
 
 
 @dataclass
@@ -174,12 +174,12 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     coefficient table used).  Rows as given, of any norm (``normalize`` projects them): rows
     off the unit sphere take one coefficient table per distinct norm (docs/math.md section
     11, the module docstring) and the least of the per-norm bounds; a zero row makes it 0,
-    and so do more than :data:`MAX_NORM_TABLES` distinct norms for an activation without a
-    closed-form layer recursion (``vacuous``, with the reason in ``notes`` and ``message``).
+    and so do more than :data:`MAX_NORM_TABLES` distinct norms for an activation outside the
+    ReLU family (``vacuous``, with the reason in ``notes`` and ``message``).
     Raises ValueError for bad rows, scale or degree.
     """
     t0 = time.perf_counter()
-    X = check_rows(X, "X", normalize)
+    X = net.check_rows(X, "X", normalize)  # zero rows refused when gamma_b = 0
     n = X.shape[0]
     which = check_which(which)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
@@ -264,9 +264,9 @@ def _norm_tables(net, X: np.ndarray, degree: int):
         return None, None, (f"{zero} zero row(s): their kernel has no term of degree p >= 1 "
                             "(C_p(0) = 0), so the series bound is 0")
     radii = np.unique(norms)
-    if len(radii) > MAX_NORM_TABLES and not net.activation.has_exact_dual:
+    if len(radii) > MAX_NORM_TABLES and not net.activation.is_relu_family:
         return None, None, (f"rows of {len(radii)} distinct norms: one coefficient table "
-                            f"each, by quadrature for {net.activation.name}, is more than "
+                            f"each (seconds each for {net.activation.name}) is more than "
                             f"{MAX_NORM_TABLES}; the series bound is 0")
     tables = [net.coefficients(degree) if r == 1.0 else NTK(
         net.activation, net.hidden_layers, gamma_w=net.gamma_w * float(r),

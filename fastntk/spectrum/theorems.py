@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..data.rows import off_sphere
+from ..data.rows import on_sphere
 
 __all__ = ["NOT_ON_SPHERE", "centered_c0", "data_gram_eigenvalues", "diagonal_scale",
            "rows_on_sphere", "theorem3_bound", "theorem5_bound"]
@@ -36,7 +36,7 @@ def rows_on_sphere(*arrays) -> bool:
     (``fastntk.common.defaults``): the hypothesis of Theorems 3 and 5, c_0 and the sphere
     eigenvalues (docs/math.md sections 6, 8, 11).
     ``None`` entries are skipped."""
-    return all(off_sphere(X) == 0 for X in arrays if X is not None)
+    return all(on_sphere(X) for X in arrays if X is not None)
 
 
 def diagonal_scale(net, *arrays, which: str = "ntk") -> float:
