@@ -108,7 +108,7 @@ def test_spectrum_no_normalize_text_says_na(raw, capsys):
             "--smallest", "1", "--no-labels", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "projected" not in out
+    assert "rows projected" not in out
     assert f"Theorem 3 bound sum c_p / c_0 = {NA}" in out
     assert "certified lower bound" in out
     assert "not on the unit sphere" in out
