@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from ..common.defaults import GRAM_BLOCK_ROWS
+from ..common.defaults import COEFFICIENT_MEMORY, GRAM_BLOCK_ROWS
 from ..common.threads import parallel_section
 from ..data.rows import on_sphere
 from ..kernels import offsphere_cpu, tiles_cpu
@@ -83,6 +83,14 @@ def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
                 "closed-form activation (docs/math.md section 11)") from None
         return map_block_radial(spec, g, xi, xj, symmetric)
     recipe = spec.recipe
+    rows = xi.shape[0] + (0 if symmetric else xj.shape[0])
+    need = 8 * rows * (8 * len(recipe.sb2) + 9)
+    if need > COEFFICIENT_MEMORY:
+        raise ValueError(
+            f"the per-row tables of {len(recipe.sb2)} layers for a tile of {rows} rows need "
+            f"{need / 2**30:.3g} GiB (8 L + 9 doubles per row), more than the "
+            f"{COEFFICIENT_MEMORY / 2**30:g} GiB allowed: use smaller blocks (chunks, tile) or "
+            "fewer hidden layers, or project the rows (normalize=True)")
     ti = recipe.row_tables(xi)
     tj = ti if symmetric else recipe.row_tables(xj)
     with parallel_section():
