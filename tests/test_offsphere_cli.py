@@ -257,3 +257,20 @@ def test_lobpcg_off_the_sphere(raw):
     assert 0 < res.lower_bound <= w[0]
     # a Rayleigh quotient: never below lambda_min, and within its residual of it
     assert w[0] * (1 - 1e-12) <= res.eigenvalues[0] <= w[0] + res.residuals[0] + 1e-12
+
+
+def test_stored_matrix_of_rows_off_the_sphere(raw, tmp_path, capsys):
+    """A store of rows as given records it; the study on it reports Theorem 3 as n/a and
+    its eigenvalues are LAPACK's on the kernel of those rows."""
+    store = str(tmp_path / "K.zarr")
+    assert main(["matrix", "--data", raw["X_path"], *NET, "--no-normalize", "--out", store,
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["spectrum", "--matrix", store, "-k", "4", "--json", "--no-progress"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["rows_on_sphere"] is False and s["ntk"]["theorem3_bound"] is None
+    assert s["ntk"]["theorem3_bound_note"] == NA and s["coefficients"] is None
+    w = np.linalg.eigvalsh(_net().kernel(raw["X"]) / N)
+    np.testing.assert_allclose(s["ntk"]["eigenvalues"], w[::-1][:4], rtol=1e-9)
+    assert main(["spectrum", "--matrix", store, "--no-normalize", "-k", "4"]) == 2
+    _one_error(capsys.readouterr().err, "--no-normalize", "--matrix")
