@@ -258,7 +258,7 @@ def _print(s: dict) -> None:
     if "index_decay" in s:
         _print_decay(s["index_decay"])
     if "smallest" in s:
-        _print_smallest(s["smallest"])
+        _print_smallest(s["smallest"], s.get("rows_on_sphere", True))
     if "labels" in s:
         _print_labels(s["labels"])
     print(f"# total {s['seconds']:.2f} s")
@@ -357,7 +357,7 @@ def _print_decay(dec: dict) -> None:
                   f"{fit['rms_log']:.3g}{tag}")
 
 
-def _print_smallest(low: dict) -> None:
+def _print_smallest(low: dict, sphere: bool = True) -> None:
     """The least eigenvalues and the bracket [certified lower bound, estimate]."""
     n = low["n"]
     print(f"# least eigenvalues of K: {low['method']}, {low['seconds']:.2f} s")
@@ -377,8 +377,9 @@ def _print_smallest(low: dict) -> None:
             "Rayleigh quotient (an upper bound)")
     if dense and not low["exact"]:
         kind += "; lambda_min is below the rounding level: zero within its error"
+    where = "section 7" if sphere else "sections 7, 11: per-norm tables"
     print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: certified lower bound (Schur + "
-          f"Gershgorin on the series, docs/math.md section 7), upper end = {kind}")
+          f"Gershgorin on the series, docs/math.md {where}), upper end = {kind}")
     if bound.get("duplicates"):
         print(f"# {bound['message']}")
     elif bound.get("vacuous"):

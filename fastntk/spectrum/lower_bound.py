@@ -104,7 +104,9 @@ class LowerBound:
         if self.vacuous:
             return (f"vacuous (0): R_p >= 1 up to p = {int(self.powers[-1])} (R_p = "
                     f"{self.R[-1]:.3g}); the rows are too correlated for Gershgorin")
-        return f"lambda_min >= {self.value:.6e} (certified, docs/math.md section 7)"
+        off = any(note.startswith("rows of") for note in self.notes)
+        where = "sections 7, 11" if off else "section 7"
+        return f"lambda_min >= {self.value:.6e} (certified, docs/math.md {where})"
 
     def to_dict(self) -> dict:
         return {"lower_bound": self.value, "scale": self.scale, "n": self.n,
