@@ -162,13 +162,16 @@ def _gradient_flow(K, Kt, Y, t):
     return R, Kt @ A
 
 
-def test_predict_projects_by_default_and_no_normalize_matches_numpy(raw, capsys):
+def test_predict_projects_by_default_and_no_normalize_matches_numpy(raw, tmp_path, capsys):
     base = ["predict", "--data", raw["X_path"], "--labels", raw["y_path"], "--test",
             raw["Xt_path"], "--test-labels", raw["yt_path"], *NET, "--t", "1,10,inf",
             "--no-progress"]
-    assert main(base) == 0
+    assert main(base + ["--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"# {N + NT} of {N + NT} {NOTE}" in out
+    written = json.loads((tmp_path / "predict.json").read_text())
+    assert written["info"]["rows"] == {"normalize": True, "rows_projected": N + NT,
+                                       "rows": N + NT}
     assert main(base + ["--no-normalize", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["normalize"] is False and s["rows_projected"] == 0

@@ -151,13 +151,14 @@ def cmd_predict(args) -> int:
                                       else np.asarray(ref.test_loss).tolist())
         emp["max_relative_deviation"] = _deviation(emp)
         res.empirical = emp
+    # what was done with the rows, in the printed JSON and in predict.json (--out)
+    res.info["rows"] = {"normalize": not args.no_normalize, "rows_projected": moved,
+                        "rows": n_rows}
     summary = res.to_dict()
     summary["data"] = args.data
     summary["labels"] = labels
     summary["network"] = net.to_dict()
-    summary["normalize"] = not args.no_normalize  # what was done with the rows
-    summary["rows_projected"] = moved
-    summary["rows"] = n_rows
+    summary.update(res.info["rows"])
     if args.out:
         summary["files"] = res.write(args.out, title=f"{args.data}: ")
     if args.json:
