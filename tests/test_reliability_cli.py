@@ -465,8 +465,8 @@ def test_projected_rows_are_announced(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["rows_projected"] == 7
     assert main(["spectrum", "--data", DATA, "-k", "3", "--no-progress"]) == 0  # unit rows
     assert "projected" not in capsys.readouterr().out
-    assert main(base + ["--no-normalize"]) == 2  # refused, not projected
-    _one_error(capsys.readouterr().err, "row 0", "norm")
+    assert main(base + ["--no-normalize"]) == 0  # issue 18: the rows as they are
+    assert "rows projected" not in capsys.readouterr().out
 
 
 def _fake_tree(tmp_path, already_up: bool):

@@ -25,7 +25,14 @@ from ..data.rows import check_rows
 from ..network.ntk import NTK
 from ..spectrum.eigen import all_eigenvalues_possible, top_eigenvalues, top_eigenvalues_stored
 from ..spectrum.solver import EigenResult, check_k, dense_eigenvalues
-from ..spectrum.theorems import centered_c0, data_gram_eigenvalues, theorem3_bound, theorem5_bound
+from ..spectrum.theorems import (
+    NOT_ON_SPHERE,
+    centered_c0,
+    data_gram_eigenvalues,
+    rows_on_sphere,
+    theorem3_bound,
+    theorem5_bound,
+)
 
 __all__ = ["KernelSpectrum", "SpectrumStudy", "default_fit_range", "index_decay",
            "spectrum_study"]
@@ -37,12 +44,14 @@ class KernelSpectrum:
 
     ``effective_rank`` = Tr / lambda_1; ``effective_rank_upper`` uses lambda_1 minus its
     residual, so it is a certified upper bound on eff; ``bound`` is Theorem 3 (K) or
-    Theorem 5 (K~)."""
+    Theorem 5 (K~); ``note``: why there is no bound (e.g. :data:`NOT_ON_SPHERE`), written
+    beside it as ``<bound_name>_note``."""
 
     result: EigenResult
     bound_name: str
     bound: float | None
     seconds: float
+    note: str | None = None
 
     @property
     def eigenvalues(self) -> np.ndarray:
@@ -70,8 +79,12 @@ class KernelSpectrum:
                     self.bound_name: bound if finite else None,  # strict JSON: no Infinity
                     "effective_rank_upper": upper if math.isfinite(upper) else None})
         if not finite:
-            out[self.bound_name + "_note"] = ("infinite: the bound divides by c_1 = 0 (no "
-                                              "linear term in the series): vacuous")
+            c, term = (("c_1", "linear") if self.bound_name == "theorem5_bound" else
+                       ("c_0", "constant"))
+            out[self.bound_name + "_note"] = (f"infinite: the bound divides by {c} = 0 (no "
+                                              f"{term} term in the series): vacuous")
+        elif self.note is not None:
+            out[self.bound_name + "_note"] = self.note
         return out
 
 
@@ -94,6 +107,9 @@ class SpectrumStudy:
     extra: dict = field(default_factory=dict)
     smallest: EigenResult | None = None
     index_decay: dict | None = None
+    #: every row on the unit sphere (the hypothesis of the theorems, c_0 and the sphere
+    #: eigenvalues; docs/math.md section 11): otherwise they are null / "n/a"
+    on_sphere: bool = True
 
     @property
     def converged(self) -> bool:
@@ -109,9 +125,13 @@ class SpectrumStudy:
         out = {"data": self.source, "n": self.n, "d": self.d, "k": self.k,
                "network": self.network.to_dict(), "convention": "K = Theta(X, X) / n",
                "tol": self.tol, "seed": self.seed, "converged": self.converged,
+               "rows_on_sphere": self.on_sphere,
                "coefficients": {"c0": float(coef.ntk[0]), "c1": float(coef.ntk[1]),
                                 "theta_one": self.network.theta_one},
                "ntk": self.ntk.to_dict(), "seconds": self.seconds, **self.extra}
+        if not self.on_sphere:  # the series' coefficients are not this kernel's
+            out["coefficients"] = None
+            out["coefficients_note"] = NOT_ON_SPHERE
         if self.centered is not None:
             out["centered"] = self.centered.to_dict()
             out["centered"]["c0"] = centered_c0(self.network)
@@ -166,7 +186,10 @@ class SpectrumStudy:
         files["coefficients"] = plot_coefficients(
             coef.ntk, os.path.join(folder, "coefficients.png"),
             title=f"NTK coefficients, {net.activation.name}, L = {net.hidden_layers}", fit=fit)
-        if self.d is not None and self.d >= 2:
+        if not self.on_sphere:
+            summary["sphere"] = None
+            summary["sphere_note"] = NOT_ON_SPHERE
+        elif self.d is not None and self.d >= 2:
             sph = sphere_study(net, self.d, sphere_kmax)
             summary["sphere"] = sph.summary()
             files["sphere"] = plot_sphere(sph.sphere, os.path.join(folder, "sphere.png"),
@@ -289,7 +312,9 @@ def _smallest_dict(res: EigenResult) -> dict:
 
 
 def _empirical(net: NTK, X: np.ndarray, k: int, width: int, seeds: int, seed: int | None,
-               init: str) -> dict:
+               init: str, trace: float) -> dict:
+    """The spectra of finite-width empirical NTKs; ``trace``: Tr K of the infinite-width K
+    (their effective ranks are Tr K / lambda_1 with this trace)."""
     from .empirical import empirical_ntk
 
     t0 = time.perf_counter()
@@ -301,7 +326,7 @@ def _empirical(net: NTK, X: np.ndarray, k: int, width: int, seeds: int, seed: in
     return {"width": width, "init": init, "seeds": seeds,
             "eigenvalues_mean": lams.mean(0).tolist(), "ratios_mean": ratios.mean(0).tolist(),
             "ratios_std": (ratios.std(0, ddof=1) if seeds > 1 else 0 * ratios[0]).tolist(),
-            "effective_rank_mean": float(np.mean(net.theta_one / lams[:, 0])),
+            "effective_rank_mean": float(np.mean(trace / lams[:, 0])),
             "seconds": time.perf_counter() - t0}
 
 
@@ -313,9 +338,13 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
                    normalize: bool = False, source: str | None = None,
                    smallest: int = 0, fit_range: tuple[int, int] | None = None,
                    **eig_kw) -> SpectrumStudy:
-    """The paper's spectrum study (docs/math.md section 6) on data ``X`` (n x d, unit rows
-    unless ``normalize``) or on the kernel stored at ``matrix`` (``fastntk matrix``; its
-    network is read from the store, and ``net``, if given, must equal it).
+    """The paper's spectrum study (docs/math.md section 6) on data ``X`` (n x d, rows as
+    given; ``normalize`` projects them onto the unit sphere) or on the kernel stored at
+    ``matrix`` (``fastntk matrix``; its network is read from the store, and ``net``, if
+    given, must equal it).  Rows not on the unit sphere (docs/math.md section 11): the
+    Theorem 3 bound, the series coefficients and the sphere eigenvalues are not applicable
+    (None, with a note "n/a: rows not on the sphere"; ``SpectrumStudy.on_sphere`` False),
+    and ``centered`` is refused (ValueError).
 
     Top-k of K = Theta / n (matrix-free; ``dense_below``: assemble K and use LAPACK for
     n below this), eff(K) with the Theorem 3 bound; ``centered``: also K~ with the Theorem 5
@@ -342,6 +371,13 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
         raise ValueError("spectrum_study on data needs the network (net)")
     X = check_rows(X, "X", normalize)
     n, d = X.shape
+    sphere = rows_on_sphere(X)
+    if centered and not sphere:
+        raise ValueError("the centered kernel K - (c_0 / n) 1 1^T removes the constant term "
+                         "c_0 of the series of rows on the unit sphere (Theorem 5), and these "
+                         "rows are not on it (docs/math.md section 11): project them "
+                         "(normalize=True; the CLI's default, without --no-normalize), or "
+                         "drop centered")
     k = check_k(k, n, all_allowed=n < dense_below or all_eigenvalues_possible(
         n, eig_kw.get("assemble", "auto"), client, eig_kw.get("device", "cpu"), centered,
         eig_kw.get("checkpoint")))
@@ -363,9 +399,12 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
         if cen:
             runs[cen] = KernelSpectrum(res, "theorem5_bound", theorem5_bound(net, gram_eff),
                                        time.perf_counter() - t1)
-        else:
+        elif sphere:
             runs[cen] = KernelSpectrum(res, "theorem3_bound", theorem3_bound(net),
                                        time.perf_counter() - t1)
+        else:  # Theorem 3 needs n K = sum_p c_p G^{.p}: not for these rows
+            runs[cen] = KernelSpectrum(res, "theorem3_bound", None,
+                                       time.perf_counter() - t1, NOT_ON_SPHERE)
     gram = None
     if compare_gram or empirical_width:
         m = min(k, len(gram_w))
@@ -373,8 +412,9 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
                 "effective_rank": gram_eff, "ratios": (gram_w[:m] / gram_w[0]).tolist()}
     emp = None
     if empirical_width:
+        trace = net.theta_one if sphere else runs[False].result.trace
         emp = _empirical(net, X, k, int(empirical_width), int(empirical_seeds), seed,
-                         empirical_init)
+                         empirical_init, trace)
     low = None
     if smallest:
         from ..spectrum.smallest import smallest_eigenvalues
@@ -383,7 +423,8 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
         low = smallest_eigenvalues(net, X, smallest, seed=seed, progress=progress, **tile_kw)
     return SpectrumStudy(source or "data", net, n, d, k, tol, seed, runs[False],
                          runs.get(True), gram, emp, time.perf_counter() - t0, smallest=low,
-                         index_decay=_try_decay(runs[False].result, fit_range))
+                         index_decay=_try_decay(runs[False].result, fit_range),
+                         on_sphere=sphere)
 
 
 def _check_early(n: int, k: int, smallest: int, fit_range) -> None:
@@ -427,6 +468,7 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
     unknown = set(eig_kw) - {"block", "max_passes", "checkpoint", "row_block"}
     if unknown:
         raise ValueError(f"options {sorted(unknown)} do not apply to a stored matrix")
+    sphere = not meta.get("off_sphere")  # recorded by the store (docs/math.md section 11)
     runs = {}
     for cen in ([False, True] if centered else [False]):
         t1 = time.perf_counter()
@@ -435,9 +477,12 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
         if cen:
             runs[cen] = KernelSpectrum(res, "theorem5_bound", None,  # needs eff(X X^T)
                                        time.perf_counter() - t1)
-        else:
+        elif sphere:
             runs[cen] = KernelSpectrum(res, "theorem3_bound", theorem3_bound(stored),
                                        time.perf_counter() - t1)
+        else:
+            runs[cen] = KernelSpectrum(res, "theorem3_bound", None,
+                                       time.perf_counter() - t1, NOT_ON_SPHERE)
     low = None
     if smallest:
         from ..spectrum.smallest import smallest_eigenvalues_stored
@@ -445,4 +490,5 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
         low = smallest_eigenvalues_stored(path, smallest)
     return SpectrumStudy(path, stored, n, int(meta["d"]), runs[False].result.k, tol, seed,
                          runs[False], runs.get(True), None, None, time.perf_counter() - t0,
-                         smallest=low)
+                         smallest=low, on_sphere=sphere)
+

@@ -92,6 +92,47 @@ def show_progress(args) -> bool:
     return bool(isatty and isatty())
 
 
+#: What every command that reads data says when it moved rows (one default for all of them:
+#: rows are projected onto the unit sphere, the paper's setting; docs/math.md section 11).
+PROJECTED = "rows projected onto the unit sphere (--no-normalize: use them as they are)"
+#: The sentence each such command's --help and description carry.
+ROWS_HELP = ("Rows are projected onto the unit sphere by default (the paper's setting; the "
+             "output says how many moved); --no-normalize uses them as they are, rows of any "
+             "norm (docs/math.md section 11).")
+
+
+def add_rows_args(p: argparse.ArgumentParser, normalize_option: bool = False) -> None:
+    """--no-normalize (and, with ``normalize_option``, --normalize: the explicit default,
+    kept for scripts that give it) for a command that reads data rows."""
+    g = p.add_mutually_exclusive_group()
+    if normalize_option:
+        g.add_argument("--normalize", action="store_true",
+                       help="project the rows onto the unit sphere: the default, accepted "
+                            "for scripts that give it")
+    g.add_argument("--no-normalize", action="store_true",
+                   help="use the rows as they are, of any norm: the NTK of those rows "
+                        "(docs/math.md section 11); default: rows are projected onto the "
+                        "unit sphere (the paper's setting) and the output says how many "
+                        "moved")
+
+
+def rows_from_args(X, args, name: str = "X"):
+    """(rows, moved): the rows projected onto the unit sphere unless ``--no-normalize`` (then
+    as they are: the API checks them), and how many of them projecting moved (0 with
+    ``--no-normalize``)."""
+    from ..data.rows import check_rows, off_sphere
+
+    if args.no_normalize:
+        return X, 0
+    moved = off_sphere(X)
+    return check_rows(X, name, normalize=True), moved
+
+
+def projected_note(moved: int, n: int) -> str:
+    """The line saying how many of n rows were projected (for ``moved`` > 0)."""
+    return f"{moved} of {n} {PROJECTED}"
+
+
 NETWORK_DEFAULTS = {"activation": "relu", "hidden_layers": 1, "gamma_w": 1.0, "gamma_b": 0.0,
                     "sigma_w": 1.0, "sigma_b": None, "no_output_bias": False}
 

@@ -23,18 +23,25 @@ from ..tiles.dispatch import DEVICES, METHODS
 
 def register(subparsers) -> None:
     """Add the ``matrix`` command to the ``fastntk`` parser."""
-    from .args import add_cluster_args, add_network_args, count, positive_float
+    from .args import (
+        ROWS_HELP,
+        add_cluster_args,
+        add_network_args,
+        add_rows_args,
+        count,
+        positive_float,
+    )
 
     p = subparsers.add_parser(
         "matrix", help="kernel matrix Theta(x_i, x_j) to zarr (tiles, Dask, resumable)",
         description="Compute the NTK (or NNGP) matrix of a data set block by block and write "
-                    "it to a zarr store out of core; rerun the same command to resume.")
+                    f"it to a zarr store out of core; rerun the same command to resume. "
+                    f"{ROWS_HELP}")
     add_network_args(p)
     p.add_argument("--data", required=True,
                    help="digits | sphere:n=N,d=D[,seed=S] | X.npy | X.zarr[:array] | "
                         "X.h5[:dataset]")
-    p.add_argument("--normalize", action="store_true",
-                   help="project rows onto the unit sphere (default: they must be unit)")
+    add_rows_args(p, normalize_option=True)
     p.add_argument("--out", required=True, help="output zarr store (a directory), e.g. K.zarr")
     p.add_argument("--chunk", type=count(1), default=MATRIX_CHUNK,
                    help="rows per block; a worker holds a few chunk^2 blocks; clipped to n, "
@@ -84,16 +91,21 @@ def cmd_matrix(args) -> int:
 def _matrix(args) -> int:
     from ..common.checks import output_folder
     from ..data.loader import load_data
+    from ..data.rows import off_sphere
     from ..scale.matrix import check_part, make_spec, write_zarr
-    from .args import client_from_args, network_from_args, show_progress
+    from .args import client_from_args, network_from_args, projected_note, show_progress
 
     part = check_part(args.part)
     net = network_from_args(args)
     # the store's folder is checked (made if needed, written to once) before any work
     output_folder(os.path.dirname(os.path.abspath(args.out)), "the folder of --out")
     X = load_data(args.data)
+    # projecting is the default (--normalize gives it explicitly); rows already on the sphere
+    # are used as they are unless --normalize is given (as before: a store made then resumes)
+    normalize = not args.no_normalize
+    moved = off_sphere(X) if normalize else 0
     spec = make_spec(net, X, None, args.chunk, args.device, args.method, args.tol,
-                     args.which, args.normalize)
+                     args.which, args.normalize or moved > 0)
     spec.source = f"the data {args.data}"
     with client_from_args(args) as client:
         report = write_zarr(spec, args.out, overwrite=args.overwrite,
@@ -107,6 +119,7 @@ def _matrix(args) -> int:
         "complete": report.complete, "part": list(report.part),
         "blocks_missing_elsewhere": report.blocks_missing_elsewhere,
         "network": net.to_dict(), "method": spec.tiles.method,
+        "normalize": normalize, "rows_projected": moved,
     }
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
@@ -115,6 +128,8 @@ def _matrix(args) -> int:
         resumed = (f" ({report.blocks_already_done} already done, resumed)"
                    if report.blocks_already_done else "")
         which = "" if report.part == (1, 1) else f" of part {report.part[0]}/{report.part[1]}"
+        if moved:
+            print(f"# {projected_note(moved, report.shape[0])}")
         print(f"{report.path}: {report.shape[0]} x {report.shape[1]} {args.which} matrix, "
               f"{report.blocks_computed} of {report.part_blocks} blocks{which} computed"
               f"{resumed} in {report.seconds:.2f} s ({spec.tiles.method})")

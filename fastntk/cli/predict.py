@@ -12,11 +12,15 @@ import numpy as np
 
 from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
+    ROWS_HELP,
     add_cluster_args,
     add_network_args,
+    add_rows_args,
     client_from_args,
     count,
     network_from_args,
+    projected_note,
+    rows_from_args,
     show_progress,
 )
 
@@ -94,7 +98,8 @@ def cmd_predict(args) -> int:
     if args.test_labels is not None and args.test is None:
         raise ValueError("--test-labels labels the points of --test: give --test too")
     net = network_from_args(args)
-    X = load_data(args.data, normalize=not args.no_normalize)
+    X, moved = rows_from_args(load_data(args.data), args)
+    n_rows = len(X)
     labels = args.labels
     if labels is None:
         if args.data.strip().lower() != "digits":
@@ -106,7 +111,9 @@ def cmd_predict(args) -> int:
     if args.test_fraction is not None:
         X, Y, Xt, Yt = _split(np.asarray(X), Y, args.test_fraction, args.seed)
     elif args.test is not None:
-        Xt = load_data(args.test, normalize=not args.no_normalize)
+        Xt, moved_test = rows_from_args(load_data(args.test), args, "X_test")
+        moved += moved_test
+        n_rows += len(Xt)
         if Xt.shape[1] != np.shape(X)[1]:
             raise ValueError(f"--test {args.test} has {Xt.shape[1]} columns but --data has "
                              f"{np.shape(X)[1]}: test points need the training data's columns")
@@ -144,10 +151,14 @@ def cmd_predict(args) -> int:
                                       else np.asarray(ref.test_loss).tolist())
         emp["max_relative_deviation"] = _deviation(emp)
         res.empirical = emp
+    # what was done with the rows, in the printed JSON and in predict.json (--out)
+    res.info["rows"] = {"normalize": not args.no_normalize, "rows_projected": moved,
+                        "rows": n_rows}
     summary = res.to_dict()
     summary["data"] = args.data
     summary["labels"] = labels
     summary["network"] = net.to_dict()
+    summary.update(res.info["rows"])
     if args.out:
         summary["files"] = res.write(args.out, title=f"{args.data}: ")
     if args.json:
@@ -181,6 +192,8 @@ def _print(s: dict) -> None:
           f"network {s['network']}")
     print(f"# {s['which'].upper()}, ridge {s['ridge']:g}; {s['method']}, {s['passes']} passes, "
           f"{s['seconds']:.2f} s; {s['convention']}")
+    if s["rows_projected"]:
+        print(f"# {projected_note(s['rows_projected'], s['rows'])}")
     cols = [("train loss", s["train_loss"]), ("error est.", s["train_loss_error"])]
     if s["test_loss"] is not None:
         cols += [("test loss", s["test_loss"]), ("error est.", s["test_loss_error"])]
@@ -209,8 +222,11 @@ def register(sub) -> None:
                     "flow on the squared loss from f_0 = 0 (K = Theta / n; df/dt = -K (f - y)), "
                     "at the times --t; t = inf with --ridge is kernel ridge regression "
                     "(docs/math.md section 10). Dense (K in memory, one eigh) up to n = "
-                    "20,000, matrix-free (block Krylov, preconditioned CG) beyond. Exit "
-                    "status: 0 done, 2 bad input, 3 not converged.")
+                    "20,000, matrix-free (block Krylov, preconditioned CG) beyond. "
+                    f"{ROWS_HELP} Off the sphere the error estimates scale with the largest "
+                    "Theta(x, x) and the certified lower bound on lambda_min takes per-norm "
+                    "tables (docs/math.md section 11). Exit status: 0 done, 2 bad input, 3 "
+                    "not converged.")
     add_network_args(p)
     p.add_argument("--data", default="digits",
                    help="training points: 'digits' (default), 'sphere:n=N,d=D[,seed=S]', or "
@@ -242,8 +258,7 @@ def register(sub) -> None:
                    help="passes over the tiles allowed on the matrix-free path (300)")
     p.add_argument("--method", default="auto", choices=METHODS, help="tile evaluation method")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="tile kernels: cpu or cuda")
-    p.add_argument("--no-normalize", action="store_true",
-                   help="require unit rows instead of projecting them onto the sphere")
+    add_rows_args(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the --test-fraction split and of the finite networks (0)")
     p.add_argument("--empirical-width", type=count(1), default=0, metavar="M",

@@ -11,16 +11,21 @@ import warnings
 import numpy as np
 
 from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
+from ..spectrum.theorems import NOT_ON_SPHERE
 from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
+    ROWS_HELP,
     add_cluster_args,
     add_network_args,
+    add_rows_args,
     client_from_args,
     count,
     float_in,
     index_range,
     network_from_args,
     network_given,
+    projected_note,
+    rows_from_args,
     show_progress,
 )
 
@@ -72,7 +77,6 @@ def cmd_spectrum(args) -> int:
 def _spectrum(args) -> int:
     from ..analysis.spectrum_study import check_fit_range, spectrum_study
     from ..data.loader import load_data
-    from ..data.rows import check_rows, off_sphere
     from ..spectrum.eigen import all_eigenvalues_possible
     from ..spectrum.solver import check_k
 
@@ -88,6 +92,7 @@ def _spectrum(args) -> int:
                              "the store was made from, not --matrix")
         given = [opt for opt, on in (("--data", args.data is not None),
                                      ("--compare-gram", args.compare_gram),
+                                     ("--no-normalize", args.no_normalize),
                                      ("--empirical-width", args.empirical_width),
                                      ("--device", args.device != "cpu"),
                                      ("--method", args.method != "auto"),
@@ -102,10 +107,7 @@ def _spectrum(args) -> int:
     else:
         net = network_from_args(args)
         data = "digits" if args.data is None else args.data
-        X = load_data(data)
-        if not args.no_normalize:
-            projected = off_sphere(X)
-            X = check_rows(X, "X", normalize=True)
+        X, projected = rows_from_args(load_data(data), args)
         cluster = any(getattr(args, a, None) is not None
                       for a in ("workers", "scheduler_file", "address", "jobs", "cluster"))
         check_k(args.k, len(X), "-k", all_allowed=not cluster and all_eigenvalues_possible(
@@ -149,7 +151,8 @@ def _spectrum(args) -> int:
         study.extra["labels"] = labels.to_dict()
     summary = study.to_dict()
     summary["checkpoint"] = args.checkpoint
-    if projected:
+    if args.matrix is None:  # what was done with the rows
+        summary["normalize"] = not args.no_normalize
         summary["rows_projected"] = projected
     # the results are printed before any file is written: a failed write loses nothing
     if args.json:
@@ -199,8 +202,11 @@ def _print(s: dict) -> None:
     where = f"n = {s['n']}" + (f", d = {s['d']}" if s.get("d") else "")
     print(f"# {s['data']}: {where}; network {s['network']}")
     if s.get("rows_projected"):
-        print(f"# {s['rows_projected']} of {s['n']} rows projected onto the unit sphere "
-              "(--no-normalize: refuse rows that are not of unit norm instead)")
+        print(f"# {projected_note(s['rows_projected'], s['n'])}")
+    if not s.get("rows_on_sphere", True):
+        print(f"# rows as given, not on the unit sphere: Theorems 3 and 5, c_0 and the sphere "
+              f"eigenvalues are {NOT_ON_SPHERE}; the certified lower bound takes per-norm "
+              "tables (docs/math.md section 11)")
     passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
@@ -232,9 +238,13 @@ def _print(s: dict) -> None:
     _print_flag_notes(ntk, s["tol"], "K")
     if "centered" in s:
         _print_flag_notes(s["centered"], s["tol"], "K~")
+    bound = ntk["theorem3_bound"]
+    text = (_number(bound) if bound is not None else
+            "n/a" if "theorem3_bound_note" not in ntk else
+            "inf (c_0 = 0: vacuous)" if ntk["theorem3_bound_note"].startswith("infinite") else
+            ntk["theorem3_bound_note"])
     print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f} (certified <= "
-          f"{ntk['effective_rank_upper']:.6f})   <= Theorem 3 bound sum c_p / c_0 = "
-          f"{_number(ntk['theorem3_bound'])}")
+          f"{ntk['effective_rank_upper']:.6f})   <= Theorem 3 bound sum c_p / c_0 = {text}")
     if "centered" in s:
         c = s["centered"]
         bound = c["theorem5_bound"]
@@ -248,7 +258,7 @@ def _print(s: dict) -> None:
     if "index_decay" in s:
         _print_decay(s["index_decay"])
     if "smallest" in s:
-        _print_smallest(s["smallest"])
+        _print_smallest(s["smallest"], s.get("rows_on_sphere", True))
     if "labels" in s:
         _print_labels(s["labels"])
     print(f"# total {s['seconds']:.2f} s")
@@ -347,7 +357,7 @@ def _print_decay(dec: dict) -> None:
                   f"{fit['rms_log']:.3g}{tag}")
 
 
-def _print_smallest(low: dict) -> None:
+def _print_smallest(low: dict, sphere: bool = True) -> None:
     """The least eigenvalues and the bracket [certified lower bound, estimate]."""
     n = low["n"]
     print(f"# least eigenvalues of K: {low['method']}, {low['seconds']:.2f} s")
@@ -367,8 +377,9 @@ def _print_smallest(low: dict) -> None:
             "Rayleigh quotient (an upper bound)")
     if dense and not low["exact"]:
         kind += "; lambda_min is below the rounding level: zero within its error"
+    where = "section 7" if sphere else "sections 7, 11: per-norm tables"
     print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: certified lower bound (Schur + "
-          f"Gershgorin on the series, docs/math.md section 7), upper end = {kind}")
+          f"Gershgorin on the series, docs/math.md {where}), upper end = {kind}")
     if bound.get("duplicates"):
         print(f"# {bound['message']}")
     elif bound.get("vacuous"):
@@ -382,7 +393,10 @@ def register(sub) -> None:
         description="Top-k eigenvalues of K = Theta(X, X) / n (matrix-free block Krylov), "
                     "eff(K) with the Theorem 3 bound, optionally the centered kernel with the "
                     "Theorem 5 bound, the data Gram and a finite-width empirical NTK "
-                    "(docs/math.md section 6). Exit status: 0 converged, 2 bad input, "
+                    f"(docs/math.md section 6). {ROWS_HELP} Off the sphere the theorems, c_0 "
+                    "and the sphere eigenvalues are n/a (null in the JSON), --centered is "
+                    "refused, and the certified lower bound of --smallest takes per-norm "
+                    "tables (section 11). Exit status: 0 converged, 2 bad input, "
                     f"{EXIT_NOT_CONVERGED} not converged.")
     add_network_args(p)
     src = p.add_argument_group("input (one of)")
@@ -393,8 +407,7 @@ def register(sub) -> None:
     src.add_argument("--matrix", default=None, metavar="K.zarr",
                      help="a kernel matrix stored by 'fastntk matrix' (its network is read "
                           "from the store)")
-    p.add_argument("--no-normalize", action="store_true",
-                   help="require unit rows instead of projecting them onto the sphere")
+    add_rows_args(p)
     p.add_argument("-k", type=count(1), default=SPECTRUM_K,
                    help=f"number of eigenvalues ({SPECTRUM_K}); all n (-k n) where K fits in "
                         "memory (the dense path: no --checkpoint, --centered or cluster)")

@@ -173,7 +173,8 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
     descending); the last one serves as lambda_{k+1} (its value plus its error estimate)
     and the first k - 1 as the exact part of the band.  ``lower_bound``: the certified
     lower bound on lambda_min (a number or a ``LowerBound``; None: computed,
-    ``fastntk.spectrum.lower_bound``).  ``K``: the kernel matrix in memory, if at hand (else
+    ``fastntk.spectrum.lower_bound``, for rows of any norm: docs/math.md sections 7, 11).
+    ``K``: the kernel matrix in memory, if at hand (else
     one pass over the tiles).  ``times``: the band's grid (default :func:`band_times`).
     Raises ValueError for labels of the wrong length, eigenpairs without eigenvectors, or
     eigenpairs that are not this K's (checked in the same pass: ||K v - lambda v||)."""

@@ -35,6 +35,7 @@ from ..spectrum.eigen import assemble_kernel, top_eigenvalues
 from ..spectrum.lower_bound import least_eigenvalue_bound
 from ..spectrum.operators import kernel_operator
 from ..spectrum.smallest import DENSE_MAX
+from ..spectrum.theorems import diagonal_scale, rows_on_sphere
 from ..tiles.dispatch import theta_tile_matvec, tile_spec
 from ..tiles.spec import check_which
 from .dynamics import (
@@ -140,10 +141,11 @@ class Prediction:
         return files
 
 
-def _entry_error(spec) -> float:
+def _entry_error(spec, one: float) -> float:
     """A bound on the error of one entry of Theta from its tile (series: the certified
-    tolerance; exact: rounding)."""
-    return (spec.tol if spec.method == "series" else 0.0) * spec.at_one + 16 * _EPS * spec.at_one
+    tolerance; exact: rounding), relative to ``one``, the largest diagonal entry (Theta(1)
+    for rows on the sphere: ``fastntk.spectrum.theorems.diagonal_scale``)."""
+    return (spec.tol if spec.method == "series" else 0.0) * one + 16 * _EPS * one
 
 
 def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
@@ -156,7 +158,8 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     on (``X_train``, ``y_train``) by gradient flow from f_0 = 0, at times ``t``
     (docs/math.md section 10).
 
-    ``X_train`` (n, d) and ``X_test`` (m, d): unit rows (``normalize=True`` projects them);
+    ``X_train`` (n, d) and ``X_test`` (m, d): rows as given, of any norm (``normalize=True``
+    projects them onto the unit sphere; docs/math.md section 11);
     ``y_train`` (n,) or (n, o), ``y_test`` (m,) or (m, o) (gives ``test_loss``).  ``t``: None
     (t = inf), a number >= 0 or a sequence (a leading time axis on every output).
     ``ridge`` >= 0: gradient flow with weight decay; at t = inf kernel ridge regression
@@ -175,7 +178,10 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     At t = inf without a ridge, K must be certifiably invertible (the certified lower bound
     of docs/math.md section 7, or, on the dense path, eigh's lambda_min less its error, above
     1,000 times the perturbation level of K): otherwise SingularKernelError (a ValueError)
-    suggesting a ridge.  Raises TypeError/ValueError for bad rows, labels, times or options.
+    suggesting a ridge.  The error estimates scale with Theta(1), or off the sphere with the
+    largest diagonal entry of Theta (``NTK.diagonal``), and the certified bound is that of
+    docs/math.md section 11 (per-norm coefficient tables).  Raises TypeError/ValueError for
+    bad rows, labels, times or options.
     """
     t0 = time.perf_counter()
     which = check_which(which)
@@ -216,11 +222,13 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
         raise ValueError("solver='dense' runs in this process: drop the cluster client, or "
                          "use solver='krylov'")
     spec = tile_spec(net, method, tile_tol, which)
-    perturbation = _entry_error(spec)  # ||E||_2 <= n * (entry error / n)
+    # the scale of every entry: Theta(1) on the sphere, else the largest diagonal entry
+    one = diagonal_scale(net, X, Xt, which=which)
+    perturbation = _entry_error(spec, one)  # ||E||_2 <= n * (entry error / n)
     need_bound = ridge == 0 and bool(np.isinf(times).any())
     bound = None
-    info: dict = {"solver": solver}
-    if need_bound:
+    info: dict = {"solver": solver, "rows_on_sphere": rows_on_sphere(X, Xt)}
+    if need_bound:  # rows of any norm: docs/math.md section 11
         bound = least_eigenvalue_bound(net, X, which=which)
         info["lower_bound"] = {"value": bound.value, "message": bound.message}
     certified = 0.0 if bound is None else bound.value
@@ -236,7 +244,7 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     else:
         parts = _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank,
                              max_passes, method, tile_tol, device, which, perturbation,
-                             certified, need_bound, progress, info)
+                             certified, need_bound, progress, info, one)
     dyn = _merge(times, parts)
     R = dyn.residual
     train = Y[None] - R
@@ -253,7 +261,7 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
         F = theta_tile_matvec(spec, Xt, X, stacked, device=device) / n
         test = F.reshape(m, len(times), o).transpose(1, 0, 2)
         anorm = np.sqrt(np.sum(A * A, axis=(1, 2)))
-        test_err = (math.sqrt(m / n) * spec.at_one * dyn.alpha_error
+        test_err = (math.sqrt(m / n) * one * dyn.alpha_error
                     + math.sqrt(m * n) * perturbation / n * anorm)
         if Yt is not None:
             D = test - Yt[None]
@@ -282,11 +290,11 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
 
 def _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank, max_passes, method,
                  tile_tol, device, which, perturbation, certified, need_bound, progress,
-                 info) -> list[Dynamics]:
-    """The matrix-free path: Krylov for the finite times, preconditioned CG for t = inf."""
+                 info, at_one) -> list[Dynamics]:
+    """The matrix-free path: Krylov for the finite times, preconditioned CG for t = inf.
+    ``at_one``: the largest diagonal entry of Theta (Theta(1) on the sphere)."""
     n, d = X.shape
-    at_one = net.at_one(which)
-    level = perturbation + 8 * _EPS * math.sqrt(n) * at_one  # ||K|| <= Tr K = Theta(1)
+    level = perturbation + 8 * _EPS * math.sqrt(n) * at_one  # ||K|| <= Tr K <= max diagonal
     if need_bound and certified <= SINGULAR_MARGIN * level:
         raise SingularKernelError(singular_message(certified, level, "certified (docs/math.md "
                                                    "section 7)"))

@@ -6,7 +6,9 @@ docs/math.md section 1, the same hyperparameters as the :class:`~fastntk.NTK`), 
 output units: the output layer W_{L+1} (o x m_L) and bias b_{L+1} (o).  They are trained on
 the loss ||f - y||^2 / (2 n) by gradient descent in numpy with learning rate
 eta = 1 / Theta(1) <= 1 / lambda_max(K) (Tr K = Theta(1) bounds lambda_max; below the
-stability limit 2 / lambda_max), so that t = eta x steps is the time of
+stability limit 2 / lambda_max); for rows not on the unit sphere (docs/math.md section 11)
+eta = 1 / max_i Theta(x_i, x_i) (Tr K, the mean diagonal entry, bounds lambda_max), so that
+t = eta x steps is the time of
 df/dt = -K (f - y).  Each network is centred, f(x) = out(x; theta) - out(x; theta_0)
 (the gradient is that of out; f_0 = 0, as the prediction assumes).
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..analysis.empirical import empirical_network
 from ..common.checks import check_count
+from ..spectrum.theorems import diagonal_scale
 
 __all__ = ["train_networks"]
 
@@ -67,7 +70,8 @@ def train_networks(ntk, X: np.ndarray, Y: np.ndarray, width: int, seeds: int = 1
     """Train ``seeds`` networks of ``width`` (the hyperparameters of ``ntk``) on (X, Y) by
     full-batch gradient descent (see the module docstring) and record their train (and test)
     losses at ``times`` (multiples of the learning rate eta; default 40 log-spaced times up
-    to 1,000 eta).  X: unit rows (n, d); Y: (n,) or (n, o).
+    to 1,000 eta).  X: rows (n, d) as given (any norm: then eta = 1 / the largest diagonal
+    entry of Theta); Y: (n,) or (n, o).
 
     Returns {"width", "seeds", "step": eta, "times", "steps", "train_loss": (seeds, T),
     "test_loss": (seeds, T) or None, "seconds"}.  Raises ValueError for times beyond
@@ -78,7 +82,7 @@ def train_networks(ntk, X: np.ndarray, Y: np.ndarray, width: int, seeds: int = 1
     n, d = X.shape
     Y = np.asarray(Y, dtype=np.float64).reshape(n, -1)
     o = Y.shape[1]
-    eta = 1.0 / ntk.theta_one
+    eta = 1.0 / diagonal_scale(ntk, X)  # 1 / Theta(1) on the sphere
     if times is None:
         steps = np.unique(np.geomspace(1, 1000, 40).round().astype(int))
     else:

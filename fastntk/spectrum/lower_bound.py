@@ -22,6 +22,18 @@ estimate.  Duplicate rows give R_p >= 1 for every p and the bound 0, which is ex
 rows make K singular.  The bound is vacuous (0) whenever R_T >= 1, e.g. for clustered or
 low-dimensional data; it is useful for spread-out data in higher dimension, where R_p < 1
 already at moderate p.
+
+Rows of any norm (docs/math.md section 11.5): Theta = sum_p sum_m D_(p,m) G^{.p} D_(p,m) with
+per-row diagonals, and sum_m D_(p,m)^2 = diag(C_p(|x_i|)), C_p(r) the coefficient table of
+the network with gamma_w r in place of gamma_w; so
+
+    lambda_min(Theta) >= min_i [ sum_(p <= T) C_p(|x_i|) (1 - R_g(p))_+
+                                 + (1 - R_g(T))_+ (Theta(x_i, x_i) - sum_(p <= T) C_p(|x_i|)) ]
+
+with R_p of the projected rows: one coefficient table per distinct row norm (milliseconds
+each for the ReLU family, whose tables come from series ODEs; at most
+:data:`MAX_NORM_TABLES` of them for other activations, whose tables take seconds).  A zero
+row (gamma_b > 0) makes the bound 0.
 """
 
 from __future__ import annotations
@@ -35,17 +47,20 @@ import numpy as np
 
 from ..common.defaults import OPERATOR_TILE
 from ..common.threads import blas_limits, parallel_section
-from ..data.rows import check_rows
 from ..kernels import gershgorin_cpu
 from ..scale.blocks import block_bounds, check_chunk, tile_pairs
 from ..tiles.cpu import gram_lower
 from ..tiles.spec import check_which
+from .theorems import rows_on_sphere
 
 __all__ = ["LowerBound", "least_eigenvalue_bound"]
 
 _EPS = float(np.finfo(np.float64).eps)
 #: Largest power p for which R_p is evaluated (and degree of the coefficient table).
 BOUND_DEGREE = 1024
+#: Rows of any norm: the most distinct norms (one coefficient table each) for an activation
+#: outside the ReLU family (its tables of degree ``BOUND_DEGREE`` take seconds each).
+MAX_NORM_TABLES = 8
 
 
 @dataclass
@@ -84,10 +99,14 @@ class LowerBound:
         if self.duplicates:
             return (f"lambda_min = 0 exactly: {self.duplicates} duplicate row(s); the bound "
                     "is 0 and tight")
+        if self.vacuous and not len(self.R):
+            return f"vacuous (0): {self.notes[0]}"
         if self.vacuous:
             return (f"vacuous (0): R_p >= 1 up to p = {int(self.powers[-1])} (R_p = "
                     f"{self.R[-1]:.3g}); the rows are too correlated for Gershgorin")
-        return f"lambda_min >= {self.value:.6e} (certified, docs/math.md section 7)"
+        off = any(note.startswith("rows of") for note in self.notes)
+        where = "sections 7, 11" if off else "section 7"
+        return f"lambda_min >= {self.value:.6e} (certified, docs/math.md {where})"
 
     def to_dict(self) -> dict:
         return {"lower_bound": self.value, "scale": self.scale, "n": self.n,
@@ -154,11 +173,15 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
 
     One matrix-free pass over the tiles I <= J (memory: one tile, plus n x 2 log2(degree)
     doubles of sums); ``degree`` is the largest power p with its own R_p (and the degree of the
-    coefficient table used).  Rows: unit norm (``normalize`` projects them).  Raises
-    ValueError for bad rows, scale or degree.
+    coefficient table used).  Rows as given, of any norm (``normalize`` projects them): rows
+    off the unit sphere take one coefficient table per distinct norm (docs/math.md section
+    11, the module docstring) and the least of the per-norm bounds; a zero row makes it 0,
+    and so do more than :data:`MAX_NORM_TABLES` distinct norms for an activation outside the
+    ReLU family (``vacuous``, with the reason in ``notes`` and ``message``).
+    Raises ValueError for bad rows, scale or degree.
     """
     t0 = time.perf_counter()
-    X = check_rows(X, "X", normalize)
+    X = net.check_rows(X, "X", normalize)  # zero rows refused when gamma_b = 0
     n = X.shape[0]
     which = check_which(which)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
@@ -166,12 +189,54 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     scale = 1.0 / n if scale is None else float(scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
-    coef = net.coefficients(degree)
+    notes = []
+    if rows_on_sphere(X):
+        tables, rows = [net.coefficients(degree)], X
+    else:
+        tables, rows, why = _norm_tables(net, X, degree)
+        if why is not None:  # lambda_min >= 0 (K is PSD) is all that is certified
+            notes.append(why)
+            return LowerBound(
+                value=0.0, scale=scale, n=n, vacuous=True, duplicates=0,
+                powers=np.zeros(0), R=np.zeros(0), contributions=np.zeros(0),
+                degree=int(degree), tail=0.0, theta_one=float(net.at_one(which)), slack=0.0,
+                certified=True, hermite_error=0.0, seconds=time.perf_counter() - t0,
+                which=which, notes=notes)
+    with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
+        powers, S = power_sums(rows, degree, tile, progress)
+    R = S.max(axis=1) if n > 1 else np.zeros(len(powers))
+    # every table's bound; the least holds for all rows (docs/math.md section 11)
+    parts = [_table_bound(coef, which, powers, R, n) for coef in tables]
+    worst = min(range(len(parts)), key=lambda i: parts[i][0])
+    value, contributions, tail, one, slack = parts[worst]
+    value = value * scale
+    dup = _duplicates(X)
+    uncertified = [coef for coef in tables if not coef.certified]
+    if uncertified:
+        error = max(float(coef.hermite_error) for coef in uncertified)
+        notes.append(f"coefficients from quadrature Hermite coefficients: certified up to "
+                     f"their error {error:.2e}")
+    if len(tables) > 1:
+        notes.append(f"rows of {len(tables)} distinct norms: the least of their per-norm "
+                     "bounds (docs/math.md section 11)")
+    if dup:
+        value = 0.0
+    return LowerBound(
+        value=float(value), scale=scale, n=n, vacuous=bool(value <= 0.0 and not dup),
+        duplicates=dup,
+        powers=np.asarray(powers), R=R, contributions=contributions * scale,
+        degree=int(degree), tail=tail, theta_one=float(one), slack=slack * scale,
+        certified=not uncertified,
+        hermite_error=max(float(coef.hermite_error) for coef in tables),
+        seconds=time.perf_counter() - t0, which=which, notes=notes)
+
+
+def _table_bound(coef, which: str, powers: np.ndarray, R: np.ndarray, n: int):
+    """(bound on lambda_min(Theta) from one coefficient table, before the scale and clipped
+    at 0; the contribution of each grid interval; the tail mass; Theta(1) of the table; the
+    rounding slack taken off)."""
     c, one = coef.table(which)
     c = np.asarray(c, dtype=np.float64)
-    with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
-        powers, S = power_sums(X, degree, tile, progress)
-    R = S.max(axis=1) if n > 1 else np.zeros(len(powers))
     # coefficient c_p uses R at the largest grid power <= p (R_0 = n - 1: the all-ones matrix)
     p = np.arange(len(c))
     idx = np.searchsorted(powers, p, side="right") - 1  # -1 for p = 0
@@ -185,18 +250,29 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     # the table's rounding (relative to Theta(1)) enters the terms and the tail mass
     slack = (2.0 * coef.rounding_allowance * one + float(coef.composition_remainder)
              + 4 * len(c) * _EPS * one)
-    value = max(total - slack, 0.0) * scale
-    dup = _duplicates(X)
-    notes = []
-    if not coef.certified:
-        notes.append(f"coefficients from quadrature Hermite coefficients: certified up to "
-                     f"their error {coef.hermite_error:.2e}")
-    if dup:
-        value = 0.0
-    return LowerBound(
-        value=float(value), scale=scale, n=n, vacuous=bool(value <= 0.0 and not dup),
-        duplicates=dup,
-        powers=np.asarray(powers), R=R, contributions=contributions * scale,
-        degree=int(degree), tail=tail, theta_one=float(one), slack=slack * scale,
-        certified=bool(coef.certified), hermite_error=float(coef.hermite_error),
-        seconds=time.perf_counter() - t0, which=which, notes=notes)
+    return max(total - slack, 0.0), contributions, tail, float(one), slack
+
+
+def _norm_tables(net, X: np.ndarray, degree: int):
+    """(tables, projected rows, None) for rows of any norm: the coefficient table C_p(r) of
+    the network with gamma_w r in place of gamma_w for each distinct norm r (docs/math.md
+    section 11), and the rows projected onto the sphere (for G); or (None, None, reason)
+    when only 0 is certified: a zero row, or too many norms for quadrature tables."""
+    from ..network.ntk import NTK
+
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    zero = int(np.count_nonzero(norms == 0.0))
+    if zero and len(X) > 1:
+        return None, None, (f"{zero} zero row(s): their kernel has no term of degree p >= 1 "
+                            "(C_p(0) = 0), so the series bound is 0")
+    radii = np.unique(norms)
+    if len(radii) > MAX_NORM_TABLES and not net.activation.is_relu_family:
+        return None, None, (f"rows of {len(radii)} distinct norms: one coefficient table "
+                            f"each (seconds each for {net.activation.name}) is more than "
+                            f"{MAX_NORM_TABLES}; the series bound is 0")
+    tables = [net.coefficients(degree) if r == 1.0 else NTK(
+        net.activation, net.hidden_layers, gamma_w=net.gamma_w * float(r),
+        gamma_b=net.gamma_b, sigma_w=net.sigma_w, sigma_b=net.sigma_b,
+        output_bias=net.output_bias).coefficients(degree) for r in radii]
+    # (a lone zero row, n = 1, stays zero: it has no off-diagonal sums)
+    return tables, np.ascontiguousarray(X / np.where(norms > 0, norms, 1.0)[:, None]), None

@@ -15,6 +15,10 @@ pass over the tiles), so the user always gets a bracket [lower_bound, estimate]:
   pass) makes the estimate a Rayleigh quotient, hence an upper bound on lambda_min, with its
   residual.
 
+Rows not on the unit sphere (docs/math.md section 11) have no series with constant c_p: the
+bound then takes one coefficient table per distinct row norm (``fastntk.spectrum.lower_bound``)
+and LOBPCG is preconditioned by the diagonal of K instead (Jacobi, valid for any rows).
+
 :func:`smallest_eigenvalues_stored` does the dense path on a matrix stored by ``fastntk
 matrix`` (complete stores only; no bound: a stored matrix carries no data).
 """
@@ -33,6 +37,7 @@ from ..data.rows import check_rows
 from .eigen import assemble_kernel
 from .lower_bound import BOUND_DEGREE, least_eigenvalue_bound
 from .solver import EigenResult, check_k, dense_eigenvalues
+from .theorems import rows_on_sphere
 
 __all__ = ["DENSE_MAX", "SeriesPreconditioner", "smallest_eigenvalues",
            "smallest_eigenvalues_stored"]
@@ -96,6 +101,18 @@ def _bound(net, X, scale, tile, progress):
                                   progress=progress)
 
 
+class JacobiPreconditioner:
+    """V -> D^{-1} V for D = diag(K) = scale * Theta(x_i, x_i) (``NTK.diagonal``): the
+    preconditioner for rows not on the sphere, where the series one does not apply."""
+
+    def __init__(self, net, X: np.ndarray, scale: float) -> None:
+        self.inverse = 1.0 / (scale * np.asarray(net.diagonal(X), dtype=np.float64))
+
+    def __call__(self, V: np.ndarray) -> np.ndarray:
+        V = np.asarray(V, dtype=np.float64)
+        return V * (self.inverse if V.ndim == 1 else self.inverse[:, None])
+
+
 def _finish(res: EigenResult, bound, t0: float) -> EigenResult:
     if bound is not None:
         res.lower_bound = bound.value
@@ -125,7 +142,8 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
     (dense for n <= ``dense_max``).  ``tol``: relative residual the LOBPCG path aims for in
     about ``max_passes`` passes (its iteration cap is ``max_passes`` - 4).  Duplicate rows
     make lambda_min = 0 exactly and the bound is then 0; a bound of 0 otherwise is reported as
-    vacuous (``bound["vacuous"]``).
+    vacuous (``bound["vacuous"]``).  Rows not on the unit sphere: the bound of docs/math.md
+    section 11 (per-norm coefficient tables) and a Jacobi preconditioner for LOBPCG.
 
     Raises TypeError/ValueError for bad k (1 <= k < n), rows, solver or scale.
     """
@@ -140,6 +158,7 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
     scale = 1.0 / n if scale is None else float(scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
+    sphere = rows_on_sphere(X)
     bound = _bound(net, X, scale, tile, progress) if lower_bound else None
     if solver == "dense":
         t1 = time.perf_counter()
@@ -153,12 +172,12 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
         res.timings = {"assembly": t_assembly, "eigh": res.seconds}
         return _finish(res, bound, t0)
     res = _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, device,
-                  progress, max_passes, precondition_bytes, bound)
+                  progress, max_passes, precondition_bytes, bound, sphere)
     return _finish(res, bound, t0)
 
 
 def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, device,
-            progress, max_passes, budget, bound) -> EigenResult:
+            progress, max_passes, budget, bound, sphere=True) -> EigenResult:
     from scipy.sparse.linalg import LinearOperator, lobpcg
 
     from .operators import TileOperator
@@ -168,14 +187,20 @@ def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, d
                       device=device, progress=progress)
     coef = net.coefficients(2)
     t1 = time.perf_counter()
-    prec = SeriesPreconditioner(coef.ntk, coef.ntk_at_one, X, scale, budget)
+    if sphere:
+        prec = SeriesPreconditioner(coef.ntk, coef.ntk_at_one, X, scale, budget)
+        what = f"series preconditioner (degrees <= {prec.degree}, rank {prec.rank})"
+    else:
+        prec = JacobiPreconditioner(net, X, scale)
+        what = "Jacobi preconditioner (rows not on the sphere)"
     t_prec = time.perf_counter() - t1
     A = LinearOperator((n, n), matvec=op.matvec, matmat=op.matvec, dtype=np.float64)
     M = LinearOperator((n, n), matvec=prec, matmat=prec, dtype=np.float64)
     b = min(n - 1, k + max(4, k // 2))
     rng = np.random.default_rng(seed)
     V0 = prec(rng.standard_normal((n, b)))
-    mean_eig = scale * coef.ntk_at_one  # Tr(K) / n: the scale of the small eigenvalues
+    # Tr(K) / n: the scale of the small eigenvalues
+    mean_eig = scale * coef.ntk_at_one if sphere else op.trace() / n
     with warnings.catch_warnings(), blas_limits(1):  # tile passes: see fastntk.spectrum.solver
         warnings.simplefilter("ignore")
         # lobpcg's passes: one for the start, one per iteration, and about two more on its
@@ -205,8 +230,7 @@ def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, d
         eigenvalues=theta[:k].copy(), residuals=res[:k], error_estimates=err[:k],
         eigenvectors=vecs, trace=op.trace(), n=n, k=k, passes=op.passes,
         converged=converged, tol=tol,
-        method=(f"LOBPCG, matrix-free tiles, series preconditioner (degrees <= "
-                f"{prec.degree}, rank {prec.rank})"),
+        method=f"LOBPCG, matrix-free tiles, {what}",
         seconds=0.0, pass_times=list(op.pass_times), scale=scale, block=b,
         order="ascending", timings={"passes": float(sum(op.pass_times)),
                                     "preconditioner": t_prec})
