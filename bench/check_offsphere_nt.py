@@ -41,6 +41,7 @@ equal, since float64 cannot hold them):
 * fastntk vs the oracle: the diagonal (target <= 1e-13) and the oracle's pairs (target
   <= 1e-11 relative to the entry);
 * neural-tangents vs the oracle: its diagonal (about 1e-9 off) and the oracle's pairs;
+* for the pairs also the error relative to sqrt(K(x, x) K(y, y)) (the "(scaled)" columns);
 * neural-tangents' non-finite entries, counted.
 
 Writes a JSON summary (``--out``, default offsphere_nt.json) and prints one table row per
@@ -309,8 +310,8 @@ def main(argv=None) -> int:
         peer, info = run_peer(python, cfgs, tmp)
     results, ok = [], True
     print(f"{'network':22s} {'kernel':5s} {'fastntk/nt off':>14s} {'(scaled)':>9s} "
-          f"{'fastntk/mp diag':>15s} {'fastntk/mp pairs':>16s} {'nt/mp diag':>10s} "
-          f"{'nt/mp pairs':>11s} {'nt nonfinite':>12s}")
+          f"{'fastntk/mp diag':>15s} {'fastntk/mp pairs':>16s} {'(scaled)':>9s} "
+          f"{'nt/mp diag':>10s} {'nt/mp pairs':>11s} {'(scaled)':>9s} {'nt nonfinite':>12s}")
     for k, cfg in enumerate(cfgs):
         X, idx = data[cfg["bias"] == "bias"]
         orc = oracle(cfg, X, idx, args.pairs)
@@ -320,10 +321,14 @@ def main(argv=None) -> int:
         for w, which in enumerate(("ntk", "nngp")):
             theirs = peer[f"{which}{k}"]
             i, j = orc["ij"].T
+            dgo = orc["diag"][:, w]
+            oscale = np.sqrt(np.abs(dgo[i] * dgo[j]))
             row = dict(activation=cfg["activation"], L=cfg["L"], bias=cfg["bias"], which=which,
                        nt_nonfinite=int(np.count_nonzero(~np.isfinite(theirs))),
                        nt_vs_oracle_diagonal=worst(rel(np.diag(theirs), orc["diag"][:, w])),
-                       nt_vs_oracle_pairs=worst(rel(theirs[i, j], orc["pairs"][:, w])))
+                       nt_vs_oracle_pairs=worst(rel(theirs[i, j], orc["pairs"][:, w])),
+                       nt_vs_oracle_pairs_scaled=worst(
+                           np.abs(theirs[i, j] - orc["pairs"][:, w]) / oscale))
             if isinstance(ours, str):
                 row["fastntk"] = ours
                 ok = False
@@ -339,6 +344,8 @@ def main(argv=None) -> int:
                     fastntk_vs_oracle_diagonal=worst(rel(ours[f"{which}_diag"],
                                                          orc["diag"][:, w])),
                     fastntk_vs_oracle_pairs=worst(rel(K[i, j], orc["pairs"][:, w])),
+                    fastntk_vs_oracle_pairs_scaled=worst(
+                        np.abs(K[i, j] - orc["pairs"][:, w]) / oscale),
                     fastntk_diag_equals_kernel_diag=bool(np.array_equal(
                         np.diag(K), ours[f"{which}_diag"])))
                 ok &= (row["fastntk_vs_nt_off_diagonal_scaled"] <= OFF_DIAGONAL_TARGET
@@ -353,7 +360,9 @@ def main(argv=None) -> int:
             print(f"{name:22s} {which:5s} {f('fastntk_vs_nt_off_diagonal'):>14s} "
                   f"{f('fastntk_vs_nt_off_diagonal_scaled'):>9s} "
                   f"{f('fastntk_vs_oracle_diagonal'):>15s} {f('fastntk_vs_oracle_pairs'):>16s} "
+                  f"{f('fastntk_vs_oracle_pairs_scaled'):>9s} "
                   f"{f('nt_vs_oracle_diagonal'):>10s} {f('nt_vs_oracle_pairs'):>11s} "
+                  f"{f('nt_vs_oracle_pairs_scaled'):>9s} "
                   f"{row['nt_nonfinite']:>12d}", flush=True)
             if "fastntk" in row:
                 print(f"    {row['fastntk']}")
