@@ -286,3 +286,286 @@ def exact_block(om, op, nb, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, 
         if record:
             trace[layer + 1] = dl[0]
         qq = q[layer]
+
+
+# ----------------------------------------------------------- inputs of any norm
+# docs/math.md section 11.  Rows of any norm: each row carries its own variance q_l(x) at
+# every layer.  ``row_tables`` computes, once per row, the table below (one column per row,
+# so that a block of entries reads the y side contiguously); ``offsphere_block`` runs the
+# pair recursion of a block of entries from two such tables.  The two-variance duals below
+# are written, like the unit-row ones above, branch-free (selects only) where those are.
+#
+# The layer-l input of a row is the 2-vector z_l(x) = (v, w), v = sqrt(gw2) |x|,
+# w = sqrt(gb2) for l = 1 and v = sqrt(sw2) R_{l-1}(x), w = sqrt(sb2_{l-1}) after, of norm
+# s_l(x) = sqrt(q_l(x)) and angle phi_l(x) = atan2(w, v) in [0, pi/2]; with
+# psi = phi / 2, P_l - (<z_x, z_y>) = 2 P_l sin^2(psi_x - psi_y) (P_l = s_l(x) s_l(y)), and
+# sin(psi_x - psi_y) = sin psi_x cos psi_y - cos psi_x sin psi_y has an absolute error of a
+# few ulps: the complements delta_l = 1 - c_l need no division and no square root per pair.
+def table_layout(nl):
+    """Row offsets of a per-row table for ``nl`` = L hidden layers, as a dict: per layer
+    l = 1..L+1 (row ``off + l - 1``) ``s`` = sqrt(q_l), ``is`` = 1/s_l, ``sp``, ``cp`` =
+    sin, cos psi_l; per layer l = 1..L ``q`` = q_l, ``r`` = R_l = sqrt(E[phi^2]), ``aux``
+    (the two-variance duals' per-row factor), ``rat`` = s_l / s_{l+1}; single rows ``k1``
+    = cos phi_1, ``sn1`` = sin phi_1, ``norm`` = |x|, ``ntk`` = Theta(x, x), ``nngp`` =
+    NNGP(x, x); ``height``."""
+    m = nl + 1
+    lay = {"s": 0, "is": m, "sp": 2 * m, "cp": 3 * m, "q": 4 * m, "r": 4 * m + nl,
+           "aux": 4 * m + 2 * nl, "rat": 4 * m + 3 * nl}
+    base = 4 * m + 4 * nl
+    lay.update(k1=base, sn1=base + 1, norm=base + 2, ntk=base + 3, nngp=base + 4,
+               height=base + 5)
+    return lay
+
+
+@njit(cache=True, inline="always")
+def second_moments(code, param, q):
+    """(E[phi(u)^2], E[phi'(u)^2], aux) for u ~ N(0, q) (closed forms; no overflow for any
+    finite q).  ``aux`` is the per-row factor of the two-variance duals: sqrt(1 + 2q) for erf,
+    sqrt(1 + q / s^2) for the Gaussian, 1 otherwise."""
+    if code == LEAKY_RELU:
+        h = param + (1.0 - param) * (1.0 - param) * 0.5  # (1 + a^2) / 2
+        return q * h, h, 1.0
+    if code == ERF:
+        return (2.0 / math.pi * math.asin(2.0 * q / (1.0 + 2.0 * q)),
+                4.0 / math.pi / math.sqrt(1.0 + 4.0 * q), math.sqrt(1.0 + 2.0 * q))
+    if code == GAUSSIAN:
+        s2 = param * param
+        lam = q / s2
+        norm2 = 1.0 / (2.0 * math.pi * s2)
+        x = 1.0 + 2.0 * lam
+        sx = math.sqrt(x)
+        return norm2 / sx, norm2 * q / (s2 * s2 * x * sx), math.sqrt(1.0 + lam)
+    e2 = math.exp(-2.0 * q)
+    lo = -0.5 * math.expm1(-2.0 * q)
+    hi = 0.5 * (1.0 + e2)
+    if code == SIN:
+        return lo, hi, 1.0
+    if code == COS:
+        return hi, lo, 1.0
+    return math.nan, math.nan, math.nan
+
+
+@njit(cache=True)
+def _input_angle(out, row, m, i, v, w):
+    """s, 1/s, sin psi, cos psi of the layer input (v, w) (see the comment above)."""
+    s = math.sqrt(v * v + w * w)
+    half = 0.5 * math.atan2(w, v)
+    out[row, i] = s
+    out[m + row, i] = 1.0 / s
+    out[2 * m + row, i] = math.sin(half)
+    out[3 * m + row, i] = math.cos(half)
+    return s
+
+
+@njit(cache=True)
+def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
+    """Fill ``out`` (``table_layout(L)["height"]`` x n) with each row's table from its norm
+    n_x (docs/math.md section 11): q_1 = gw2 n_x^2 + gb2, and for l = 1..L M_l, D_l at q_l,
+    R_l = sqrt(M_l), q_{l+1} = sw2 M_l + sb2_l, Theta_{l+1}(x, x) = q_{l+1} + Theta_l sw2 D_l
+    (layout: ``table_layout``).  O(L) per row, libm calls allowed (once per row)."""
+    nl = sb2.shape[0]
+    m = nl + 1
+    q0, r0, a0, t0 = 4 * m, 4 * m + nl, 4 * m + 2 * nl, 4 * m + 3 * nl
+    base = 4 * m + 4 * nl
+    gw, gb, sw = math.sqrt(gw2), math.sqrt(gb2), math.sqrt(sw2)
+    for i in range(norms.shape[0]):
+        nx = norms[i]
+        q = gw2 * nx * nx + gb2
+        s = _input_angle(out, 0, m, i, gw * nx, gb)
+        out[base, i] = gw * nx / s
+        out[base + 1, i] = gb / s
+        theta = q
+        for layer in range(nl):
+            mm, d, aux = second_moments(code, param, q)
+            r = math.sqrt(mm)
+            out[q0 + layer, i] = q
+            out[r0 + layer, i] = r
+            out[a0 + layer, i] = aux
+            q = sw2 * mm + sb2[layer]
+            theta = q + theta * (sw2 * d)
+            s_next = _input_angle(out, layer + 1, m, i, sw * r, math.sqrt(sb2[layer]))
+            out[t0 + layer, i] = s / s_next
+            s = s_next
+        out[base + 2, i] = nx
+        out[base + 3, i] = theta
+        out[base + 4, i] = q
+
+
+@njit(cache=True, inline="always")
+def first_layer2(omr, opr, nn, kk, ss, sd, gw2, gb2):
+    """Layer 1 of two rows of any norm from (1 - rho, 1 + rho): (Sigma_1 = Theta_1, delta_1,
+    dbar_1), cancellation-free (docs/math.md section 11).  nn = |x| |y|, kk = cos phi_x
+    cos phi_y, ss = sin phi_x sin phi_y, sd = sin(psi_x - psi_y):
+    delta_1 = kk (1 - rho) + 2 sd^2,  dbar_1 = kk (1 + rho) + 2 ss + 2 sd^2."""
+    rho = 1.0 - omr if omr <= 1.0 else opr - 1.0
+    t = 2.0 * sd * sd
+    return gw2 * nn * rho + gb2, kk * omr + t, kk * opr + 2.0 * ss + t
+
+
+@njit(cache=True, inline="always")
+def erf_dual2(qx, qy, hx, hy, p, rr, delta, dbar):
+    """erf with two variances (hx = sqrt(1 + 2 q_x), hy likewise, P = sqrt(q_x q_y), rr =
+    R_x R_y): E = 2/pi asin(beta c), beta = 2P / (hx hy) <= 1; E' = 4/pi / sqrt((1 + 2q_x)
+    (1 + 2q_y) - 4 c^2 q_x q_y), written hx hy sqrt(W), W = (1 + 2q_x + 2q_y) / (hx hy)^2
+    + beta^2 (1 - c^2) (positive terms only, no overflow); complement rr - E."""
+    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
+    hh = hx * hy
+    beta = 2.0 * p / hh
+    a1, _ = asin_poly(min(beta * c, 1.0))
+    w = ((1.0 + 2.0 * (qx + qy)) / hh) / hh + beta * beta * (delta * dbar)
+    e = 2.0 / math.pi * a1
+    return e, rr - e, 4.0 / math.pi / (hh * math.sqrt(w))
+
+
+@njit(cache=True, inline="always")
+def gaussian_dual2(s, qx, qy, hx, hy, p, rr, delta, dbar):
+    """Gaussian bump with two variances (hx = sqrt(1 + q_x / s^2), hy likewise): with
+    Delta = (1 + l_x)(1 + l_y) - l_x l_y c^2 = (hx hy)^2 W, W = (1 + l_x + l_y) / (hx hy)^2
+    + g^2 (1 - c^2), g = P / (s^2 hx hy): E = Delta^(-1/2) / (2 pi s^2), E' = E c g /
+    (s^2 hx hy W) (the Gaussian tilt); complement rr - E."""
+    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
+    s2 = s * s
+    hh = hx * hy
+    gg = p / (s2 * hh)
+    w = ((1.0 + (qx + qy) / s2) / hh) / hh + gg * gg * (delta * dbar)
+    e = 1.0 / (2.0 * math.pi * s2) / (hh * math.sqrt(w))
+    return e, rr - e, e * c * gg / (s2 * hh * w)
+
+
+@njit(cache=True, inline="always")
+def trig_dual2(code, sx, sy, p, rr, delta, dbar):
+    """sin and cos with two variances (sx = sqrt(q_x), sy = sqrt(q_y), P = sx sy), S = c P,
+    m = (q_x + q_y) / 2: e^(-m) sinh S and e^(-m) cosh S as e^(S - m) -+ e^(-S - m), with
+    S - m = -(delta P + h), -S - m = -(dbar P + h), h = (sx - sy)^2 / 2 (no overflow, no
+    cancellation); complement rr - E."""
+    h = 0.5 * (sx - sy) * (sx - sy)
+    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
+    sc = c * p
+    up = math.exp(-(delta * p + h))
+    dn = math.exp(-(dbar * p + h))
+    # |S| < 1: e^(-m) sinh S = e^(-(h + P)) sinh S (m = h + P), no cancellation of up - dn
+    sh = math.exp(-(h + p)) * math.sinh(sc) if abs(sc) < 1.0 else 0.5 * (up - dn)
+    ch = 0.5 * (up + dn)
+    if code == SIN:
+        return sh, rr - sh, ch
+    return ch, rr - ch, sh
+
+
+@njit(cache=True)
+def dual_moments2(code, param, qx, qy, hx, hy, sx, sy, rr, delta, dbar):
+    """(E[phi(u)phi(v)], R_x R_y - E, E[phi'(u)phi'(v)]) for (u, v) centred Gaussian with
+    variances q_x = sx^2, q_y = sy^2 and correlation c = 1 - delta = dbar - 1 (docs/math.md
+    section 11); hx, hy: the rows' ``aux`` factors (``second_moments``), rr = R_x R_y."""
+    p = sx * sy
+    if code == LEAKY_RELU:
+        return leaky_dual(param, p, delta, dbar)
+    if code == ERF:
+        return erf_dual2(qx, qy, hx, hy, p, rr, delta, dbar)
+    if code == GAUSSIAN:
+        return gaussian_dual2(param, qx, qy, hx, hy, p, rr, delta, dbar)
+    if code == SIN or code == COS:
+        return trig_dual2(code, sx, sy, p, rr, delta, dbar)
+    return math.nan, math.nan, math.nan
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2, kp, al, dl,
+                    db):
+    """NTK (into ``kp``) and NNGP (into ``al``) of ``nb`` pairs (row ``ix`` of table ``tx``,
+    row ``j0 + jj`` of table ``ty``) of any norm, from 1 - rho (``om``) and 1 + rho (``op``),
+    by the pair recursion of docs/math.md section 11; ``dl``, ``db`` are scratch arrays.
+    Tables from ``row_tables`` (layout ``table_layout``); the layer loop is outside, one
+    branch-free entry loop per activation inside, as in ``exact_block``.  Per layer:
+    Sigma = sw2 E + sb2, Theta <- Sigma + Theta sw2 E', delta' = sw2 (R_x R_y - E) / P' +
+    2 sin^2(psi'_x - psi'_y) with P' = sqrt(q'_x q'_y) (no division, no extra square root).
+    (Duplicate rows, 1 - rho = 0 and equal norms, are the caller's: they take the row's
+    diagonal from its table.)"""
+    nl = sb2.shape[0]
+    m = nl + 1
+    i_is, i_sp, i_cp = m, 2 * m, 3 * m
+    i_q, i_r, i_a, i_t = 4 * m, 4 * m + nl, 4 * m + 2 * nl, 4 * m + 3 * nl
+    base = 4 * m + 4 * nl
+    nx = tx[base + 2, ix]
+    kx = tx[base, ix]
+    snx = tx[base + 1, ix]
+    spx = tx[i_sp, ix]
+    cpx = tx[i_cp, ix]
+    je = j0 + nb  # 1-D views of the y side: unit-stride loads, no index wraparound
+    cpy, spy = ty[i_cp, j0:je], ty[i_sp, j0:je]
+    ny, ky, sny = ty[base + 2, j0:je], ty[base, j0:je], ty[base + 1, j0:je]
+    for jj in range(nb):  # layer 1, vectorised
+        sd = spx * cpy[jj] - cpx * spy[jj]
+        alpha, delta, dbar = first_layer2(om[jj], op[jj], nx * ny[jj], kx * ky[jj],
+                                          snx * sny[jj], sd, gw2, gb2)
+        kp[jj] = alpha
+        al[jj] = alpha
+        dl[jj] = delta
+        db[jj] = dbar
+    for layer in range(nl):
+        sbl = sb2[layer]
+        sx = tx[layer, ix]
+        spx = tx[i_sp + layer + 1, ix]
+        cpx = tx[i_cp + layer + 1, ix]
+        if code == LEAKY_RELU:
+            # E, R_x R_y - E scale with P (positively homogeneous): unit-variance duals
+            ratx = sw2 * tx[i_t + layer, ix]
+            sy, raty = ty[layer, j0:je], ty[i_t + layer, j0:je]
+            spy, cpy = ty[i_sp + layer + 1, j0:je], ty[i_cp + layer + 1, j0:je]
+            for jj in range(nb):
+                ev, ec, ed = leaky_dual(param, 1.0, min(max(dl[jj], 0.0), 2.0),
+                                        min(max(db[jj], 0.0), 2.0))
+                alpha = (sw2 * (sx * sy[jj])) * ev + sbl
+                kp[jj] = alpha + kp[jj] * (sw2 * ed)
+                al[jj] = alpha
+                sd = spx * cpy[jj] - cpx * spy[jj]
+                dn = (ratx * raty[jj]) * ec + 2.0 * sd * sd
+                dl[jj] = dn
+                db[jj] = 2.0 - dn
+            continue
+        qx = tx[i_q + layer, ix]
+        rx = tx[i_r + layer, ix]
+        hx = tx[i_a + layer, ix]
+        isx = sw2 * tx[i_is + layer + 1, ix]
+        if code == ERF:
+            for jj in range(nb):
+                jy = j0 + jj
+                e, ec, ed = erf_dual2(qx, ty[i_q + layer, jy], hx, ty[i_a + layer, jy],
+                                      sx * ty[layer, jy], rx * ty[i_r + layer, jy],
+                                      min(max(dl[jj], 0.0), 2.0), min(max(db[jj], 0.0), 2.0))
+                alpha = sw2 * e + sbl
+                kp[jj] = alpha + kp[jj] * (sw2 * ed)
+                al[jj] = alpha
+                sd = spx * ty[i_cp + layer + 1, jy] - cpx * ty[i_sp + layer + 1, jy]
+                dn = (isx * ty[i_is + layer + 1, jy]) * ec + 2.0 * sd * sd
+                dl[jj] = dn
+                db[jj] = 2.0 - dn
+        elif code == GAUSSIAN:
+            for jj in range(nb):
+                jy = j0 + jj
+                e, ec, ed = gaussian_dual2(param, qx, ty[i_q + layer, jy], hx,
+                                           ty[i_a + layer, jy], sx * ty[layer, jy],
+                                           rx * ty[i_r + layer, jy],
+                                           min(max(dl[jj], 0.0), 2.0),
+                                           min(max(db[jj], 0.0), 2.0))
+                alpha = sw2 * e + sbl
+                kp[jj] = alpha + kp[jj] * (sw2 * ed)
+                al[jj] = alpha
+                sd = spx * ty[i_cp + layer + 1, jy] - cpx * ty[i_sp + layer + 1, jy]
+                dn = (isx * ty[i_is + layer + 1, jy]) * ec + 2.0 * sd * sd
+                dl[jj] = dn
+                db[jj] = 2.0 - dn
+        else:
+            for jj in range(nb):
+                jy = j0 + jj
+                e, ec, ed = dual_moments2(code, param, qx, ty[i_q + layer, jy], hx,
+                                          ty[i_a + layer, jy], sx, ty[layer, jy],
+                                          rx * ty[i_r + layer, jy],
+                                          min(max(dl[jj], 0.0), 2.0),
+                                          min(max(db[jj], 0.0), 2.0))
+                alpha = sw2 * e + sbl
+                kp[jj] = alpha + kp[jj] * (sw2 * ed)
+                al[jj] = alpha
+                sd = spx * ty[i_cp + layer + 1, jy] - cpx * ty[i_sp + layer + 1, jy]
+                dn = (isx * ty[i_is + layer + 1, jy]) * ec + 2.0 * sd * sd
+                dl[jj] = dn
+                db[jj] = 2.0 - dn

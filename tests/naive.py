@@ -55,6 +55,9 @@ __all__ = [
     "monte_carlo_ntk_stats",
     "exact_correlation",
     "tile_oracle",
+    "mp_dual2",
+    "mp_dual2_quadrature",
+    "mp_theta_rows",
 ]
 
 #: Activations with closed-form duals in :func:`mp_dual`.
@@ -811,6 +814,117 @@ def tile_oracle(activation: str, X, Y, L: int, gamma_w, gamma_b, sigma_w, sigma_
             out[i, j] = float(mp_theta(activation, exact_correlation(x, y), L, gamma_w, gamma_b,
                                        sigma_w, sigma_b, output_bias, dps=dps, which=which))
     return out
+
+# --------------------------------------------------------------------------------------------
+# docs/math.md section 11: rows of any norm (two variances per pair)
+# --------------------------------------------------------------------------------------------
+
+
+def _mp_name(name: str) -> tuple[str, object]:
+    """("leaky", a) for relu / abs / identity / leaky_relu:a; ("gaussian", s) for
+    gaussian[:s]; (name, None) otherwise."""
+    if name in ("relu", "abs", "identity"):
+        return "leaky", {"relu": 0, "abs": -1, "identity": 1}[name]
+    if name.startswith("leaky_relu:"):
+        return "leaky", mpmath.mpf(name.split(":")[1])
+    if name == "gaussian" or name.startswith("gaussian:"):
+        return "gaussian", mpmath.mpf(name.split(":")[1]) if ":" in name else mpmath.mpf(1)
+    if name in ("erf", "sin", "cos"):
+        return name, None
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def mp_dual2(name: str, qx, qy, S) -> tuple:
+    """(E[phi(u) phi(v)], E[phi'(u) phi'(v)]) for centred Gaussian (u, v) with Var u = qx,
+    Var v = qy, Cov(u, v) = S, in closed form (docs/math.md section 11), at the working
+    precision.  ``name``: relu, abs, identity, leaky_relu:a, erf, sin, cos, gaussian[:s].
+
+    * phi = a z + (1 - a) relu z: with P = sqrt(qx qy), c = S / P, theta = acos c:
+      E = a S + (1 - a)^2 P (sin theta + (pi - theta) c) / (2 pi),
+      E' = a + (1 - a)^2 (pi - theta) / (2 pi)  (E[u relu v] = S / 2, the arc-cosine kernel);
+    * erf: 2/pi asin(2S / sqrt((1 + 2qx)(1 + 2qy))),  4/pi ((1 + 2qx)(1 + 2qy) - 4S^2)^(-1/2);
+    * sin: e^(-(qx + qy)/2) (sinh S, cosh S); cos: (cosh S, sinh S);
+    * Gaussian bump of width s: Delta = det(I + C / s^2) = (1 + qx/s^2)(1 + qy/s^2) - S^2/s^4,
+      E = Delta^(-1/2) / (2 pi s^2), E' = E S / (s^4 Delta) (the Gaussian tilt).
+    """
+    kind, p = _mp_name(name)
+    qx, qy, S = mpmath.mpf(qx), mpmath.mpf(qy), mpmath.mpf(S)
+    pi = mpmath.pi
+    if kind == "leaky":
+        P = mpmath.sqrt(qx * qy)
+        c = max(min(S / P, mpmath.mpf(1)), mpmath.mpf(-1))
+        th = mpmath.acos(c)
+        k = P * (mpmath.sqrt(1 - c * c) + (pi - th) * c) / (2 * pi)
+        return p * S + (1 - p) ** 2 * k, p + (1 - p) ** 2 * (pi - th) / (2 * pi)
+    if kind == "erf":
+        d = (1 + 2 * qx) * (1 + 2 * qy)
+        return 2 / pi * mpmath.asin(2 * S / mpmath.sqrt(d)), 4 / pi / mpmath.sqrt(d - 4 * S * S)
+    if kind in ("sin", "cos"):
+        f = mpmath.exp(-(qx + qy) / 2)
+        sh, ch = f * mpmath.sinh(S), f * mpmath.cosh(S)
+        return (sh, ch) if kind == "sin" else (ch, sh)
+    s2 = p * p
+    delta = (1 + qx / s2) * (1 + qy / s2) - S * S / (s2 * s2)
+    e = 1 / (2 * pi * s2 * mpmath.sqrt(delta))
+    return e, e * S / (s2 * s2 * delta)
+
+
+def mp_dual2_quadrature(name: str, qx, qy, S, dps: int = 20):
+    """E[phi(u) phi(v)] of :func:`mp_dual2` by direct 2-D Gaussian quadrature (u = sqrt(qx) z1,
+    v = sqrt(qy) (c z1 + sqrt(1 - c^2) z2)), splitting at the kinks of the ReLU family: an
+    independent check of the closed forms (slow; a few points)."""
+    kind, p = _mp_name(name)
+    with mpmath.workdps(dps):
+        qx, qy, S = mpmath.mpf(qx), mpmath.mpf(qy), mpmath.mpf(S)
+        sx, sy = mpmath.sqrt(qx), mpmath.sqrt(qy)
+        c = S / (sx * sy)
+        r = mpmath.sqrt(1 - c * c)
+        if kind == "leaky":
+            def phi(z):
+                return p * z + (1 - p) * max(z, 0)
+        elif kind == "gaussian":
+            def phi(z):
+                return mpmath.exp(-z * z / (2 * p * p)) / (p * mpmath.sqrt(2 * mpmath.pi))
+        else:
+            phi = {"erf": mpmath.erf, "sin": mpmath.sin, "cos": mpmath.cos}[kind]
+        w = 1 / (2 * mpmath.pi)
+
+        def inner(z1):
+            def f(z2):
+                return phi(sx * z1) * phi(sy * (c * z1 + r * z2)) * mpmath.exp(-z2 * z2 / 2)
+            return mpmath.quad(f, [-mpmath.inf, -c * z1 / r, mpmath.inf]) * mpmath.exp(-z1 * z1 / 2)
+
+        return +(w * mpmath.quad(inner, [-mpmath.inf, 0, mpmath.inf]))
+
+
+def mp_theta_rows(activation: str, x, y, L: int, gamma_w, gamma_b, sigma_w, sigma_b,
+                  output_bias: bool = True, dps: int = 40, which: str = "ntk"):
+    """Infinite-width NTK (or NNGP) of two rows x, y of any norm (float64 entries taken exactly),
+    in mpmath: the layer recursion with a variance per row (docs/math.md section 11),
+    Sigma_1 = gamma_w^2 <x, y> + gamma_b^2, q_1(x) = gamma_w^2 |x|^2 + gamma_b^2, then per layer
+    Sigma_{l+1} = sigma_w^2 E + sb2, q_{l+1}(x) = sigma_w^2 E[phi(u)^2] + sb2,
+    Theta_{l+1} = Sigma_{l+1} + Theta_l sigma_w^2 E' with :func:`mp_dual2`.  ``sigma_b`` is
+    the bias scale (no Assumption 2 here); ``which``: 'ntk', 'nngp' or 'both'."""
+    with mpmath.workdps(dps):
+        xs = [mpmath.mpf(float(v)) for v in np.ravel(x)]
+        ys = [mpmath.mpf(float(v)) for v in np.ravel(y)]
+        gw2, gb2 = mpmath.mpf(gamma_w) ** 2, mpmath.mpf(gamma_b) ** 2
+        sw2, sb2 = mpmath.mpf(sigma_w) ** 2, mpmath.mpf(sigma_b) ** 2
+        qx = gw2 * mpmath.fsum(a * a for a in xs) + gb2
+        qy = gw2 * mpmath.fsum(b * b for b in ys) + gb2
+        sigma = gw2 * mpmath.fsum(a * b for a, b in zip(xs, ys, strict=True)) + gb2
+        theta = sigma
+        for l in range(2, L + 2):
+            bias2 = sb2 if (output_bias or l < L + 1) else 0
+            e, ed = mp_dual2(activation, qx, qy, sigma)
+            mx = mp_dual2(activation, qx, qx, qx)[0]
+            my = mp_dual2(activation, qy, qy, qy)[0]
+            sigma = sw2 * e + bias2
+            theta = sigma + theta * sw2 * ed
+            qx, qy = sw2 * mx + bias2, sw2 * my + bias2
+        theta, sigma = +theta, +sigma
+    return {"ntk": theta, "nngp": sigma, "both": (theta, sigma)}[which]
+
 
 # ============================================================================================
 # MATH.md §8: sphere eigenvalues by Funk-Hecke quadrature over the angle (extended precision)

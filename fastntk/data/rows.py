@@ -1,4 +1,9 @@
-"""Row checks: every path validates its data matrix here (unit-norm rows on the sphere)."""
+"""Row checks: every path validates its data matrix here.
+
+Rows may have any norm (docs/math.md section 11): the network of section 1 is defined for
+every x.  Rows on the unit sphere (norm 1 within ``ROW_RTOL``) keep the unit-row kernels of
+sections 3 to 5, as their projections onto the sphere; ``normalize=True`` projects every row.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,20 @@ import numpy as np
 from ..common.defaults import ROW_RTOL
 
 
-def check_rows(X, name: str = "X", normalize: bool = False,
-               rtol: float = ROW_RTOL) -> np.ndarray:
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """|x_i| of the rows of a 2-D array (float64), shape (n,)."""
+    return np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+
+
+def check_rows(X, name: str = "X", normalize: bool = False) -> np.ndarray:
     """Return X as a C-contiguous float64 (n, d) array (no copy when it already is one).
 
-    The NTK power series needs inputs on the unit sphere (docs/math.md section 1).  Rows
-    whose norm is 1 within a relative ``rtol`` are accepted as they are and every path uses
-    them as their projections onto the sphere (a kernel entry sees the correlation
-    <x, y> / (|x| |y|)), so rows normalised in float32 give the same kernel as exactly unit
-    rows.  ``normalize=True`` projects rows of any norm (a copy).  Raises ValueError naming
-    the first offending row for NaN/inf entries, zero rows, or norms farther from 1.
+    Rows of any norm are valid, zero rows included (docs/math.md section 11: whether a zero
+    row is valid depends on the network, ``check_zero_rows``).  Rows whose norm is 1 within
+    ``ROW_RTOL`` are used as their projections onto the sphere on every path.
+    ``normalize=True`` projects every row onto the sphere (a copy).  Raises ValueError naming
+    the first offending row for NaN/inf entries, or, with ``normalize=True``, a zero row;
+    ValueError for an array that is not 2-D or is empty.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
@@ -29,19 +38,43 @@ def check_rows(X, name: str = "X", normalize: bool = False,
     if not finite.all():
         i = int(np.argmin(finite))
         raise ValueError(f"{name} row {i} contains NaN or inf: {X[i, :5]}...")
-    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
     if normalize:
+        norms = row_norms(X)
         if (norms == 0).any():
-            raise ValueError(f"{name} row {int(np.argmin(norms))} is zero and cannot be normalized")
+            raise ValueError(f"{name} row {int(np.argmin(norms))} is zero and cannot be "
+                             "normalized; drop the row, or use the rows as given "
+                             "(normalize=False) with a network of gamma_b > 0")
+        if not np.isfinite(norms).all():
+            i = int(np.argmin(np.isfinite(norms)))
+            raise ValueError(f"{name} row {i} has a norm beyond float64; scale the data down")
         return np.ascontiguousarray(X / norms[:, None])
-    bad = np.abs(norms - 1.0) > rtol
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(
-            f"{name} row {i} has norm {norms[i]:.9g}, not 1: the NTK power series needs inputs on "
-            "the unit sphere; project the rows (Python: normalize=True; fastntk matrix "
-            "--normalize; fastntk spectrum projects them unless --no-normalize)")
     return np.ascontiguousarray(X)
+
+
+def on_sphere(X, rtol: float = ROW_RTOL) -> bool:
+    """True when every row of X has norm 1 within a relative ``rtol`` (such data keep the
+    unit-row kernels of docs/math.md sections 3 to 5, bit for bit)."""
+    X = np.asarray(X)
+    if X.ndim == 1:
+        X = X[None, :]
+    return bool(np.all(np.abs(row_norms(X) - 1.0) <= rtol))
+
+
+def check_zero_rows(X, name: str, gamma_b: float) -> None:
+    """Refuse zero rows when the network has no input bias (``gamma_b == 0``): their
+    layer-1 variance is 0 and their correlation with any row is undefined (docs/math.md
+    section 11).  Raises ValueError naming the first zero row and the fix."""
+    if gamma_b > 0.0:
+        return
+    X = np.asarray(X)
+    if X.ndim == 1:
+        X = X[None, :]
+    zero = ~np.any(X != 0, axis=1)
+    if zero.any():
+        i = int(np.argmax(zero))
+        raise ValueError(f"{name} row {i} is zero: with gamma_b = 0 its kernel is undefined "
+                         "(its first-layer variance is 0); give the network gamma_b > 0, or "
+                         "drop the row (docs/math.md section 11)")
 
 
 def off_sphere(X, rtol: float = ROW_RTOL) -> int:
@@ -49,5 +82,4 @@ def off_sphere(X, rtol: float = ROW_RTOL) -> int:
     (the rows ``check_rows(X, normalize=True)`` moves; NaN rows are not counted: check_rows
     refuses them)."""
     X = np.asarray(X)
-    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
-    return int(np.count_nonzero(np.abs(norms - 1.0) > rtol))
+    return int(np.count_nonzero(np.abs(row_norms(X) - 1.0) > rtol))

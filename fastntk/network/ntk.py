@@ -32,10 +32,11 @@ from ..common.defaults import (
     COMPOSITION_ATOL,
     MATRIX_CHUNK,
     MAX_HIDDEN_LAYERS,
+    ROW_RTOL,
     TILE_TOL,
 )
-from ..data.rows import check_rows
-from ..kernels import tiles_cpu
+from ..data.rows import check_rows, row_norms
+from ..kernels import exact_cpu, tiles_cpu
 from . import series as _series
 from .activations import Activation, get_activation
 from .hermite import hermite_for, mixture_cost, mixture_hermite
@@ -191,6 +192,18 @@ class LayerRecipe:
         """The kernels' trailing arguments ``code, param, gw2, gb2, sw2, sb2, q``."""
         return (self.code, self.param, self.gw2, self.gb2, self.sw2,
                 np.array(self.sb2, dtype=np.float64), np.array(self.q, dtype=np.float64))
+
+    def row_tables(self, X: np.ndarray) -> np.ndarray:
+        """Each row's table for the pair recursion of rows of any norm (docs/math.md
+        section 11; layout in ``kernels/exact_cpu.row_tables``), shape
+        (``table_layout(L)["height"]``, n), from the rows ``X`` (n, d), checked float64.  A norm
+        within ``ROW_RTOL`` of 1 is taken as 1 (the row's projection, as on the sphere)."""
+        norms = row_norms(X)
+        norms[np.abs(norms - 1.0) <= ROW_RTOL] = 1.0
+        out = np.empty((exact_cpu.table_layout(len(self.sb2))["height"], X.shape[0]))
+        exact_cpu.row_tables(norms, self.code, self.param, self.gw2, self.gb2, self.sw2,
+                             np.array(self.sb2, dtype=np.float64), out)
+        return out
 
 
 @dataclass(frozen=True, init=False, repr=False)

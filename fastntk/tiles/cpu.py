@@ -20,7 +20,8 @@ import numpy as np
 
 from ..common.defaults import GRAM_BLOCK_ROWS
 from ..common.threads import parallel_section
-from ..kernels import tiles_cpu
+from ..data.rows import on_sphere
+from ..kernels import offsphere_cpu, tiles_cpu
 from .spec import TileSpec
 
 _NO_ROWS = np.empty((0, 1))
@@ -50,6 +51,8 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
         xi = xj = _NO_ROWS
     elif symmetric:
         xj = xi
+    if rows and not (on_sphere(xi) and (symmetric or on_sphere(xj))):
+        return _map_any_norm(spec, g, xi, xj, symmetric)
     with parallel_section():
         series = spec.method == "series"
         if not series and rows and spec.series_below > 0.0:  # "auto": cheaper as a series?
@@ -63,6 +66,29 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
             coeffs, bound = spec.series_plan(r)
             tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
     return bound
+
+
+def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
+                  symmetric: bool) -> float:
+    """``map_block`` for rows not all on the sphere (docs/math.md section 11): the pair
+    recursion with each row's variance (``kernels/offsphere_cpu``) for closed forms, the
+    radial-factor series (``fastntk.tiles.radial``) for series specs."""
+    if spec.recipe is None:
+        try:
+            from .radial import map_block_radial
+        except ImportError:
+            raise ValueError(
+                f"series activations off the sphere ({spec.net.activation.name}, rows not of "
+                "unit norm) are not available: normalize=True (project the rows), or a "
+                "closed-form activation (docs/math.md section 11)") from None
+        return map_block_radial(spec, g, xi, xj, symmetric)
+    recipe = spec.recipe
+    ti = recipe.row_tables(xi)
+    tj = ti if symmetric else recipe.row_tables(xj)
+    with parallel_section():
+        offsphere_cpu.offsphere_tile(g, xi, xj, symmetric, spec.which == "nngp", ti, tj,
+                                     *recipe.args[:6])
+    return 0.0
 
 
 def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None
