@@ -76,8 +76,8 @@ def device_functions():
     dual2 = _device(e.dual_moments2, leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
                     trig_dual2=_device(e.trig_dual2))
     offsphere = _device(e.offsphere_block, first_layer2=_device(e.first_layer2),
-                        next_complement=_device(e.next_complement), leaky_dual=leaky,
-                        erf_dual2=erf2, gaussian_dual2=gauss2, dual_moments2=dual2)
+                        leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
+                        dual_moments2=dual2)
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))
@@ -111,7 +111,8 @@ def kernels(tpb: int):
                         sb2):
         """The entry (row, col) of rows of any norm from 1 -+ rho and the rows' tables; as
         ``offsphere_cpu._chunk``: 1 - rho = 0 with equal norms (the diagonal, an exact
-        duplicate) is the row's own diagonal from its table."""
+        duplicate) is the row's own diagonal from its table (whose last rows are the norm,
+        Theta(x, x) and the NNGP's: ``exact_cpu.table_layout``)."""
         top = ti.shape[0]
         if omr == 0.0 and tj[top - 3, col] == ti[top - 3, row]:
             return ti[top - (1 if want_nngp else 2), row]

@@ -163,10 +163,12 @@ def test_offsphere_cuda_refusals():
     from fastntk.tiles.dispatch import tile_spec
 
     X = rows(9, 4, 8)
-    with pytest.raises(ValueError, match=r"tanh.*device='cpu'.*normalize=True"):
+    with pytest.raises(ValueError, match=r"tanh.*CPU only.*use device='cpu'.*normalize=True"):
         gpu.tile(tile_spec(NTK("tanh", 2), "series"), X)
     with pytest.raises(ValueError, match=r"tanh.*CPU only"):
-        gpu.tile_matvec(tile_spec(NTK("tanh", 2), "series"), X, None, np.ones((9, 1)))
+        gpu.tile_matvec(tile_spec(NTK("tanh", 2), "auto"), X, None, np.ones((9, 1)))
+    with pytest.raises(ValueError, match=r"relu.*use method='exact' or 'auto'"):
+        gpu.tile(tile_spec(NTK("relu", 2), "series"), X)
     X[4] = 0.0
     with pytest.raises(ValueError, match=r"row 4 is zero.*gamma_b > 0"):
         gpu.tile(tile_spec(NTK("relu", 2), "exact"), X)

@@ -77,18 +77,21 @@ def _kernels():
 
 
 def _check_offsphere(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None) -> bool:
-    """True when the tile's rows are not all on the unit sphere (the any-norm kernels);
-    ValueError for what CUDA cannot do off the sphere: a series activation (no closed form),
-    a zero row without an input bias."""
+    """True when the tile's rows are not all on the unit sphere (the any-norm kernels), by
+    the CPU backend's rule (``fastntk.tiles.cpu.map_block``).  ValueError for what CUDA does
+    not do off the sphere: a series spec (the radial-factor series runs on the CPU only), a
+    zero row without an input bias."""
     if on_sphere(Xi) and (Xj is None or on_sphere(Xj)):
         return False
     net = spec.net
-    if not net.has_exact:
+    if spec.recipe is None:
+        fix = ("method='exact' or 'auto' (the closed-form recursion, exact for rows of any "
+               "norm), " if net.has_exact else "")
         raise ValueError(
-            f"series activations off the sphere: {net.activation.name} has no closed-form "
-            "dual, and the radial-factor series of rows of any norm runs on the CPU only "
-            "(docs/math.md section 11); use device='cpu' (--device cpu), normalize=True "
-            "(project the rows onto the sphere), or a closed-form activation")
+            f"series activations off the sphere ({net.activation.name}, rows not of unit "
+            "norm): the radial-factor series of rows of any norm runs on the CPU only "
+            f"(docs/math.md section 11); use {fix}device='cpu' (--device cpu), or "
+            "normalize=True (project the rows onto the sphere)")
     check_zero_rows(Xi, "Xi", net.gamma_b)
     if Xj is not None:
         check_zero_rows(Xj, "Xj", net.gamma_b)
