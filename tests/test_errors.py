@@ -64,8 +64,11 @@ def test_bad_data():
         net.kernel(bad)
     bad = X.copy()
     bad[3] *= 2
-    with pytest.raises(ValueError, match="row 3 has norm 2"):
-        net.kernel(bad)
+    # rows of any norm are the network's inputs as given (docs/math.md section 11): the
+    # row of norm 2 has its own, larger, diagonal; the unit rows keep their kernel
+    K2 = net.kernel(bad)
+    assert K2[3, 3] == net.diagonal(bad)[3] > net.theta_one
+    np.testing.assert_allclose(K2[:3, :3], net.kernel(X)[:3, :3], rtol=1e-14)
     K = net.kernel(bad, normalize=True)
     np.testing.assert_allclose(K, net.kernel(X), rtol=1e-13)
     with pytest.raises(ValueError, match="3 columns but Y has 4"):

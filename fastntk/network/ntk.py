@@ -35,7 +35,7 @@ from ..common.defaults import (
     ROW_RTOL,
     TILE_TOL,
 )
-from ..data.rows import check_rows, row_norms
+from ..data.rows import check_rows, check_zero_rows, on_sphere, row_norms
 from ..kernels import exact_cpu, tiles_cpu
 from . import series as _series
 from .activations import Activation, get_activation
@@ -465,6 +465,85 @@ class NTK:
             composition_remainder=remainder, nngp_hermite_error=err_alpha / self.nngp_one,
         )
 
+    # ------------------------------------------------------ rows of any norm
+    def check_rows(self, X, name: str = "X", normalize: bool = False) -> np.ndarray:
+        """X validated for this network, as a C-contiguous float64 (n, d) array
+        (``fastntk.data.rows.check_rows``, then, for rows not all on the sphere, docs/math.md
+        section 11): zero rows refused when ``gamma_b == 0`` (``check_zero_rows``), and any
+        row whose Theta(x, x) or a layer variance would leave float64 (beyond
+        ``MAX_THETA``, or a first-layer variance that underflows to 0) refused by name, before
+        any work.  ``normalize=True`` projects the rows (unit rows need no further check)."""
+        X = check_rows(X, name, normalize)
+        if normalize or on_sphere(X):
+            return X
+        check_zero_rows(X, name, self.gamma_b)
+        self._row_diagonals(X, name)
+        return X
+
+    def diagonal(self, X, which: str = "ntk", normalize: bool = False) -> np.ndarray:
+        """Theta(x_i, x_i) (``which="ntk"``) or the NNGP's, shape (n,), exact, for rows of any
+        norm (docs/math.md section 11: q_1(x) = gamma_w^2 |x|^2 + gamma_b^2 and the row's own
+        layer variances; rows on the sphere give Theta(1), as every tile's diagonal does).
+        ``normalize=True`` projects the rows first.  Raises ValueError for bad rows (see
+        :meth:`check_rows`) or ``which``."""
+        if which not in ("ntk", "nngp"):
+            raise ValueError(f"which must be 'ntk' or 'nngp', got {which!r}")
+        X = self.check_rows(X, "X", normalize)
+        if normalize or on_sphere(X):
+            return np.full(X.shape[0], self.at_one(which))
+        ntk, nngp = self._row_diagonals(X, "X")
+        return ntk if which == "ntk" else nngp
+
+    def _row_diagonals(self, X: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(Theta(x, x), NNGP(x, x)) per row of any norm, refusing rows whose values leave
+        float64 (ValueError naming the row).  Closed forms: the rows' tables
+        (``LayerRecipe.row_tables``); series activations: the layer variances of each
+        distinct norm by the activation's moments."""
+        norms = row_norms(X)
+        norms[np.abs(norms - 1.0) <= ROW_RTOL] = 1.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            q1 = self.gamma_w**2 * norms * norms + self.gamma_b**2
+        if self.has_exact:
+            recipe = self.recipe
+            ok = np.empty(len(norms), dtype=bool)
+            ntk, nngp = np.empty(len(norms)), np.empty(len(norms))
+            step = max(1, (1 << 22) // (8 * self.hidden_layers + 9))  # tables of <= 32 MiB
+            for s in range(0, len(norms), step):
+                with np.errstate(all="ignore"):
+                    t = recipe.row_tables(X[s:s + step])
+                ok[s:s + step] = np.isfinite(t).all(axis=0)
+                ntk[s:s + step], nngp[s:s + step] = t[-2], t[-1]
+            ok &= (ntk <= MAX_THETA) & (q1 <= MAX_THETA)
+        else:
+            uniq, inv = np.unique(norms, return_inverse=True)
+            ntk_u, nngp_u = np.empty(len(uniq)), np.empty(len(uniq))
+            sw2 = self.sigma_w**2
+            for k, nx in enumerate(uniq):
+                q = theta = float(self.gamma_w**2 * nx * nx + self.gamma_b**2)
+                for layer in range(self.hidden_layers):
+                    if not (math.isfinite(q) and math.isfinite(theta) and q <= MAX_THETA):
+                        break
+                    m2, d2 = self.activation.moments(q)
+                    q = sw2 * m2 + self._sb2[layer]
+                    theta = q + theta * sw2 * d2
+                ntk_u[k], nngp_u[k] = theta, q
+            ntk, nngp = ntk_u[inv], nngp_u[inv]
+            ok = np.isfinite(ntk) & np.isfinite(nngp) & (ntk <= MAX_THETA) & (q1 <= MAX_THETA)
+        ok &= q1 > 0.0
+        if not ok.all():
+            i = int(np.argmin(ok))
+            norms[i] = np.linalg.norm(X[i])  # scaled: finite where the sum of squares is not
+            if q1[i] > 0.0:
+                raise ValueError(
+                    f"{name} row {i} has norm {norms[i]:.4g}: its Theta(x, x) would exceed "
+                    f"{MAX_THETA:g} and leave float64 for {self!r}; scale the data down, or "
+                    "project the rows (normalize=True) (docs/math.md section 11)")
+            raise ValueError(
+                f"{name} row {i} has norm {norms[i]:.4g}: its first-layer variance "
+                f"gamma_w^2 |x|^2 + gamma_b^2 underflows to 0 for {self!r}; scale the data up, "
+                "give the network gamma_b > 0, or drop the row (docs/math.md section 11)")
+        return ntk, nngp
+
     # --------------------------------------------------------------- values
     def ntk(self, rho, tol: float = TILE_TOL, return_bound: bool = False):
         """Theta(rho) elementwise for correlations rho in [-1, 1] (any shape).
@@ -490,17 +569,19 @@ class NTK:
                device: str = "cpu", tol: float = TILE_TOL) -> np.ndarray:
         """The matrix Theta(x_i, y_j) (no 1/n), shape (n, m), float64, C order.
 
-        Rows must have unit norm (within a relative 1e-6; they are used as their projections
-        onto the sphere) unless ``normalize=True``.  ``Y=None``: Theta(X, X), computed as one
-        symmetric tile (half the Gram flops, the diagonal and duplicate rows exactly
-        Theta(1)).  One tile of the tile contract (``fastntk.tiles.dispatch``; docs/math.md section
-        5):
-        memory is the output plus O(threads) buffers.  ``device="cuda"``: the CUDA tiles.
+        The rows as given, of any norm (docs/math.md section 11: each row's own layer
+        variances; zero rows need gamma_b > 0); rows of norm 1 within ``ROW_RTOL`` are used
+        as their projections onto the sphere.  ``normalize=True`` projects every row first.
+        ``Y=None``: Theta(X, X), computed as one symmetric tile (half the Gram flops, the
+        diagonal and duplicate rows exactly Theta(x, x), see :meth:`diagonal`).  One tile of
+        the tile contract (``fastntk.tiles.dispatch``; docs/math.md section 5): memory is the
+        output plus O(threads) buffers.  ``device="cuda"``: the CUDA tiles.  Raises
+        ValueError for bad rows (:meth:`check_rows`).
         """
-        X = check_rows(X, "X", normalize)
+        X = self.check_rows(X, "X", normalize)
         Yv = None
         if Y is not None:
-            Yv = check_rows(Y, "Y", normalize)
+            Yv = self.check_rows(Y, "Y", normalize)
             if Yv.shape[1] != X.shape[1]:
                 raise ValueError(f"X has {X.shape[1]} columns but Y has {Yv.shape[1]}")
         return _later_stages().theta_tile(self, X, Yv, tol=tol, which=which, device=device)

@@ -36,6 +36,7 @@ tasks x threads matches the cores (``fastntk.scale.tasks.task_threads``).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ import numpy as np
 
 from ..common.defaults import MATRIX_CHUNK, TILE_TOL
 from ..common.threads import blas_limits, task_threads
-from ..data.rows import check_rows
+from ..data.rows import on_sphere
 from ..tiles.dispatch import backend, theta_tile, tile_spec
 from ..tiles.spec import TileSpec
 from . import store
@@ -135,26 +136,45 @@ class MatrixSpec:
         fx = self._fingerprints.setdefault("X", fingerprint(self.X))
         fy = None if self.Y is None else self._fingerprints.setdefault("Y", fingerprint(self.Y))
         t = self.tiles
-        return {
+        meta = {
             "format": store.FORMAT, "network": t.net.to_dict(), "which": t.which,
             "method": t.method, "tol": t.tol, "shape": list(self.shape),
             "d": int(self.X.shape[1]), "chunk": self.chunk, "symmetric": self.symmetric,
             "data": {"X": fx, "Y": fy},
         }
+        off = self._fingerprints.get("off_sphere")
+        if off is None:
+            off = self._fingerprints["off_sphere"] = self._off_sphere()
+        if off:
+            meta["off_sphere"] = off
+        return meta
+
+    def _off_sphere(self) -> dict:
+        """{} for rows on the sphere; else the largest diagonal value of the rows (every
+        |Theta(x, y)| <= sqrt(Theta(x, x) Theta(y, y)) is below it: the stores' value check)
+        and, for Theta(X, X), the exact trace, the sum of the diagonal (docs/math.md
+        section 11)."""
+        rows = [self.X] if self.Y is None else [self.X, self.Y]
+        if all(on_sphere(R) for R in rows):
+            return {}
+        diags = [self.tiles.net.diagonal(R, self.tiles.which) for R in rows]
+        return {"max_diagonal": float(max(float(np.max(d)) for d in diags)),
+                "trace": math.fsum(diags[0]) if self.Y is None else None}
 
 
 def make_spec(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
               method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
               normalize: bool = False) -> MatrixSpec:
-    """Validate everything once (rows finite and on the sphere, shapes, options).  A chunk
-    larger than the matrix is clipped to its larger side (one block)."""
+    """Validate everything once (rows finite, of any norm the network accepts:
+    ``NTK.check_rows``; shapes, options).  A chunk larger than the matrix is clipped to its
+    larger side (one block)."""
     chunk = check_chunk(chunks)
     backend(device)
     tiles = tile_spec(net, method, tol, which)
-    Xv = check_rows(X, "X", normalize)
+    Xv = net.check_rows(X, "X", normalize)
     Yv = None
     if Y is not None:
-        Yv = check_rows(Y, "Y", normalize)
+        Yv = net.check_rows(Y, "Y", normalize)
         if Yv.shape[1] != Xv.shape[1]:
             raise ValueError(f"X has {Xv.shape[1]} columns but Y has {Yv.shape[1]}: rows of "
                              "both must live in the same R^d")
@@ -235,9 +255,10 @@ def kernel_matrix(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu
 
     ``chunks``: rows per block (any n; the last block is smaller).  ``device``: ``"cpu"``
     or ``"cuda"`` (clear error without a GPU).  ``method``/``tol``/``which``: as in
-    ``fastntk.tiles.dispatch.theta_tile``.  ``normalize``: project rows onto the sphere (otherwise
-    rows must have unit norm).  Any scheduler computes it: threads (default), processes, or
-    a distributed client (``client.compute(K)``, or ``K.compute()`` under a default client).
+    ``fastntk.tiles.dispatch.theta_tile``.  ``normalize``: project rows onto the sphere
+    (otherwise the rows as given, of any norm: docs/math.md section 11).  Any scheduler
+    computes it: threads (default), processes, or a distributed client
+    (``client.compute(K)``, or ``K.compute()`` under a default client).
     """
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph

@@ -40,7 +40,8 @@ read, so that ``overwrite`` (:func:`replace`) refuses to delete a store in use; 
 made again after the store has been moved aside, so a reader that registers meanwhile is seen.
 
 Blocks are checked as they are read (:class:`BlockCheck`): every value finite and within
-|Theta| <= Theta(1) (the kernel's Cauchy-Schwarz bound, plus the store's tolerance), and, where
+|Theta| <= Theta(1) (the kernel's Cauchy-Schwarz bound, plus the store's tolerance; off the
+sphere the data's largest Theta(x, x), recorded in the metadata), and, where
 the store claims symmetry, block (j, i) the exact transpose of block (i, j).  An edited or
 damaged store is a StoreError naming the block.
 
@@ -694,12 +695,17 @@ class Reading(_LeaseFile):
 
 # ------------------------------------------------------------------- checked reads
 def value_bound(meta: dict) -> tuple[float, float]:
-    """(Theta(1), the largest |Theta(x, y)| a store may hold): Theta(1) bounds the kernel on
-    the sphere (Cauchy-Schwarz, docs/math.md section 1), plus the store's certified tolerance
-    (section 4) and rounding."""
+    """(the largest diagonal value, the largest |Theta(x, y)| a store may hold): Theta(1)
+    bounds the kernel on the sphere (Cauchy-Schwarz, docs/math.md section 1), and off it
+    the data's largest Theta(x, x), recorded in the metadata (``off_sphere``; section 11),
+    plus the store's certified tolerance (section 4) and rounding."""
     from ..network.ntk import NTK
 
-    at_one = abs(float(NTK.from_dict(meta["network"]).at_one(meta.get("which", "ntk"))))
+    off = meta.get("off_sphere") or {}
+    if "max_diagonal" in off:
+        at_one = abs(float(off["max_diagonal"]))
+    else:
+        at_one = abs(float(NTK.from_dict(meta["network"]).at_one(meta.get("which", "ntk"))))
     return at_one, at_one * (1.0 + 2.0 * float(meta.get("tol") or 0.0) + 1e-9)
 
 
@@ -714,6 +720,8 @@ class BlockCheck:
         self.meta = read_marker(self.path) if meta is None else meta
         self.chunk = int(self.meta["chunk"])
         self.at_one, self.bound = value_bound(self.meta)
+        self.label = ("the data's largest Theta(x, x)"
+                      if "max_diagonal" in (self.meta.get("off_sphere") or {}) else "Theta(1)")
         self.id = self.meta.get("id")
 
     def _block(self, r: int, c: int) -> str:
@@ -743,7 +751,7 @@ class BlockCheck:
             r, c = (int(v) for v in np.argwhere(bad)[0])
             raise self._damaged(
                 f"{self._block(row0 + r, col0 + c)} holds {float(block[r, c])!r} at ({row0 + r}, "
-                f"{col0 + c}), not a kernel value (finite, |Theta| <= Theta(1) = "
+                f"{col0 + c}), not a kernel value (finite, |Theta| <= {self.label} = "
                 f"{self.at_one:.6g})")
 
     def mirror(self, block: np.ndarray, image_t: np.ndarray, row0: int, col0: int) -> None:

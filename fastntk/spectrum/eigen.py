@@ -15,15 +15,22 @@ The least eigenvalues are in ``fastntk.spectrum.smallest``.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import numpy as np
 
 from ..common.defaults import EIG_TOL, TILE_TOL
 from ..common.threads import blas_limits
-from ..data.rows import check_rows
+from ..data.rows import on_sphere
 from ..network.ntk import NTK
-from .operators import ArrayOperator, CenteredOperator, DenseOperator, kernel_operator
+from .operators import (
+    ArrayOperator,
+    CenteredOperator,
+    DenseOperator,
+    check_centered,
+    kernel_operator,
+)
 from .solver import EigenResult, check_k, top_eigenvalues_operator
 
 __all__ = ["ASSEMBLE_BYTES", "ASSEMBLE_MIN_K", "AssembledOperator", "all_eigenvalues_possible",
@@ -95,16 +102,19 @@ def resolve_assemble(assemble, n: int, client=None, device: str = "cpu",
 
 class AssembledOperator(DenseOperator):
     """``scale * Theta`` for Theta(X, X) assembled in memory through the tiles; its trace
-    n Theta(1) is exact (every diagonal entry is Theta(1) exactly)."""
+    is exact: n Theta(1) (every diagonal entry is Theta(1) exactly), or ``trace``, the sum of
+    the exact diagonal of rows off the sphere (docs/math.md section 11)."""
 
     description = "assembled in memory through the tiles"
 
-    def __init__(self, theta: np.ndarray, theta_one: float, scale: float) -> None:
+    def __init__(self, theta: np.ndarray, theta_one: float, scale: float,
+                 trace: float | None = None) -> None:
         super().__init__(theta, scale=scale)
         self.theta_one = float(theta_one)
+        self.exact_trace = self.n * self.theta_one if trace is None else float(trace)
 
     def _trace(self):
-        return self.n * self.theta_one
+        return self.exact_trace
 
 
 def assemble_kernel(net, X, method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
@@ -172,8 +182,10 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
     Raises TypeError/ValueError for bad k (1..n-1; k = n, every eigenvalue, where
     :func:`all_eigenvalues_possible`: the dense path), rows or options.
     """
-    X = check_rows(X, "X", normalize)
+    X = net.check_rows(X, "X", normalize)
     n, d = X.shape
+    if centered:
+        check_centered(X)
     k = check_k(k, n, all_allowed=all_eigenvalues_possible(n, assemble, client, device,
                                                             centered, checkpoint))
     assembled = resolve_assemble(assemble, n, client, device, max(k, ASSEMBLE_MIN_K)
@@ -207,7 +219,8 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
         t0 = time.perf_counter()
         if assembled:
             theta, one = assemble_kernel(net, X, method, tile_tol, which, device)
-            op = AssembledOperator(theta, one, 1.0 / n if scale is None else scale)
+            op = AssembledOperator(theta, one, 1.0 / n if scale is None else scale,
+                                   None if on_sphere(X) else math.fsum(net.diagonal(X, which)))
             del theta
             if centered:
                 op = CenteredOperator(op, float(net.coefficients(0).table(which)[0][0]))
@@ -266,6 +279,10 @@ def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None 
         if op.metadata is None:
             raise ValueError("centered=True needs a fastntk store (its network gives c_0)")
         meta = op.metadata
+        if meta.get("off_sphere"):
+            raise ValueError("centered=True needs a store of rows on the unit sphere: c_0 "
+                             "(Theorem 5) is defined there only; drop centered, or rebuild "
+                             "the store from projected rows (docs/math.md section 11)")
         net = NTK.from_dict(meta["network"])
         op = CenteredOperator(op, float(net.coefficients(0).table(meta["which"])[0][0]))
     k = check_k(k, op.n)

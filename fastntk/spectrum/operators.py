@@ -31,7 +31,7 @@ import numpy as np
 from ..common.checks import check_count
 from ..common.defaults import DASK_TILE, OPERATOR_TILE, PASS_WORKERS, TILE_TOL
 from ..common.threads import task_threads
-from ..data.rows import check_rows
+from ..data.rows import on_sphere
 from ..scale.blocks import block_bounds, check_chunk, tile_pairs
 from ..scale.tasks import TaskPool
 from ..tiles.dispatch import backend, theta_tile, theta_tile_matvec, tile_spec
@@ -193,7 +193,9 @@ class ArrayOperator(KernelOperator):
                                        f"{tuple(meta['shape'])}: eigenvalues need Theta(X, X)")
             n = A.shape[0]
             op = cls(A, scale=1.0 / n if scale is None else scale, **kw)
-            op.exact_trace = n * NTK.from_dict(meta["network"]).at_one(meta["which"])
+            off = meta.get("off_sphere") or {}
+            op.exact_trace = (float(off["trace"]) if off.get("trace") is not None else
+                              n * NTK.from_dict(meta["network"]).at_one(meta["which"]))
             op.metadata = meta
             op.check = store.BlockCheck(path, meta)
         except BaseException:
@@ -269,7 +271,7 @@ class TileOperator(KernelOperator):
     ``workers``: tiles in flight at once on the CPU (default ``PASS_WORKERS`` = 2: one tile's
     BLAS work overlaps another's Numba map; 1 = strictly one after the other; the sums are
     added in the same order either way, so the result is the same bit for bit).
-    Tr(Theta) = n Theta(1) is exact.
+    Tr(Theta) is exact: n Theta(1) on the sphere, the sum of the diagonal off it.
     """
 
     description = "matrix-free tiles, in process"
@@ -283,8 +285,11 @@ class TileOperator(KernelOperator):
         self.spec: TileSpec = tile_spec(net, method, tol, which)
         backend(device)
         self.net = net
-        self.X = check_rows(X, "X", normalize)
+        self.X = net.check_rows(X, "X", normalize)
         self.n = self.X.shape[0]
+        # Tr(Theta): n Theta(1) on the sphere, the sum of the exact diagonal off it (section 11)
+        self._exact_trace = (self.n * self.spec.at_one if on_sphere(self.X) else
+                             math.fsum(net.diagonal(self.X, which)))
         self.scale = 1.0 / self.n if scale is None else float(scale)
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a finite number > 0, got {scale}")
@@ -295,7 +300,7 @@ class TileOperator(KernelOperator):
         self.bounds = block_bounds(self.n, self.tile)
 
     def _trace(self):
-        return self.n * self.spec.at_one
+        return self._exact_trace
 
     def _iter(self, items, desc):
         if not self.progress:
@@ -492,6 +497,16 @@ class CenteredOperator(KernelOperator):
         self.base.close()
 
 
+def check_centered(X: np.ndarray) -> None:
+    """Refuse the centred kernel K - (c_0 / n) 1 1^T for rows not on the sphere: c_0, the
+    series' constant coefficient, is the kernel's mean only there (docs/math.md sections 6
+    and 11).  Raises ValueError naming the fix."""
+    if not on_sphere(X):
+        raise ValueError("centered=True needs rows on the unit sphere: c_0 (Theorem 5) is "
+                         "defined there only; project the rows (normalize=True), or drop "
+                         "centered (docs/math.md section 11)")
+
+
 def kernel_operator(net, X, scale: float | None = None, client=None, centered: bool = False,
                     c0: float | None = None, **kw) -> KernelOperator:
     """The matrix-free operator for K = scale * Theta(X, X) (scale defaults to 1 / n):
@@ -506,6 +521,7 @@ def kernel_operator(net, X, scale: float | None = None, client=None, centered: b
         op = TileOperator(net, X, scale=scale, **kw)
     if centered:
         if c0 is None:
+            check_centered(op.X)
             coef = net.coefficients(0)
             c0 = float(coef.table(kw.get("which", "ntk"))[0][0])
         op = CenteredOperator(op, c0)
