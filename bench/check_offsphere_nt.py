@@ -88,6 +88,7 @@ def rows(bias: bool, n: int | None = None) -> tuple[np.ndarray, dict]:
     X = np.vstack([D, np.array(list(extra.values()))])
     idx = {name: D.shape[0] + i for i, name in enumerate(extra)}
     idx["collinear_with"] = 3
+    idx["tiny_direction"] = 1
     return np.ascontiguousarray(X), idx
 
 
@@ -205,7 +206,7 @@ def oracle(cfg: dict, X: np.ndarray, idx: dict, pairs: int, seed: int = 0) -> di
     ``pairs`` random digits pairs."""
     n = X.shape[0]
     diag = np.array([[float(v) for v in mp_pair(cfg, X[i], X[i])] for i in range(n)])
-    extra = [i for k, i in idx.items() if k != "collinear_with"]
+    extra = [i for k, i in idx.items() if k not in ("collinear_with", "tiny_direction")]
     ij = {(i, j) for i in extra for j in range(n) if j != i}
     rng = np.random.default_rng(seed)
     ndig = min(extra)
@@ -344,6 +345,8 @@ def main(argv=None) -> int:
                     fastntk_vs_oracle_diagonal=worst(rel(ours[f"{which}_diag"],
                                                          orc["diag"][:, w])),
                     fastntk_vs_oracle_pairs=worst(rel(K[i, j], orc["pairs"][:, w])),
+                    fastntk_vs_oracle_worst_pair=[int(v) for v in orc["ij"][int(np.nanargmax(
+                        rel(K[i, j], orc["pairs"][:, w])))]],
                     fastntk_vs_oracle_pairs_scaled=worst(
                         np.abs(K[i, j] - orc["pairs"][:, w]) / oscale),
                     fastntk_diag_equals_kernel_diag=bool(np.array_equal(
@@ -367,6 +370,7 @@ def main(argv=None) -> int:
             if "fastntk" in row:
                 print(f"    {row['fastntk']}")
     summary = dict(command=" ".join(sys.argv), peer=info, rows=n, pairs=args.pairs,
+                   extra_rows={str(b): data[b][1] for b in data},
                    seconds=time.perf_counter() - t0, targets=dict(
                        off_diagonal=OFF_DIAGONAL_TARGET, diagonal=DIAGONAL_TARGET),
                    results=results)
