@@ -12,8 +12,9 @@ same correlations.
 
 * ``test_offsphere_vs_unit_tile``: the symmetric CPU tile (``fastntk.tiles.cpu.tile``, method
   "exact": the closed-form recursion on every entry, the path of off-sphere rows) of each,
-  interleaved in the same run (best of ``REPEATS`` each), and the public ``NTK.kernel`` of
-  each (method "auto": unit rows may take series tiles where they are cheaper).  Prints and
+  interleaved in the same run (best of FASTNTK_BENCH_REPEATS, default 5, each), and the
+  public ``NTK.kernel`` of each (method "auto": unit rows may take series tiles where they
+  are cheaper).  Prints and
   records the ratios (target: off-sphere / unit <= 1.15 for the same method).  Values are
   checked first: the off-sphere tile's diagonal equals ``NTK.diagonal``, and 20 of its entries
   and 5 diagonal ones match the mpmath recursion of bench/check_offsphere_nt.py to 1e-12.
@@ -22,9 +23,10 @@ same correlations.
   same as the unit-row tile's).
 * ``test_offsphere_peer``: neural-tangents (``jax.jit``, float64, 'ntk', as its docs say;
   bench/peer_neural_tangents.py) on the off-sphere rows, with the output bias off on both
-  sides (the peer script's network), against ``NTK.kernel``: the time, the ratio and the
-  agreement (off the diagonal <= 1e-11 relative; the diagonal <= 1e-7, the peer's own error
-  there).  Skips without FASTNTK_NT_PYTHON.
+  sides (the peer script's network; the peer's best of 3, fastntk's of REPEATS), against
+  ``NTK.kernel``: the time, the ratio and the agreement (off the diagonal <= 1e-11
+  relative; the diagonal <= 1e-7, the peer's own error there).  Skips without
+  FASTNTK_NT_PYTHON.
 
 FASTNTK_BENCH_JSON=path merges the figures into a JSON file.  Ratios only: the machine may
 be shared, so compare figures of one run.
@@ -49,7 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 N = int(os.environ.get("FASTNTK_BENCH_N", "4000"))
 PEER = os.environ.get("FASTNTK_NT_PYTHON")
-REPEATS = 3
+REPEATS = int(os.environ.get("FASTNTK_BENCH_REPEATS", "5"))
 TARGET = 1.15
 RESULTS: dict = {"n": N}
 
