@@ -326,7 +326,8 @@ def second_moments(code, param, q):
         h = param + (1.0 - param) * (1.0 - param) * 0.5  # (1 + a^2) / 2
         return q * h, h, 1.0
     if code == ERF:
-        return (2.0 / math.pi * math.asin(2.0 * q / (1.0 + 2.0 * q)),
+        # asin(2q / (1 + 2q)) = atan2(2q, sqrt(1 + 4q)): no cancellation for large q
+        return (2.0 / math.pi * math.atan2(2.0 * q, math.sqrt(1.0 + 4.0 * q)),
                 4.0 / math.pi / math.sqrt(1.0 + 4.0 * q), math.sqrt(1.0 + 2.0 * q))
     if code == GAUSSIAN:
         s2 = param * param
@@ -345,7 +346,7 @@ def second_moments(code, param, q):
     return math.nan, math.nan, math.nan
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _input_angle(out, row, m, i, v, w):
     """s, 1/s, sin psi, cos psi of the layer input (v, w) (see the comment above)."""
     s = math.sqrt(v * v + w * w)
@@ -357,7 +358,7 @@ def _input_angle(out, row, m, i, v, w):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
     """Fill ``out`` (``table_layout(L)["height"]`` x n) with each row's table from its norm
     n_x (docs/math.md section 11): q_1 = gw2 n_x^2 + gb2, and for l = 1..L M_l, D_l at q_l,
@@ -392,6 +393,16 @@ def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
 
 
 @njit(cache=True, inline="always")
+def sine_difference(spx, cpx, spy, cpy):
+    """sin(psi_x - psi_y) from the rows' sines and cosines, written so that swapping x and y
+    negates it exactly even when the products are contracted into FMAs (then sd^2, and every
+    kernel value, is symmetric bit for bit)."""
+    a = spx * cpy
+    b = cpx * spy
+    return 0.5 * ((a - b) - (b - a))
+
+
+@njit(cache=True, inline="always")
 def first_layer2(omr, opr, nn, kk, ss, sd, gw2, gb2):
     """Layer 1 of two rows of any norm from (1 - rho, 1 + rho): (Sigma_1 = Theta_1, delta_1,
     dbar_1), cancellation-free (docs/math.md section 11).  nn = |x| |y|, kk = cos phi_x
@@ -406,15 +417,15 @@ def first_layer2(omr, opr, nn, kk, ss, sd, gw2, gb2):
 def erf_dual2(qx, qy, hx, hy, p, rr, delta, dbar):
     """erf with two variances (hx = sqrt(1 + 2 q_x), hy likewise, P = sqrt(q_x q_y), rr =
     R_x R_y): E = 2/pi asin(beta c), beta = 2P / (hx hy) <= 1; E' = 4/pi / sqrt((1 + 2q_x)
-    (1 + 2q_y) - 4 c^2 q_x q_y), written hx hy sqrt(W), W = (1 + 2q_x + 2q_y) / (hx hy)^2
-    + beta^2 (1 - c^2) (positive terms only, no overflow); complement rr - E."""
+    (1 + 2q_y) - 4 c^2 q_x q_y), written hx hy sqrt(W), W = 1 - beta^2 c^2 =
+    (1 + 2q_x + 2q_y) / (hx hy)^2 + beta^2 (1 - c^2) (positive terms only, no overflow), and
+    asin(beta c) = atan2(beta c, sqrt(W)) (accurate for beta c near 1); complement rr - E."""
     c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
     hh = hx * hy
     beta = 2.0 * p / hh
-    a1, _ = asin_poly(min(beta * c, 1.0))
-    w = ((1.0 + 2.0 * (qx + qy)) / hh) / hh + beta * beta * (delta * dbar)
-    e = 2.0 / math.pi * a1
-    return e, rr - e, 4.0 / math.pi / (hh * math.sqrt(w))
+    sw = math.sqrt(((1.0 + 2.0 * (qx + qy)) / hh) / hh + beta * beta * (delta * dbar))
+    e = 2.0 / math.pi * math.atan2(beta * c, sw)  # asin(beta c), sw = sqrt(1 - beta^2 c^2)
+    return e, rr - e, 4.0 / math.pi / (hh * sw)
 
 
 @njit(cache=True, inline="always")
@@ -494,7 +505,7 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
     cpy, spy = ty[i_cp, j0:je], ty[i_sp, j0:je]
     ny, ky, sny = ty[base + 2, j0:je], ty[base, j0:je], ty[base + 1, j0:je]
     for jj in range(nb):  # layer 1, vectorised
-        sd = spx * cpy[jj] - cpx * spy[jj]
+        sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
         alpha, delta, dbar = first_layer2(om[jj], op[jj], nx * ny[jj], kx * ky[jj],
                                           snx * sny[jj], sd, gw2, gb2)
         kp[jj] = alpha
@@ -508,7 +519,7 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
         cpx = tx[i_cp + layer + 1, ix]
         if code == LEAKY_RELU:
             # E, R_x R_y - E scale with P (positively homogeneous): unit-variance duals
-            ratx = sw2 * tx[i_t + layer, ix]
+            ratx = tx[i_t + layer, ix]
             sy, raty = ty[layer, j0:je], ty[i_t + layer, j0:je]
             spy, cpy = ty[i_sp + layer + 1, j0:je], ty[i_cp + layer + 1, j0:je]
             for jj in range(nb):
@@ -517,55 +528,50 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
                 alpha = (sw2 * (sx * sy[jj])) * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = spx * cpy[jj] - cpx * spy[jj]
-                dn = (ratx * raty[jj]) * ec + 2.0 * sd * sd
+                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
+                dn = ((ratx * raty[jj]) * sw2) * ec + 2.0 * sd * sd
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
             continue
         qx = tx[i_q + layer, ix]
         rx = tx[i_r + layer, ix]
         hx = tx[i_a + layer, ix]
-        isx = sw2 * tx[i_is + layer + 1, ix]
+        isx = tx[i_is + layer + 1, ix]
+        qy, sy, ry = ty[i_q + layer, j0:je], ty[layer, j0:je], ty[i_r + layer, j0:je]
+        hy, isy = ty[i_a + layer, j0:je], ty[i_is + layer + 1, j0:je]
+        spy, cpy = ty[i_sp + layer + 1, j0:je], ty[i_cp + layer + 1, j0:je]
         if code == ERF:
             for jj in range(nb):
-                jy = j0 + jj
-                e, ec, ed = erf_dual2(qx, ty[i_q + layer, jy], hx, ty[i_a + layer, jy],
-                                      sx * ty[layer, jy], rx * ty[i_r + layer, jy],
-                                      min(max(dl[jj], 0.0), 2.0), min(max(db[jj], 0.0), 2.0))
-                alpha = sw2 * e + sbl
+                ev, ec, ed = erf_dual2(qx, qy[jj], hx, hy[jj], sx * sy[jj], rx * ry[jj],
+                                       min(max(dl[jj], 0.0), 2.0), min(max(db[jj], 0.0), 2.0))
+                alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = spx * ty[i_cp + layer + 1, jy] - cpx * ty[i_sp + layer + 1, jy]
-                dn = (isx * ty[i_is + layer + 1, jy]) * ec + 2.0 * sd * sd
+                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
+                dn = ((isx * isy[jj]) * sw2) * ec + 2.0 * sd * sd
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
         elif code == GAUSSIAN:
             for jj in range(nb):
-                jy = j0 + jj
-                e, ec, ed = gaussian_dual2(param, qx, ty[i_q + layer, jy], hx,
-                                           ty[i_a + layer, jy], sx * ty[layer, jy],
-                                           rx * ty[i_r + layer, jy],
-                                           min(max(dl[jj], 0.0), 2.0),
-                                           min(max(db[jj], 0.0), 2.0))
-                alpha = sw2 * e + sbl
+                ev, ec, ed = gaussian_dual2(param, qx, qy[jj], hx, hy[jj], sx * sy[jj],
+                                            rx * ry[jj], min(max(dl[jj], 0.0), 2.0),
+                                            min(max(db[jj], 0.0), 2.0))
+                alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = spx * ty[i_cp + layer + 1, jy] - cpx * ty[i_sp + layer + 1, jy]
-                dn = (isx * ty[i_is + layer + 1, jy]) * ec + 2.0 * sd * sd
+                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
+                dn = ((isx * isy[jj]) * sw2) * ec + 2.0 * sd * sd
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
         else:
             for jj in range(nb):
-                jy = j0 + jj
-                e, ec, ed = dual_moments2(code, param, qx, ty[i_q + layer, jy], hx,
-                                          ty[i_a + layer, jy], sx, ty[layer, jy],
-                                          rx * ty[i_r + layer, jy],
-                                          min(max(dl[jj], 0.0), 2.0),
-                                          min(max(db[jj], 0.0), 2.0))
-                alpha = sw2 * e + sbl
+                ev, ec, ed = dual_moments2(code, param, qx, qy[jj], hx, hy[jj], sx, sy[jj],
+                                           rx * ry[jj], min(max(dl[jj], 0.0), 2.0),
+                                           min(max(db[jj], 0.0), 2.0))
+                alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = spx * ty[i_cp + layer + 1, jy] - cpx * ty[i_sp + layer + 1, jy]
-                dn = (isx * ty[i_is + layer + 1, jy]) * ec + 2.0 * sd * sd
+                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
+                dn = ((isx * isy[jj]) * sw2) * ec + 2.0 * sd * sd
                 dl[jj] = dn
                 db[jj] = 2.0 - dn

@@ -3,12 +3,12 @@
 The same layout as ``kernels/tiles_cpu.exact_tile`` (rows in parallel, entries in blocks of
 ``BLOCK`` with the layer loop outside, symmetric tiles TRI x TRI block by block over the lower
 triangle and mirrored as they go), with the pair recursion of ``exact_cpu.offsphere_block``
-reading each row's table (``exact_cpu.row_tables``: q_l, sqrt(q_l), R_l, the diagonal), built
+reading each row's table (``exact_cpu.row_tables``, layout ``exact_cpu.table_layout``), built
 once per row block by the caller.  rho = G_ij / (|x_i| |x_j|), 1 -+ rho recomputed from the
-rows near +-1 as on the sphere (``tiles_cpu._init_block``); a zero row has rho = 0 with every
-row (its layer-1 covariance is gamma_b^2 whatever rho).  Entries with delta_1 = 0 (the
-diagonal, exact duplicates: 1 - rho = 0 and equal norms) get the row's diagonal from its
-table; collinear rows of different norms go through the recursion.
+rows near +-1 (``half_distance``: cancellation-free whatever the two norms); a zero row has
+rho = 0 with every row (its layer-1 covariance is gamma_b^2 whatever rho).  The diagonal and
+exact duplicates (1 - rho = 0 and equal norms) get the row's diagonal from its table;
+collinear rows of different norms go through the recursion.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .exact_cpu import offsphere_block
-from .tiles_cpu import BLOCK, TRI, _init_block, row_norms
+from .tiles_cpu import BLOCK, NEAR, TRI, correlation, row_norms
 
 
 @njit(cache=True)
@@ -29,12 +29,54 @@ def inverse_norms(n):
     return out
 
 
+@njit(cache=True)
+def half_distance(x, y, ux, uy, sign):
+    """1 - sign rho = |x / |x| - sign y / |y||^2 / 2 (``ux``, ``uy`` the inverse norms), in
+    [0, 2]: exact to rounding near rho = sign 1 whatever the two norms (the sphere's
+    (||x - y||^2 - (|x| - |y|)^2) / (2 |x| |y|) cancels when they differ by orders of
+    magnitude); exactly 0 for identical rows (no contraction into FMAs here)."""
+    s = 0.0
+    for k in range(x.shape[0]):
+        t = x[k] * ux - sign * (y[k] * uy)
+        s += t * t
+    return min(max(0.5 * s, 0.0), 2.0)
+
+
+@njit(cache=True)
+def init_block(g, i, j0, nb, xi, xj, ui, uj, diag, om, op):
+    """om, op <- 1 - rho, 1 + rho for g[i, j0:j0+nb], recomputed from the rows
+    (``half_distance``) where |rho| > 1 - NEAR; the diagonal of a symmetric tile 0, 2."""
+    near = 0.0
+    u = ui[i]
+    for jj in range(nb):  # vectorised
+        r = correlation(g[i, j0 + jj], u, uj[j0 + jj])
+        om[jj] = 1.0 - r
+        op[jj] = 1.0 + r
+        near = max(near, abs(r))
+    if near > 1.0 - NEAR:  # rare: recompute only the entries near +-1 (not the diagonal)
+        for jj in range(nb):
+            j = j0 + jj
+            r = 1.0 - om[jj]
+            if diag and j == i:
+                continue
+            if r > 1.0 - NEAR:
+                om[jj] = half_distance(xi[i], xj[j], u, uj[j], 1.0)
+                op[jj] = 2.0 - om[jj]
+            elif r < -1.0 + NEAR:
+                op[jj] = half_distance(xi[i], xj[j], u, uj[j], -1.0)
+                om[jj] = 2.0 - op[jj]
+    if diag and j0 <= i < j0 + nb:
+        om[i - j0] = 0.0
+        op[i - j0] = 2.0
+
+
 @njit(cache=True, error_model="numpy")
-def _chunk(g, i, j0, nb, xi, xj, ni, nj, ui, uj, diag, mirror, want_nngp, ti, tj,
+def _chunk(g, i, j0, nb, xi, xj, ui, uj, diag, mirror, want_nngp, ti, tj,
            code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al):
     """g[i, j0:j0+nb] <- Theta (or the NNGP); ``mirror``: also g[j0:j0+nb, i].  Pairs with
-    1 - rho = 0 and equal norms (the diagonal, duplicates) get row i's diagonal."""
-    _init_block(g, i, j0, nb, xi, xj, ni, nj, ui, uj, True, diag, om, op)
+    1 - rho = 0 and equal norms (the diagonal, duplicates, two zero rows) get row i's
+    diagonal."""
+    init_block(g, i, j0, nb, xi, xj, ui, uj, diag, om, op)
     offsphere_block(om, op, nb, i, ti, j0, tj, code, param, gw2, gb2, sw2, sb2, kp, al, dl,
                     db)
     val = al if want_nngp else kp
@@ -43,7 +85,7 @@ def _chunk(g, i, j0, nb, xi, xj, ni, nj, ui, uj, diag, mirror, want_nngp, ti, tj
     nrm = top - 3
     nx = ti[nrm, i]
     for jj in range(nb):  # branch-free select: vectorised
-        dup = (om[jj] == 0.0) & (tj[nrm, j0 + jj] == nx)
+        dup = ((om[jj] == 0.0) | (nx == 0.0)) & (tj[nrm, j0 + jj] == nx)  # zero rows too
         g[i, j0 + jj] = at_one if dup else val[jj]
     if mirror:
         for jj in range(nb):
@@ -51,20 +93,20 @@ def _chunk(g, i, j0, nb, xi, xj, ni, nj, ui, uj, diag, mirror, want_nngp, ti, tj
 
 
 @njit(cache=True)
-def _rows(g, a, xi, xj, ni, nj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2,
+def _rows(g, a, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2,
           sb2, om, op, dl, db, kp, al):
     """Row block ``a``, as ``tiles_cpu._exact_rows``."""
     if not tri:
         m = g.shape[1]
         for j0 in range(0, m, BLOCK):
-            _chunk(g, a, j0, min(BLOCK, m - j0), xi, xj, ni, nj, ui, uj, False, False,
+            _chunk(g, a, j0, min(BLOCK, m - j0), xi, xj, ui, uj, False, False,
                    want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al)
         return
     r0 = a * TRI
     r1 = min(r0 + TRI, g.shape[0])
     for c0 in range(0, r1, TRI):
         for i in range(max(r0, c0), r1):
-            _chunk(g, i, c0, min(TRI, i + 1 - c0), xi, xj, ni, nj, ui, uj, True, True,
+            _chunk(g, i, c0, min(TRI, i + 1 - c0), xi, xj, ui, uj, True, True,
                    want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al)
 
 
@@ -77,10 +119,8 @@ def offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2
     triangle is written from it.
     """
     n1 = g.shape[0]
-    ni = row_norms(xi)
-    nj = ni if tri else row_norms(xj)
-    ui = inverse_norms(ni)
-    uj = ui if tri else inverse_norms(nj)
+    ui = inverse_norms(row_norms(xi))
+    uj = ui if tri else inverse_norms(row_norms(xj))
     nrb = -(-n1 // TRI) if tri else n1
     for k in prange((nrb + 1) // 2):  # row blocks paired k <-> nrb - 1 - k: balanced
         om = np.empty(BLOCK)
@@ -89,10 +129,10 @@ def offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2
         db = np.empty(BLOCK)
         kp = np.empty(BLOCK)
         al = np.empty(BLOCK)
-        _rows(g, k, xi, xj, ni, nj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
+        _rows(g, k, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
               sw2, sb2, om, op, dl, db, kp, al)
         k2 = nrb - 1 - k
         if k2 != k:
-            _rows(g, k2, xi, xj, ni, nj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2,
+            _rows(g, k2, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2,
                   gb2, sw2, sb2, om, op, dl, db, kp, al)
     return g

@@ -870,31 +870,50 @@ def mp_dual2(name: str, qx, qy, S) -> tuple:
 
 
 def mp_dual2_quadrature(name: str, qx, qy, S, dps: int = 20):
-    """E[phi(u) phi(v)] of :func:`mp_dual2` by direct 2-D Gaussian quadrature (u = sqrt(qx) z1,
-    v = sqrt(qy) (c z1 + sqrt(1 - c^2) z2)), splitting at the kinks of the ReLU family: an
-    independent check of the closed forms (slow; a few points)."""
+    """E[phi(u) phi(v)] of :func:`mp_dual2` by quadrature, an independent check of the
+    bivariate closed forms: with u = sqrt(qx) z1, v = m + s z2, m = sqrt(qy) c z1,
+    s = sqrt(qy (1 - c^2)), the inner expectation over z2 is a one-variable Gaussian
+    expectation E[phi(m + s Z)] in closed form (relu: m Phi(m/s) + s phi(m/s); erf:
+    erf(m / sqrt(1 + 2 s^2)); sin: e^(-s^2/2) sin m; cos: e^(-s^2/2) cos m; Gaussian bump of
+    width w: the N(0, w^2 + s^2) density at m), and the outer one is an mpmath quadrature
+    over z1 (split at the kink z1 = 0 of the ReLU family)."""
     kind, p = _mp_name(name)
     with mpmath.workdps(dps):
         qx, qy, S = mpmath.mpf(qx), mpmath.mpf(qy), mpmath.mpf(S)
         sx, sy = mpmath.sqrt(qx), mpmath.sqrt(qy)
         c = S / (sx * sy)
-        r = mpmath.sqrt(1 - c * c)
+        s = sy * mpmath.sqrt(1 - c * c)
+        pi = mpmath.pi
+
         if kind == "leaky":
             def phi(z):
                 return p * z + (1 - p) * max(z, 0)
+
+            def inner(m):
+                relu = m * mpmath.ncdf(m / s) + s * mpmath.npdf(m / s)
+                return p * m + (1 - p) * relu
         elif kind == "gaussian":
             def phi(z):
-                return mpmath.exp(-z * z / (2 * p * p)) / (p * mpmath.sqrt(2 * mpmath.pi))
+                return mpmath.exp(-z * z / (2 * p * p)) / (p * mpmath.sqrt(2 * pi))
+
+            def inner(m):
+                v = p * p + s * s
+                return mpmath.exp(-m * m / (2 * v)) / mpmath.sqrt(2 * pi * v)
+        elif kind == "erf":
+            phi = mpmath.erf
+
+            def inner(m):
+                return mpmath.erf(m / mpmath.sqrt(1 + 2 * s * s))
         else:
-            phi = {"erf": mpmath.erf, "sin": mpmath.sin, "cos": mpmath.cos}[kind]
-        w = 1 / (2 * mpmath.pi)
+            phi = mpmath.sin if kind == "sin" else mpmath.cos
 
-        def inner(z1):
-            def f(z2):
-                return phi(sx * z1) * phi(sy * (c * z1 + r * z2)) * mpmath.exp(-z2 * z2 / 2)
-            return mpmath.quad(f, [-mpmath.inf, -c * z1 / r, mpmath.inf]) * mpmath.exp(-z1 * z1 / 2)
+            def inner(m):
+                return mpmath.exp(-s * s / 2) * phi(m)
 
-        return +(w * mpmath.quad(inner, [-mpmath.inf, 0, mpmath.inf]))
+        def f(z1):
+            return phi(sx * z1) * inner(sy * c * z1) * mpmath.npdf(z1)
+
+        return +mpmath.quad(f, [-mpmath.inf, 0, mpmath.inf])
 
 
 def mp_theta_rows(activation: str, x, y, L: int, gamma_w, gamma_b, sigma_w, sigma_b,

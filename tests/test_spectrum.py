@@ -210,8 +210,10 @@ def test_bad_input(relu3):
         top_eigenvalues(relu3, np.zeros((0, 3)), 1)
     with pytest.raises(TypeError):
         top_eigenvalues(relu3, sphere(20, 3), 2.5)
-    with pytest.raises(ValueError, match="norm"):
-        top_eigenvalues(relu3, 2 * sphere(20, 3), 2)
+    Z = sphere(20, 3)
+    Z[4] = 0.0  # rows of any norm are valid (docs/math.md section 11), zero rows need gamma_b
+    with pytest.raises(ValueError, match="row 4 is zero"):
+        top_eigenvalues(relu3, Z, 2)
     with pytest.raises(ValueError, match="square"):
         DenseOperator(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="empty"):

@@ -532,7 +532,8 @@ class NTK:
         ok &= q1 > 0.0
         if not ok.all():
             i = int(np.argmin(ok))
-            norms[i] = np.linalg.norm(X[i])  # scaled: finite where the sum of squares is not
+            big = float(np.max(np.abs(X[i])))  # scaled: finite where the sum of squares is not
+            norms[i] = big * float(np.linalg.norm(X[i] / big)) if big > 0.0 else 0.0
             if q1[i] > 0.0:
                 raise ValueError(
                     f"{name} row {i} has norm {norms[i]:.4g}: its Theta(x, x) would exceed "
