@@ -11,9 +11,9 @@ tiles of the rows (no cuBLAS), then, in the same kernel, maps every entry:
                   the series degree, then ``horner`` maps the stored correlations in place);
 * ``MODE_OFFSPHERE`` rows of any norm (docs/math.md section 11): the pair recursion
                   ``exact_cpu.offsphere_block`` on a block of one, reading the rows' tables
-                  (``exact_cpu.row_tables``, built on the host); an entry with 1 - rho = 0
-                  and equal norms (the diagonal, exact duplicates) takes its row's diagonal
-                  from the table.
+                  (``exact_cpu.row_tables``, built on the host), with 1 -+ rho near +-1 from
+                  ``offsphere_cpu.half_distance``; the diagonal, exact duplicates and pairs
+                  of zero rows take the row's diagonal from its table.
 
 The correlation is G_ij / (|x_i| |x_j|) (``tiles_cpu.correlation``); entries with
 |rho| > 1 - NEAR recompute 1 -+ rho from the rows without cancellation
@@ -39,7 +39,7 @@ from functools import cache
 
 from numba import cuda, float64
 
-from . import exact_cpu, tiles_cpu
+from . import exact_cpu, offsphere_cpu, tiles_cpu
 
 THREADS_PER_BLOCK = 16  # tile side of a thread block (16 x 16 = 256 threads)
 MODE_RHO, MODE_EXACT, MODE_SERIES, MODE_OFFSPHERE = 0, 1, 2, 3
@@ -76,12 +76,13 @@ def device_functions():
     dual2 = _device(e.dual_moments2, leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
                     trig_dual2=_device(e.trig_dual2))
     offsphere = _device(e.offsphere_block, first_layer2=_device(e.first_layer2),
-                        leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
-                        dual_moments2=dual2)
+                        sine_difference=_device(e.sine_difference), leaky_dual=leaky,
+                        erf_dual2=erf2, gaussian_dual2=gauss2, dual_moments2=dual2)
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))
     return types.SimpleNamespace(exact_block=block, offsphere_block=offsphere,
+                                 half_distance=_device(offsphere_cpu.half_distance),
                                  complements=comp,
                                  correlation=_device(t.correlation),
                                  horner_block=_device(t.horner_block))
@@ -94,6 +95,8 @@ def kernels(tpb: int):
     dev = device_functions()
     exact_block = dev.exact_block
     offsphere_block = dev.offsphere_block
+    half_distance = dev.half_distance
+    near = tiles_cpu.NEAR
     complements = dev.complements
     correlation = dev.correlation
     horner_block = dev.horner_block
@@ -107,14 +110,30 @@ def kernels(tpb: int):
         return acc[0]
 
     @cuda.jit(device=True)
-    def offsphere_value(omr, opr, row, col, want_nngp, ti, tj, code, param, gw2, gb2, sw2,
-                        sb2):
-        """The entry (row, col) of rows of any norm from 1 -+ rho and the rows' tables; as
-        ``offsphere_cpu._chunk``: 1 - rho = 0 with equal norms (the diagonal, an exact
-        duplicate) is the row's own diagonal from its table (whose last rows are the norm,
-        Theta(x, x) and the NNGP's: ``exact_cpu.table_layout``)."""
+    def offsphere_value(acc, row, col, xi, xj, ui, uj, diag, want_nngp, ti, tj, code, param,
+                        gw2, gb2, sw2, sb2):
+        """The entry (row, col) of rows of any norm from its Gram value and the rows' tables,
+        as ``offsphere_cpu._chunk`` on a block of one: 1 -+ rho recomputed near +-1 by
+        ``offsphere_cpu.half_distance`` (``init_block``); 1 - rho = 0 (or a zero row) with
+        equal norms (the diagonal, exact duplicates, two zero rows) is the row's own
+        diagonal from its table (whose last rows are the norm, Theta(x, x) and the NNGP's:
+        ``exact_cpu.table_layout``)."""
+        r = correlation(acc, ui[row], uj[col])
+        omr = 1.0 - r
+        opr = 1.0 + r
+        r = 1.0 - omr
+        if diag and row == col:
+            omr = 0.0
+            opr = 2.0
+        elif r > 1.0 - near:
+            omr = half_distance(xi[row], xj[col], ui[row], uj[col], 1.0)
+            opr = 2.0 - omr
+        elif r < -1.0 + near:
+            opr = half_distance(xi[row], xj[col], ui[row], uj[col], -1.0)
+            omr = 2.0 - opr
         top = ti.shape[0]
-        if omr == 0.0 and tj[top - 3, col] == ti[top - 3, row]:
+        nx = ti[top - 3, row]
+        if (omr == 0.0 or nx == 0.0) and tj[top - 3, col] == nx:
             return ti[top - (1 if want_nngp else 2), row]
         om = cuda.local.array(1, float64)
         op = cuda.local.array(1, float64)
@@ -133,6 +152,9 @@ def kernels(tpb: int):
               code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj):
         """(value, |rho| if rho < 1 else 0) of one entry from its Gram value ``acc``
         (``ti``, ``tj``: the rows' tables in MODE_OFFSPHERE, unused otherwise)."""
+        if mode == MODE_OFFSPHERE:
+            return offsphere_value(acc, row, col, xi, xj, ui, uj, diag, want_nngp, ti, tj,
+                                   code, param, gw2, gb2, sw2, sb2), 0.0
         omr, opr = complements(correlation(acc, ui[row], uj[col]), row, col, xi, xj, ni, nj,
                                True)
         if diag and row == col:
@@ -147,9 +169,6 @@ def kernels(tpb: int):
         arho = abs(rho) if rho < 1.0 else 0.0
         if mode == MODE_RHO:
             return rho, arho
-        if mode == MODE_OFFSPHERE:
-            return offsphere_value(omr, opr, row, col, want_nngp, ti, tj, code, param, gw2,
-                                   gb2, sw2, sb2), arho
         if omr == 0.0:
             return at_one, arho
         if mode == MODE_EXACT:

@@ -49,14 +49,15 @@ def small_blocks(monkeypatch):
 
 
 def rows(n: int, d: int, seed: int, zero: bool = False) -> np.ndarray:
-    """Rows of norms in [0.3, 5]: a duplicate (5 = 1), a collinear row of another norm
-    (6 = 3 x row 2, exact), a tiny row (norm 2^-20), and a zero row if asked."""
+    """Rows of norms in [0.3, 5]: a duplicate (5 = 1), collinear rows of other norms (6 =
+    3 x row 2; 7 = 2^-20 x row 0, a tiny row: both scalings exact), and zero rows (8, and 9
+    when n > 9) if asked."""
     X = sphere(n, d, seed) * np.random.default_rng(seed).uniform(0.3, 5.0, (n, 1))
     X[5] = X[1]
     X[6] = 3.0 * X[2]
-    X[7] = 2.0**-20 * sphere(1, d, seed + 100)[0]
+    X[7] = 2.0**-20 * X[0]
     if zero:
-        X[8] = 0.0
+        X[8:10] = 0.0
     return X
 
 
@@ -91,6 +92,8 @@ def test_offsphere_cuda_tile_equals_cpu(name, kw):
         assert rel(Ks, want) <= RTOL
         assert np.array_equal(np.diag(Ks), np.diag(want))  # the rows' own Theta(x, x)
         assert Ks[1, 5] == Ks[1, 1] == Ks[5, 5]  # a duplicate row: its diagonal, exactly
+        if zero:
+            assert Ks[8, 9] == Ks[8, 8]  # two zero rows: the zero row's diagonal
         Kr, _ = gpu.tile(spec, X, Y)
         assert Kr.shape == (10, 9)
         assert rel(Kr, cpu.tile(spec, X, Y)[0]) <= RTOL
