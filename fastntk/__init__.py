@@ -6,7 +6,8 @@ mathematics is in docs/math.md, the design in docs/architecture.md.
 Public API (this namespace)::
 
     NTK(activation, hidden_layers, ...)       the network: .coefficients(T), .ntk(rho),
-                                              .kernel(X), .matrix(X) (lazy Dask, .to_zarr)
+                                              .kernel(X), .matrix(X) (lazy Dask, .to_zarr),
+                                              .diagonal(X) (rows of any norm, as given)
     top_eigenvalues(net, X, k)                top-k of K = Theta / n, matrix-free
     top_eigenvalues_stored(path, k)           top-k of a matrix stored by `fastntk matrix`
     smallest_eigenvalues(net, X, k)           bottom-k of K with a certified lower bound
@@ -26,7 +27,8 @@ only its own stage and earlier ones (tests/test_layout.py):
     common     defaults (named tolerances, caps, sizes), threads (BLAS limits, Numba
                parallel sections, task threads), checks (counts, output folders)
     kernels    the Numba kernels (CPU and CUDA), installed from the top-level kernels/
-    data       rows (row checks), builtin (digits, the sphere), loader (the one data loader)
+    data       rows (row checks, on_sphere, zero rows), builtin (digits, the sphere), loader
+               (the one data loader)
     network    activations, hermite (section 2), series (section 3), ntk (the NTK and its
                coefficient tables, sections 1, 3, 4), tables (the paper's Table 1)
     tiles      spec (TileSpec: the tile contract, section 5), dispatch, cpu, gpu

@@ -47,6 +47,7 @@ _Q = (
 (_Q0, _Q1, _Q2, _Q3, _Q4, _Q5, _Q6, _Q7, _Q8, _Q9, _Q10, _Q11, _Q12, _Q13, _Q14, _Q15, _Q16,
  _Q17, _Q18, _Q19, _Q20, _Q21) = _Q
 _INV_PI = 1.0 / math.pi
+_FOURTH_ROOT_2 = 2.0**0.25
 _HALF_PI = 0.5 * math.pi
 # Certified relative error of ``asin_ratio`` and of the angles built on it (docs/math.md)
 ASIN_RATIO_ERROR = 3.1 * 2.0**-53
@@ -300,18 +301,20 @@ def exact_block(om, op, nb, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, 
 # s_l(x) = sqrt(q_l(x)) and angle phi_l(x) = atan2(w, v) in [0, pi/2]; with
 # psi = phi / 2, P_l - (<z_x, z_y>) = 2 P_l sin^2(psi_x - psi_y) (P_l = s_l(x) s_l(y)), and
 # sin(psi_x - psi_y) = sin psi_x cos psi_y - cos psi_x sin psi_y has an absolute error of a
-# few ulps: the complements delta_l = 1 - c_l need no division and no square root per pair.
+# few ulps: the complements delta_l = 1 - c_l need no division and no square root per pair
+# (``sine_gap``).
 def table_layout(nl):
     """Row offsets of a per-row table for ``nl`` = L hidden layers, as a dict: per layer
     l = 1..L+1 (row ``off + l - 1``) ``s`` = sqrt(q_l), ``is`` = 1/s_l, ``sp``, ``cp`` =
-    sin, cos psi_l; per layer l = 1..L ``q`` = q_l, ``r`` = R_l = sqrt(E[phi^2]), ``aux``
-    (the two-variance duals' per-row factor), ``rat`` = s_l / s_{l+1}; single rows ``k1``
+    2^(1/4) sin psi_l, 2^(1/4) cos psi_l; per layer l = 1..L ``q`` = q_l, ``r`` = R_l =
+    sqrt(E[phi^2]), ``aux`` (the two-variance duals' per-row factor), ``rat`` =
+    sigma_w s_l / s_{l+1}, ``ws`` = sigma_w s_l; single rows ``k1``
     = cos phi_1, ``sn1`` = sin phi_1, ``norm`` = |x|, ``ntk`` = Theta(x, x), ``nngp`` =
     NNGP(x, x); ``height``."""
     m = nl + 1
     lay = {"s": 0, "is": m, "sp": 2 * m, "cp": 3 * m, "q": 4 * m, "r": 4 * m + nl,
-           "aux": 4 * m + 2 * nl, "rat": 4 * m + 3 * nl}
-    base = 4 * m + 4 * nl
+           "aux": 4 * m + 2 * nl, "rat": 4 * m + 3 * nl, "ws": 4 * m + 4 * nl}
+    base = 4 * m + 5 * nl
     lay.update(k1=base, sn1=base + 1, norm=base + 2, ntk=base + 3, nngp=base + 4,
                height=base + 5)
     return lay
@@ -348,13 +351,14 @@ def second_moments(code, param, q):
 
 @njit(cache=True, error_model="numpy")
 def _input_angle(out, row, m, i, v, w):
-    """s, 1/s, sin psi, cos psi of the layer input (v, w) (see the comment above)."""
+    """s, 1/s, 2^(1/4) sin psi, 2^(1/4) cos psi of the layer input (v, w) (see the comment
+    above; the factor makes ``sine_gap``'s square 2 sin^2(psi_x - psi_y))."""
     s = math.sqrt(v * v + w * w)
     half = 0.5 * math.atan2(w, v)
     out[row, i] = s
     out[m + row, i] = 1.0 / s
-    out[2 * m + row, i] = math.sin(half)
-    out[3 * m + row, i] = math.cos(half)
+    out[2 * m + row, i] = _FOURTH_ROOT_2 * math.sin(half)
+    out[3 * m + row, i] = _FOURTH_ROOT_2 * math.cos(half)
     return s
 
 
@@ -366,8 +370,8 @@ def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
     (layout: ``table_layout``).  O(L) per row, libm calls allowed (once per row)."""
     nl = sb2.shape[0]
     m = nl + 1
-    q0, r0, a0, t0 = 4 * m, 4 * m + nl, 4 * m + 2 * nl, 4 * m + 3 * nl
-    base = 4 * m + 4 * nl
+    q0, r0, a0, t0, w0 = 4 * m, 4 * m + nl, 4 * m + 2 * nl, 4 * m + 3 * nl, 4 * m + 4 * nl
+    base = 4 * m + 5 * nl
     gw, gb, sw = math.sqrt(gw2), math.sqrt(gb2), math.sqrt(sw2)
     for i in range(norms.shape[0]):
         nx = norms[i]
@@ -385,7 +389,8 @@ def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
             q = sw2 * mm + sb2[layer]
             theta = q + theta * (sw2 * d)
             s_next = _input_angle(out, layer + 1, m, i, sw * r, math.sqrt(sb2[layer]))
-            out[t0 + layer, i] = s / s_next
+            out[t0 + layer, i] = sw * s / s_next
+            out[w0 + layer, i] = sw * s
             s = s_next
         out[base + 2, i] = nx
         out[base + 3, i] = theta
@@ -393,23 +398,20 @@ def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
 
 
 @njit(cache=True, inline="always")
-def sine_difference(spx, cpx, spy, cpy):
-    """sin(psi_x - psi_y) from the rows' sines and cosines, written so that swapping x and y
-    negates it exactly even when the products are contracted into FMAs (then sd^2, and every
-    kernel value, is symmetric bit for bit)."""
-    a = spx * cpy
-    b = cpx * spy
-    return 0.5 * ((a - b) - (b - a))
+def sine_gap(spx, cpx, spy, cpy):
+    """g = sqrt(2) sin(psi_x - psi_y) from the rows' table entries 2^(1/4) sin psi and
+    2^(1/4) cos psi (one product and one FMA), so that g^2 = 2 sin^2(psi_x - psi_y); its
+    absolute error is a few ulps whatever the angles."""
+    return spx * cpy - cpx * spy
 
 
 @njit(cache=True, inline="always")
-def first_layer2(omr, opr, nn, kk, ss, sd, gw2, gb2):
+def first_layer2(omr, opr, nn, kk, ss, t, gw2, gb2):
     """Layer 1 of two rows of any norm from (1 - rho, 1 + rho): (Sigma_1 = Theta_1, delta_1,
     dbar_1), cancellation-free (docs/math.md section 11).  nn = |x| |y|, kk = cos phi_x
-    cos phi_y, ss = sin phi_x sin phi_y, sd = sin(psi_x - psi_y):
-    delta_1 = kk (1 - rho) + 2 sd^2,  dbar_1 = kk (1 + rho) + 2 ss + 2 sd^2."""
+    cos phi_y, ss = sin phi_x sin phi_y, t = 2 sin^2(psi_x - psi_y) (``sine_gap`` squared):
+    delta_1 = kk (1 - rho) + t,  dbar_1 = kk (1 + rho) + 2 ss + t."""
     rho = 1.0 - omr if omr <= 1.0 else opr - 1.0
-    t = 2.0 * sd * sd
     return gw2 * nn * rho + gb2, kk * omr + t, kk * opr + 2.0 * ss + t
 
 
@@ -494,8 +496,8 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
     nl = sb2.shape[0]
     m = nl + 1
     i_is, i_sp, i_cp = m, 2 * m, 3 * m
-    i_q, i_r, i_a, i_t = 4 * m, 4 * m + nl, 4 * m + 2 * nl, 4 * m + 3 * nl
-    base = 4 * m + 4 * nl
+    i_q, i_r, i_a, i_t, i_w = 4 * m, 4 * m + nl, 4 * m + 2 * nl, 4 * m + 3 * nl, 4 * m + 4 * nl
+    base = 4 * m + 5 * nl
     nx = tx[base + 2, ix]
     kx = tx[base, ix]
     snx = tx[base + 1, ix]
@@ -505,9 +507,9 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
     cpy, spy = ty[i_cp, j0:je], ty[i_sp, j0:je]
     ny, ky, sny = ty[base + 2, j0:je], ty[base, j0:je], ty[base + 1, j0:je]
     for jj in range(nb):  # layer 1, vectorised
-        sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
+        gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
         alpha, delta, dbar = first_layer2(om[jj], op[jj], nx * ny[jj], kx * ky[jj],
-                                          snx * sny[jj], sd, gw2, gb2)
+                                          snx * sny[jj], gap * gap, gw2, gb2)
         kp[jj] = alpha
         al[jj] = alpha
         dl[jj] = delta
@@ -518,18 +520,19 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
         spx = tx[i_sp + layer + 1, ix]
         cpx = tx[i_cp + layer + 1, ix]
         if code == LEAKY_RELU:
-            # E, R_x R_y - E scale with P (positively homogeneous): unit-variance duals
-            ratx = tx[i_t + layer, ix]
-            sy, raty = ty[layer, j0:je], ty[i_t + layer, j0:je]
+            # E, R_x R_y - E scale with P (positively homogeneous): unit-variance duals;
+            # sw2 P = ws_x ws_y and sw2 P / P' = rat_x rat_y from the tables
+            ratx, wsx = tx[i_t + layer, ix], tx[i_w + layer, ix]
+            wsy, raty = ty[i_w + layer, j0:je], ty[i_t + layer, j0:je]
             spy, cpy = ty[i_sp + layer + 1, j0:je], ty[i_cp + layer + 1, j0:je]
             for jj in range(nb):
                 ev, ec, ed = leaky_dual(param, 1.0, min(max(dl[jj], 0.0), 2.0),
                                         min(max(db[jj], 0.0), 2.0))
-                alpha = (sw2 * (sx * sy[jj])) * ev + sbl
+                alpha = (wsx * wsy[jj]) * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
-                dn = ((ratx * raty[jj]) * sw2) * ec + 2.0 * sd * sd
+                gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
+                dn = (ratx * raty[jj]) * ec + gap * gap
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
             continue
@@ -547,8 +550,8 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
                 alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
-                dn = ((isx * isy[jj]) * sw2) * ec + 2.0 * sd * sd
+                gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
+                dn = ((isx * isy[jj]) * sw2) * ec + gap * gap
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
         elif code == GAUSSIAN:
@@ -559,8 +562,8 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
                 alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
-                dn = ((isx * isy[jj]) * sw2) * ec + 2.0 * sd * sd
+                gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
+                dn = ((isx * isy[jj]) * sw2) * ec + gap * gap
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
         else:
@@ -571,7 +574,7 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
                 alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
-                sd = sine_difference(spx, cpx, spy[jj], cpy[jj])
-                dn = ((isx * isy[jj]) * sw2) * ec + 2.0 * sd * sd
+                gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
+                dn = ((isx * isy[jj]) * sw2) * ec + gap * gap
                 dl[jj] = dn
                 db[jj] = 2.0 - dn

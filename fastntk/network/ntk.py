@@ -507,7 +507,8 @@ class NTK:
             recipe = self.recipe
             ok = np.empty(len(norms), dtype=bool)
             ntk, nngp = np.empty(len(norms)), np.empty(len(norms))
-            step = max(1, (1 << 22) // (8 * self.hidden_layers + 9))  # tables of <= 32 MiB
+            height = exact_cpu.table_layout(self.hidden_layers)["height"]
+            step = max(1, (1 << 22) // height)  # tables of <= 32 MiB
             for s in range(0, len(norms), step):
                 with np.errstate(all="ignore"):
                     t = recipe.row_tables(X[s:s + step])

@@ -18,10 +18,10 @@ import os
 
 import numpy as np
 
-from ..common.defaults import GRAM_BLOCK_ROWS
+from ..common.defaults import COEFFICIENT_MEMORY, GRAM_BLOCK_ROWS
 from ..common.threads import parallel_section
 from ..data.rows import on_sphere
-from ..kernels import offsphere_cpu, tiles_cpu
+from ..kernels import exact_cpu, offsphere_cpu, tiles_cpu
 from .spec import TileSpec
 
 _NO_ROWS = np.empty((0, 1))
@@ -68,6 +68,22 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
     return bound
 
 
+def _tables(recipe, x: np.ndarray) -> np.ndarray:
+    """The rows' tables (``LayerRecipe.row_tables``), refusing a row whose table leaves
+    float64 (a zero row without gamma_b, a norm beyond float64: ``NTK.check_rows`` names
+    such rows before any work; this is the tiles' own guard against a silent NaN)."""
+    with np.errstate(all="ignore"):
+        t = recipe.row_tables(x)
+    ok = np.isfinite(t).all(axis=0)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise ValueError(
+            f"row {i} of a tile (norm {float(np.linalg.norm(x[i])):.4g}) has no finite "
+            "kernel for this network: a zero row needs gamma_b > 0, and Theta(x, x) must stay "
+            "inside float64; check the rows with NTK.check_rows (docs/math.md section 11)")
+    return t
+
+
 def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
                   symmetric: bool) -> float:
     """``map_block`` for rows not all on the sphere (docs/math.md section 11): the pair
@@ -83,8 +99,16 @@ def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
                 "closed-form activation (docs/math.md section 11)") from None
         return map_block_radial(spec, g, xi, xj, symmetric)
     recipe = spec.recipe
-    ti = recipe.row_tables(xi)
-    tj = ti if symmetric else recipe.row_tables(xj)
+    rows = xi.shape[0] + (0 if symmetric else xj.shape[0])
+    need = 8 * rows * exact_cpu.table_layout(len(recipe.sb2))["height"]
+    if need > COEFFICIENT_MEMORY:
+        raise ValueError(
+            f"the per-row tables of {len(recipe.sb2)} layers for a tile of {rows} rows need "
+            f"{need / 2**30:.3g} GiB (9 L + 9 doubles per row), more than the "
+            f"{COEFFICIENT_MEMORY / 2**30:g} GiB allowed: use smaller blocks (chunks, tile) or "
+            "fewer hidden layers, or project the rows (normalize=True)")
+    ti = _tables(recipe, xi)
+    tj = ti if symmetric else _tables(recipe, xj)
     with parallel_section():
         offsphere_cpu.offsphere_tile(g, xi, xj, symmetric, spec.which == "nngp", ti, tj,
                                      *recipe.args[:6])

@@ -19,7 +19,9 @@ symmetric tile, duplicate rows) are always exactly Theta(1), and entries with |r
 are recomputed from the rows without cancellation, so exact tiles agree with the mpmath
 reference to ~1e-15 relative to Theta(1) everywhere, including duplicate and antipodal rows.
 The correlation of two rows is <x, y> / (|x| |y|): rows of norm 1 within the validation
-tolerance (``fastntk.data.rows.check_rows``) are used as their projections onto the sphere.
+tolerance (``fastntk.data.rows.on_sphere``) are used as their projections onto the sphere.
+A tile whose rows are not all on the sphere is mapped by the pair recursion with each row's
+own layer variances (docs/math.md section 11; ``fastntk.tiles.cpu.map_block``).
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def _pair(Xi, Xj) -> tuple[np.ndarray, np.ndarray | None]:
 def theta_tile(net, Xi, Xj=None, method: str = "auto", tol: float = TILE_TOL,
                which: str = "ntk", device: str = "cpu", return_bound: bool = False,
                threads: int | None = None):
-    """The block Theta(X_i, X_j), shape (b1, b2), float64 (rows of unit norm, finite).
+    """The block Theta(X_i, X_j), shape (b1, b2), float64 (rows finite, of any norm:
+    docs/math.md section 11).
 
     ``net``: an :class:`~fastntk.NTK` (``method``, ``tol``, ``which`` then choose the
     :class:`TileSpec`) or a TileSpec.  ``Xj=None`` (or ``Xj is Xi``): the symmetric block.

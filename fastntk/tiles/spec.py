@@ -1,6 +1,8 @@
 """The tile contract in code: :class:`TileSpec` (docs/math.md section 5).
 
-A tile is the block Theta(X_i, X_j) of two row blocks of unit-norm data (or the NNGP's).
+A tile is the block Theta(X_i, X_j) of two row blocks (or the NNGP's); rows not all on the
+unit sphere take the any-norm recursion of docs/math.md section 11 (the exact recipe) or the
+radial-factor series.
 Everything a backend needs to compute one is a :class:`TileSpec`, built once per network and
 evaluation choice by :func:`tile_spec` (cached by value), immutable, hashable and small enough
 to ship to every Dask worker:
