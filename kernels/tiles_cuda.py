@@ -76,7 +76,7 @@ def device_functions():
     dual2 = _device(e.dual_moments2, leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
                     trig_dual2=_device(e.trig_dual2))
     offsphere = _device(e.offsphere_block, first_layer2=_device(e.first_layer2),
-                        sine_difference=_device(e.sine_difference), leaky_dual=leaky,
+                        sine_gap=_device(e.sine_gap), leaky_dual=leaky,
                         erf_dual2=erf2, gaussian_dual2=gauss2, dual_moments2=dual2)
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
