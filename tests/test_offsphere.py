@@ -257,3 +257,27 @@ def test_top_eigenvalues_off_the_sphere_match_eigh(digits_raw, tmp_path):
     assert res.trace == pytest.approx(trace, rel=1e-15)
     with pytest.raises(ValueError, match="centered=True needs a store of rows on the unit"):
         top_eigenvalues_stored(path, 3, centered=True)
+
+
+def test_diagonal_of_series_activations_matches_mpmath():
+    """Theta(x, x) of tanh rows of any norm: the layer variances of each row by the
+    activation's moments, against mpmath quadrature of E[tanh^2], E[tanh'^2]."""
+    X = _rows(zero=True)[[0, 4, 5, 9]]  # digits, tiny, huge, zero
+    net = NTK("tanh", 2, gamma_w=GW, gamma_b=0.3, sigma_w=SW, sigma_b=0.2)
+    got = net.diagonal(X), net.diagonal(X, "nngp")
+
+    def dphi2(z):
+        return mpmath.sech(z) ** 4
+
+    for i, x in enumerate(X):
+        with mpmath.workdps(25):
+            q = mpmath.mpf(GW) ** 2 * mpmath.fsum(mpmath.mpf(float(v)) ** 2 for v in x) + \
+                mpmath.mpf(0.3) ** 2
+            theta = q
+            for _ in range(2):
+                m2 = naive.mp_gaussian_moment(lambda z: mpmath.tanh(z) ** 2, q)
+                d2 = naive.mp_gaussian_moment(dphi2, q)
+                q = mpmath.mpf(SW) ** 2 * m2 + mpmath.mpf(0.2) ** 2
+                theta = q + theta * mpmath.mpf(SW) ** 2 * d2
+        assert abs(got[0][i] - float(theta)) <= 1e-13 * float(theta)
+        assert abs(got[1][i] - float(q)) <= 1e-13 * float(q)
