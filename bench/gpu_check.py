@@ -2,7 +2,9 @@
 
 Times the CUDA tile (exact ReLU L = 3, series tanh L = 3) against the CPU tile and BLAS, and
 the fused Gram + map kernel against the same shared-memory Gram kernel without the map (the
-cuBLAS-free baseline); checks the GPU tiles against the CPU tiles (<= 1e-12 Theta(1)).
+cuBLAS-free baseline); checks the GPU tiles against the CPU tiles (<= 1e-12 Theta(1)).  Rows
+of any norm (issue 18): the ReLU tile of the same rows times norms in [2, 7] against the
+unit-row tile (the ratio) and against the CPU's any-norm tile (<= 1e-13 relative).
 Exits non-zero on a mismatch or when no GPU is usable.  Under NUMBA_ENABLE_CUDASIM=1 it runs
 on tiny inputs as a smoke test (tests/test_cuda_sim.py), where its timings mean nothing.
 
@@ -64,12 +66,13 @@ def main(argv=None) -> int:
         dout = cuda.device_array((n, n))
         dsb2, dq = cuda.to_device(sb2), cuda.to_device(q)
         dc, dr = cuda.to_device(np.zeros(1)), cuda.to_device(np.zeros(1))
+        dt = cuda.to_device(np.zeros((1, 1)))  # no row tables: unit rows
 
         def run():
             if mapped:
                 k.gram_map[blocks, threads](dx, dx, dn, dn, du, du, dout, True, True,
                                             tiles_cuda.MODE_EXACT, spec.at_one, False, code,
-                                            param, gw2, gb2, sw2, dsb2, dq, dc, dr)
+                                            param, gw2, gb2, sw2, dsb2, dq, dc, dt, dt, dr)
             else:
                 k.gram_plain[blocks, threads](dx, dx, dout)
             cuda.synchronize()
@@ -79,6 +82,9 @@ def main(argv=None) -> int:
     cpu_relu = best(lambda: cpu.tile(relu, X), args.reps)
     cpu_tanh = best(lambda: cpu.tile(tanh, X), args.reps)
     K_cpu, T_cpu = cpu.tile(relu, X)[0], cpu.tile(tanh, X)[0]
+    Xo = np.ascontiguousarray(X * np.random.default_rng(1).uniform(2.0, 7.0, (n, 1)))
+    relu_exact = tile_spec(NTK("relu", 3), "exact")
+    O_cpu = cpu.tile(relu_exact, Xo)[0]
     print(f"n = {n}, d = {d}")
     print(f"CPU  BLAS X @ X.T            {cpu_gram:8.3f} s")
     print(f"CPU  exact ReLU tile         {cpu_relu:8.3f} s   ({cpu_relu / cpu_gram:.2f} x BLAS)")
@@ -105,7 +111,11 @@ def main(argv=None) -> int:
               f"{cpu_relu / e2e:.1f} x)  max err vs CPU {err:.1e} x Theta(1)")
         print(f"GPU tpb={tpb:2d} tanh tile end to end     {e2et:8.4f} s  (CPU tile / GPU: "
               f"{cpu_tanh / e2et:.1f} x)  max err vs CPU {errt:.1e} x Theta(1)")
-        ok &= bool(err <= 1e-12 and errt <= 1e-12)
+        erro = float(np.max(np.abs(gpu.tile(relu_exact, Xo)[0] - O_cpu) / np.abs(O_cpu)))
+        e2eo = best(lambda: gpu.tile(relu_exact, Xo), args.reps)
+        print(f"GPU tpb={tpb:2d} ReLU tile off the sphere {e2eo:8.4f} s  ({e2eo / e2e:.2f} x "
+              f"the unit-row tile)  max rel err vs CPU {erro:.1e}")
+        ok &= bool(err <= 1e-12 and errt <= 1e-12 and erro <= 1e-13)
     try:
         import cupy as cp
 

@@ -8,12 +8,18 @@ tiles of the rows (no cuBLAS), then, in the same kernel, maps every entry:
 * ``MODE_EXACT``  the exact layer recursion (``exact_cpu.exact_block`` on a block of one);
 * ``MODE_SERIES`` Horner's rule on a coefficient table (``tiles_cpu.horner_block``);
 * ``MODE_RHO``    the correlation itself (the series protocol: the tile's largest |rho| fixes
-                  the series degree, then ``horner`` maps the stored correlations in place).
+                  the series degree, then ``horner`` maps the stored correlations in place);
+* ``MODE_OFFSPHERE`` rows of any norm (docs/math.md section 11): the pair recursion
+                  ``exact_cpu.offsphere_block`` on a block of one, reading the rows' tables
+                  (``exact_cpu.row_tables``, built on the host), with 1 -+ rho near +-1 from
+                  ``offsphere_cpu.half_distance``; the diagonal, exact duplicates and pairs
+                  of zero rows take the row's diagonal from its table.
 
 The correlation is G_ij / (|x_i| |x_j|) (``tiles_cpu.correlation``); entries with
 |rho| > 1 - NEAR recompute 1 -+ rho from the rows without cancellation
 (``tiles_cpu.complements``); exact duplicates and the diagonal of symmetric tiles get
-Theta(1) exactly, as on the CPU.  ``gram_map_matvec`` is the fused variant: a block keeps its
+Theta(1) exactly, as on the CPU (off the sphere: the row's own Theta(x, x)).
+``gram_map_matvec`` is the fused variant: a block keeps its
 sub-tile in shared memory, multiplies it by the matching rows of V and adds the products into
 the output atomically, so the tile is never stored.
 
@@ -33,10 +39,10 @@ from functools import cache
 
 from numba import cuda, float64
 
-from . import exact_cpu, tiles_cpu
+from . import exact_cpu, offsphere_cpu, tiles_cpu
 
 THREADS_PER_BLOCK = 16  # tile side of a thread block (16 x 16 = 256 threads)
-MODE_RHO, MODE_EXACT, MODE_SERIES = 0, 1, 2
+MODE_RHO, MODE_EXACT, MODE_SERIES, MODE_OFFSPHERE = 0, 1, 2, 3
 
 
 def _device(dispatcher, **deps):
@@ -65,10 +71,19 @@ def device_functions():
     block = _device(e.exact_block, first_layer=_device(e.first_layer),
                     layer_update=_device(e.layer_update), leaky_dual=leaky, erf_dual=erf,
                     gaussian_dual=gauss, dual_moments=dual)
+    erf2 = _device(e.erf_dual2, asin_poly=asin)
+    gauss2 = _device(e.gaussian_dual2)
+    dual2 = _device(e.dual_moments2, leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
+                    trig_dual2=_device(e.trig_dual2))
+    offsphere = _device(e.offsphere_block, first_layer2=_device(e.first_layer2),
+                        sine_gap=_device(e.sine_gap), leaky_dual=leaky,
+                        erf_dual2=erf2, gaussian_dual2=gauss2, dual_moments2=dual2)
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))
-    return types.SimpleNamespace(exact_block=block, complements=comp,
+    return types.SimpleNamespace(exact_block=block, offsphere_block=offsphere,
+                                 half_distance=_device(offsphere_cpu.half_distance),
+                                 complements=comp,
                                  correlation=_device(t.correlation),
                                  horner_block=_device(t.horner_block))
 
@@ -79,6 +94,9 @@ def kernels(tpb: int):
     ``gram_map_matvec``, ``horner`` and ``gram_plain``."""
     dev = device_functions()
     exact_block = dev.exact_block
+    offsphere_block = dev.offsphere_block
+    half_distance = dev.half_distance
+    near = tiles_cpu.NEAR
     complements = dev.complements
     correlation = dev.correlation
     horner_block = dev.horner_block
@@ -92,9 +110,51 @@ def kernels(tpb: int):
         return acc[0]
 
     @cuda.jit(device=True)
+    def offsphere_value(acc, row, col, xi, xj, ui, uj, diag, want_nngp, ti, tj, code, param,
+                        gw2, gb2, sw2, sb2):
+        """The entry (row, col) of rows of any norm from its Gram value and the rows' tables,
+        as ``offsphere_cpu._chunk`` on a block of one: 1 -+ rho recomputed near +-1 by
+        ``offsphere_cpu.half_distance`` (``init_block``); 1 - rho = 0 (or a zero row) with
+        equal norms (the diagonal, exact duplicates, two zero rows) is the row's own
+        diagonal from its table (whose last rows are the norm, Theta(x, x) and the NNGP's:
+        ``exact_cpu.table_layout``)."""
+        r = correlation(acc, ui[row], uj[col])
+        omr = 1.0 - r
+        opr = 1.0 + r
+        r = 1.0 - omr
+        if diag and row == col:
+            omr = 0.0
+            opr = 2.0
+        elif r > 1.0 - near:
+            omr = half_distance(xi[row], xj[col], ui[row], uj[col], 1.0)
+            opr = 2.0 - omr
+        elif r < -1.0 + near:
+            opr = half_distance(xi[row], xj[col], ui[row], uj[col], -1.0)
+            omr = 2.0 - opr
+        top = ti.shape[0]
+        nx = ti[top - 3, row]
+        if (omr == 0.0 or nx == 0.0) and tj[top - 3, col] == nx:
+            return ti[top - (1 if want_nngp else 2), row]
+        om = cuda.local.array(1, float64)
+        op = cuda.local.array(1, float64)
+        kp = cuda.local.array(1, float64)
+        al = cuda.local.array(1, float64)
+        dl = cuda.local.array(1, float64)
+        db = cuda.local.array(1, float64)
+        om[0] = omr
+        op[0] = opr
+        offsphere_block(om, op, 1, row, ti, col, tj, code, param, gw2, gb2, sw2, sb2, kp, al,
+                        dl, db)
+        return al[0] if want_nngp else kp[0]
+
+    @cuda.jit(device=True)
     def entry(acc, row, col, xi, xj, ni, nj, ui, uj, diag, mode, at_one, want_nngp,
-              code, param, gw2, gb2, sw2, sb2, q, coeffs):
-        """(value, |rho| if rho < 1 else 0) of one entry from its Gram value ``acc``."""
+              code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj):
+        """(value, |rho| if rho < 1 else 0) of one entry from its Gram value ``acc``
+        (``ti``, ``tj``: the rows' tables in MODE_OFFSPHERE, unused otherwise)."""
+        if mode == MODE_OFFSPHERE:
+            return offsphere_value(acc, row, col, xi, xj, ui, uj, diag, want_nngp, ti, tj,
+                                   code, param, gw2, gb2, sw2, sb2), 0.0
         omr, opr = complements(correlation(acc, ui[row], uj[col]), row, col, xi, xj, ni, nj,
                                True)
         if diag and row == col:
@@ -150,7 +210,7 @@ def kernels(tpb: int):
 
     @cuda.jit
     def gram_map(xi, xj, ni, nj, ui, uj, out, store, diag, mode, at_one, want_nngp,
-                 code, param, gw2, gb2, sw2, sb2, q, coeffs, rmax):
+                 code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj, rmax):
         """out[i, j] <- value of entry (i, j); rmax[0] <- max |rho| < 1 (atomic)."""
         sa = cuda.shared.array((tpb, tpb + 1), float64)
         sb = cuda.shared.array((tpb, tpb + 1), float64)
@@ -159,7 +219,7 @@ def kernels(tpb: int):
         col = cuda.blockIdx.x * tpb + cuda.threadIdx.x
         if row < xi.shape[0] and col < xj.shape[0]:
             v, arho = entry(acc, row, col, xi, xj, ni, nj, ui, uj, diag, mode, at_one,
-                            want_nngp, code, param, gw2, gb2, sw2, sb2, q, coeffs)
+                            want_nngp, code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj)
             if store:
                 out[row, col] = v
             if arho > 0.0:
@@ -167,7 +227,7 @@ def kernels(tpb: int):
 
     @cuda.jit
     def gram_map_matvec(xi, xj, ni, nj, ui, uj, v, out, diag, mode, at_one, want_nngp,
-                        code, param, gw2, gb2, sw2, sb2, q, coeffs):
+                        code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj):
         """out += Theta(X_i, X_j) @ V, the tile living only in shared memory."""
         sa = cuda.shared.array((tpb, tpb + 1), float64)
         sb = cuda.shared.array((tpb, tpb + 1), float64)
@@ -181,7 +241,7 @@ def kernels(tpb: int):
         val = 0.0
         if row < xi.shape[0] and col < xj.shape[0]:
             val, arho = entry(acc, row, col, xi, xj, ni, nj, ui, uj, diag, mode, at_one,
-                              want_nngp, code, param, gw2, gb2, sw2, sb2, q, coeffs)
+                              want_nngp, code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj)
         st[ty, tx] = val
         cuda.syncthreads()
         if row < xi.shape[0]:
