@@ -39,14 +39,22 @@ def check_rows(X, name: str = "X", normalize: bool = False) -> np.ndarray:
         i = int(np.argmin(finite))
         raise ValueError(f"{name} row {i} contains NaN or inf: {X[i, :5]}...")
     if normalize:
-        norms = row_norms(X)
-        if (norms == 0).any():
-            raise ValueError(f"{name} row {int(np.argmin(norms))} is zero and cannot be "
+        big = np.max(np.abs(X), axis=1)
+        if (big == 0).any():
+            raise ValueError(f"{name} row {int(np.argmin(big))} is zero and cannot be "
                              "normalized; drop the row, or use the rows as given "
                              "(normalize=False) with a network of gamma_b > 0")
-        if not np.isfinite(norms).all():
-            i = int(np.argmin(np.isfinite(norms)))
-            raise ValueError(f"{name} row {i} has a norm beyond float64; scale the data down")
+        with np.errstate(over="ignore", under="ignore"):
+            norms = row_norms(X)
+        # rows whose squared norm overflows or loses digits to underflow (norm beyond
+        # 1e150 or below 1e-140): scaled by their largest entry first
+        odd = ~((norms > 1e-140) & (norms < 1e150))
+        if odd.any():
+            Z = X[odd] / big[odd, None]
+            norms[odd] = big[odd] * row_norms(Z)
+            out = X / norms[:, None]
+            out[odd] = Z / row_norms(Z)[:, None]
+            return np.ascontiguousarray(out)
         return np.ascontiguousarray(X / norms[:, None])
     return np.ascontiguousarray(X)
 

@@ -167,7 +167,8 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
         res = dense_eigenvalues(theta, k, scale=scale, eigenvectors=eigenvectors,
                                 largest=False, overwrite=True)
         del theta
-        res.trace = scale * n * one
+        # Tr K: n Theta(1) on the sphere, the sum of the exact diagonal off it (section 11)
+        res.trace = scale * (n * one if sphere else math.fsum(net.diagonal(X)))
         res.method = "dense eigh (subset) on K assembled through the tiles"
         res.timings = {"assembly": t_assembly, "eigh": res.seconds}
         return _finish(res, bound, t0)
