@@ -46,3 +46,16 @@ def test_projection_of_ordinary_rows_is_unchanged():
     X = _raw_rows()
     assert np.array_equal(check_rows(X, normalize=True),
                           X / np.sqrt(np.einsum("ij,ij->i", X, X))[:, None])
+
+
+def test_digits_as_pixels():
+    from sklearn.datasets import load_digits
+
+    import fastntk
+
+    raw = fastntk.digits(normalize=False)
+    assert np.array_equal(raw, load_digits().data / 16.0)  # the oracle: scikit-learn itself
+    norms = np.linalg.norm(raw, axis=1)
+    assert 1.5 < norms.min() and norms.max() < 8.0
+    unit = fastntk.digits()
+    assert np.allclose(unit, raw / norms[:, None], rtol=0, atol=1e-15)

@@ -13,11 +13,16 @@ def uniform_sphere(n: int, d: int, seed: int | None = 0) -> np.ndarray:
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def digits() -> np.ndarray:
-    """scikit-learn's handwritten digits (1,797 x 64), rows normalised to unit norm."""
+def digits(normalize: bool = True) -> np.ndarray:
+    """scikit-learn's handwritten digits (1,797 x 64): rows normalised to unit norm (the
+    data set ``--data digits`` names), or with ``normalize=False`` the pixels / 16, each in
+    [0, 1], rows of norms about 2 to 7 (for the NTK of rows as given, docs/math.md
+    section 11)."""
     from sklearn.datasets import load_digits
 
     X = load_digits().data.astype(np.float64)
+    if not normalize:
+        return X / 16.0
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
