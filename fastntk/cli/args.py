@@ -161,7 +161,8 @@ TILE_TOL_HELP = ("series tiles: certified error bound of each entry relative to 
 
 #: Python spellings in library messages and what the command line says instead (the library
 #: keeps its spellings for Python users).
-_CLI_SPELLINGS = (("Use normalize=True", "Drop --no-normalize"),
+_CLI_SPELLINGS = (("sphere), a larger tol", "sphere), or give a larger tol"),
+                  ("Use normalize=True", "Drop --no-normalize"),
                   ("use normalize=True", "drop --no-normalize"),
                   ("(normalize=True)", "(drop --no-normalize)"),
                   ("normalize=True", "without --no-normalize"),
