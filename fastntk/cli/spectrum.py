@@ -217,8 +217,9 @@ def _print(s: dict) -> None:
     elif not s.get("rows_on_sphere", True):
         print("# the store's rows are not all on the unit sphere (docs/math.md section 11)")
     if not s.get("rows_on_sphere", True):
-        print("# so Theorems 3 and 5, c_0 and the sphere eigenvalues, which need unit rows, are "
-              "n/a; the certified lower bound takes per-norm tables")
+        print("# so Theorems 3 and 5, c_0, the coefficient series and the sphere eigenvalues, "
+              "which need unit rows, are n/a; the certified lower bound takes per-norm tables "
+              "(docs/math.md section 11.2)")
     passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
