@@ -194,6 +194,11 @@ def test_tile_tol_option_and_cli_message(rows, capsys):
         assert "--tile-tol" in line and "drop --no-normalize" in line.lower(), line
         for python in ("normalize=True", "a larger tol", "erf for tanh", "; L = ", "gamma_w"):
             assert python not in line, (python, line)
+    # matrix names its own option, --tol
+    assert main(["matrix", "--data", rows["soft"], *base, "--out",
+                 os.path.join(os.path.dirname(rows["soft"]), "soft.zarr")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "a larger --tol," in line and "drop --no-normalize" in line.lower(), line
     K = _soft_oracle(X)
     scale = K.diagonal().max()
     assert main(spec + ["--tile-tol", "1e-10", "--json"]) == 0
