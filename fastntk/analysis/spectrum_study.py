@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..common.defaults import EIG_TOL
-from ..data.rows import check_rows
 from ..network.ntk import NTK
 from ..spectrum.eigen import all_eigenvalues_possible, top_eigenvalues, top_eigenvalues_stored
 from ..spectrum.solver import EigenResult, check_k, dense_eigenvalues
@@ -145,11 +144,16 @@ class SpectrumStudy:
             out["index_decay"] = self.index_decay
         return out
 
-    def write(self, folder: str, coeff_degree: int = 256, sphere_kmax: int = 100) -> dict:
+    def write(self, folder: str, coeff_degree: int = 256, sphere_kmax: int = 100,
+              also: dict | None = None) -> dict:
         """Write ``spectrum.json`` and the PNG pictures (spectrum vs data Gram and empirical
         NTK, coefficient decay, sphere eigenvalue decay) into ``folder`` (created if needed),
         each atomically (``fastntk.common.checks.write_atomic``: a failed write leaves no
-        partial file); returns {name: path}.  Raises FileExistsError / PermissionError for a
+        partial file); returns {name: path}, ``also`` ({name: path} of files the caller has
+        already written there, e.g. the label-spectrum picture) included, and listed in the
+        JSON's ``files``.  Rows not on the sphere: no coefficient picture, and
+        ``coefficient_fit`` is null like ``coefficients`` (the series of the kernel on the
+        sphere, docs/math.md section 11).  Raises FileExistsError / PermissionError for a
         folder that cannot be used, OSError naming the file when the file system refuses a
         write (e.g. a full disk)."""
         from ..common.checks import output_folder, write_atomic
@@ -180,12 +184,18 @@ class SpectrumStudy:
             title=f"{self.source}: NTK spectrum" + (" vs data Gram" if self.gram else ""),
             bands=bands,
             fit=None if best is None else self.index_decay["fits"][best])}
-        coef = net.coefficients(coeff_degree)
-        fit = coefficient_decay(coef)
-        summary["coefficient_fit"] = fit
-        files["coefficients"] = plot_coefficients(
-            coef.ntk, os.path.join(folder, "coefficients.png"),
-            title=f"NTK coefficients, {net.activation.name}, L = {net.hidden_layers}", fit=fit)
+        if self.on_sphere:
+            coef = net.coefficients(coeff_degree)
+            fit = coefficient_decay(coef)
+            summary["coefficient_fit"] = fit
+            files["coefficients"] = plot_coefficients(
+                coef.ntk, os.path.join(folder, "coefficients.png"),
+                title=f"NTK coefficients, {net.activation.name}, L = {net.hidden_layers}",
+                fit=fit)
+        else:  # like "coefficients": the series is not this kernel's
+            summary["coefficient_fit"] = None
+            summary["coefficient_fit_note"] = NOT_ON_SPHERE
+        files.update(also or {})
         if not self.on_sphere:
             summary["sphere"] = None
             summary["sphere_note"] = NOT_ON_SPHERE
@@ -369,15 +379,14 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
         return study
     if net is None:
         raise ValueError("spectrum_study on data needs the network (net)")
-    X = check_rows(X, "X", normalize)
+    X = net.check_rows(X, "X", normalize)  # before any work, the data's Gram included
     n, d = X.shape
     sphere = rows_on_sphere(X)
     if centered and not sphere:
         raise ValueError("the centered kernel K - (c_0 / n) 1 1^T removes the constant term "
                          "c_0 of the series of rows on the unit sphere (Theorem 5), and these "
                          "rows are not on it (docs/math.md section 11): project them "
-                         "(normalize=True; the CLI's default, without --no-normalize), or "
-                         "drop centered")
+                         "(normalize=True), or drop centered")
     k = check_k(k, n, all_allowed=n < dense_below or all_eigenvalues_possible(
         n, eig_kw.get("assemble", "auto"), client, eig_kw.get("device", "cpu"), centered,
         eig_kw.get("checkpoint")))
@@ -419,7 +428,8 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     if smallest:
         from ..spectrum.smallest import smallest_eigenvalues
 
-        tile_kw = {key: eig_kw[key] for key in ("method", "device", "tile") if key in eig_kw}
+        tile_kw = {key: eig_kw[key] for key in ("method", "device", "tile", "tile_tol")
+                   if key in eig_kw}
         low = smallest_eigenvalues(net, X, smallest, seed=seed, progress=progress, **tile_kw)
     return SpectrumStudy(source or "data", net, n, d, k, tol, seed, runs[False],
                          runs.get(True), gram, emp, time.perf_counter() - t0, smallest=low,

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .args import add_network_args, count, network_from_args
+from .args import add_network_args, cli_message, count, network_from_args
 
 
 def cmd_coeffs(args) -> int:
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
         # OSError: a file system refusal (full disk, read-only folder; the messages name the
         # path), a connection failure or timeout; ImportError: an optional package missing
-        print(f"fastntk {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fastntk {args.command}: error: {cli_message(str(exc), args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fastntk {args.command}: interrupted", file=sys.stderr)

@@ -116,14 +116,16 @@ def add_rows_args(p: argparse.ArgumentParser, normalize_option: bool = False) ->
                         "moved")
 
 
-def rows_from_args(X, args, name: str = "X"):
-    """(rows, moved): the rows projected onto the unit sphere unless ``--no-normalize`` (then
-    as they are: the API checks them), and how many of them projecting moved (0 with
-    ``--no-normalize``)."""
+def rows_from_args(X, args, name: str = "X", net=None):
+    """(rows, moved): the rows projected onto the unit sphere unless ``--no-normalize``, and
+    how many of them projecting moved (0 with ``--no-normalize``).  With ``--no-normalize``
+    the rows are checked as they are, before any work (``NTK.check_rows`` of ``net`` when
+    given: an empty array, a row whose Theta(x, x) would leave float64, ... is refused by
+    name)."""
     from ..data.rows import check_rows, off_sphere
 
     if args.no_normalize:
-        return X, 0
+        return (check_rows(X, name) if net is None else net.check_rows(X, name)), 0
     moved = off_sphere(X)
     return check_rows(X, name, normalize=True), moved
 
@@ -131,6 +133,56 @@ def rows_from_args(X, args, name: str = "X"):
 def projected_note(moved: int, n: int) -> str:
     """The line saying how many of n rows were projected (for ``moved`` > 0)."""
     return f"{moved} of {n} {PROJECTED}"
+
+
+def as_given_note(off: int, n: int) -> str:
+    """The line every command prints when it uses the rows as given (``--no-normalize``) and
+    ``off`` > 0 of its n rows are not on the unit sphere (docs/math.md section 11)."""
+    return (f"{off} of {n} rows used as given, not on the unit sphere (--no-normalize; "
+            "docs/math.md section 11)")
+
+
+def rows_notes(args, moved: int, *arrays) -> list[str]:
+    """The rows lines of a command that read ``arrays`` (``None`` skipped): how many were
+    projected (``moved``), or, with ``--no-normalize``, how many are not on the sphere."""
+    from ..data.rows import off_sphere
+
+    n = sum(len(X) for X in arrays if X is not None)
+    if moved:
+        return [projected_note(moved, n)]
+    off = sum(off_sphere(X) for X in arrays if X is not None) if args.no_normalize else 0
+    return [as_given_note(off, n)] if off else []
+
+
+#: The tile tolerance option: its help (the certified error bound of series tiles).
+TILE_TOL_HELP = ("series tiles: certified error bound of each entry relative to the diagonal "
+                 "scale (Theta(1) on the sphere, else the largest Theta(x, x); docs/math.md "
+                 "section 11)")
+
+#: Python spellings in library messages and what the command line says instead (the library
+#: keeps its spellings for Python users).
+_CLI_SPELLINGS = (("sphere), a larger tol", "sphere), or give a larger tol"),
+                  ("Use normalize=True", "Drop --no-normalize"),
+                  ("use normalize=True", "drop --no-normalize"),
+                  ("(normalize=True)", "(drop --no-normalize)"),
+                  ("normalize=True", "without --no-normalize"),
+                  ("smaller gamma_w, gamma_b", "smaller --gamma-w, --gamma-b"),
+                  ("drop centered", "drop --centered"))
+
+
+def cli_message(text: str, args) -> str:
+    """A library error message in the command line's terms: ``normalize=True`` is dropping
+    ``--no-normalize`` (for commands that have it), ``a larger tol`` the command's tile
+    tolerance option (``--tile-tol``, or ``--tol`` for ``matrix``)."""
+    if not hasattr(args, "no_normalize"):
+        return text
+    for python, cli in _CLI_SPELLINGS:
+        text = text.replace(python, cli)
+    option = ("--tile-tol" if hasattr(args, "tile_tol") else
+              "--tol" if getattr(args, "command", None) == "matrix" else None)
+    if option:
+        text = text.replace("a larger tol", f"a larger {option}")
+    return text
 
 
 NETWORK_DEFAULTS = {"activation": "relu", "hidden_layers": 1, "gamma_w": 1.0, "gamma_b": 0.0,

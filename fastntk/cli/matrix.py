@@ -93,7 +93,7 @@ def _matrix(args) -> int:
     from ..data.loader import load_data
     from ..data.rows import off_sphere
     from ..scale.matrix import check_part, make_spec, write_zarr
-    from .args import client_from_args, network_from_args, projected_note, show_progress
+    from .args import client_from_args, network_from_args, rows_notes, show_progress
 
     part = check_part(args.part)
     net = network_from_args(args)
@@ -128,8 +128,8 @@ def _matrix(args) -> int:
         resumed = (f" ({report.blocks_already_done} already done, resumed)"
                    if report.blocks_already_done else "")
         which = "" if report.part == (1, 1) else f" of part {report.part[0]}/{report.part[1]}"
-        if moved:
-            print(f"# {projected_note(moved, report.shape[0])}")
+        for note in rows_notes(args, moved, X):  # what was done with the rows
+            print(f"# {note}")
         print(f"{report.path}: {report.shape[0]} x {report.shape[1]} {args.which} matrix, "
               f"{report.blocks_computed} of {report.part_blocks} blocks{which} computed"
               f"{resumed} in {report.seconds:.2f} s ({spec.tiles.method})")

@@ -10,17 +10,20 @@ import sys
 
 import numpy as np
 
+from ..common.defaults import TILE_TOL
 from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
     ROWS_HELP,
+    TILE_TOL_HELP,
     add_cluster_args,
     add_network_args,
     add_rows_args,
     client_from_args,
     count,
     network_from_args,
-    projected_note,
+    positive_float,
     rows_from_args,
+    rows_notes,
     show_progress,
 )
 
@@ -98,7 +101,7 @@ def cmd_predict(args) -> int:
     if args.test_labels is not None and args.test is None:
         raise ValueError("--test-labels labels the points of --test: give --test too")
     net = network_from_args(args)
-    X, moved = rows_from_args(load_data(args.data), args)
+    X, moved = rows_from_args(load_data(args.data), args, net=net)
     n_rows = len(X)
     labels = args.labels
     if labels is None:
@@ -111,7 +114,7 @@ def cmd_predict(args) -> int:
     if args.test_fraction is not None:
         X, Y, Xt, Yt = _split(np.asarray(X), Y, args.test_fraction, args.seed)
     elif args.test is not None:
-        Xt, moved_test = rows_from_args(load_data(args.test), args, "X_test")
+        Xt, moved_test = rows_from_args(load_data(args.test), args, "X_test", net=net)
         moved += moved_test
         n_rows += len(Xt)
         if Xt.shape[1] != np.shape(X)[1]:
@@ -134,7 +137,7 @@ def cmd_predict(args) -> int:
         res = predict(net, X, Y, Xt, t=times, ridge=args.ridge, y_test=Yt, which=args.which,
                       solver=args.solver, client=client, method=args.method,
                       device=args.device, rank=args.rank, max_passes=args.max_passes,
-                      progress=show_progress(args))
+                      tile_tol=args.tile_tol, progress=show_progress(args))
     if args.empirical_width:
         positive = [t for t in times if math.isfinite(t) and t > 0]
         if not positive:
@@ -145,7 +148,7 @@ def cmd_predict(args) -> int:
                              times=np.geomspace(min(positive), max(positive), 24))
         ref = predict(net, X, Y, Xt, t=emp["times"], ridge=0.0, y_test=Yt,
                       solver=args.solver, method=args.method, device=args.device,
-                      step=emp["step"])
+                      tile_tol=args.tile_tol, step=emp["step"])
         emp["predicted_train_loss"] = np.asarray(ref.train_loss).tolist()
         emp["predicted_test_loss"] = (None if ref.test_loss is None
                                       else np.asarray(ref.test_loss).tolist())
@@ -154,18 +157,17 @@ def cmd_predict(args) -> int:
     # what was done with the rows, in the printed JSON and in predict.json (--out)
     res.info["rows"] = {"normalize": not args.no_normalize, "rows_projected": moved,
                         "rows": n_rows}
-    summary = res.to_dict()
-    summary["data"] = args.data
-    summary["labels"] = labels
-    summary["network"] = net.to_dict()
-    summary.update(res.info["rows"])
+    record = {"data": args.data, "labels": labels, "network": net.to_dict(),
+              **res.info["rows"]}
+    summary = {**res.to_dict(), **record}
+    notes = rows_notes(args, moved, X, Xt)
     if args.out:
-        summary["files"] = res.write(args.out, title=f"{args.data}: ")
+        summary["files"] = res.write(args.out, title=f"{args.data}: ", extra=record)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         print()
     else:
-        _print(summary)
+        _print(summary, notes)
     if not res.converged:
         print("fastntk predict: warning: the matrix-free path did not reach its accuracy "
               f"within --max-passes {args.max_passes} (see the error estimates); exit status "
@@ -186,14 +188,14 @@ def _deviation(emp: dict) -> dict:
     return out
 
 
-def _print(s: dict) -> None:
+def _print(s: dict, notes: list[str]) -> None:
     print(f"# {s['data']} ({s['labels']}): n = {s['n']}, {s['outputs']} output"
           f"{'s' if s['outputs'] > 1 else ''}, {s['test_points']} test points; "
           f"network {s['network']}")
     print(f"# {s['which'].upper()}, ridge {s['ridge']:g}; {s['method']}, {s['passes']} passes, "
           f"{s['seconds']:.2f} s; {s['convention']}")
-    if s["rows_projected"]:
-        print(f"# {projected_note(s['rows_projected'], s['rows'])}")
+    for note in notes:  # what was done with the rows
+        print(f"# {note}")
     cols = [("train loss", s["train_loss"]), ("error est.", s["train_loss_error"])]
     if s["test_loss"] is not None:
         cols += [("test loss", s["test_loss"]), ("error est.", s["test_loss_error"])]
@@ -258,6 +260,8 @@ def register(sub) -> None:
                    help="passes over the tiles allowed on the matrix-free path (300)")
     p.add_argument("--method", default="auto", choices=METHODS, help="tile evaluation method")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="tile kernels: cpu or cuda")
+    p.add_argument("--tile-tol", type=positive_float, default=TILE_TOL,
+                   help=f"{TILE_TOL_HELP} (default {TILE_TOL:g})")
     add_rows_args(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the --test-fraction split and of the finite networks (0)")

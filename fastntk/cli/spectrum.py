@@ -10,20 +10,22 @@ import warnings
 
 import numpy as np
 
-from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K
-from ..spectrum.theorems import NOT_ON_SPHERE
+from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K, TILE_TOL
 from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
     ROWS_HELP,
+    TILE_TOL_HELP,
     add_cluster_args,
     add_network_args,
     add_rows_args,
+    as_given_note,
     client_from_args,
     count,
     float_in,
     index_range,
     network_from_args,
     network_given,
+    positive_float,
     projected_note,
     rows_from_args,
     show_progress,
@@ -77,6 +79,7 @@ def cmd_spectrum(args) -> int:
 def _spectrum(args) -> int:
     from ..analysis.spectrum_study import check_fit_range, spectrum_study
     from ..data.loader import load_data
+    from ..data.rows import off_sphere
     from ..spectrum.eigen import all_eigenvalues_possible
     from ..spectrum.solver import check_k
 
@@ -96,6 +99,7 @@ def _spectrum(args) -> int:
                                      ("--empirical-width", args.empirical_width),
                                      ("--device", args.device != "cpu"),
                                      ("--method", args.method != "auto"),
+                                     ("--tile-tol", args.tile_tol != TILE_TOL),
                                      ("--chunk", args.chunk is not None)) if on]
         if given:
             raise ValueError(f"--matrix reads a stored kernel matrix: {', '.join(given)} "
@@ -107,7 +111,8 @@ def _spectrum(args) -> int:
     else:
         net = network_from_args(args)
         data = "digits" if args.data is None else args.data
-        X, projected = rows_from_args(load_data(data), args)
+        # the rows are checked (NTK.check_rows with --no-normalize) before any work
+        X, projected = rows_from_args(load_data(data), args, net=net)
         cluster = any(getattr(args, a, None) is not None
                       for a in ("workers", "scheduler_file", "address", "jobs", "cluster"))
         check_k(args.k, len(X), "-k", all_allowed=not cluster and all_eigenvalues_possible(
@@ -120,7 +125,7 @@ def _spectrum(args) -> int:
         kw.update({"X": X, "source": data, "compare_gram": args.compare_gram,
               "empirical_width": args.empirical_width, "empirical_seeds": args.empirical_seeds,
               "empirical_init": args.empirical_init, "method": args.method,
-              "device": args.device})
+              "device": args.device, "tile_tol": args.tile_tol})
         if args.chunk:
             kw["tile"] = args.chunk
     if args.block:
@@ -147,13 +152,14 @@ def _spectrum(args) -> int:
         low = study.smallest
         labels = label_spectrum(net, X, Y, study.ntk.result, method=args.method,
                                 lower_bound=None if low is None else low.lower_bound,
-                                device=args.device, labels=args.labels or "digits")
+                                device=args.device, labels=args.labels or "digits",
+                                tile_tol=args.tile_tol)
         study.extra["labels"] = labels.to_dict()
+    if args.matrix is None:  # what was done with the rows: in the printed and written JSON
+        study.extra.update({"normalize": not args.no_normalize, "rows_projected": projected,
+                            "rows_off_sphere": 0 if projected else off_sphere(X)})
     summary = study.to_dict()
     summary["checkpoint"] = args.checkpoint
-    if args.matrix is None:  # what was done with the rows
-        summary["normalize"] = not args.no_normalize
-        summary["rows_projected"] = projected
     # the results are printed before any file is written: a failed write loses nothing
     if args.json:
         failure = None
@@ -185,10 +191,13 @@ def _write(study, labels, args) -> dict:
     """Write the study's files (and the label-spectrum picture) to --out; their paths."""
     import os
 
-    files = study.write(args.out, args.coeff_degree, args.sphere_kmax)
-    if labels is not None:
-        files["labels"] = labels.plot(os.path.join(args.out, "labels.png"), f"{study.source}: ")
-    return files
+    from ..common.checks import output_folder
+
+    drawn = {}
+    if labels is not None:  # drawn first, so that spectrum.json lists it
+        output_folder(args.out)
+        drawn["labels"] = labels.plot(os.path.join(args.out, "labels.png"), f"{study.source}: ")
+    return study.write(args.out, args.coeff_degree, args.sphere_kmax, also=drawn)
 
 
 def _number(v: float) -> str:
@@ -203,10 +212,14 @@ def _print(s: dict) -> None:
     print(f"# {s['data']}: {where}; network {s['network']}")
     if s.get("rows_projected"):
         print(f"# {projected_note(s['rows_projected'], s['n'])}")
+    if s.get("rows_off_sphere"):
+        print(f"# {as_given_note(s['rows_off_sphere'], s['n'])}")
+    elif not s.get("rows_on_sphere", True):
+        print("# the store's rows are not all on the unit sphere (docs/math.md section 11)")
     if not s.get("rows_on_sphere", True):
-        print(f"# rows as given, not on the unit sphere: Theorems 3 and 5, c_0 and the sphere "
-              f"eigenvalues are {NOT_ON_SPHERE}; the certified lower bound takes per-norm "
-              "tables (docs/math.md section 11)")
+        print("# so Theorems 3 and 5, c_0, the coefficient series and the sphere eigenvalues, "
+              "which need unit rows, are n/a; the certified lower bound takes per-norm tables "
+              "(docs/math.md section 11.2)")
     passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
@@ -424,6 +437,9 @@ def register(sub) -> None:
                    help="tile evaluation method (default auto)")
     p.add_argument("--device", default="cpu", choices=DEVICES,
                    help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
+    p.add_argument("--tile-tol", type=positive_float, default=TILE_TOL,
+                   help=f"{TILE_TOL_HELP} (default {TILE_TOL:g}); --tol is the eigenvalue "
+                        "tolerance")
     p.add_argument("--centered", action="store_true",
                    help="also the centered kernel K - (c_0/n) 1 1^T (Theorem 5)")
     p.add_argument("--compare-gram", action="store_true",

@@ -125,12 +125,14 @@ class Prediction:
             out["empirical"] = self.empirical
         return out
 
-    def write(self, folder: str, title: str = "") -> dict:
-        """Write ``predict.json`` and ``predict.png`` into ``folder``; returns the paths."""
+    def write(self, folder: str, title: str = "", extra: dict | None = None) -> dict:
+        """Write ``predict.json`` and ``predict.png`` into ``folder``; returns the paths.
+        ``extra``: entries added to the top level of ``predict.json`` (e.g. the data, labels,
+        network and rows record of ``fastntk predict``)."""
         from .plots import plot_prediction
 
         output_folder(folder)
-        summary = self.to_dict()
+        summary = {**self.to_dict(), **(extra or {})}
         files = {"json": os.path.join(folder, "predict.json")}
         plot_data = dict(summary, times=[math.inf if t == "inf" else t
                                          for t in summary["times"]])

@@ -276,4 +276,9 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
         f"input variances up to {fi[rk.F_Q, :L].max():.3g} converge too slowly, or the "
         "Hermite quadrature is not accurate enough there). Use normalize=True (rows projected "
         "onto the unit sphere), a larger tol, smaller gamma_w, gamma_b, or an activation with "
-        f"a closed form (erf for tanh) (docs/math.md section 11.1); L = {L}")
+        f"a closed form{_closed_form_hint(net.activation.name)} (docs/math.md section 11.1)")
+
+
+def _closed_form_hint(name: str) -> str:
+    """The closed-form stand-in named in the refusal above: erf for tanh, none otherwise."""
+    return " (erf for tanh)" if name == "tanh" else ""
