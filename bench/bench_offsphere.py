@@ -42,6 +42,7 @@ import time
 
 import numpy as np
 import pytest
+from figures import save_figures
 
 from fastntk import NTK, uniform_sphere
 from fastntk.tiles import cpu
@@ -57,18 +58,7 @@ RESULTS: dict = {"n": N}
 
 
 def _save():
-    """Merge this run's figures into $FASTNTK_BENCH_JSON, if set."""
-    path = os.environ.get("FASTNTK_BENCH_JSON")
-    if not path:
-        return
-    old = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-    old.update(RESULTS)
-    with open(path, "w") as f:
-        json.dump(old, f, indent=1, sort_keys=True)
-
+    save_figures(RESULTS)
 
 def data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     """(unit rows, the same rows times norms in [2, 7])."""

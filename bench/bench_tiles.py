@@ -35,6 +35,7 @@ import time
 import numpy as np
 import pytest
 from fastntk.kernels import tiles_cpu
+from figures import save_figures
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
@@ -58,18 +59,7 @@ def _record(benchmark, key):
 
 
 def _save():
-    """Merge this run's figures into $FASTNTK_BENCH_JSON, if set (partial runs add to it)."""
-    path = os.environ.get("FASTNTK_BENCH_JSON")
-    if not path:
-        return
-    old = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-    old.update(RESULTS)
-    with open(path, "w") as f:
-        json.dump(old, f, indent=1, sort_keys=True)
-
+    save_figures(RESULTS)
 
 @pytest.fixture(scope="module")
 def relu():
