@@ -23,7 +23,7 @@ rows make K singular.  The bound is vacuous (0) whenever R_T >= 1, e.g. for clus
 low-dimensional data; it is useful for spread-out data in higher dimension, where R_p < 1
 already at moderate p.
 
-Rows of any norm (docs/math.md section 11.5): Theta = sum_p sum_m D_(p,m) G^{.p} D_(p,m) with
+Rows of any norm (docs/math.md section 11.2): Theta = sum_p sum_m D_(p,m) G^{.p} D_(p,m) with
 per-row diagonals, and sum_m D_(p,m)^2 = diag(C_p(|x_i|)), C_p(r) the coefficient table of
 the network with gamma_w r in place of gamma_w; so
 
