@@ -59,3 +59,36 @@ def test_digits_as_pixels():
     assert 1.5 < norms.min() and norms.max() < 8.0
     unit = fastntk.digits()
     assert np.allclose(unit, raw / norms[:, None], rtol=0, atol=1e-15)
+
+
+def test_vacuous_bound_says_why_when_the_sums_are_small():
+    from fastntk.spectrum.lower_bound import least_eigenvalue_bound
+
+    X = _raw_rows(n=6, d=64)
+    X[3] *= 1e-6 / np.linalg.norm(X[3])  # a row of tiny norm: its c_p, p >= 1, ~ 1e-12
+    bound = least_eigenvalue_bound(NTK("relu", 1), X)
+    lam = np.linalg.eigvalsh(NTK("relu", 1).kernel(X) / len(X))[0]  # the oracle
+    assert bound.value <= lam
+    assert bound.vacuous and bound.R[-1] < 1.0
+    assert "R_p >= 1" not in bound.message and "rounding allowance" in bound.message
+
+
+def test_nan_message_names_the_column():
+    X = _raw_rows(n=4, d=9)
+    X[2, 7] = np.nan
+    with pytest.raises(ValueError, match=r"X row 2 contains NaN or inf \(column 7: nan\)"):
+        check_rows(X)
+
+
+def test_cli_zero_row_message_names_cli_options(tmp_path, capsys):
+    from fastntk.cli.app import main
+
+    X = _raw_rows(n=20, d=8)
+    X[5] = 0.0
+    path = tmp_path / "zero.npy"
+    np.save(path, X)
+    assert main(["spectrum", "--data", str(path), "-k", "2", "--gamma-b", "0.5",
+                 "--no-labels"]) == 2
+    err = capsys.readouterr().err
+    assert "row 5 is zero" in err and "(--no-normalize) with --gamma-b > 0" in err
+    assert "normalize=False" not in err

@@ -155,9 +155,9 @@ def rows_notes(args, moved: int, *arrays) -> list[str]:
 
 
 #: The tile tolerance option: its help (the certified error bound of series tiles).
-TILE_TOL_HELP = ("series tiles: certified error bound of each entry relative to the diagonal "
-                 "scale (Theta(1) on the sphere, else the largest Theta(x, x); docs/math.md "
-                 "section 11)")
+TILE_TOL_HELP = ("series tiles: certified error bound of each entry, relative to Theta(1) on "
+                 "the sphere and to sqrt(Theta(x, x) Theta(y, y)) for rows off it "
+                 "(docs/math.md sections 4, 11.1)")
 
 #: Python spellings in library messages and what the command line says instead (the library
 #: keeps its spellings for Python users).
@@ -167,7 +167,10 @@ _CLI_SPELLINGS = (("sphere), a larger tol", "sphere), or give a larger tol"),
                   ("(normalize=True)", "(drop --no-normalize)"),
                   ("normalize=True", "without --no-normalize"),
                   ("smaller gamma_w, gamma_b", "smaller --gamma-w, --gamma-b"),
-                  ("drop centered", "drop --centered"))
+                  ("drop centered", "drop --centered"),
+                  ("(normalize=False) with a network of gamma_b > 0",
+                   "(--no-normalize) with --gamma-b > 0"),
+                  ("overwrite=True (--overwrite)", "--overwrite"))
 
 
 def cli_message(text: str, args) -> str:

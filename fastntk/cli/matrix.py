@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     """Add the ``matrix`` command to the ``fastntk`` parser."""
     from .args import (
         ROWS_HELP,
+        TILE_TOL_HELP,
         add_cluster_args,
         add_network_args,
         add_rows_args,
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="exact closed-form recursion, certified series, or auto (default)")
     p.add_argument("--tol", type=positive_float, default=TILE_TOL,
-                   help=f"series: error bound relative to Theta(1) (default {TILE_TOL:g})")
+                   help=f"{TILE_TOL_HELP} (default {TILE_TOL:g})")
     p.add_argument("--which", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
 
     add_cluster_args(p)

@@ -16,7 +16,7 @@ def uniform_sphere(n: int, d: int, seed: int | None = 0) -> np.ndarray:
 def digits(normalize: bool = True) -> np.ndarray:
     """scikit-learn's handwritten digits (1,797 x 64): rows normalised to unit norm (the
     data set ``--data digits`` names), or with ``normalize=False`` the pixels / 16, each in
-    [0, 1], rows of norms about 2 to 7 (for the NTK of rows as given, docs/math.md
+    [0, 1], rows of norms 2.9 to 4.8 (for the NTK of rows as given, docs/math.md
     section 11)."""
     from sklearn.datasets import load_digits
 

@@ -37,7 +37,8 @@ def check_rows(X, name: str = "X", normalize: bool = False) -> np.ndarray:
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
         i = int(np.argmin(finite))
-        raise ValueError(f"{name} row {i} contains NaN or inf: {X[i, :5]}...")
+        j = int(np.argmin(np.isfinite(X[i])))
+        raise ValueError(f"{name} row {i} contains NaN or inf (column {j}: {X[i, j]})")
     if normalize:
         big = np.max(np.abs(X), axis=1)
         if (big == 0).any():

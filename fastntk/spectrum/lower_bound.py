@@ -101,9 +101,14 @@ class LowerBound:
                     "is 0 and tight")
         if self.vacuous and not len(self.R):
             return f"vacuous (0): {self.notes[0]}"
-        if self.vacuous:
+        if self.vacuous and self.R[-1] >= 1.0:
             return (f"vacuous (0): R_p >= 1 up to p = {int(self.powers[-1])} (R_p = "
                     f"{self.R[-1]:.3g}); the rows are too correlated for Gershgorin")
+        if self.vacuous:
+            return ("vacuous (0): the series terms that Gershgorin certifies (R_p < 1 from "
+                    f"p = {int(self.powers[np.argmax(self.R < 1.0)])}) sum to no more than "
+                    "their rounding allowance: the coefficients c_p there are too small "
+                    "(e.g. a row of tiny norm, whose c_p for p >= 1 scale with its square)")
         off = any(note.startswith("rows of") for note in self.notes)
         where = "sections 7, 11" if off else "section 7"
         return f"lambda_min >= {self.value:.6e} (certified, docs/math.md {where})"

@@ -270,8 +270,9 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
     which = "Theta" if spec.which == "ntk" else "the NNGP"
     raise ValueError(
         f"no certified value of {which} for rows {i} (norm {ni[i]:.6g}) and {j} (norm "
-        f"{nj[j]:.6g}) of this tile within tol = {spec.tol:g} sqrt(K(x, x) K(y, y)): the best "
-        f"bound is {worst:.2e} sqrt(K(x, x) K(y, y)) (degree {T} radial series of "
+        f"{nj[j]:.6g}) of this tile within tol = {spec.tol:g} sqrt(Theta(x, x) Theta(y, y)): "
+        f"the best bound is {worst:.2e} sqrt(Theta(x, x) Theta(y, y)) (degree {T} radial "
+        "series of "
         f"{net.activation.name} at "
         f"input variances up to {fi[rk.F_Q, :L].max():.3g} converge too slowly, or the "
         "Hermite quadrature is not accurate enough there). Use normalize=True (rows projected "
