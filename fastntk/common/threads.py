@@ -26,7 +26,7 @@ import contextlib
 import os
 import threading
 
-__all__ = ["blas_limits", "numba_threads", "parallel_section", "task_threads",
+__all__ = ["blas_limits", "blas_threads", "numba_threads", "parallel_section", "task_threads",
            "threading_layer"]
 
 _ENTRY = threading.RLock()
@@ -42,6 +42,16 @@ def blas_limits(threads: int | None):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=max(1, int(threads)), user_api="blas")
+
+
+def blas_threads() -> int:
+    """The BLAS threads calls made here would run on now (the largest over the BLAS libraries
+    loaded; 1 when threadpoolctl finds none).  Taken outside a :func:`blas_limits` block, the
+    number to restore inside one (``fastntk.spectrum.operators.DenseOperator``)."""
+    from threadpoolctl import threadpool_info
+
+    return max([int(i.get("num_threads") or 1) for i in threadpool_info()
+                if i.get("user_api") == "blas"] or [1])
 
 
 def threading_layer() -> str | None:

@@ -34,16 +34,28 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..common.defaults import PREDICT_TOL
-from ..common.threads import blas_limits
+from ..common.threads import blas_limits, blas_threads
+from ..spectrum.operators import DenseOperator
 from ..spectrum.solver import _svqb
 
 __all__ = ["Dynamics", "SingularKernelError", "alpha_weights", "check_ridge", "check_times",
-           "dense_dynamics", "krylov_dynamics", "residual_weights", "ridge_cg"]
+           "dense_dynamics", "dense_parts", "krylov_dynamics", "krylov_plan",
+           "polynomial_degree", "residual_weights", "ridge_cg"]
 
 _EPS = float(np.finfo(np.float64).eps)
 #: K counts as numerically singular (t = inf, no ridge) unless lambda_min(K) is certified
 #: to exceed this multiple of the perturbation level of K (rounding and kernel errors).
 SINGULAR_MARGIN = 1e3
+#: The dense path computes the finite times by block Krylov on the assembled K only when
+#: the predicted basis is at most this fraction of n (``krylov_plan``) ...
+KRYLOV_MAX_BASIS = 0.25
+#: ... and the predicted flops at most this fraction of those of eigh of K (9 n^3).  Measured
+#: (digits, n = 1,500, 10 outputs, 21 passes that do not converge, loaded 2 cores): the
+#: passes run 1.3-3x fewer flops per second than eigh of K (small eighs of H, Python
+#: overhead), so a Krylov try that fails costs 10-30 % of an eigh more.
+KRYLOV_MAX_COST = 0.1
+#: Margin on the predicted polynomial degree (``polynomial_degree``) of the Krylov passes.
+KRYLOV_DEGREE_MARGIN = 1.25
 
 
 class SingularKernelError(ValueError):
@@ -205,7 +217,9 @@ def dense_dynamics(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0,
                    step: float | None = None) -> Dynamics:
     """phi_t(K) Y for a dense symmetric PSD K (n x n) and labels Y (n x o), every t in
     ``times``, by one eigh of K (scipy, ``evd``), or by one Cholesky factorisation of
-    K + ridge I when every t is inf and ridge > 0.
+    K + ridge I when every t is inf and either ridge > 0 or, without a ridge, K is certified
+    invertible by ``certified_min`` alone (above :data:`SINGULAR_MARGIN` times the
+    perturbation level).  :func:`dense_parts` chooses between this and Krylov on K.
 
     ``perturbation``: a bound on ||E|| for the error E of K itself (kernel-value errors);
     eigh's own backward error, n eps ||K||, is added.  ``certified_min``: a certified lower
@@ -219,9 +233,11 @@ def dense_dynamics(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0,
     times = np.asarray(times, dtype=np.float64)
     n, o = Y.shape
     ynorm = float(np.linalg.norm(Y))
-    if ridge > 0 and np.all(np.isinf(times)):
+    norm_bound = level = 0.0
+    if np.all(np.isinf(times)):
         norm_bound = float(np.abs(K).sum(axis=1).max())  # >= ||K||_2
         level = perturbation + n * _EPS * norm_bound
+    if np.all(np.isinf(times)) and (ridge > 0 or certified_min > SINGULAR_MARGIN * level):
         Kr = K if overwrite else K.copy()
         Kr[np.diag_indices(n)] += ridge
         c = sla.cho_factor(Kr, lower=True, overwrite_a=True, check_finite=False)
@@ -233,7 +249,8 @@ def dense_dynamics(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0,
                         np.full(k, ridge * aerr),
                         np.broadcast_to(A, (k, n, o)).copy() if alpha else None,
                         np.full(k, aerr) if alpha else None,
-                        "Cholesky of K + ridge I", seconds=time.perf_counter() - t0,
+                        "Cholesky of K + ridge I" if ridge else "Cholesky of K",
+                        seconds=time.perf_counter() - t0,
                         info={"perturbation": level})
     w, V = sla.eigh(K, overwrite_a=overwrite, driver="evd", check_finite=False)
     lam_max = float(w[-1])
@@ -262,6 +279,139 @@ def dense_dynamics(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0,
             Aerr[i] = _lipschitz(_alpha_slope, lo, lam_max + level, t, ridge) * level * ynorm
     return Dynamics(times, R, Rerr, A, Aerr, "eigh of K", seconds=time.perf_counter() - t0,
                     info=info)
+
+
+# ------------------------------------------------------- dense path: which method
+def polynomial_degree(t: float, lam_high: float, ridge: float = 0.0,
+                      step: float | None = None, tol: float = PREDICT_TOL) -> int | None:
+    """A predicted degree of a polynomial that approximates h_t and g_t (docs/math.md
+    section 10) on the spectrum [0, ``lam_high``] to ``tol`` relative, for finite t: the
+    smaller of the Taylor degree of e^{-t b} and the Chebyshev estimate
+    sqrt(2 max(t b, L) L), L = ln(8 / tol), b = lam_high + ridge (Sachdeva and Vishnoi 2014,
+    Theorem 4.1).  With ``step`` (gradient descent, (1 - step s)^N, N = t / step): that of
+    e^{-1.39 t s} when step b <= 1/2 (capped at N when N is a whole number), N when
+    1/2 < step b <= 1 and N is whole, else None (no low degree: the dense path takes eigh).
+    A prediction only: :func:`krylov_dynamics` checks its own convergence."""
+    b = max(float(lam_high), 0.0) + ridge
+    if step is not None:
+        steps = t / step
+        whole = abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
+        if step * b <= 0.5:
+            d = polynomial_degree(-math.log1p(-step * b) / (step * b) * t if b > 0 else 0.0,
+                                  lam_high, ridge, None, tol)
+            return min(d, round(steps)) if whole else d
+        return round(steps) if whole and step * b <= 1.0 else None
+    tb = t * b
+    ln_tol = math.log(8 / tol)
+    cheb = math.ceil(math.sqrt(2 * max(tb, ln_tol) * ln_tol))
+    d, term = 0, 1.0  # Taylor: the first d with (t b)^(d+1) / (d+1)! <= tol
+    while d < cheb and term * tb / (d + 1) > tol:
+        term *= tb / (d + 1)
+        d += 1
+    return min(d, cheb)
+
+
+def krylov_plan(n: int, o: int, times, lam_high: float, ridge: float = 0.0,
+                step: float | None = None, tol: float = PREDICT_TOL,
+                alpha: bool = True) -> dict:
+    """How the dense path computes the finite times (docs/math.md section 10): block Krylov on
+    the assembled K, within a budget of passes, before eigh of K.
+
+    The budget is the most passes whose basis o (p + 1) stays below :data:`KRYLOV_MAX_BASIS`
+    n and whose predicted flops (2 n^2 o per pass; n m o per column block for the
+    reorthogonalisation and the Ritz vectors, m the basis so far; 10 m^3 per pass for the
+    eigh of H) stay below :data:`KRYLOV_MAX_COST` times those of eigh of K (9 n^3), so that
+    a Krylov run that does not converge (then eigh) costs a bounded fraction more.  The
+    passes a worst-case spectrum needs (``needed``: the largest :func:`polynomial_degree`
+    over ``times``, times :data:`KRYLOV_DEGREE_MARGIN`, plus the two passes of the
+    convergence check) cap it; clustered spectra (dot-product kernels on the sphere) need
+    far fewer.  ``krylov``: whether to try Krylov at all (finite times, a low degree, and a
+    budget of at least two passes).  ``lam_high``: an upper bound on lambda_max(K)."""
+    finite = [float(t) for t in np.atleast_1d(times) if math.isfinite(t)]
+    degrees = [polynomial_degree(t, lam_high, ridge, step, tol) for t in finite]
+    per_column = 14 + 2 * len(finite) * (2 if alpha else 1)
+
+    def flops(k: int) -> float:
+        return (2.0 * n * n * o * k + per_column * n * o * o * k * (k + 1) / 2
+                + 10.0 * o**3 * (k * (k + 1) / 2) ** 2)
+
+    plan: dict = {"lambda_high": float(lam_high), "degree": None, "needed": None,
+                  "budget": 0, "passes": 0, "krylov_flops": None, "eigh_flops": 9.0 * n**3,
+                  "krylov": False}
+    if not finite or any(d is None for d in degrees):
+        return plan
+    needed = math.ceil(KRYLOV_DEGREE_MARGIN * max(degrees)) + 2
+    budget = 0
+    while (budget < needed and o * (budget + 2) <= KRYLOV_MAX_BASIS * n
+           and flops(budget + 1) <= KRYLOV_MAX_COST * plan["eigh_flops"]):
+        budget += 1
+    passes = min(needed, budget)
+    plan.update(degree=max(degrees), needed=needed, budget=budget, passes=passes,
+                krylov_flops=flops(passes), krylov=passes >= 2)
+    return plan
+
+
+def dense_parts(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = True,
+                perturbation: float = 0.0, certified_min: float = 0.0,
+                overwrite: bool = False, step: float | None = None,
+                tol: float = PREDICT_TOL, krylov: bool = True
+                ) -> tuple[list[Dynamics], dict]:
+    """The dense path (docs/math.md section 10): phi_t(K) Y for an assembled symmetric PSD K
+    (n x n) and labels Y (n x o) at every t in ``times``, as parts for disjoint sets of times
+    (finite, then inf), with ``info["dense"]`` saying which method ran and why.
+
+    * Finite t: block Krylov on K first (:func:`krylov_dynamics` on a ``DenseOperator``
+      whose GEMMs use all BLAS threads; accuracy ``tol`` relative to ||Y||, with its own
+      error estimate), within the passes of :func:`krylov_plan` (a basis below n / 4 and a
+      tenth of eigh's flops), unless t = inf needs an eigh anyway; when it does not
+      converge within them, or when the plan rules it out, one eigh of K serves every t
+      (:func:`dense_dynamics`).  ``krylov=False`` skips the Krylov try.
+    * t = inf: one Cholesky factorisation of K + ridge I, or without a ridge of K when the
+      certified ``certified_min`` shows it invertible; else the eigh, with its singularity
+      check and errors (:class:`SingularKernelError`).
+
+    ``overwrite``: K may be destroyed (the last step factorises it in place).  Other
+    arguments as in :func:`dense_dynamics`."""
+    times = np.asarray(times, dtype=np.float64)
+    n, o = Y.shape
+    finite = times[np.isfinite(times)]
+    infinite = np.isinf(times)
+    lam_high = float(np.abs(K).sum(axis=1).max())  # >= ||K||_2
+    plan = krylov_plan(n, o, finite, lam_high, ridge, step, tol, alpha)
+    level = perturbation + n * _EPS * lam_high
+    cholesky = ridge > 0 or certified_min > SINGULAR_MARGIN * level
+    use = plan["krylov"] and krylov is not False
+    info = {"dense": {**plan, "finite_times": "eigh of K", "infinite_time": None}}
+    if use and finite.size and (cholesky or not infinite.any()):
+        # the n^2 o products on every BLAS thread, the small dense algebra of the basis
+        # (n x m, m x m) on one: measured at n = 1,500, 10 outputs, 21 passes on a loaded
+        # 2-core machine, 0.8 s against 3.3-10.6 s on two threads
+        op = DenseOperator(K, threads=blas_threads())
+        with blas_limits(1):
+            kry = krylov_dynamics(op, Y, finite, ridge, alpha=alpha, tol=tol,
+                                  max_passes=plan["passes"], perturbation=perturbation,
+                                  lam_low=certified_min, lam_high=lam_high, step=step)
+        info["dense"].update(krylov_passes=kry.passes, krylov_basis=kry.info["basis"],
+                             krylov_seconds=kry.seconds)
+        if kry.converged:
+            info["dense"]["finite_times"] = kry.method + " on the assembled K"
+            parts = [kry]
+            if infinite.any():
+                chol = dense_dynamics(K, Y, times[infinite], ridge, alpha=alpha,
+                                      perturbation=perturbation, certified_min=certified_min,
+                                      overwrite=overwrite)
+                info["dense"]["infinite_time"] = chol.method
+                parts.append(chol)
+            return parts, info
+        info["dense"]["krylov_fallback"] = (f"not converged in {kry.passes} passes: eigh")
+    dyn = dense_dynamics(K, Y, times, ridge, alpha=alpha, perturbation=perturbation,
+                         certified_min=certified_min, overwrite=overwrite, step=step)
+    if not finite.size:
+        info["dense"]["finite_times"] = None
+    if infinite.any():
+        info["dense"]["infinite_time"] = dyn.method
+    info.update(dyn.info)
+    return [dyn], info
 
 
 # ------------------------------------------------------------------------ Krylov path

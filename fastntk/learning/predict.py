@@ -44,7 +44,7 @@ from .dynamics import (
     SingularKernelError,
     check_ridge,
     check_times,
-    dense_dynamics,
+    dense_parts,
     krylov_dynamics,
     ridge_cg,
     singular_message,
@@ -238,11 +238,11 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     if solver == "dense":
         theta, _ = assemble_kernel(net, X, method, tile_tol, which, device)
         theta *= 1.0 / n
-        dyn = dense_dynamics(theta, Y, times, ridge, alpha=alpha, perturbation=perturbation,
-                             certified_min=certified, overwrite=True, step=step)
+        parts, dense_info = dense_parts(theta, Y, times, ridge, alpha=alpha,
+                                        perturbation=perturbation, certified_min=certified,
+                                        overwrite=True, step=step, tol=tol)
         del theta
-        parts = [dyn]
-        info.update(dyn.info)
+        info.update(dense_info)
     else:
         parts = _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank,
                              max_passes, method, tile_tol, device, which, perturbation,

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..common.checks import check_count
 from ..common.defaults import DASK_TILE, OPERATOR_TILE, PASS_WORKERS, TILE_TOL
-from ..common.threads import task_threads
+from ..common.threads import blas_limits, task_threads
 from ..data.rows import on_sphere
 from ..scale.blocks import block_bounds, check_chunk, tile_pairs
 from ..scale.tasks import TaskPool
@@ -108,12 +108,17 @@ class KernelOperator:
 
 
 class DenseOperator(KernelOperator):
-    """``scale * A`` for a dense symmetric numpy matrix A."""
+    """``scale * A`` for a dense symmetric numpy matrix A.  ``threads``: the BLAS threads of
+    each product, whatever the caller's limit (the solvers run their passes under
+    ``blas_limits(1)``, right for the tiles' Numba kernels but not for one GEMM on an
+    assembled K: ``fastntk.predict``'s dense Krylov passes ``blas_threads()``); None keeps the
+    caller's setting."""
 
     description = "dense matrix in memory"
 
-    def __init__(self, A, scale: float = 1.0) -> None:
+    def __init__(self, A, scale: float = 1.0, threads: int | None = None) -> None:
         super().__init__()
+        self.threads = threads
         A = np.asarray(A, dtype=np.float64)
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"need a square matrix, got shape {A.shape}")
@@ -124,7 +129,8 @@ class DenseOperator(KernelOperator):
         self.scale = float(scale)
 
     def _apply(self, V):
-        return self.A @ V
+        with blas_limits(self.threads):
+            return self.A @ V
 
     def _trace(self):
         return float(np.trace(self.A))
