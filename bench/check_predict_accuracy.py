@@ -4,7 +4,9 @@ ReLU L = 3.
 
     python bench/check_predict_accuracy.py [n]      # default 1,500
 
-Oracle: K = Theta / n from NTK.kernel, numpy.linalg.eigh for the finite times and for t = inf
+fastntk's dense path tries block Krylov on the assembled K first and falls back to eigh
+(docs/math.md section 10): "dense" in the record says which ran.  Oracle: K = Theta / n from
+NTK.kernel, numpy.linalg.eigh for the finite times and for t = inf
 without a ridge, numpy.linalg.solve(K + ridge I) for kernel ridge regression.  Prints one JSON
 record with the largest relative errors of the training loss(t), the test predictions f_t
 and the ridge regression, and the times of predict and of the oracle.
@@ -63,6 +65,9 @@ def main() -> None:
                                                 / (2 * Y.size)) / (np.sum((f - Y) ** 2)
                                                                     / (2 * Y.size))),
         "lower_bound": p.info.get("lower_bound"), "method": p.method,
+        "dense": {k: p.info["dense"].get(k) for k in ("finite_times", "infinite_time", "budget",
+                                                      "krylov_passes", "krylov_fallback")},
+        "ridge_method": r.method,
         "seconds_predict_all_t": t_predict, "seconds_ridge_cholesky": t_ridge,
         "seconds_oracle": t_oracle, "test_loss": np.asarray(p.test_loss).tolist()}, indent=1))
 

@@ -10,8 +10,9 @@ f_0 = 0, the mean of the infinite ensemble; then
 with g_t(w) = (1 - e^{-t (w + ridge)}) / (w + ridge) and h_t = 1 - w g_t, so that t = inf
 with a ridge is kernel ridge regression K(x, X) (K + ridge I)^{-1} y.
 
-Paths: n <= ``DENSE_MAX`` (20,000) in this process: K assembled through the tiles, one eigh
-(or one Cholesky for t = inf with a ridge) serves every t.  Beyond, or on a Dask cluster:
+Paths: n <= ``DENSE_MAX`` (20,000) in this process: K assembled through the tiles, then block
+Krylov on it for the finite times (tried within a budget of passes), else one eigh serving
+every t, and one Cholesky for t = inf (``dynamics.dense_parts``).  Beyond, or on a Dask cluster:
 matrix-free passes over the tiles (``fastntk.spectrum.operators.kernel_operator``), block
 Krylov for the finite t and conjugate gradients preconditioned by the top-k eigenpairs
 (``fastntk.top_eigenvalues``) for t = inf.
@@ -169,13 +170,17 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     Bayesian posterior mean, with noise variance n * ridge).  ``step``: full-batch gradient
     descent with this learning rate instead of gradient flow (t is then step x steps).
 
-    ``solver``: ``"dense"`` (K assembled through the tiles in memory, one eigh or Cholesky
-    for all t), ``"krylov"`` (matrix-free: block Krylov for finite t, CG preconditioned by
-    the top-``rank`` eigenpairs for t = inf; memory O(n (o passes + rank))), or ``"auto"``
-    (dense for n <= 20,000 in this process, else matrix-free); ``client``: a
-    ``distributed.Client`` for the matrix-free passes.  ``tol``: the relative accuracy the
-    matrix-free path aims for within ``max_passes`` passes (``converged`` says whether it
-    did).
+    ``solver``: ``"dense"`` (K assembled through the tiles in memory: the finite times by
+    block Krylov on K, each pass one GEMM, when it converges within a budget of passes (a
+    basis below n / 4, a tenth of eigh's flops), else one eigh of K for every t; t = inf by
+    one Cholesky of K + ridge I, or of K when the certified bound shows it invertible;
+    ``info["dense"]`` says which ran and why: docs/math.md section 10), ``"krylov"``
+    (matrix-free: block Krylov for finite t, CG preconditioned by the top-``rank``
+    eigenpairs for t = inf; memory O(n (o passes + rank))), or ``"auto"`` (dense for
+    n <= 20,000 in this process, else matrix-free); ``client``: a ``distributed.Client``
+    for the matrix-free passes.  ``tol``: the relative accuracy the Krylov passes aim for
+    (matrix-free within ``max_passes`` passes, ``converged`` says whether they did; dense
+    on the assembled K).
 
     At t = inf without a ridge, K must be certifiably invertible (the certified lower bound
     of docs/math.md section 7, or, on the dense path, eigh's lambda_min less its error, above
