@@ -170,6 +170,9 @@ def test_cholesky_without_ridge_only_with_a_certified_bound(sphere):
                     assert np.linalg.norm(part.alpha[j] - a) <= 1e-8 * np.linalg.norm(a)
     parts, info = dense_parts(K.copy(), Y, times, certified_min=0.5 * lam_min, krylov=False)
     assert [q.method for q in parts] == ["eigh of K"] and "krylov_passes" not in info["dense"]
+    # a ridge at the rounding level certifies nothing: eigh, not a Cholesky that may break
+    parts, info = dense_parts(K.copy(), Y, times, ridge=1e-15)
+    assert [q.method for q in parts] == ["eigh of K"] == [info["dense"]["infinite_time"]]
 
 
 def _blas_now() -> int:

@@ -366,9 +366,10 @@ def dense_parts(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0, alpha: 
       tenth of eigh's flops), unless t = inf needs an eigh anyway; when it does not
       converge within them, or when the plan rules it out, one eigh of K serves every t
       (:func:`dense_dynamics`).  ``krylov=False`` skips the Krylov try.
-    * t = inf: one Cholesky factorisation of K + ridge I, or without a ridge of K when the
-      certified ``certified_min`` shows it invertible; else the eigh, with its singularity
-      check and errors (:class:`SingularKernelError`).
+    * t = inf: one Cholesky factorisation of K + ridge I (of K without a ridge) when
+      ridge + ``certified_min`` exceeds :data:`SINGULAR_MARGIN` times the perturbation
+      level; else the eigh, with its singularity check and errors
+      (:class:`SingularKernelError`).
 
     ``overwrite``: K may be destroyed (the last step factorises it in place).  Other
     arguments as in :func:`dense_dynamics`."""
@@ -379,7 +380,9 @@ def dense_parts(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0, alpha: 
     lam_high = float(np.abs(K).sum(axis=1).max())  # >= ||K||_2
     plan = krylov_plan(n, o, finite, lam_high, ridge, step, tol, alpha)
     level = perturbation + n * _EPS * lam_high
-    cholesky = ridge > 0 or certified_min > SINGULAR_MARGIN * level
+    # K + ridge I certified positive definite with margin (else eigh: a ridge near the
+    # rounding level may break a Cholesky factorisation, and eigh does the singular-K check)
+    cholesky = ridge + certified_min > SINGULAR_MARGIN * level
     use = plan["krylov"] and krylov is not False
     info = {"dense": {**plan, "finite_times": "eigh of K", "infinite_time": None}}
     if use and finite.size and (cholesky or not infinite.any()):
