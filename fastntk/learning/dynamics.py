@@ -279,7 +279,8 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
                     tol: float = PREDICT_TOL, max_passes: int = 200,
                     perturbation: float = 0.0, lam_low: float = 0.0,
                     lam_high: float | None = None, progress: bool = False,
-                    step: float | None = None, checkpoint=None) -> Dynamics:
+                    step: float | None = None, checkpoint=None,
+                    checkpoint_share: float = 0.1) -> Dynamics:
     """phi_t(K) Y for every finite t in ``times`` by Rayleigh-Ritz on one block Krylov
     space, matrix-free: ``op`` is a symmetric operator (``op.matvec(B)`` = K B, one pass).
 
@@ -296,10 +297,10 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
     ``predict-krylov``): the run resumes from its state (Q, H, the next block W, the last
     two approximations, the history, the scale, the passes) and saves it after passes
     (:class:`~fastntk.spectrum.checkpoint.SavePacer`: the first, the last, and every one
-    while saving costs under a tenth of the run); a resumed run equals an uninterrupted
-    one bit for bit, and ``passes`` counts the passes of both (``info["passes_resumed"]``
-    those taken over).  ``max_passes`` is the total, so a finished unconverged run resumed
-    with more passes continues."""
+    while saving costs under ``checkpoint_share`` of the run); a resumed run equals an
+    uninterrupted one bit for bit, and ``passes`` counts the passes of both
+    (``info["passes_resumed"]`` those taken over).  ``max_passes`` is the total, so a
+    finished unconverged run resumed with more passes continues."""
     t0 = time.perf_counter()
     times = np.asarray(times, dtype=np.float64)
     if np.isinf(times).any():
@@ -325,7 +326,7 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
         prev, prev2 = _unpack_ritz(state, "prev"), _unpack_ritz(state, "prev2")
         errs_r, errs_a = state.get("errs_r"), state.get("errs_a")
         resumed = int(state["passes"])
-    pace = None if checkpoint is None else SavePacer(checkpoint, start=t0)
+    pace = None if checkpoint is None else SavePacer(checkpoint, checkpoint_share, start=t0)
 
     def passes() -> int:
         return resumed + op.passes - passes0
@@ -459,7 +460,7 @@ def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
              eigenvalues: np.ndarray | None = None, sigma: float | None = None,
              tol: float = PREDICT_TOL, max_passes: int = 500, lam_low: float = 0.0,
              perturbation: float = 0.0, progress: bool = False,
-             checkpoint=None) -> Dynamics:
+             checkpoint=None, checkpoint_share: float = 0.1) -> Dynamics:
     """(K + ridge I)^{-1} Y (t = inf) by preconditioned conjugate gradients, one column of Y
     per CG recurrence and one pass of ``op`` per iteration for all of them.
 
@@ -510,7 +511,7 @@ def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
     else:
         Xs, Rm, P, rz, done = (state[key] for key in ("Xs", "Rm", "P", "rz", "done"))
         history, resumed = state["history"], int(state["passes"])
-    pace = None if checkpoint is None else SavePacer(checkpoint, start=t0)
+    pace = None if checkpoint is None else SavePacer(checkpoint, checkpoint_share, start=t0)
 
     def passes() -> int:
         return resumed + op.passes - passes0
