@@ -1,6 +1,8 @@
-"""Checkpoint and resume of the eigensolver (:class:`fastntk.spectrum.solver.BlockKrylov`).
+"""Checkpoint and resume of the eigensolver (:class:`fastntk.spectrum.solver.BlockKrylov`)
+and of ``fastntk.predict``'s matrix-free path (``fastntk.learning.dynamics``).
 
-A checkpoint directory holds, per solver run ``name`` (``ntk``, ``centered``):
+A checkpoint directory holds, per solver run ``name`` (:data:`RUN_NAMES`: ``ntk``,
+``centered``; ``predict-krylov``, ``predict-eig``, ``predict-cg``):
 
 * ``{name}.meta.json``: what the run computes (network spec, data fingerprint = shape + a
   SHA-256 of the data, or a stored matrix's whole marker; k, tol, seed, centered, scale,
