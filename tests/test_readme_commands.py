@@ -37,7 +37,8 @@ TINY = {
 #: sizes small enough as they are
 AS_IS = {("-T", "50"), ("--hidden-layers", "3"), ("-L", "1"), ("-d", "3"),
          ("--gamma-b", "0.5"), ("--activation", "relu"), ("--device", "cpu"),
-         ("--t", "1,10,100,inf"), ("--test-fraction", "0.2"), ("-k", "20")}
+         ("--t", "1,10,100,inf"), ("--test-fraction", "0.2"), ("-k", "20"),
+         ("--solver", "krylov")}
 
 
 def readme_commands() -> list[str]:

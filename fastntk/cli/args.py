@@ -1,4 +1,4 @@
-"""Argument groups shared by the ``fastntk`` commands (network, Dask cluster).
+"""Argument groups shared by the ``fastntk`` commands (network, Dask cluster, checkpoint).
 
 Every ``cli_*`` module builds its parser from these; none of them computes anything.
 """
@@ -6,7 +6,9 @@ Every ``cli_*`` module builds its parser from these; none of them computes anyth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 
 from ..common.checks import check_count
 from ..network.activations import ACTIVATION_NAMES
@@ -298,3 +300,57 @@ def client_from_args(args):
     opts = {k: SLURM_DEFAULTS[k] if v is None else v for k, v in slurm.items()}
     return get_client(cluster="slurm", workers=args.workers, jobs=args.jobs or 1,
                       timeout=args.connect_timeout, **opts)
+
+
+def add_checkpoint_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``--checkpoint DIR`` and ``--restart`` (``spectrum``, ``predict``); ``what``: the
+    state saved, e.g. "the eigensolver state"."""
+    p.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help=f"save {what} after every pass in DIR (one run at a time: DIR is "
+                        "locked while in use); rerunning the same command resumes from the "
+                        "last saved pass")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoint in DIR (e.g. an unreadable one) and start "
+                        "afresh; only the files fastntk wrote there are deleted")
+
+
+def run_checkpointed(args, work, no_checkpoint_hint: str) -> int:
+    """Run ``work(args)`` for a command with ``--checkpoint DIR [--restart]`` and ``--out``:
+    every output folder is checked (and made) before any work, naming its option; DIR is
+    held for the whole run (one run at a time), ``--restart`` clears it first; a checkpoint
+    left unused is one plain warning line; an interruption (Ctrl-C, SIGTERM) says how to
+    resume (``no_checkpoint_hint`` without a checkpoint) and returns 130."""
+    from ..common.checks import output_folder
+    from ..scale.cluster import sigterm_as_interrupt
+    from ..spectrum.checkpoint import CheckpointWarning, clear_directory, directory_lock
+
+    name = f"fastntk {args.command}"
+    if args.restart and not args.checkpoint:
+        raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
+    # every output location is checked (and made) before any work, naming its option
+    for folder, option in ((args.out, "--out"), (args.checkpoint, "--checkpoint")):
+        if folder:
+            output_folder(folder, option)
+    hold = directory_lock(args.checkpoint) if args.checkpoint else contextlib.nullcontext()
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **kw):  # a checkpoint left unused: one plain line
+        if issubclass(category, CheckpointWarning):
+            print(f"{name}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    try:
+        with sigterm_as_interrupt(), hold, warnings.catch_warnings():
+            warnings.showwarning = show
+            if args.restart:
+                clear_directory(args.checkpoint)
+            return work(args)
+    except KeyboardInterrupt:
+        if args.checkpoint:
+            hint = (f"the checkpoint {args.checkpoint} keeps the passes saved so far: rerun "
+                    f"the same command (--checkpoint {args.checkpoint}) to resume")
+        else:
+            hint = no_checkpoint_hint
+        print(f"{name}: interrupted; {hint}", file=sys.stderr)
+        return 130

@@ -15,6 +15,7 @@ from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
     ROWS_HELP,
     TILE_TOL_HELP,
+    add_checkpoint_args,
     add_cluster_args,
     add_network_args,
     add_rows_args,
@@ -24,6 +25,7 @@ from .args import (
     positive_float,
     rows_from_args,
     rows_notes,
+    run_checkpointed,
     show_progress,
 )
 
@@ -92,6 +94,15 @@ def _split(X, Y, fraction: float, seed: int):
 
 
 def cmd_predict(args) -> int:
+    """The predict command: with ``--checkpoint DIR`` (the matrix-free path), DIR is held
+    (one run at a time, checked writable) before any work; an interruption says how to
+    resume (:func:`fastntk.cli.args.run_checkpointed`)."""
+    return run_checkpointed(args, _predict, "no pass was kept: give --solver krylov "
+                            "--checkpoint DIR to save the matrix-free state after every "
+                            "pass, so that a rerun resumes")
+
+
+def _predict(args) -> int:
     from ..data.loader import load_data, load_labels
     from ..learning.predict import predict
     from ..learning.training import train_networks
@@ -137,7 +148,8 @@ def cmd_predict(args) -> int:
         res = predict(net, X, Y, Xt, t=times, ridge=args.ridge, y_test=Yt, which=args.which,
                       solver=args.solver, client=client, method=args.method,
                       device=args.device, rank=args.rank, max_passes=args.max_passes,
-                      tile_tol=args.tile_tol, progress=show_progress(args))
+                      tile_tol=args.tile_tol, progress=show_progress(args),
+                      checkpoint=args.checkpoint)
     if args.empirical_width:
         positive = [t for t in times if math.isfinite(t) and t > 0]
         if not positive:
@@ -196,6 +208,10 @@ def _print(s: dict, notes: list[str]) -> None:
           f"{s['seconds']:.2f} s; {s['convention']}")
     for note in notes:  # what was done with the rows
         print(f"# {note}")
+    ck = s["info"].get("checkpoint")
+    if ck and any(ck["passes_resumed"].values()):
+        took = ", ".join(f"{part} {v}" for part, v in ck["passes_resumed"].items())
+        print(f"# resumed from the checkpoint {ck['directory']}: passes taken over: {took}")
     cols = [("train loss", s["train_loss"]), ("error est.", s["train_loss_error"])]
     if s["test_loss"] is not None:
         cols += [("test loss", s["test_loss"]), ("error est.", s["test_loss_error"])]
@@ -275,5 +291,7 @@ def register(sub) -> None:
                                                               "predict.png")
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_checkpoint_args(p, "the matrix-free state (block Krylov, the preconditioner's "
+                           "eigenpairs, CG; needs --solver krylov)")
     add_cluster_args(p)
     p.set_defaults(func=cmd_predict)

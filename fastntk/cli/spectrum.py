@@ -3,10 +3,8 @@ is ``fastntk.analysis.spectrum_study.spectrum_study``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import warnings
 
 import numpy as np
 
@@ -15,6 +13,7 @@ from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
     ROWS_HELP,
     TILE_TOL_HELP,
+    add_checkpoint_args,
     add_cluster_args,
     add_network_args,
     add_rows_args,
@@ -28,6 +27,7 @@ from .args import (
     positive_float,
     projected_note,
     rows_from_args,
+    run_checkpointed,
     show_progress,
 )
 
@@ -39,41 +39,9 @@ EXIT_NOT_CONVERGED = 3
 def cmd_spectrum(args) -> int:
     """The spectrum command: with ``--checkpoint DIR``, DIR is held (one run at a time,
     checked writable) before any work; an interruption (Ctrl-C, SIGTERM) says how to
-    resume."""
-    from ..common.checks import output_folder
-    from ..scale.cluster import sigterm_as_interrupt
-    from ..spectrum.checkpoint import CheckpointWarning, clear_directory, directory_lock
-
-    if args.restart and not args.checkpoint:
-        raise ValueError("--restart discards a checkpoint: give it with --checkpoint DIR")
-    # every output location is checked (and made) before any work, naming its option
-    for folder, option in ((args.out, "--out"), (args.checkpoint, "--checkpoint")):
-        if folder:
-            output_folder(folder, option)
-    hold = directory_lock(args.checkpoint) if args.checkpoint else contextlib.nullcontext()
-    shown = warnings.showwarning
-
-    def show(message, category, *rest, **kw):  # a checkpoint left unused: one plain line
-        if issubclass(category, CheckpointWarning):
-            print(f"fastntk spectrum: warning: {message}", file=sys.stderr)
-        else:
-            shown(message, category, *rest, **kw)
-
-    try:
-        with sigterm_as_interrupt(), hold, warnings.catch_warnings():
-            warnings.showwarning = show
-            if args.restart:
-                clear_directory(args.checkpoint)
-            return _spectrum(args)
-    except KeyboardInterrupt:
-        if args.checkpoint:
-            hint = (f"the checkpoint {args.checkpoint} keeps the passes saved so far: rerun "
-                    f"the same command (--checkpoint {args.checkpoint}) to resume")
-        else:
-            hint = ("no pass was kept: give --checkpoint DIR to save the solver state after "
-                    "every pass, so that a rerun resumes")
-        print(f"fastntk spectrum: interrupted; {hint}", file=sys.stderr)
-        return 130
+    resume (:func:`fastntk.cli.args.run_checkpointed`)."""
+    return run_checkpointed(args, _spectrum, "no pass was kept: give --checkpoint DIR to save "
+                            "the solver state after every pass, so that a rerun resumes")
 
 
 def _spectrum(args) -> int:
@@ -474,12 +442,6 @@ def register(sub) -> None:
                         "digits: its digit labels, one-hot and centred (0.9 / -0.1)")
     p.add_argument("--no-labels", action="store_true",
                    help="no label-aware spectrum (not even digits' own labels)")
-    p.add_argument("--checkpoint", default=None, metavar="DIR",
-                   help="save the eigensolver state after every pass in DIR (one run at a "
-                        "time: DIR is locked while in use); rerunning the same command "
-                        "resumes from the last saved pass")
-    p.add_argument("--restart", action="store_true",
-                   help="discard the checkpoint in DIR (e.g. an unreadable one) and start "
-                        "afresh; only the files fastntk wrote there are deleted")
+    add_checkpoint_args(p, "the eigensolver state")
     add_cluster_args(p)
     p.set_defaults(func=cmd_spectrum)

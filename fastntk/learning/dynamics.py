@@ -35,6 +35,7 @@ import scipy.linalg as sla
 
 from ..common.defaults import PREDICT_TOL
 from ..common.threads import blas_limits, blas_threads
+from ..spectrum.checkpoint import SavePacer
 from ..spectrum.operators import DenseOperator
 from ..spectrum.solver import _svqb
 
@@ -431,7 +432,8 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
                     tol: float = PREDICT_TOL, max_passes: int = 200,
                     perturbation: float = 0.0, lam_low: float = 0.0,
                     lam_high: float | None = None, progress: bool = False,
-                    step: float | None = None) -> Dynamics:
+                    step: float | None = None, checkpoint=None,
+                    checkpoint_share: float = 0.1) -> Dynamics:
     """phi_t(K) Y for every finite t in ``times`` by Rayleigh-Ritz on one block Krylov
     space, matrix-free: ``op`` is a symmetric operator (``op.matvec(B)`` = K B, one pass).
 
@@ -442,7 +444,16 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
     passes, plus the first-order effect of ``perturbation`` (the error of K); it stops when
     every estimate is below ``tol`` ||Y|| or after ``max_passes`` passes (then
     ``converged`` is False).  ``lam_low``/``lam_high``: bounds on the spectrum for the
-    perturbation term.  ``step``: gradient descent with this learning rate."""
+    perturbation term.  ``step``: gradient descent with this learning rate.
+
+    ``checkpoint``: a :class:`fastntk.spectrum.checkpoint.Checkpoint` (run name
+    ``predict-krylov``): the run resumes from its state (Q, H, the next block W, the last
+    two approximations, the history, the scale, the passes) and saves it after passes
+    (:class:`~fastntk.spectrum.checkpoint.SavePacer`: the first, the last, and every one
+    while saving costs under ``checkpoint_share`` of the run); a resumed run equals an
+    uninterrupted one bit for bit, and ``passes`` counts the passes of both
+    (``info["passes_resumed"]`` those taken over).  ``max_passes`` is the total, so a
+    finished unconverged run resumed with more passes continues."""
     t0 = time.perf_counter()
     times = np.asarray(times, dtype=np.float64)
     if np.isinf(times).any():
@@ -450,23 +461,46 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
     n, o = Y.shape
     ynorm = float(np.linalg.norm(Y))
     passes0 = op.passes
-    Q = np.zeros((n, 0))
-    H = np.zeros((0, 0))
-    W = _orthogonalize(Y, Q, 1e-14 * ynorm)
-    scale = max(lam_high or 0.0, 1e-300)
-    prev: list | None = None
-    prev2: list | None = None
-    history = []
-    converged = False
-    R = A = None
-    errs_r = errs_a = None
+    state = None if checkpoint is None else checkpoint.load()
+    if state is None:
+        Q = np.zeros((n, 0))
+        H = np.zeros((0, 0))
+        W = _orthogonalize(Y, Q, 1e-14 * ynorm)
+        scale = max(lam_high or 0.0, 1e-300)
+        prev: list | None = None
+        prev2: list | None = None
+        history = []
+        converged = False
+        errs_r = errs_a = None
+        resumed = 0
+    else:
+        Q, H, W = state["Q"], state["H"], state["W"]
+        scale, history, converged = state["scale"], state["history"], state["converged"]
+        prev, prev2 = _unpack_ritz(state, "prev"), _unpack_ritz(state, "prev2")
+        errs_r, errs_a = state.get("errs_r"), state.get("errs_a")
+        resumed = int(state["passes"])
+    pace = None if checkpoint is None else SavePacer(checkpoint, checkpoint_share, start=t0)
+
+    def passes() -> int:
+        return resumed + op.passes - passes0
+
+    def done() -> bool:
+        return converged or passes() >= max_passes or Q.shape[1] + W.shape[1] > n
+
+    def snapshot() -> dict:  # the whole state after a pass (for the checkpoint)
+        return {"Q": Q, "H": H, "W": W, **_pack_ritz(prev, "prev"),
+                **_pack_ritz(prev2, "prev2"), "errs_r": errs_r, "errs_a": errs_a,
+                "scale": scale, "history": history, "converged": converged,
+                "passes": passes()}
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_passes, desc="Krylov passes", leave=False)
+        bar = tqdm(total=max_passes, initial=min(resumed, max_passes), desc="Krylov passes",
+                   leave=False)
     try:
-        while True:
+        while not done():
             m0 = Q.shape[1]
             if W.shape[1]:
                 with blas_limits(1):
@@ -510,14 +544,14 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
                                  times, ridge, lam_low, scale)))):
                     converged = True
             prev2, prev = prev, cur
-            R = np.stack([Q @ cr for cr, _ in cur])
-            A = np.stack([Q @ ca for _, ca in cur]) if alpha else None
-            if converged or op.passes - passes0 >= max_passes or m + Wn.shape[1] > n:
-                break
             W = Wn
+            if pace is not None:
+                pace(snapshot, last=done())
     finally:
         if bar is not None:
             bar.close()
+    R = np.stack([Q @ cr for cr, _ in prev])
+    A = np.stack([Q @ ca for _, ca in prev]) if alpha else None
     if errs_r is None:
         errs_r = np.zeros(len(times))
         errs_a = np.zeros(len(times))
@@ -530,10 +564,28 @@ def krylov_dynamics(op, Y: np.ndarray, times, ridge: float = 0.0, alpha: bool = 
         Aerr = errs_a + np.array([_lipschitz(_alpha_slope, lam_low, hi, t, ridge)
                                   for t in times]) * level * ynorm
     return Dynamics(times, R, Rerr, A, Aerr, "block Krylov (Rayleigh-Ritz)",
-                    passes=op.passes - passes0, seconds=time.perf_counter() - t0,
+                    passes=passes(), seconds=time.perf_counter() - t0,
                     converged=converged,
                     info={"basis": int(Q.shape[1]), "history": history,
-                          "perturbation": level})
+                          "perturbation": level, "passes_resumed": resumed})
+
+
+def _pack_ritz(approx: list | None, name: str) -> dict:
+    """The approximations [(c_r, c_a) per t] of one pass as arrays for a checkpoint:
+    ``{name}_r`` (T, m, o) and ``{name}_a`` (None without alpha); nothing for None."""
+    if approx is None:
+        return {}
+    return {f"{name}_r": np.stack([cr for cr, _ in approx]),
+            f"{name}_a": None if approx[0][1] is None else np.stack([ca for _, ca in approx])}
+
+
+def _unpack_ritz(state: dict, name: str) -> list | None:
+    """The inverse of :func:`_pack_ritz` (None when the state has none)."""
+    cr = state.get(f"{name}_r")
+    if cr is None:
+        return None
+    ca = state.get(f"{name}_a")
+    return [(cr[i], None if ca is None else ca[i]) for i in range(len(cr))]
 
 
 def _alpha_unit(times, ridge, lam_low, scale) -> float:
@@ -560,7 +612,8 @@ def _change(cur, old, m: int) -> tuple[float, float]:
 def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
              eigenvalues: np.ndarray | None = None, sigma: float | None = None,
              tol: float = PREDICT_TOL, max_passes: int = 500, lam_low: float = 0.0,
-             perturbation: float = 0.0, progress: bool = False) -> Dynamics:
+             perturbation: float = 0.0, progress: bool = False,
+             checkpoint=None, checkpoint_share: float = 0.1) -> Dynamics:
     """(K + ridge I)^{-1} Y (t = inf) by preconditioned conjugate gradients, one column of Y
     per CG recurrence and one pass of ``op`` per iteration for all of them.
 
@@ -572,7 +625,14 @@ def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
     more pass computes the true residual r = Y - (K + ridge I) alpha, reported in ``info``
     (``relative_residual``), and the training residual R = Y - K alpha = ridge alpha + r
     exactly.  Error estimate of alpha: ||r|| / (lam_low + ridge) (``lam_low`` a certified
-    lower bound on lambda_min), plus the first-order effect of ``perturbation``."""
+    lower bound on lambda_min), plus the first-order effect of ``perturbation``.
+
+    ``checkpoint``: a :class:`fastntk.spectrum.checkpoint.Checkpoint` (run name
+    ``predict-cg``): the run resumes from its state (the iterate, the residual, the search
+    directions, r^T z, the finished columns, the history, the passes) and saves it after
+    passes as :func:`krylov_dynamics` does; a resumed run equals an uninterrupted one bit for
+    bit (given the same preconditioner), ``passes`` counting the passes of both and
+    ``max_passes`` the total."""
     t0 = time.perf_counter()
     n, o = Y.shape
     passes0 = op.passes
@@ -591,20 +651,36 @@ def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
             return Rm.copy()
 
     ynorm = np.linalg.norm(Y, axis=0)
-    Xs = np.zeros_like(Y)
-    Rm = Y.copy()
-    Z = precondition(Rm)
-    P = Z.copy()
-    rz = np.einsum("ij,ij->j", Rm, Z)
-    done = ynorm == 0
+    state = None if checkpoint is None else checkpoint.load()
+    if state is None:
+        Xs = np.zeros_like(Y)
+        Rm = Y.copy()
+        Z = precondition(Rm)
+        P = Z.copy()
+        rz = np.einsum("ij,ij->j", Rm, Z)
+        done = ynorm == 0
+        history = []
+        resumed = 0
+    else:
+        Xs, Rm, P, rz, done = (state[key] for key in ("Xs", "Rm", "P", "rz", "done"))
+        history, resumed = state["history"], int(state["passes"])
+    pace = None if checkpoint is None else SavePacer(checkpoint, checkpoint_share, start=t0)
+
+    def passes() -> int:
+        return resumed + op.passes - passes0
+
+    def snapshot() -> dict:  # the whole state after a pass (for the checkpoint)
+        return {"Xs": Xs, "Rm": Rm, "P": P, "rz": rz, "done": done, "history": history,
+                "passes": passes()}
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_passes, desc="CG passes", leave=False)
-    history = []
+        bar = tqdm(total=max_passes, initial=min(resumed, max_passes), desc="CG passes",
+                   leave=False)
     try:
-        while not done.all() and op.passes - passes0 < max_passes:
+        while not done.all() and passes() < max_passes:
             with blas_limits(1):
                 KP = op.matvec(P)
             if bar is not None:
@@ -622,6 +698,8 @@ def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
             beta = np.where(done, 0.0, rz_new / np.where(rz > 0, rz, 1.0))
             P = Z + P * beta
             rz = rz_new
+            if pace is not None:
+                pace(snapshot, last=bool(done.all()) or passes() >= max_passes)
     finally:
         if bar is not None:
             bar.close()
@@ -639,7 +717,7 @@ def ridge_cg(op, Y: np.ndarray, ridge: float, V: np.ndarray | None = None,
                     Xs[None], np.array([aerr]),
                     "preconditioned CG" + (f" (top-{V.shape[1]} eigenpairs)"
                                            if V is not None and V.shape[1] else ""),
-                    passes=op.passes - passes0, seconds=time.perf_counter() - t0,
+                    passes=passes(), seconds=time.perf_counter() - t0,
                     converged=bool(np.all(rel <= max(tol, 10 * _EPS * math.sqrt(n)))),
                     info={"relative_residual": rel.tolist(), "cg_history": history,
-                          "iterations": len(history)})
+                          "iterations": len(history), "passes_resumed": resumed})

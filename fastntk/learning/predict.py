@@ -20,6 +20,7 @@ Krylov for the finite t and conjugate gradients preconditioned by the top-k eige
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -156,7 +157,7 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
             step: float | None = None, tol: float = PREDICT_TOL, rank: int | None = None,
             max_passes: int = PREDICT_MAX_PASSES, method: str = "auto",
             tile_tol: float = TILE_TOL, device: str = "cpu", normalize: bool = False,
-            progress: bool = False) -> Prediction:
+            progress: bool = False, checkpoint=None) -> Prediction:
     """Predictions of the infinitely wide network ``net`` (an :class:`~fastntk.NTK`) trained
     on (``X_train``, ``y_train``) by gradient flow from f_0 = 0, at times ``t``
     (docs/math.md section 10).
@@ -181,6 +182,19 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     for the matrix-free passes.  ``tol``: the relative accuracy the Krylov passes aim for
     (matrix-free within ``max_passes`` passes, ``converged`` says whether they did; dense
     on the assembled K).
+
+    ``checkpoint``: a directory (made if missing) for the matrix-free path: the state of
+    its block Krylov (run name ``predict-krylov``), of the preconditioner's eigensolve
+    (``predict-eig``) and of CG (``predict-cg``) is saved after passes, and a rerun of the
+    same computation resumes from it, bit for bit the uninterrupted result
+    (``info["checkpoint"]`` says how many passes it took over).  The directory is held for
+    the whole run (a second run on it raises ``CheckpointBusy``), and a checkpoint of
+    another computation (network, X, y, times, ridge, which, step, tol, rank, method,
+    tile_tol, with or without test points) raises ``CheckpointMismatch`` before any work;
+    ``fastntk.spectrum.checkpoint.clear_directory(DIR)`` discards it.  ``max_passes`` is
+    not part of the identity: a rerun with more passes continues an unconverged run.  The
+    dense path has no passes to save: ``checkpoint`` with it (solver ``"dense"``, or
+    ``"auto"`` choosing it) is a ValueError naming ``solver="krylov"``.
 
     At t = inf without a ridge, K must be certifiably invertible (the certified lower bound
     of docs/math.md section 7, or, on the dense path, eigh's lambda_min less its error, above
@@ -228,6 +242,28 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     if solver == "dense" and client is not None:
         raise ValueError("solver='dense' runs in this process: drop the cluster client, or "
                          "use solver='krylov'")
+    checkpoints = {}
+    if checkpoint is not None:
+        checkpoints = _checkpoints(checkpoint, None if solver == "dense" else solver, net,
+                                   X, Y, times, ridge, which, step, tol,
+                                   _preconditioner_rank(n, d, rank), method, tile_tol,
+                                   Xt is not None)
+    # the directory held for the whole run: one writer, a foreign checkpoint refused now
+    with contextlib.ExitStack() as held:
+        for ck in checkpoints.values():
+            held.enter_context(ck)
+        return _predict(net, X, Y, Xt, Yt, times, scalar, vector, ridge, which, solver,
+                        client, step, tol, rank, max_passes, method, tile_tol, device,
+                        progress, checkpoints, t0)
+
+
+def _predict(net, X, Y, Xt, Yt, times, scalar, vector, ridge, which, solver, client, step,
+             tol, rank, max_passes, method, tile_tol, device, progress, checkpoints,
+             t0) -> Prediction:
+    """The work of :func:`predict` on checked inputs (``checkpoints``: run name ->
+    Checkpoint, held; empty without a checkpoint)."""
+    n, d = X.shape
+    o = Y.shape[1]
     spec = tile_spec(net, method, tile_tol, which)
     # the scale of every entry: Theta(1) on the sphere, else the largest diagonal entry
     one = diagonal_scale(net, X, Xt, which=which)
@@ -251,7 +287,7 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     else:
         parts = _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank,
                              max_passes, method, tile_tol, device, which, perturbation,
-                             certified, need_bound, progress, info, one)
+                             certified, need_bound, progress, info, one, checkpoints)
     dyn = _merge(times, parts)
     R = dyn.residual
     train = Y[None] - R
@@ -295,11 +331,40 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
         seconds=time.perf_counter() - t0, info=info, alpha=shape(dyn.alpha))
 
 
+def _preconditioner_rank(n: int, d: int, rank: int | None) -> int:
+    """The number of top eigenpairs that precondition CG (``rank``, default d + 17, at most
+    128, and below n - 1)."""
+    return min(n - 2, rank if rank is not None else min(d + 17, 128))
+
+
+def _checkpoints(directory, solver, net, X, Y, times, ridge, which, step, tol, rank, method,
+                 tile_tol, alpha) -> dict:
+    """The Checkpoints of the matrix-free path in ``directory``, one per run name, all with
+    the metadata of the whole computation (so that a file of any other one is refused);
+    a ValueError for the dense path (``solver`` None)."""
+    from ..spectrum.checkpoint import Checkpoint, data_fingerprint, run_metadata
+
+    if solver is None:
+        raise ValueError("a checkpoint saves the passes of the matrix-free path, and the "
+                         "dense path (K in memory, one eigh; solver=\"auto\" chooses it for n "
+                         f"<= {DENSE_MAX:,} without a cluster) has none: give solver=\"krylov\" "
+                         "(CLI: --solver krylov) to checkpoint, or no checkpoint")
+    meta = run_metadata(
+        net.to_dict(), data_fingerprint(X), labels=data_fingerprint(Y),
+        times=[t if math.isfinite(t) else "inf" for t in times.tolist()], ridge=ridge,
+        which=which, step=step, tol=tol, rank=rank, method=method, tile_tol=tile_tol,
+        alpha=bool(alpha), solver="krylov",
+        preconditioner={"tol": PRECONDITIONER_TOL, "passes": PRECONDITIONER_PASSES})
+    return {name: Checkpoint(directory, name, meta)
+            for name in ("predict-krylov", "predict-eig", "predict-cg")}
+
+
 def _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank, max_passes, method,
                  tile_tol, device, which, perturbation, certified, need_bound, progress,
-                 info, at_one) -> list[Dynamics]:
+                 info, at_one, checkpoints) -> list[Dynamics]:
     """The matrix-free path: Krylov for the finite times, preconditioned CG for t = inf.
-    ``at_one``: the largest diagonal entry of Theta (Theta(1) on the sphere)."""
+    ``at_one``: the largest diagonal entry of Theta (Theta(1) on the sphere);
+    ``checkpoints``: run name -> Checkpoint (empty: none)."""
     n, d = X.shape
     level = perturbation + 8 * _EPS * math.sqrt(n) * at_one  # ||K|| <= Tr K <= max diagonal
     if need_bound and certified <= SINGULAR_MARGIN * level:
@@ -307,6 +372,7 @@ def _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank, max_pa
                                                    "section 7)"))
     kw = dict(method=method, tol=tile_tol, which=which, device=device)
     parts = []
+    resumed: dict = {}  # passes taken over from the checkpoint, per part
     finite = times[np.isfinite(times)]
     op = kernel_operator(net, X, client=client, progress=progress, **kw)
     try:
@@ -314,27 +380,34 @@ def _matrix_free(net, X, Y, times, ridge, alpha, client, step, tol, rank, max_pa
             parts.append(krylov_dynamics(op, Y, finite, ridge, alpha=alpha, tol=tol,
                                          max_passes=max_passes, perturbation=perturbation,
                                          lam_low=certified, lam_high=at_one,
-                                         progress=progress, step=step))
+                                         progress=progress, step=step,
+                                         checkpoint=checkpoints.get("predict-krylov")))
+            resumed["krylov"] = parts[-1].info["passes_resumed"]
         if np.isinf(times).any():
-            k = min(n - 2, rank if rank is not None else min(d + 17, 128))
-            k = check_count(k, "rank")
+            k = check_count(_preconditioner_rank(n, d, rank), "rank")
             eig = top_eigenvalues(net, X, k + 1, tol=PRECONDITIONER_TOL, eigenvectors=True,
                                   client=client, assemble=False, which=which,
                                   max_passes=PRECONDITIONER_PASSES,
                                   method=method, tile_tol=tile_tol, device=device,
-                                  progress=progress)
+                                  progress=progress, checkpoint=checkpoints.get("predict-eig"))
+            resumed["eig"] = eig.passes_resumed
             info["preconditioner"] = {"rank": k, "passes": eig.passes,
                                       "lambda_1": float(eig.eigenvalues[0]),
                                       "lambda_next": float(eig.eigenvalues[k])}
             cg = ridge_cg(op, Y, ridge, V=eig.eigenvectors[:, :k],
                           eigenvalues=eig.eigenvalues[:k], sigma=float(eig.eigenvalues[k]),
                           tol=tol, max_passes=max_passes, lam_low=certified,
-                          perturbation=level, progress=progress)
+                          perturbation=level, progress=progress,
+                          checkpoint=checkpoints.get("predict-cg"))
+            resumed["cg"] = cg.info["passes_resumed"]
             cg.passes += eig.passes
             info["cg"] = cg.info
             parts.append(cg)
     finally:
         op.close()
+    if checkpoints:
+        info["checkpoint"] = {"directory": next(iter(checkpoints.values())).directory,
+                              "passes_resumed": resumed}
     return parts
 
 

@@ -1,6 +1,8 @@
-"""Checkpoint and resume of the eigensolver (:class:`fastntk.spectrum.solver.BlockKrylov`).
+"""Checkpoint and resume of the eigensolver (:class:`fastntk.spectrum.solver.BlockKrylov`)
+and of ``fastntk.predict``'s matrix-free path (``fastntk.learning.dynamics``).
 
-A checkpoint directory holds, per solver run ``name`` (``ntk``, ``centered``):
+A checkpoint directory holds, per solver run ``name`` (:data:`RUN_NAMES`: ``ntk``,
+``centered``; ``predict-krylov``, ``predict-eig``, ``predict-cg``):
 
 * ``{name}.meta.json``: what the run computes (network spec, data fingerprint = shape + a
   SHA-256 of the data, or a stored matrix's whole marker; k, tol, seed, centered, scale,
@@ -43,6 +45,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -53,9 +56,13 @@ from ..common.checks import output_folder
 from ..scale.store import WriterLock
 
 FORMAT = "fastntk-checkpoint-1"
+#: The eigensolver's arrays (None when absent); every other array of a state is saved too.
 _ARRAYS = ("Z", "Y", "H", "G", "ritz", "residuals", "errors")
-#: The run names fastntk gives its checkpoints (the plain and the centered K).
-RUN_NAMES = ("ntk", "centered")
+_SCALARS = ("state_json", "identity")  # the members of a state file that are not arrays
+#: The run names fastntk gives its checkpoints: the eigensolver's (the plain and the
+#: centered K) and those of ``fastntk.predict``'s matrix-free path (block Krylov for the
+#: finite times, the preconditioner's eigenpairs and CG for t = inf).
+RUN_NAMES = ("ntk", "centered", "predict-krylov", "predict-eig", "predict-cg")
 #: The lock file of a checkpoint directory, present while a run holds the directory.
 LOCK_FILE = "fastntk-checkpoint.lock"
 _META, _STATE, _TMP = ".meta.json", ".state.npz", ".tmp"
@@ -344,7 +351,8 @@ class Checkpoint:
             raise self._mismatch(saved)
 
     def load(self) -> dict | None:
-        """The saved solver state dict (for ``BlockKrylov.from_state_dict``), or None: no
+        """The saved solver state dict (for ``BlockKrylov.from_state_dict``: every array
+        saved, the eigensolver's missing ones as None, and the scalars), or None: no
         state file, or one without its metadata file (never used: a
         :class:`CheckpointWarning`, and the first save replaces it).  A state file of
         another computation (its identity is not this run's) raises
@@ -363,7 +371,10 @@ class Checkpoint:
                     ident = str(z["identity"]) if "identity" in z.files else None
                     state = json.loads(str(z["state_json"]))
                     for name in _ARRAYS:
-                        state[name] = np.array(z[name]) if name in z.files else None
+                        state[name] = None
+                    for name in z.files:
+                        if name not in _SCALARS:
+                            state[name] = np.array(z[name])
             except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, KeyError...
                 raise CheckpointCorrupt(f"the checkpoint file {self.state_path} is unreadable "
                                         f"({type(exc).__name__}: {exc}); {RESTART_HINT}"
@@ -378,7 +389,8 @@ class Checkpoint:
             return state
 
     def save(self, state: dict) -> None:
-        """Write ``state`` (a ``BlockKrylov.state_dict()``) atomically, after verifying that
+        """Write ``state`` (a ``BlockKrylov.state_dict()``, or any dict of arrays and
+        JSON-able values; None values of arrays are left out) atomically, after verifying that
         this process holds the directory and that its metadata are this run's (written
         first if missing).  Raises :class:`CheckpointWriteError` (ENOSPC, EIO...: one
         message with the path; the previous state stays usable), :class:`CheckpointBusy`,
@@ -392,9 +404,10 @@ class Checkpoint:
                 if self._saved_metadata() is None:
                     text = json.dumps(self.metadata, indent=1, sort_keys=True).encode()
                     _atomic_write(path, lambda fh: fh.write(text))
-                arrays = {name: np.asarray(state[name]) for name in _ARRAYS
-                          if state.get(name) is not None}
-                scalars = {k: v for k, v in state.items() if k not in _ARRAYS}
+                arrays = {name: np.asarray(v) for name, v in state.items() if v is not None
+                          and (name in _ARRAYS or isinstance(v, np.ndarray))}
+                scalars = {k: v for k, v in state.items() if k not in arrays
+                           and k not in _ARRAYS}
                 arrays["state_json"] = np.array(json.dumps(_jsonable(scalars)))
                 arrays["identity"] = np.array(self.identity)
                 path = self.state_path
@@ -414,3 +427,34 @@ class Checkpoint:
                 else "nothing was saved before")
         return (f"cannot save the checkpoint {path}: {why}; {kept}: free space there, or "
                 "give another --checkpoint DIR, and rerun the same command to resume")
+
+
+class SavePacer:
+    """When a run saves its state: after its first pass (of this call), its last, and every
+    pass after which the time spent saving stays below ``share`` of the run, so that a
+    basis of gigabytes is not rewritten after every short pass.  Every resumed run, however
+    far it got, is bit for bit the uninterrupted one: the state saved is the whole state.
+
+        pace = SavePacer(checkpoint)
+        ...; pace(lambda: state, last=done)     # after every pass
+    """
+
+    def __init__(self, checkpoint: Checkpoint, share: float = 0.1,
+                 start: float | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.share = float(share)
+        self.start = time.perf_counter() if start is None else start
+        self.spent = 0.0
+        self.first = True
+
+    def __call__(self, state, last: bool = False) -> bool:
+        """Save ``state()`` (a callable: the state is built only when saved) if it is due;
+        returns whether it saved."""
+        due = (self.first or last
+               or self.spent <= self.share * (time.perf_counter() - self.start))
+        self.first = False
+        if due:
+            t1 = time.perf_counter()
+            self.checkpoint.save(state())
+            self.spent += time.perf_counter() - t1
+        return due

@@ -825,17 +825,12 @@ def top_eigenvalues_operator(op, k: int, tol: float = EIG_TOL,
     resumed = solver.state.passes
     callback = None
     if checkpoint is not None:
-        spent = {"save": 0.0, "saved": resumed}
+        from .checkpoint import SavePacer
+
+        pace = SavePacer(checkpoint, checkpoint_share, start=t0)
 
         def callback(st):
-            last = st.converged or st.passes >= solver.max_passes
-            elapsed = time.perf_counter() - t0
-            if (st.passes == resumed + 1 or last
-                    or spent["save"] <= checkpoint_share * elapsed):
-                t1 = time.perf_counter()
-                checkpoint.save(solver.state_dict())
-                spent["save"] += time.perf_counter() - t1
-                spent["saved"] = st.passes
+            pace(solver.state_dict, last=st.converged or st.passes >= solver.max_passes)
 
     solver.run(progress=progress, callback=callback)
     res = solver.result(eigenvectors, seconds=time.perf_counter() - t0)
