@@ -21,6 +21,7 @@ from .args import (
     add_rows_args,
     client_from_args,
     count,
+    float_in,
     network_from_args,
     positive_float,
     rows_from_args,
@@ -60,25 +61,9 @@ def times_list(text: str) -> list[float]:
     return out
 
 
-def _nonnegative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text}: the ridge must be a finite number >= 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: the test fraction must lie in (0, 1), "
-                                         "e.g. 0.2")
-    return value
+#: --ridge and --test-fraction, through the shared argparse type of fastntk.cli.args
+_nonnegative = float_in(0.0, math.inf, "the ridge must be a finite number >= 0")
+_fraction = float_in(0.0, 1.0, "the test fraction must lie in (0, 1), e.g. 0.2")
 
 
 def _split(X, Y, fraction: float, seed: int):

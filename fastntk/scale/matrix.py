@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..common.checks import available_memory
 from ..common.defaults import MATRIX_CHUNK, TILE_TOL
 from ..common.threads import blas_limits, task_threads
 from ..data.rows import on_sphere
@@ -443,28 +444,13 @@ def _verify_data(spec: MatrixSpec, path: str, when: str) -> None:
                 "now")
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available to this process (MemAvailable, else physical memory)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def check_chunk_memory(chunk: int, client=None, num_workers: int | None = None) -> None:
     """Refuse a chunk whose blocks in flight cannot fit in memory: each task holds about
     :data:`BLOCK_COPIES` copies of a chunk x chunk float64 block; on this machine (no client)
     the tasks share the available memory, on a cluster each worker's memory limit is shared
     by its threads.  Raises ValueError naming the chunk and the largest one that fits."""
     if client is None:
-        avail = _available_memory()
+        avail = available_memory()
         tasks = int(num_workers) if num_workers else (os.cpu_count() or 1)
         where = f"on this machine ({tasks} blocks in flight)"
         per_task = None if avail is None else avail / tasks
