@@ -244,9 +244,11 @@ def economized(spec: TileSpec, k: int) -> tuple[Economized, float] | None:
     """(table, certified absolute bound) of the economized series of ``spec`` on
     |rho| <= k / GRID (``fastntk.tiles.economized``), or None where it does not qualify:
     the bound must be within ``tol`` Theta(1) and, for an "auto" exact spec, the truncation
-    within AUTO_TRUNCATION Theta(1) (as accurate as the recursion) and the degree within the
-    cost model's (docs/math.md section 5).  The bound adds the source coefficients' error,
-    2 (10 L + 10) eps Theta(1) plus the quadrature error ``error`` (section 4).  Cached per
+    within AUTO_TRUNCATION Theta(1) (as accurate as the recursion), the degree within the
+    cost model's and its rounding within the Taylor prefix's allowance at the same degree,
+    2 (t + 10 L + 10) eps Theta(1) (docs/math.md section 5).  The bound adds the source
+    coefficients' error, 2 (10 L + 10) eps Theta(1), and the quadrature error ``error``
+    (section 4).  Cached per
     spec (by value) and bucket: the same table on every backend and worker."""
     auto = spec.method == "exact"
     if spec.coeffs is None or (auto and spec.series_below <= 0.0):
@@ -262,8 +264,10 @@ def economized(spec: TileSpec, k: int) -> tuple[Economized, float] | None:
     bound = (table.truncation + table.rounding + source) * (1.0 + 4.0 * EPS)
     if bound > spec.tol * one:
         return None
-    if auto and SERIES_FIXED_COST + table.degree + 1 > exact_cost(spec.net):
-        return None
+    if auto and (SERIES_FIXED_COST + table.degree + 1 > exact_cost(spec.net)
+                 or table.rounding > rounding_allowance(table.degree, spec.net.hidden_layers)
+                 * one):
+        return None  # dearer than the recursion, or rounding more than a Taylor prefix's
     return table, bound
 
 
