@@ -59,7 +59,11 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
     with parallel_section():
         series = spec.method == "series"
         if not series and rows and spec.series_reach > 0.0:  # "auto": cheaper as a series?
-            series = tiles_cpu.max_abs_rho(g, xi, xj, symmetric, offset) <= spec.series_reach
+            r = tiles_cpu.max_abs_rho(g, xi, xj, symmetric, offset)
+            if r <= spec.series_reach:  # no |rho| near 1: correlations formed in the map
+                coeffs, bound = spec.tile_plan(r)
+                tiles_cpu.horner_gram_tile(g, xi, xj, symmetric, offset, coeffs, spec.at_one)
+                return bound
         if not series:
             tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one,
                                  spec.which == "nngp", *spec.recipe.args)
