@@ -132,7 +132,9 @@ def economize(coeffs: np.ndarray, tails: np.ndarray, one: float, k: int,
             for i, v in enumerate(T[j]):
                 if v:
                     Q[i] += a * v
-    alpha = np.array([(Q[i] * GRID**i) / (k**i << scale) for i in range(t + 1)])  # rounded
+    up2, down2 = (0, scale) if scale >= 0 else (-scale, 0)  # 2^-scale, either sign
+    alpha = np.array([((Q[i] * GRID**i) << up2) / (k**i << down2)  # int / int: rounded
+                      for i in range(t + 1)])
     alpha.flags.writeable = False
     up = 1.0 + 4.0 * EPS
     abs_sum = math.ldexp(float(sum(abs(q) for q in Q)), -scale) * up
