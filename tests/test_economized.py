@@ -199,3 +199,17 @@ def test_cuda_in_simulator():
          os.path.abspath(__file__), "-k", "cuda_runs"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_tables_at_extreme_theta():
+    """Theta(1) = 5e179 (a negative fixed-point scale) and 1.4 (gamma_w = 1e-3): the
+    economized tiles of both methods against the exact recursion, within their bounds."""
+    X = uniform_sphere(120, 64, 2)
+    for net in (NTK("relu", 3, sigma_w=1e30, sigma_b=0.0), NTK("relu", 3, gamma_w=1e-3)):
+        E = theta_tile(net, X, method="exact")
+        for method in ("auto", "series"):
+            spec = tile_spec(net, method)
+            K, bound = theta_tile(spec, X, return_bound=True)
+            r = np.max(np.abs(X @ X.T - np.eye(120)))
+            assert bound == economized(spec, bucket(r))[1]
+            assert np.max(np.abs(K - E)) <= bound <= spec.tol * net.theta_one
