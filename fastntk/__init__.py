@@ -31,8 +31,9 @@ only its own stage and earlier ones (tests/test_layout.py):
                (the one data loader)
     network    activations, hermite (section 2), series (section 3), ntk (the NTK and its
                coefficient tables, sections 1, 3, 4), tables (the paper's Table 1)
-    tiles      spec (TileSpec: the tile contract, section 5), dispatch, cpu, radial (series
-               activations off the sphere, section 11.1), gpu
+    tiles      spec (TileSpec: the tile contract, section 5), economized (shorter series
+               tables per r-bucket), dispatch, cpu, radial (series activations off the
+               sphere, section 11.1), gpu
     scale      blocks, tasks (threads or a Dask cluster), matrix (lazy Dask kernel matrix),
                store (resumable zarr stores), cluster (Dask clients: local, scheduler, SLURM)
     spectrum   operators, basis, solver (block Krylov), checkpoint, eigen (top-k),

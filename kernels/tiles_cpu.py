@@ -299,8 +299,10 @@ def fix_gram(g, xi, xj, rows, tri):
 
 
 @njit(cache=True)
-def _horner_rows(g, a, coeffs, at_one, tri, x, acc):
-    """Row block ``a`` (as in ``_exact_rows``): g <- sum_p coeffs[p] g^p, 1 -> at_one."""
+def _horner_rows(g, a, coeffs, at_one, tri, x, acc, fused, ui, uj, skip):
+    """Row block ``a`` (as in ``_exact_rows``): g <- sum_p coeffs[p] g^p, 1 -> at_one.
+    ``fused``: g holds Gram values; rho = g / norms (``ui``, ``uj`` the inverse norms) is
+    formed on the way in, and the entry j = i + ``skip`` (the diagonal) is rho = 1."""
     if tri:
         r0 = a * TRI
         r1 = min(r0 + TRI, g.shape[0])
@@ -312,8 +314,16 @@ def _horner_rows(g, a, coeffs, at_one, tri, x, acc):
     for c0 in range(0, r1 if tri else g.shape[1], c_step):
         for i in range(max(r0, c0) if tri else r0, r1):
             nb = min(TRI, i + 1 - c0) if tri else min(BLOCK, g.shape[1] - c0)
-            for jj in range(nb):
-                x[jj] = g[i, c0 + jj]
+            if fused:
+                u = ui[i]
+                for jj in range(nb):  # vectorised
+                    x[jj] = correlation(g[i, c0 + jj], u, uj[c0 + jj])
+                d = i + skip - c0
+                if skip >= 0 and 0 <= d < nb:
+                    x[d] = 1.0
+            else:
+                for jj in range(nb):
+                    x[jj] = g[i, c0 + jj]
             horner_block(coeffs, x, acc, nb)
             for jj in range(nb):
                 g[i, c0 + jj] = at_one if x[jj] >= 1.0 else acc[jj]
@@ -329,11 +339,33 @@ def horner_tile(g, coeffs, at_one, tri):
     written from it."""
     n1 = g.shape[0]
     nrb = -(-n1 // TRI) if tri else n1
+    none = np.empty(0)
     for k in prange((nrb + 1) // 2):
         x = np.empty(BLOCK)
         acc = np.empty(BLOCK)
-        _horner_rows(g, k, coeffs, at_one, tri, x, acc)
+        _horner_rows(g, k, coeffs, at_one, tri, x, acc, False, none, none, -1)
         k2 = nrb - 1 - k
         if k2 != k:
-            _horner_rows(g, k2, coeffs, at_one, tri, x, acc)
+            _horner_rows(g, k2, coeffs, at_one, tri, x, acc, False, none, none, -1)
+    return g
+
+
+@njit(cache=True, parallel=True)
+def horner_gram_tile(g, xi, xj, tri, offset, coeffs, at_one):
+    """:func:`horner_tile` on a Gram block of rows xi, xj whose largest off-diagonal |rho|
+    is at most 1 - NEAR (``max_abs_rho``; "auto" series tiles): the correlations are formed
+    on the way in (no separate pass, nothing to recompute near +-1), the diagonal (j = i for
+    ``tri``, j = i + ``offset`` when ``offset`` >= 0) gets ``at_one``.  The same values as
+    ``fix_gram`` then ``horner_tile``."""
+    n1, n2 = g.shape
+    ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)
+    nrb = -(-n1 // TRI) if tri else n1
+    skip = 0 if tri else offset
+    for k in prange((nrb + 1) // 2):
+        x = np.empty(BLOCK)
+        acc = np.empty(BLOCK)
+        _horner_rows(g, k, coeffs, at_one, tri, x, acc, True, ui, uj, skip)
+        k2 = nrb - 1 - k
+        if k2 != k:
+            _horner_rows(g, k2, coeffs, at_one, tri, x, acc, True, ui, uj, skip)
     return g

@@ -40,13 +40,15 @@ def gram_lower(X: np.ndarray) -> np.ndarray:
 
 
 def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarray | None,
-              symmetric: bool, offset: int = -1) -> float:
+              symmetric: bool, offset: int = -1, taylor: bool = False) -> float:
     """Map the C-ordered float64 block ``g`` in place: Gram values of the rows ``xi``,
     ``xj`` (``xj`` unused when ``symmetric``: then only the lower triangle is read and the
     upper one is written from it as the map goes), or correlations when ``xi is None``.
     Returns the certified bound.  An "auto" exact spec maps a tile whose largest |rho| (off
     the diagonal: ``offset`` >= 0 when ``xi`` is rows ``offset..`` of ``xj``) is at most
-    ``spec.series_below`` by its series instead (cheaper, as accurate)."""
+    ``spec.series_reach`` by its series instead (cheaper, as accurate).  Series tiles run
+    ``spec.tile_plan`` (economized tables, docs/math.md section 5); ``taylor``: the Taylor
+    prefix ``spec.series_plan`` instead (``values``: its bounds hold entry by entry)."""
     rows = xi is not None
     if not rows:
         xi = xj = _NO_ROWS
@@ -56,15 +58,19 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
         return _map_any_norm(spec, g, xi, xj, symmetric)
     with parallel_section():
         series = spec.method == "series"
-        if not series and rows and spec.series_below > 0.0:  # "auto": cheaper as a series?
-            series = tiles_cpu.max_abs_rho(g, xi, xj, symmetric, offset) <= spec.series_below
+        if not series and rows and spec.series_reach > 0.0:  # "auto": cheaper as a series?
+            r = tiles_cpu.max_abs_rho(g, xi, xj, symmetric, offset)
+            if r <= spec.series_reach:  # no |rho| near 1: correlations formed in the map
+                coeffs, bound = spec.tile_plan(r)
+                tiles_cpu.horner_gram_tile(g, xi, xj, symmetric, offset, coeffs, spec.at_one)
+                return bound
         if not series:
             tiles_cpu.exact_tile(g, xi, xj, rows, symmetric, spec.at_one,
                                  spec.which == "nngp", *spec.recipe.args)
             bound = 0.0
         else:
             r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
-            coeffs, bound = spec.series_plan(r)
+            coeffs, bound = spec.series_plan(r) if taylor else spec.tile_plan(r)
             tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
     return bound
 
@@ -169,7 +175,7 @@ def values(spec: TileSpec, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     off = np.abs(rho[rho < 1.0])
     r = float(off.max()) if off.size else 0.0
     t = spec.degree_for(r)
-    map_block(spec, g, None, None, False)
+    map_block(spec, g, None, None, False, taylor=True)
     return g.ravel()[:n].copy(), spec.bounds(t, rho)
 
 

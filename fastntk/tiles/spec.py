@@ -15,9 +15,15 @@ to ship to every Dask worker:
   shortest prefix c_0..c_t whose certified bound at the tile's largest |rho| < 1,
   b_t r^(t+1) + 2 (t + 10 L + 10) eps Theta(1), meets the tolerance (:meth:`TileSpec.plan`;
   docs/math.md section 4);
-* ``method == "exact"`` chosen by ``"auto"`` also carries a short series table and
-  ``series_below`` = r*: a CPU tile whose largest |rho| is at most r* is cheaper as a series
-  at the tolerance, by the cost model below, and is evaluated as one (with its certified bound);
+* ``method == "exact"`` chosen by ``"auto"`` also carries a series table, ``series_below``
+  (the largest |rho| at which its Taylor prefix is cheaper than the recursion and as
+  accurate) and ``series_reach`` >= ``series_below`` (the same for the economized tables): a
+  CPU tile whose largest |rho| is at most ``series_reach`` is cheaper as a series at the
+  tolerance, by the cost model below, and is evaluated as one (with its certified bound);
+* every series tile runs :meth:`TileSpec.tile_plan`: the economized table of its r-bucket
+  (``fastntk.tiles.economized``: Chebyshev economization on [-r, r], r rounded up to a
+  multiple of 1/64, cached per spec and bucket) where that is certified and shorter than the
+  Taylor prefix, else the Taylor prefix (docs/math.md section 5);
 * ``at_one``: Theta(1) exactly, the value of every entry with rho = 1 (the diagonal of a
   symmetric tile, duplicate rows).
 
@@ -33,7 +39,7 @@ to them; this module imports no backend.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -41,7 +47,8 @@ import numpy as np
 from ..common.defaults import MAX_SERIES_DEGREE, MIN_SERIES_DEGREE, TILE_TOL
 from ..kernels.codes import ERF, GAUSSIAN, LEAKY_RELU
 from ..kernels.tiles_cpu import NEAR
-from ..network.ntk import NTK, LayerRecipe, rounding_allowance
+from ..network.ntk import EPS, NTK, LayerRecipe, rounding_allowance
+from .economized import GRID, MAX_SOURCE, Economized, bucket, economize
 
 METHODS = ("auto", "exact", "series")
 WHICH = ("ntk", "nngp")
@@ -50,14 +57,14 @@ WHICH = ("ntk", "nngp")
 # the CPU cost of one tile entry in units of one Horner term (one vectorised multiply-add per
 # entry).  A series tile of degree t costs SERIES_FIXED_COST + t + 1 (the correlation pass and
 # Horner's loads and stores, then the terms); an exact tile costs EXACT_FIXED_COST + L times
-# the activation's layer cost.  Calibrated once on the development machine (2-core Xeon, AVX2
-# loops; bench/bench_tiles.py::test_cost_model, bench/RESULTS.md): ReLU layer 4.2 ns, Horner
-# term 0.08 ns per entry, CPU time of one thread.
-SERIES_FIXED_COST = 55.0
-EXACT_FIXED_COST = 60.0
-EXACT_LAYER_COST = {LEAKY_RELU: 52.0, ERF: 125.0, GAUSSIAN: 45.0}
+# the activation's layer cost.  Calibrated on the development machine (2-vCPU Xeon, AVX-512,
+# CPU time of one thread; ``python bench/run_cost_model.py``, bench/RESULTS.md): Horner term
+# 0.09-0.10 ns per entry, ReLU layer 5.0-6.2 ns.
+SERIES_FIXED_COST = 63.0
+EXACT_FIXED_COST = 55.0
+EXACT_LAYER_COST = {LEAKY_RELU: 54.0, ERF: 105.0, GAUSSIAN: 40.0}
 EXACT_LAYER_COST_LIBM = 550.0  # sin, cos: libm calls, not vectorised
-AUTO_MAX_DEGREE = 512  # longest table an "auto" exact spec carries
+AUTO_MAX_DEGREE = 512  # longest series (Taylor prefix) an "auto" exact tile may run
 AUTO_TRUNCATION = 2.0**-53  # "auto" series tiles: truncation below the rounding level
 
 
@@ -101,6 +108,7 @@ class TileSpec:
     certified: bool = field(compare=False, default=True)
     error: float = field(compare=False, default=0.0)
     series_below: float = 0.0
+    series_reach: float = field(compare=False, default=0.0)
 
     @property
     def degree(self) -> int:
@@ -127,11 +135,11 @@ class TileSpec:
         return int(np.flatnonzero(b <= target)[0])
 
     def plan(self, r: float) -> tuple[np.ndarray | None, float]:
-        """(coefficients c_0..c_t, certified absolute bound) for a tile whose largest
-        |rho| below 1 is ``r``; (None, 0.0) for the exact method."""
+        """(coefficients, certified absolute bound) for a tile whose largest |rho| below 1
+        is ``r`` (:meth:`tile_plan`); (None, 0.0) for the exact method."""
         if self.method == "exact":
             return None, 0.0
-        return self.series_plan(r)
+        return self.tile_plan(r)
 
     def series_plan(self, r: float) -> tuple[np.ndarray, float]:
         """(c_0..c_t, certified absolute bound) of the series table at largest |rho| ``r``
@@ -144,6 +152,26 @@ class TileSpec:
         else:
             t = self.degree_for(r)
         return self.coeffs[: t + 1], float(self._bounds_at(min(max(r, 0.0), 1.0))[t])
+
+    def tile_plan(self, r: float) -> tuple[np.ndarray, float]:
+        """(monomial coefficients, certified absolute bound) that a series tile whose
+        largest |rho| below 1 is ``r`` runs through Horner's rule: the economized table of
+        r's bucket (:func:`economized`) where it is certified and shorter than the Taylor
+        prefix of :meth:`series_plan`, else that prefix (for an "auto" exact spec: r at most
+        ``series_reach``; beyond ``series_below`` only economized tables qualify).
+        docs/math.md section 5."""
+        r = min(max(float(r), 0.0), 1.0)
+        taylor = self.series_plan(r) if self.method == "series" or r <= self.series_below \
+            else None
+        econ = economized(self, bucket(r))
+        if econ is None and taylor is None:  # auto, r <= series_reach: the reach's table
+            econ = economized(self, bucket(self.series_reach))
+            if econ is None or r > self.series_reach:
+                raise ValueError(f"no series table for |rho| <= {r!r}: this spec's series "
+                                 f"tiles reach |rho| <= {self.series_reach!r}")
+        if econ is not None and (taylor is None or econ[0].degree < len(taylor[0]) - 1):
+            return econ[0].coeffs, econ[1]
+        return taylor
 
     def bounds(self, t: int, rho: np.ndarray) -> np.ndarray:
         """Elementwise certified bounds of the degree-t series at the correlations ``rho``
@@ -189,20 +217,73 @@ def series_cutoff(net: NTK, tol: float, which: str):
     tmax = min(int(exact_cost(net) - SERIES_FIXED_COST) - 1, AUTO_MAX_DEGREE)
     if tmax < MIN_SERIES_DEGREE:
         return None
+    one = net.at_one(which)
     coef = net.coefficients(tmax)
+    tails = coef.truncation_bounds(which)
+    T = tmax  # longer where that helps: the economized tables' source, up to 1 - NEAR
+    while T < MAX_SOURCE and tails[-1] * (1.0 - NEAR) ** (T + 1) > AUTO_TRUNCATION * one:
+        T = min(2 * T, MAX_SOURCE)
+        coef = net.coefficients(T)
+        tails = coef.truncation_bounds(which)
     if not coef.certified:
         return None
-    one = net.at_one(which)
-    tails = coef.truncation_bounds(which)
-    t = np.arange(len(tails))
+    t = np.arange(tmax + 1)
     ok = rounding_allowance(t, net.hidden_layers) + AUTO_TRUNCATION <= tol
     if not ok.any():
         return None
     with np.errstate(divide="ignore"):
-        r_t = np.where(tails[ok] > 0.0, (AUTO_TRUNCATION * one / np.maximum(tails[ok], 1e-300))
+        r_t = np.where(tails[: tmax + 1][ok] > 0.0, (AUTO_TRUNCATION * one
+                                                 / np.maximum(tails[: tmax + 1][ok], 1e-300))
                        ** (1.0 / (t[ok] + 1.0)), 1.0)
     table, _ = coef.table(which)
     return table, tails, float(min(r_t.max() * (1.0 - 1e-12), 1.0 - NEAR))  # (rounding)
+
+
+@lru_cache(maxsize=1024)
+def economized(spec: TileSpec, k: int) -> tuple[Economized, float] | None:
+    """(table, certified absolute bound) of the economized series of ``spec`` on
+    |rho| <= k / GRID (``fastntk.tiles.economized``), or None where it does not qualify:
+    the bound must be within ``tol`` Theta(1) and, for an "auto" exact spec, the truncation
+    within AUTO_TRUNCATION Theta(1) (as accurate as the recursion), the degree within the
+    cost model's and its rounding within the Taylor prefix's allowance at the same degree,
+    2 (t + 10 L + 10) eps Theta(1) (docs/math.md section 5).  The bound adds the source
+    coefficients' error, 2 (10 L + 10) eps Theta(1), and the quadrature error ``error``
+    (section 4).  Cached per
+    spec (by value) and bucket: the same table on every backend and worker."""
+    auto = spec.method == "exact"
+    if spec.coeffs is None or (auto and spec.series_below <= 0.0):
+        return None
+    one = spec.at_one
+    source = rounding_allowance(0, spec.net.hidden_layers) * one + spec.error
+    budget = AUTO_TRUNCATION * one if auto else 0.5 * (spec.tol * one - source)
+    if not budget > 0.0:
+        return None
+    table = economize(spec.coeffs, spec.tails, one, int(k), budget)
+    if table is None:
+        return None
+    bound = (table.truncation + table.rounding + source) * (1.0 + 4.0 * EPS)
+    if bound > spec.tol * one:
+        return None
+    if auto and (SERIES_FIXED_COST + table.degree + 1 > exact_cost(spec.net)
+                 or table.rounding > rounding_allowance(table.degree, spec.net.hidden_layers)
+                 * one):
+        return None  # dearer than the recursion, or rounding more than a Taylor prefix's
+    return table, bound
+
+
+def _reach(spec: TileSpec) -> float:
+    """``series_reach`` of an "auto" exact spec: the largest bucket edge k / GRID <= 1 - NEAR
+    whose economized table qualifies (bisection: the degree and the rounding grow with k;
+    ``TileSpec.tile_plan`` falls back on this bucket's table, which holds on every smaller
+    |rho|), or ``series_below`` when that is larger."""
+    lo, hi = 0, int((1.0 - NEAR) * GRID) + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if economized(spec, mid) is None:
+            hi = mid
+        else:
+            lo = mid
+    return max(spec.series_below, lo / GRID)
 
 
 @lru_cache(maxsize=128)
@@ -214,8 +295,9 @@ def _build(net: NTK, method: str, tol: float, which: str, auto: bool = False) ->
             return TileSpec(net, which, method, tol, one, net.recipe, None, None)
         table, tails, below = cut
         tails.flags.writeable = False
-        return TileSpec(net, which, method, tol, one, net.recipe, table, tails,
+        spec = TileSpec(net, which, method, tol, one, net.recipe, table, tails,
                         series_below=below)
+        return replace(spec, series_reach=_reach(spec))
     T = MIN_SERIES_DEGREE
     coef = net.coefficients(T)
     bound = float(coef.tail_bound_at(1.0, which))
