@@ -31,4 +31,7 @@ elif in_ci; then
     "(slurm/local-slurm.sh); without it the SLURM tests cannot run" >&2
   exit 1
 fi
-python3 -m pytest -q -p no:cacheprovider "$@"  # not exec: the EXIT trap runs afterwards
+# pytest-xdist: FASTNTK_TEST_WORKERS processes (default 2, CI's cores), one test file each at a
+# time (--dist loadfile: module fixtures built once); FASTNTK_TEST_WORKERS=0 runs in this process
+python3 -m pytest -q -p no:cacheprovider -n "${FASTNTK_TEST_WORKERS:-2}" --dist loadfile "$@"
+# (not exec: the EXIT trap runs afterwards)
