@@ -43,7 +43,7 @@ def _oracle(K, Kx, Y, t, ridge, step=None):
     if math.isinf(t):
         g, h = 1 / s, ridge / s
     else:
-        decay = np.exp(-t * s) if step is None else (1 - step * s) ** (t / step)
+        decay = np.exp(-t * s) if step is None else (1 - step * s) ** round(t / step)
         g = np.where(s > 0, (1 - decay) / np.where(s > 0, s, 1), t)
         h = 1 - w * g
     return V @ (h[:, None] * C), None if Kx is None else Kx @ (V @ (g[:, None] * C))
@@ -144,13 +144,35 @@ def test_step_gradient_descent_krylov_branch_against_literal_descent(sphere):
 
 
 def test_step_without_a_low_degree_takes_eigh(sphere):
+    """1 < eta lambda_max < 2: the top modes change sign at every step (no low-degree
+    polynomial: eigh), and the result is still gradient descent's, step by step."""
     net, X, Xt, K, Kx = sphere
     y = _labels(X)
-    eta = 0.8  # eta lambda_max in (1/2, 1], and t / eta not whole: no low-degree polynomial
-    times = [eta * 25.5, eta * 60.5]
+    eta = 1.5 / _eigh(K)[0][-1]
+    times = [eta * 25, eta * 60]
     p = predict(net, X, y, Xt, t=times, step=eta)
     assert not p.info["dense"]["krylov"] and p.method == "eigh of K"
     _check(p, K, Kx, y, None, times, 0.0, step=eta)
+    f = np.zeros_like(y)
+    for k in range(1, 61):  # literally
+        f = f - eta * K @ (f - y)
+        if k in (25, 60):
+            np.testing.assert_allclose(p.train[0 if k == 25 else 1], f, rtol=0,
+                                       atol=1e-9 * np.abs(y).max())
+
+
+@pytest.mark.parametrize("solver", ["dense", "krylov"])
+def test_divergent_step_and_fractional_steps_are_refused(sphere, solver):
+    """eta lambda_max > 2 diverges: a clear error naming 2 / lambda_max, never a number; a
+    time that is not a whole number of steps is refused before any work."""
+    net, X, Xt, K, Kx = sphere
+    y = _labels(X)[:, 0]
+    lam = _eigh(K)[0][-1]
+    with pytest.raises(ValueError, match="diverges") as info:
+        predict(net, X, y, t=[0.0, 3.0 / lam * 10], step=3.0 / lam, solver=solver)
+    assert f"{2.0 / lam:.4g}"[:4] in str(info.value)
+    with pytest.raises(ValueError, match="whole multiples"):
+        predict(net, X, y, t=[2.5], step=1.0, solver=solver)
 
 
 def test_cholesky_without_ridge_only_with_a_certified_bound(sphere):
@@ -245,5 +267,5 @@ def test_polynomial_degree_with_step_and_plan_limits():
     assert not krylov_plan(100, 30, [1.0], 1.0)["krylov"]
     assert not krylov_plan(1000, 3, [math.inf], 1.0)["krylov"]
     plan = krylov_plan(10_000, 3, [1.0, 1e3], 1.0)
-    assert plan["krylov"] and 3 * (plan["passes"] + 1) <= 2500
+    assert plan["krylov"] and 3 * (plan["max_passes"] + 1) <= 2500
     assert plan["krylov_flops"] <= dynamics.KRYLOV_MAX_COST * 9e12

@@ -27,7 +27,10 @@ def check_rows(X, name: str = "X", normalize: bool = False) -> np.ndarray:
     the first offending row for NaN/inf entries, or, with ``normalize=True``, a zero row;
     ValueError for an array that is not 2-D or is empty.
     """
-    X = np.asarray(X, dtype=np.float64)
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # strings, ragged lists, objects
+        raise ValueError(f"{name} must be numbers, an (n, d) array of floats: {exc}") from None
     if X.ndim == 1:
         X = X[None, :]
     if X.ndim != 2:

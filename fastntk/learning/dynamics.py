@@ -106,12 +106,45 @@ def _phi1(z: np.ndarray) -> np.ndarray:
     return np.where(z > 0, -np.expm1(-safe) / safe, 1.0)
 
 
-def _decay(s: np.ndarray, t: float, step: float | None) -> np.ndarray:
-    """exp(-t s) (gradient flow), or (1 - step s)^(t / step) (t / step steps of gradient
-    descent with learning rate ``step``)."""
+def whole_steps(t: float, step: float) -> float:
+    """t / ``step`` as a whole number of gradient-descent steps (docs/math.md section 10);
+    ValueError for a time that is not a whole multiple of the learning rate."""
+    steps = t / step
+    whole = round(steps)
+    if abs(steps - whole) > 1e-9 * max(1.0, steps):
+        raise ValueError(f"with step = {step:g} (gradient descent), the time t = {t:g} is "
+                         f"{steps:.6g} steps: give times that are whole multiples of the "
+                         f"learning rate (t = steps x step, e.g. t = {max(whole, 1) * step:g})")
+    return float(whole)
+
+
+def _check_stable(z: np.ndarray, step: float, ridge: float = 0.0) -> None:
+    """Refuse a learning rate at which gradient descent diverges: step s > 2 for an
+    eigenvalue s of K + ridge I (|1 - step s| > 1: that mode grows at every step)."""
+    if z.size and float(np.max(z)) > 2.0:
+        top = float(np.max(z)) / step
+        extra = f" + ridge {ridge:g}" if ridge else ""
+        raise ValueError(f"gradient descent with step = {step:g} diverges: step x lambda_max "
+                         f"= {step * top:.6g} > 2 (lambda_max = {top:.6g} of K = Theta / n"
+                         f"{extra}); use step < 2 / lambda_max = {2.0 / top:.6g}")
+
+
+def _decay(s: np.ndarray, t: float, step: float | None, ridge: float = 0.0) -> np.ndarray:
+    """exp(-t s) (gradient flow), or (1 - step s)^N with N = t / step whole steps of gradient
+    descent with learning rate ``step``: exact also for 1 < step s <= 2 (the mode changes
+    sign at every step); ValueError when t / step is not whole or step s > 2 (divergence)."""
     if step is None:
         return np.exp(-t * s)
-    return np.exp((t / step) * np.log1p(-np.minimum(step * s, 1.0)))
+    steps = whole_steps(t, step)
+    z = step * np.asarray(s, dtype=np.float64)
+    _check_stable(z, step, ridge)
+    if steps == 0:
+        return np.ones_like(z)
+    with np.errstate(divide="ignore"):
+        log_mag = np.where(z <= 1.0, np.log1p(-np.minimum(z, 1.0)),
+                           np.log(np.maximum(z - 1.0, 0.0)))
+    mag = np.exp(steps * log_mag)
+    return np.where((z > 1.0) & (int(steps) % 2 == 1), -mag, mag)
 
 
 def alpha_weights(w, t: float, ridge: float, step: float | None = None) -> np.ndarray:
@@ -125,8 +158,12 @@ def alpha_weights(w, t: float, ridge: float, step: float | None = None) -> np.nd
     if step is None:
         return t * _phi1(t * s)
     safe = np.where(s > 0, s, 1.0)
-    return np.where(s > 0, -np.expm1((t / step) * np.log1p(-np.minimum(step * safe, 1.0)))
-                    / safe, t)
+    z = step * safe
+    decay = _decay(safe, t, step, ridge)  # whole steps, stability checked
+    with np.errstate(divide="ignore", invalid="ignore"):  # 1 - (1 - z)^N without cancellation
+        one_minus = np.where(z < 1.0, -np.expm1(whole_steps(t, step) * np.log1p(
+            -np.minimum(z, 1.0))), 1.0 - decay)
+    return np.where(s > 0, one_minus / safe, t)
 
 
 def residual_weights(w, t: float, ridge: float, step: float | None = None) -> np.ndarray:
@@ -138,7 +175,7 @@ def residual_weights(w, t: float, ridge: float, step: float | None = None) -> np
     s = w + ridge
     if math.isinf(t):
         return ridge / s
-    return (ridge + w * _decay(s, t, step)) / s
+    return (ridge + w * _decay(s, t, step, ridge)) / s
 
 
 def _psi(z: np.ndarray) -> np.ndarray:
@@ -337,7 +374,7 @@ def krylov_plan(n: int, o: int, times, lam_high: float, ridge: float = 0.0,
                 + 10.0 * o**3 * (k * (k + 1) / 2) ** 2)
 
     plan: dict = {"lambda_high": float(lam_high), "degree": None, "needed": None,
-                  "budget": 0, "passes": 0, "krylov_flops": None, "eigh_flops": 9.0 * n**3,
+                  "budget": 0, "max_passes": 0, "krylov_flops": None, "eigh_flops": 9.0 * n**3,
                   "krylov": False}
     if not finite or any(d is None for d in degrees):
         return plan
@@ -347,7 +384,7 @@ def krylov_plan(n: int, o: int, times, lam_high: float, ridge: float = 0.0,
            and flops(budget + 1) <= KRYLOV_MAX_COST * plan["eigh_flops"]):
         budget += 1
     passes = min(needed, budget)
-    plan.update(degree=max(degrees), needed=needed, budget=budget, passes=passes,
+    plan.update(degree=max(degrees), needed=needed, budget=budget, max_passes=passes,
                 krylov_flops=flops(passes), krylov=passes >= 2)
     return plan
 
@@ -393,7 +430,7 @@ def dense_parts(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0, alpha: 
         op = DenseOperator(K, threads=blas_threads())
         with blas_limits(1):
             kry = krylov_dynamics(op, Y, finite, ridge, alpha=alpha, tol=tol,
-                                  max_passes=plan["passes"], perturbation=perturbation,
+                                  max_passes=plan["max_passes"], perturbation=perturbation,
                                   lam_low=certified_min, lam_high=lam_high, step=step)
         info["dense"].update(krylov_passes=kry.passes, krylov_basis=kry.info["basis"],
                              krylov_seconds=kry.seconds)

@@ -50,6 +50,7 @@ from .dynamics import (
     krylov_dynamics,
     ridge_cg,
     singular_message,
+    whole_steps,
 )
 
 __all__ = ["PREDICT_TOL", "Prediction", "predict"]
@@ -208,6 +209,10 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
     which = check_which(which)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if np.ndim(X_train) == 1:  # check_rows would take it as one point
+        raise ValueError(f"X_train must be a 2-D array (n points x d), got shape "
+                         f"{np.shape(X_train)}: X.reshape(-1, 1) for n points of one "
+                         "feature")
     X = check_rows(X_train, "X_train", normalize)
     n, d = X.shape
     y = check_labels(y_train, n, "y_train")
@@ -233,6 +238,8 @@ def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
             raise ValueError(f"step (the learning rate) must be a finite number > 0, got "
                              f"{step!r}")
         step = float(step)
+        for tt in times[np.isfinite(times)]:
+            whole_steps(float(tt), step)  # before any work
     tol = float(tol)
     if not 0 < tol < 1:
         raise ValueError(f"tol must lie in (0, 1), got {tol}")
@@ -353,7 +360,7 @@ def _checkpoints(directory, solver, net, X, Y, times, ridge, which, step, tol, r
         net.to_dict(), data_fingerprint(X), labels=data_fingerprint(Y),
         times=[t if math.isfinite(t) else "inf" for t in times.tolist()], ridge=ridge,
         which=which, step=step, tol=tol, rank=rank, method=method, tile_tol=tile_tol,
-        alpha=bool(alpha), solver="krylov",
+        test_points=bool(alpha), solver="krylov",
         preconditioner={"tol": PRECONDITIONER_TOL, "passes": PRECONDITIONER_PASSES})
     return {name: Checkpoint(directory, name, meta)
             for name in ("predict-krylov", "predict-eig", "predict-cg")}

@@ -488,5 +488,12 @@ def sigterm_as_interrupt():
     old = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except SystemError as exc:
+        # Ctrl-C or SIGTERM inside a compiled (Numba) call surfaces as "SystemError: ...
+        # returned a result with an exception set", the KeyboardInterrupt as its context
+        interrupt = exc.__cause__ or exc.__context__
+        if isinstance(interrupt, KeyboardInterrupt):
+            raise interrupt from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, old)

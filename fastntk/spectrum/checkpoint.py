@@ -88,8 +88,9 @@ class CheckpointWarning(UserWarning):
     """A checkpoint file was left unused (a state file without its metadata file)."""
 
 
-RESTART_HINT = ("rerun with --restart (Python: checkpoint.clear_directory(DIR)) to discard it "
-                "and start afresh, or delete the directory")
+RESTART_HINT = ("rerun with --restart (Python: "
+                "fastntk.spectrum.checkpoint.clear_directory(DIR)) to discard it and start "
+                "afresh, or delete the directory")
 
 
 class CheckpointLock(WriterLock):
@@ -339,7 +340,8 @@ class Checkpoint:
         return CheckpointMismatch(
             f"checkpoint {self.directory} ({self.name}) is from a different run and will "
             f"not be mixed in: {'; '.join(diff[:6])}. Use another --checkpoint directory, "
-            "or discard this one with --restart (Python: clear_directory(DIR)).")
+            "or discard this one with --restart (Python: "
+            "fastntk.spectrum.checkpoint.clear_directory(DIR)).")
 
     def check(self) -> None:
         """Raise :class:`CheckpointMismatch` if the directory holds another computation
