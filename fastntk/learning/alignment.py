@@ -30,9 +30,9 @@ from ..common.defaults import OPERATOR_TILE, TILE_TOL
 from ..common.threads import blas_limits
 from ..data.loader import check_labels
 from ..data.rows import check_rows
-from ..scale.blocks import block_bounds, tile_pairs
+from ..spectrum.operators import TileOperator
 from ..spectrum.solver import EigenResult
-from ..tiles.dispatch import theta_tile, tile_spec
+from ..tiles.dispatch import theta_tile
 
 __all__ = ["LabelSpectrum", "band_times", "centered_alignment", "kernel_products",
            "label_power", "label_spectrum", "loss_band"]
@@ -50,26 +50,39 @@ def label_power(V: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, np.cumsum(p)
 
 
+class _ProductsOperator(TileOperator):
+    """The eigensolver's in-process pass (pipelined tile pairs, sums added in pair order)
+    that also adds up ||Theta||_F^2 from the same tiles."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.fro2 = 0.0
+
+    def _contributions(self, i: int, j: int, V: np.ndarray):
+        X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
+        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device)
+        fro = (1.0 if i == j else 2.0) * float(np.einsum("ij,ij->", T, T))
+        return T @ V[sj:ej], None if i == j else T.T @ V[si:ei], fro
+
+    def _add(self, i: int, j: int, a, b, fro: float, out: np.ndarray) -> None:  # type: ignore[override]
+        super()._add(i, j, a, b, out)
+        self.fro2 += fro
+
+
 def kernel_products(net, X: np.ndarray, B: np.ndarray, scale: float | None = None,
                     which: str = "ntk", method: str = "auto", tol: float = TILE_TOL,
                     device: str = "cpu", tile: int = OPERATOR_TILE) -> tuple[np.ndarray, float]:
     """(K B, ||K||_F^2) for K = scale * Theta(X, X) (scale 1 / n by default) from one pass
-    over the tiles I <= J (in this process; memory one tile)."""
+    over the tiles I <= J in this process: the eigensolver's pass
+    (:class:`fastntk.spectrum.operators.TileOperator`, its tile pairs in flight at once),
+    memory a few tiles."""
     n = X.shape[0]
     scale = 1.0 / n if scale is None else float(scale)
-    spec = tile_spec(net, method, tol, which)
-    bounds = block_bounds(n, tile)
-    out = np.zeros_like(B)
-    fro = 0.0
+    op = _ProductsOperator(net, X, scale=1.0, tile=tile, method=method, tol=tol, which=which,
+                           device=device)
     with blas_limits(1 if device == "cpu" else None):
-        for i, j in tile_pairs(len(bounds)):
-            (si, ei), (sj, ej) = bounds[i], bounds[j]
-            T = theta_tile(spec, X[si:ei], None if i == j else X[sj:ej], device=device)
-            out[si:ei] += T @ B[sj:ej]
-            fro += (1.0 if i == j else 2.0) * float(np.einsum("ij,ij->", T, T))
-            if i != j:
-                out[sj:ej] += T.T @ B[si:ei]
-    return out * scale, fro * scale * scale
+        out = op.matvec(B)
+    return out * scale, op.fro2 * scale * scale
 
 
 def centered_alignment(KB: np.ndarray, Yc: np.ndarray, fro2: float) -> float:
