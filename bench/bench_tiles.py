@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 from fastntk.kernels import tiles_cpu
 from figures import save_figures
+from run_cost_model import cpu_ns  # CPU time: robust to other processes
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
@@ -207,18 +208,6 @@ def test_scaling(relu, tmp_path_factory):
 
 
 # ----------------------------------------------------------------- cost model
-def _cpu_ns(fn, g0, rounds=5):
-    """Best CPU time of fn(copy of g0), ns per entry (one Numba thread: CPU time is robust
-    to other processes on a shared machine)."""
-    best = np.inf
-    for _ in range(rounds):
-        g = g0.copy()
-        t = time.process_time()
-        fn(g)
-        best = min(best, time.process_time() - t)
-    return best / g0.size * 1e9
-
-
 def test_cost_model():
     import numba
 
@@ -231,7 +220,7 @@ def test_cost_model():
         c = {}
         for t in (8, 128):
             coeffs = np.full(t + 1, 1e-3)
-            c["series", t] = _cpu_ns(lambda g, cf=coeffs: (
+            c["series", t] = cpu_ns(lambda g, cf=coeffs: (
                 tiles_cpu.fix_gram(g, A, B, True, False),
                 tiles_cpu.horner_tile(g, cf, 1.0, False)), g0)
         term = (c["series", 128] - c["series", 8]) / 120
@@ -241,7 +230,7 @@ def test_cost_model():
         for name in ("relu", "erf", "gaussian", "sin"):
             for L in (1, 4):
                 spec = tile_spec(NTK(name, L), "exact")
-                c[name, L] = _cpu_ns(lambda g, sp=spec: tiles_cpu.exact_tile(
+                c[name, L] = cpu_ns(lambda g, sp=spec: tiles_cpu.exact_tile(
                     g, A, B, True, False, sp.at_one, False, *sp.recipe.args), g0)
             layer = (c[name, 4] - c[name, 1]) / 3
             model = spec_mod.EXACT_LAYER_COST.get(NTK(name, 1).recipe.args[0],

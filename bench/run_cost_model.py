@@ -28,7 +28,7 @@ from fastntk.tiles import spec as spec_mod
 from fastntk.tiles.spec import tile_spec
 
 
-def cpu_ns(fn, g0: np.ndarray, rounds: int) -> float:
+def cpu_ns(fn, g0: np.ndarray, rounds: int = 5) -> float:
     """Best CPU time of fn(copy of g0), ns per entry."""
     best = np.inf
     for _ in range(rounds):

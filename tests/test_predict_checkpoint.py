@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -202,18 +200,11 @@ def test_dense_path_refused(net, data, tmp_path):
     assert not ck.exists()
 
 
-def test_busy_directory_refused(net, data, tmp_path):
+def test_busy_directory_refused(net, data, tmp_path, checkpoint_holder):
     ck = str(tmp_path / "ck")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom fastntk.spectrum.checkpoint import acquire_directory\n"
-        f"acquire_directory({ck!r}); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(CheckpointBusy, match=f"pid {holder.pid}"):
-            _run(net, data, checkpoint=ck)
-    finally:
-        holder.kill()
+    holder = checkpoint_holder(ck)
+    with pytest.raises(CheckpointBusy, match=f"pid {holder.pid}"):
+        _run(net, data, checkpoint=ck)
         holder.wait()
 
 

@@ -226,16 +226,12 @@ def test_every_save_verifies_the_identity(tmp_path, X):
     assert {n: open(os.path.join(ck, n), "rb").read() for n in os.listdir(ck)} == before
 
 
-def test_live_holder_refused_dead_holder_taken_over(tmp_path, X):
+def test_live_holder_refused_dead_holder_taken_over(tmp_path, X, checkpoint_holder):
     """The lock is the stores' WriterLock: a live holder (here a sleeping process) is
     refused by name; once it has died, its lock is taken over."""
     ck = str(tmp_path / "ck")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom fastntk.spectrum.checkpoint import acquire_directory\n"
-        f"acquire_directory({ck!r}); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = checkpoint_holder(ck)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(CheckpointBusy, match=f"pid {holder.pid}"):
             top_eigenvalues(NTK("relu", 2), X, 4, checkpoint=ck)
         with pytest.raises(CheckpointBusy):
