@@ -59,6 +59,14 @@ KRYLOV_MAX_COST = 0.1
 KRYLOV_DEGREE_MARGIN = 1.25
 
 
+def certified_definite(ridge: float, certified_min: float, level: float) -> bool:
+    """Whether K + ridge I is certified positive definite with margin: ridge plus the
+    certified lower bound on lambda_min(K) above :data:`SINGULAR_MARGIN` times the
+    perturbation level of K (then one Cholesky serves t = inf; else eigh, which also checks
+    a singular K; a ridge near the rounding level may break a Cholesky factorisation)."""
+    return ridge + certified_min > SINGULAR_MARGIN * level
+
+
 class SingularKernelError(ValueError):
     """Kernel regression without a ridge on a K that is not certified to be invertible."""
 
@@ -106,12 +114,17 @@ def _phi1(z: np.ndarray) -> np.ndarray:
     return np.where(z > 0, -np.expm1(-safe) / safe, 1.0)
 
 
+def _is_whole(steps: float) -> bool:
+    """Whether ``steps`` (t / step) is a whole number, up to rounding."""
+    return abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
+
+
 def whole_steps(t: float, step: float) -> float:
     """t / ``step`` as a whole number of gradient-descent steps (docs/math.md section 10);
     ValueError for a time that is not a whole multiple of the learning rate."""
     steps = t / step
     whole = round(steps)
-    if abs(steps - whole) > 1e-9 * max(1.0, steps):
+    if not _is_whole(steps):
         raise ValueError(f"with step = {step:g} (gradient descent), the time t = {t:g} is "
                          f"{steps:.6g} steps: give times that are whole multiples of the "
                          f"learning rate (t = steps x step, e.g. t = {max(whole, 1) * step:g})")
@@ -252,12 +265,14 @@ def singular_message(lam: float, level: float, how: str) -> str:
 def dense_dynamics(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0,
                    alpha: bool = True, perturbation: float = 0.0,
                    certified_min: float = 0.0, overwrite: bool = False,
-                   step: float | None = None) -> Dynamics:
+                   step: float | None = None, lam_high: float | None = None) -> Dynamics:
     """phi_t(K) Y for a dense symmetric PSD K (n x n) and labels Y (n x o), every t in
     ``times``, by one eigh of K (scipy, ``evd``), or by one Cholesky factorisation of
-    K + ridge I when every t is inf and either ridge > 0 or, without a ridge, K is certified
-    invertible by ``certified_min`` alone (above :data:`SINGULAR_MARGIN` times the
-    perturbation level).  :func:`dense_parts` chooses between this and Krylov on K.
+    K + ridge I when every t is inf and K + ridge I is certified positive definite
+    (:func:`certified_definite`: ridge + ``certified_min`` above :data:`SINGULAR_MARGIN`
+    times the perturbation level, the rule :func:`dense_parts` uses too).  ``lam_high``: an
+    upper bound on ||K||_2 if the caller has one (default: the largest absolute row sum).
+    :func:`dense_parts` chooses between this and Krylov on K.
 
     ``perturbation``: a bound on ||E|| for the error E of K itself (kernel-value errors);
     eigh's own backward error, n eps ||K||, is added.  ``certified_min``: a certified lower
@@ -273,9 +288,9 @@ def dense_dynamics(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0,
     ynorm = float(np.linalg.norm(Y))
     norm_bound = level = 0.0
     if np.all(np.isinf(times)):
-        norm_bound = float(np.abs(K).sum(axis=1).max())  # >= ||K||_2
+        norm_bound = float(np.abs(K).sum(axis=1).max()) if lam_high is None else lam_high
         level = perturbation + n * _EPS * norm_bound
-    if np.all(np.isinf(times)) and (ridge > 0 or certified_min > SINGULAR_MARGIN * level):
+    if np.all(np.isinf(times)) and certified_definite(ridge, certified_min, level):
         Kr = K if overwrite else K.copy()
         Kr[np.diag_indices(n)] += ridge
         c = sla.cho_factor(Kr, lower=True, overwrite_a=True, check_finite=False)
@@ -333,7 +348,7 @@ def polynomial_degree(t: float, lam_high: float, ridge: float = 0.0,
     b = max(float(lam_high), 0.0) + ridge
     if step is not None:
         steps = t / step
-        whole = abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
+        whole = _is_whole(steps)
         if step * b <= 0.5:
             d = polynomial_degree(-math.log1p(-step * b) / (step * b) * t if b > 0 else 0.0,
                                   lam_high, ridge, None, tol)
@@ -418,9 +433,7 @@ def dense_parts(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0, alpha: 
     lam_high = float(np.abs(K).sum(axis=1).max())  # >= ||K||_2
     plan = krylov_plan(n, o, finite, lam_high, ridge, step, tol, alpha)
     level = perturbation + n * _EPS * lam_high
-    # K + ridge I certified positive definite with margin (else eigh: a ridge near the
-    # rounding level may break a Cholesky factorisation, and eigh does the singular-K check)
-    cholesky = ridge + certified_min > SINGULAR_MARGIN * level
+    cholesky = certified_definite(ridge, certified_min, level)
     use = plan["krylov"] and krylov is not False
     info = {"dense": {**plan, "finite_times": "eigh of K", "infinite_time": None}}
     if use and finite.size and (cholesky or not infinite.any()):
@@ -440,13 +453,14 @@ def dense_parts(K: np.ndarray, Y: np.ndarray, times, ridge: float = 0.0, alpha: 
             if infinite.any():
                 chol = dense_dynamics(K, Y, times[infinite], ridge, alpha=alpha,
                                       perturbation=perturbation, certified_min=certified_min,
-                                      overwrite=overwrite)
+                                      overwrite=overwrite, lam_high=lam_high)
                 info["dense"]["infinite_time"] = chol.method
                 parts.append(chol)
             return parts, info
         info["dense"]["krylov_fallback"] = (f"not converged in {kry.passes} passes: eigh")
     dyn = dense_dynamics(K, Y, times, ridge, alpha=alpha, perturbation=perturbation,
-                         certified_min=certified_min, overwrite=overwrite, step=step)
+                         certified_min=certified_min, overwrite=overwrite, step=step,
+                         lam_high=lam_high)
     if not finite.size:
         info["dense"]["finite_times"] = None
     if infinite.any():
