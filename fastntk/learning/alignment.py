@@ -30,6 +30,13 @@ from ..common.defaults import OPERATOR_TILE, TILE_TOL
 from ..common.threads import blas_limits
 from ..data.loader import check_labels
 from ..data.rows import check_rows
+from ..spectrum.lower_bound import (
+    add_tile_sums,
+    certified_sums,
+    least_eigenvalue_bound,
+    power_grid,
+    tile_power_sums,
+)
 from ..spectrum.operators import TileOperator
 from ..spectrum.solver import EigenResult
 from ..tiles.dispatch import theta_tile
@@ -52,21 +59,48 @@ def label_power(V: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class _ProductsOperator(TileOperator):
     """The eigensolver's in-process pass (pipelined tile pairs, sums added in pair order)
-    that also adds up ||Theta||_F^2 from the same tiles."""
+    that also adds up ||Theta||_F^2 from the same tiles and, given ``bound_rows``, the
+    Gershgorin power sums of those rows (``fastntk.spectrum.lower_bound``) in the same pass."""
 
-    def __init__(self, *args, **kw) -> None:
+    def __init__(self, *args, bound_rows: np.ndarray | None = None, npow: int = 0,
+                 **kw) -> None:
         super().__init__(*args, **kw)
         self.fro2 = 0.0
+        self.bound_rows = bound_rows
+        self.npow = npow
+        self.sums = None if bound_rows is None else np.zeros((npow, self.n))
 
     def _contributions(self, i: int, j: int, V: np.ndarray):
         X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
         T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device)
-        fro = (1.0 if i == j else 2.0) * float(np.einsum("ij,ij->", T, T))
-        return T @ V[sj:ej], None if i == j else T.T @ V[si:ei], fro
+        fro = (1.0 if i == j else 2.0) * float(np.dot(T.ravel(), T.ravel()))
+        parts = None
+        if self.bound_rows is not None:
+            R = self.bound_rows
+            parts = tile_power_sums(R[si:ei], None if i == j else R[sj:ej], self.npow)
+        return T @ V[sj:ej], None if i == j else T.T @ V[si:ei], fro, parts
 
-    def _add(self, i: int, j: int, a, b, fro: float, out: np.ndarray) -> None:  # type: ignore[override]
+    def _add(self, i: int, j: int, a, b, fro: float, parts,  # type: ignore[override]
+             out: np.ndarray) -> None:
         super()._add(i, j, a, b, out)
         self.fro2 += fro
+        if parts is not None:
+            add_tile_sums(self.sums, self.bounds[i], self.bounds[j], parts)
+
+
+def _label_pass(net, X: np.ndarray, B: np.ndarray, scale: float, which: str, method: str,
+                tol: float, device: str, tile: int, bound_rows: np.ndarray | None = None,
+                degree: int = 0):
+    """(K B, ||K||_F^2, Gershgorin (powers, S) of ``bound_rows`` up to ``degree`` or None)
+    from one pipelined pass over the tiles I <= J (see :func:`kernel_products`)."""
+    powers = None if bound_rows is None else power_grid(degree)
+    op = _ProductsOperator(net, X, scale=1.0, tile=tile, method=method, tol=tol, which=which,
+                           device=device, bound_rows=bound_rows,
+                           npow=0 if powers is None else len(powers))
+    with blas_limits(1 if device == "cpu" else None):
+        out = op.matvec(B)
+    sums = None if powers is None else (powers, certified_sums(op.sums, powers, op.n))
+    return out * scale, op.fro2 * scale * scale, sums
 
 
 def kernel_products(net, X: np.ndarray, B: np.ndarray, scale: float | None = None,
@@ -76,13 +110,9 @@ def kernel_products(net, X: np.ndarray, B: np.ndarray, scale: float | None = Non
     over the tiles I <= J in this process: the eigensolver's pass
     (:class:`fastntk.spectrum.operators.TileOperator`, its tile pairs in flight at once),
     memory a few tiles."""
-    n = X.shape[0]
-    scale = 1.0 / n if scale is None else float(scale)
-    op = _ProductsOperator(net, X, scale=1.0, tile=tile, method=method, tol=tol, which=which,
-                           device=device)
-    with blas_limits(1 if device == "cpu" else None):
-        out = op.matvec(B)
-    return out * scale, op.fro2 * scale * scale
+    scale = 1.0 / X.shape[0] if scale is None else float(scale)
+    KB, fro2, _ = _label_pass(net, X, B, scale, which, method, tol, device, tile)
+    return KB, fro2
 
 
 def centered_alignment(KB: np.ndarray, Yc: np.ndarray, fro2: float) -> float:
@@ -190,9 +220,8 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
     ``K``: the kernel matrix in memory, if at hand (else
     one pass over the tiles).  ``times``: the band's grid (default :func:`band_times`).
     Raises ValueError for labels of the wrong length, eigenpairs without eigenvectors, or
-    eigenpairs that are not this K's (checked in the same pass: ||K v - lambda v||)."""
-    from ..spectrum.lower_bound import least_eigenvalue_bound
-
+    eigenpairs that are not this K's (checked in the same pass: ||K v - lambda v||).
+    Without ``K`` or ``lower_bound``, the bound's Gershgorin sums ride on that same pass."""
     t0 = time.perf_counter()
     X = check_rows(X, "X", normalize)
     n = X.shape[0]
@@ -207,22 +236,31 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
                          "eigenvectors=True) of this network on these rows")
     lam = np.asarray(eig.eigenvalues[:-1])
     lam_next = float(eig.eigenvalues[-1] + eig.error_estimates[-1])
-    bound_info = None
+    power, cumulative = label_power(V, Y)
+    Yc = Y - Y.mean(axis=0)
+    o = Y.shape[1]
+    B = np.hstack([Yc, np.ones((n, 1)), V])  # K V in the same pass: the eigenpairs checked
+    KB = fro2 = None
+    if K is not None:
+        KB, fro2 = K @ B, float(np.einsum("ij,ij->", K, K))
+
+    def fused(rows, degree):  # the bound's power sums ride on the products' pass
+        nonlocal KB, fro2
+        KB, fro2, sums = _label_pass(net, X, B, 1.0 / n, which, method, tile_tol, device,
+                                     OPERATOR_TILE, rows, degree)
+        return sums
+
     if lower_bound is None:
-        lower_bound = least_eigenvalue_bound(net, X, which=which)
+        lower_bound = least_eigenvalue_bound(net, X, which=which,
+                                             sums=fused if KB is None and device == "cpu"
+                                             else None)
     if hasattr(lower_bound, "to_dict"):
         bound_info = {"value": lower_bound.value, "message": lower_bound.message}
         lam_low = float(lower_bound.value)
     else:
         lam_low = float(lower_bound)
         bound_info = {"value": lam_low}
-    power, cumulative = label_power(V, Y)
-    Yc = Y - Y.mean(axis=0)
-    o = Y.shape[1]
-    B = np.hstack([Yc, np.ones((n, 1)), V])  # K V in the same pass: the eigenpairs checked
-    if K is not None:
-        KB, fro2 = K @ B, float(np.einsum("ij,ij->", K, K))
-    else:
+    if KB is None:
         KB, fro2 = kernel_products(net, X, B, which=which, method=method, tol=tile_tol,
                                    device=device)
     _check_eigenpairs(KB[:, o + 1:], V, lam, np.asarray(eig.residuals[:-1]))

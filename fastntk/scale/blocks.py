@@ -28,3 +28,49 @@ def tile_pairs(row_blocks: int, col_blocks: int | None = None) -> list[tuple[int
     if col_blocks is None:
         return [(i, j) for i in range(row_blocks) for j in range(i, row_blocks)]
     return [(i, j) for i in range(row_blocks) for j in range(col_blocks)]
+
+
+def run_pairs(pairs, compute, add, workers: int = 1, desc: str | None = None) -> None:
+    """For every tile pair (i, j) in ``pairs``: ``add(i, j, compute(i, j))``, the adds in pair
+    order whatever the workers do, so sums come out the same bit for bit for any ``workers``.
+
+    ``workers`` > 1: that many threads run ``compute`` (one pair's BLAS work overlaps
+    another's Numba kernel) while this thread adds, at most ``2 * workers`` pairs in flight;
+    an error or Ctrl-C cancels the pairs not started.  ``desc``: a progress bar (tqdm) with
+    that label."""
+    bar = None
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), desc=desc, leave=False)
+    try:
+        if workers <= 1 or len(pairs) <= 1:
+            for i, j in pairs:
+                add(i, j, compute(i, j))
+                if bar is not None:
+                    bar.update()
+            return
+        import collections
+        from concurrent.futures import ThreadPoolExecutor
+
+        window = 2 * workers
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="fastntk-pass")
+        queue = collections.deque()
+        try:
+            for i, j in pairs:
+                queue.append((i, j, pool.submit(compute, i, j)))
+                if len(queue) >= window:
+                    a, b, fut = queue.popleft()
+                    add(a, b, fut.result())
+                    if bar is not None:
+                        bar.update()
+            while queue:
+                a, b, fut = queue.popleft()
+                add(a, b, fut.result())
+                if bar is not None:
+                    bar.update()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if bar is not None:
+            bar.close()

@@ -40,15 +40,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
-from ..common.defaults import OPERATOR_TILE
+from ..common.defaults import OPERATOR_TILE, PASS_WORKERS
 from ..common.threads import blas_limits, parallel_section
 from ..kernels import gershgorin_cpu
-from ..scale.blocks import block_bounds, check_chunk, tile_pairs
+from ..scale.blocks import block_bounds, check_chunk, run_pairs, tile_pairs
 from ..tiles.cpu import gram_lower
 from ..tiles.spec import check_which
 from .theorems import rows_on_sphere
@@ -133,46 +133,69 @@ def _duplicates(X: np.ndarray) -> int:
     return int(np.sum(counts - 1))
 
 
-def power_sums(X: np.ndarray, pmax: int, tile: int = OPERATOR_TILE, progress: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
+def power_grid(pmax: int) -> np.ndarray:
+    """The powers p with their own R_p: 1, 2, 3, 4, 6, 8, 12, ... <= pmax (int64)."""
+    return gershgorin_cpu.power_grid(int(pmax))[0]
+
+
+def tile_power_sums(xi: np.ndarray, xj: np.ndarray | None, npow: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """For the tile pair of rows ``xi`` and ``xj`` (None: the symmetric tile of ``xi``): the
+    sums of u_ij^p over the tile's columns (rows of xi) and over its rows (rows of xj), for
+    the first ``npow`` powers of the grid, each (npow, b); on the symmetric tile the
+    diagonal is left out and the two add up to the full sums over j != i.  One BLAS Gram
+    block (on the calling thread's BLAS threads) and the Numba kernel
+    ``kernels/gershgorin_cpu.py``; sums before :func:`certified_sums`."""
+    if xj is None:
+        g = gram_lower(xi)
+        xj = xi
+    else:
+        g = np.empty((xi.shape[0], xj.shape[0]))
+        np.matmul(xi, xj.T, out=g)
+    with parallel_section():
+        return gershgorin_cpu.power_sums_tile(g, xi, xj, xj is xi, npow,
+                                              gershgorin_cpu.CHUNKS)
+
+
+def add_tile_sums(S: np.ndarray, rows_i: tuple[int, int], rows_j: tuple[int, int],
+                  parts: tuple[np.ndarray, np.ndarray]) -> None:
+    """Add a tile pair's :func:`tile_power_sums` (rows i0:i1 and j0:j1 of X) to S."""
+    S[:, rows_i[0]:rows_i[1]] += parts[0]
+    S[:, rows_j[0]:rows_j[1]] += parts[1]
+
+
+def certified_sums(S: np.ndarray, powers: np.ndarray, n: int) -> np.ndarray:
+    """The kernel's sums S (len(powers), n) made certified upper bounds: inflated by the
+    rounding of the products (<= p_max + 2 ulps each) and of the sums (<= n ulps), plus
+    n TINY for the powers the kernel left out (every entry of their block below TINY)."""
+    inflate = 1.0 + (float(powers[-1]) + n + 64) * _EPS
+    return S * inflate * (1.0 + 2 * _EPS) + n * gershgorin_cpu.TINY
+
+
+def power_sums(X: np.ndarray, pmax: int, tile: int = OPERATOR_TILE, progress: bool = False,
+               workers: int = PASS_WORKERS) -> tuple[np.ndarray, np.ndarray]:
     """(powers, S) with S[t, i] >= sum_(j != i) |rho_ij|^powers[t] (certified upper bounds,
-    rounding included), from one pass over the tiles I <= J."""
+    rounding included), from one pass over the tiles I <= J, ``workers`` tile pairs at a
+    time (``fastntk.scale.blocks.run_pairs``: the same sums for any ``workers``)."""
     n = X.shape[0]
-    powers, left, right = gershgorin_cpu.power_grid(int(pmax))
+    powers = power_grid(pmax)
     S = np.zeros((len(powers), n))
     bounds = block_bounds(n, check_chunk(tile, "tile"))
-    chunks = 4 * numba.get_num_threads()
-    pairs = tile_pairs(len(bounds))
-    if progress:
-        from tqdm.auto import tqdm
 
-        pairs = tqdm(pairs, desc="Gershgorin sums", leave=False)
-    for i, j in pairs:
+    def compute(i, j):
         (si, ei), (sj, ej) = bounds[i], bounds[j]
-        xi = X[si:ei]
-        if i == j:
-            g = gram_lower(xi)
-            with parallel_section():
-                rows, cols = gershgorin_cpu.power_sums_tile(g, xi, xi, True, left, right,
-                                                            chunks)
-            S[:, si:ei] += rows + cols
-        else:
-            xj = X[sj:ej]
-            g = np.empty((ei - si, ej - sj))
-            np.matmul(xi, xj.T, out=g)
-            with parallel_section():
-                rows, cols = gershgorin_cpu.power_sums_tile(g, xi, xj, False, left, right,
-                                                            chunks)
-            S[:, si:ei] += rows
-            S[:, sj:ej] += cols
-    # rounding of the products (<= p_max + 2 ulps each) and of the sums (<= n ulps)
-    inflate = 1.0 + (float(powers[-1]) + n + 64) * _EPS
-    return powers, S * inflate * (1.0 + 2 * _EPS)
+        return tile_power_sums(X[si:ei], None if i == j else X[sj:ej], len(powers))
+
+    run_pairs(tile_pairs(len(bounds)), compute,
+              lambda i, j, parts: add_tile_sums(S, bounds[i], bounds[j], parts), workers,
+              "Gershgorin sums" if progress else None)
+    return powers, certified_sums(S, powers, n)
 
 
 def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk",
                            degree: int = BOUND_DEGREE, tile: int = OPERATOR_TILE,
-                           normalize: bool = False, progress: bool = False) -> LowerBound:
+                           normalize: bool = False, progress: bool = False,
+                           sums: Callable | None = None) -> LowerBound:
     """Certified lower bound on lambda_min(K) for K = scale * Theta(X, X) (scale defaults to
     1 / n, the paper's K), from the power series alone (docs/math.md section 7).
 
@@ -183,6 +206,9 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
     11, the module docstring) and the least of the per-norm bounds; a zero row makes it 0,
     and so do more than :data:`MAX_NORM_TABLES` distinct norms for an activation outside the
     ReLU family (``vacuous``, with the reason in ``notes`` and ``message``).
+    ``sums``: a function (rows, degree) -> (powers, S) that runs the pass instead, given the
+    rows to use (those of X projected onto the sphere) and returning :func:`power_sums`'s
+    result for them (``fastntk.learning.alignment`` fuses it with its own pass).
     Raises ValueError for bad rows, scale or degree.
     """
     t0 = time.perf_counter()
@@ -207,8 +233,11 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
                 degree=int(degree), tail=0.0, theta_one=float(net.at_one(which)), slack=0.0,
                 certified=True, hermite_error=0.0, seconds=time.perf_counter() - t0,
                 which=which, notes=notes)
-    with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
-        powers, S = power_sums(rows, degree, tile, progress)
+    if sums is not None:
+        powers, S = sums(rows, degree)
+    else:
+        with blas_limits(1):  # the Gram blocks: BLAS threads would spin against the kernel's
+            powers, S = power_sums(rows, degree, tile, progress)
     R = S.max(axis=1) if n > 1 else np.zeros(len(powers))
     # every table's bound; the least holds for all rows (docs/math.md section 11)
     parts = [_table_bound(coef, which, powers, R, n) for coef in tables]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import collections
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -32,7 +31,7 @@ from ..common.checks import check_count
 from ..common.defaults import DASK_TILE, OPERATOR_TILE, PASS_WORKERS, TILE_TOL
 from ..common.threads import blas_limits, task_threads
 from ..data.rows import on_sphere
-from ..scale.blocks import block_bounds, check_chunk, tile_pairs
+from ..scale.blocks import block_bounds, check_chunk, run_pairs, tile_pairs
 from ..scale.tasks import TaskPool
 from ..tiles.dispatch import backend, theta_tile, theta_tile_matvec, tile_spec
 from ..tiles.spec import TileSpec
@@ -323,12 +322,12 @@ class TileOperator(KernelOperator):
                 out[si:ei] = theta_tile_matvec(spec, X[si:ei], X, V, device=dev)
             return out
         out = np.zeros_like(V)
-        pairs = tile_pairs(len(self.bounds))
-        if self.workers == 1 or len(pairs) == 1:
-            for i, j in self._iter(pairs, "tiles"):
-                self._add(i, j, *self._contributions(i, j, V), out)
-            return out
-        return self._apply_pipelined(pairs, V, out)
+        # workers evaluate tile pairs while this thread adds their contributions in pair
+        # order: the same sums, bit for bit, as one worker (seeded runs reproduce)
+        run_pairs(tile_pairs(len(self.bounds)), lambda i, j: self._contributions(i, j, V),
+                  lambda i, j, parts: self._add(i, j, *parts, out), self.workers,
+                  "tiles" if self.progress else None)
+        return out
 
     def _contributions(self, i: int, j: int, V: np.ndarray):
         """The tile pair (I, J)'s contributions (Theta_IJ V_J, Theta_IJ^T V_I or None)."""
@@ -340,39 +339,6 @@ class TileOperator(KernelOperator):
         out[slice(*self.bounds[i])] += a
         if b is not None:
             out[slice(*self.bounds[j])] += b
-
-    def _apply_pipelined(self, pairs, V, out):
-        """``workers`` threads evaluate tile pairs while this thread adds their contributions
-        in pair order (the same sums, bit for bit, as one worker: seeded runs reproduce);
-        at most ``2 * workers`` pairs are in flight.  An error or Ctrl-C cancels the pairs
-        not started."""
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(pairs), desc="tiles", leave=False)
-        window = 2 * self.workers
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastntk-pass")
-        queue = collections.deque()
-
-        def add_oldest() -> None:
-            i, j, fut = queue.popleft()
-            self._add(i, j, *fut.result(), out)
-            if bar is not None:
-                bar.update()
-
-        try:
-            for i, j in pairs:
-                queue.append((i, j, pool.submit(self._contributions, i, j, V)))
-                if len(queue) >= window:
-                    add_oldest()
-            while queue:
-                add_oldest()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            if bar is not None:
-                bar.close()
-        return out
 
 
 def _pair_task(spec: TileSpec, device: str, xi, xj, vi, vj):
