@@ -15,11 +15,13 @@ the exact one:
   antipodal) rows get u = 1 exactly and near-duplicates keep their true distance from 1;
 * the diagonal of a symmetric tile (i = j) is skipped.
 
-Powers are formed by repeated multiplication along the grid (``left``/``right``: power t is
-power left[t] times power right[t]); the caller inflates the sums by the rounding of the
-products and additions (a relative (p_max + n + 64) eps).  Rows of a tile run in parallel in
-a fixed number of chunks with their own column buffers, added in a fixed order: the result
-does not depend on the thread count.
+Powers are formed by repeated multiplication along the grid (squares and products of
+neighbours: ``_block``), with factors below FLOOR raised to FLOOR (no subnormal arithmetic);
+the powers of a block of BLOCK entries that all lie below TINY are left out.  The caller
+(``certified_sums`` in ``fastntk.spectrum.lower_bound``) inflates the sums by the rounding of
+the products and additions (a relative (p_max + n + 64) eps) and adds n TINY.  Rows of a tile
+run in parallel in CHUNKS chunks with their own row and column buffers, added in a fixed
+order: the result does not depend on the thread count.
 """
 
 from __future__ import annotations

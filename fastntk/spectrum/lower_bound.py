@@ -15,13 +15,14 @@ points, the R of the grid point below (larger, so still valid):
 where the tail mass Theta(1) - sum_(p <= T) c_p is known exactly (Theta(1) is).  The R_p
 come from one matrix-free pass over the tiles I <= J (BLAS Gram block, then the Numba kernel
 ``kernels/gershgorin_cpu.py``), with every |rho| rounded up by a certified allowance and the
-sums inflated by their rounding; the coefficient table's own rounding allowance (and, for
-activations without closed-form Hermite coefficients, the composition remainder) is taken
-off.  The result is therefore a bound on the exact lambda_min of the given rows, not an
-estimate.  Duplicate rows give R_p >= 1 for every p and the bound 0, which is exact: two equal
-rows make K singular.  The bound is vacuous (0) whenever R_T >= 1, e.g. for clustered or
-low-dimensional data; it is useful for spread-out data in higher dimension, where R_p < 1
-already at moderate p.
+sums inflated by their rounding (plus n 2^-64 for the powers of a block that the kernel
+leaves out because all of them lie below 2^-64); the coefficient table's own rounding
+allowance (and, for activations without closed-form Hermite coefficients, the composition
+remainder) is taken off. The result is therefore a bound on the exact lambda_min of the
+given rows, not an estimate. Duplicate rows give R_p >= 1 for every p and the bound 0, which
+is exact: two equal rows make K singular. The bound is vacuous (0) whenever R_T >= 1, e.g.
+for clustered or low-dimensional data; it is useful for spread-out data in higher dimension,
+where R_p < 1 already at moderate p.
 
 Rows of any norm (docs/math.md section 11.2): Theta = sum_p sum_m D_(p,m) G^{.p} D_(p,m) with
 per-row diagonals, and sum_m D_(p,m)^2 = diag(C_p(|x_i|)), C_p(r) the coefficient table of
