@@ -45,9 +45,8 @@ def test_max_abs_rho_is_numpys_maximum(shape, offset):
     g = xi @ xj.T
     rho = np.abs(g) * np.outer(_inverse_norms(xi), _inverse_norms(xj))
     if offset >= 0:
-        rows = np.arange(xi.shape[0])
-        keep = rows + offset < xj.shape[1]
-        rho[rows[keep], rows[keep] + offset] = 0.0
+        for i in range(min(xi.shape[0], xj.shape[0] - offset)):
+            rho[i, i + offset] = 0.0
     with numba_threads(1):
         one = tiles_cpu.max_abs_rho(g, xi, xj, False, offset)
     with numba_threads(THREADS):
@@ -96,20 +95,17 @@ def test_horner_gram_tile_is_numpys_polynomial(tri):
 
 
 def test_pair_products_are_the_two_products():
-    """(T @ vj, T^T @ vi) on a ragged rectangular tile, numpy's products the oracle; the
-    same bits with BLAS on 1 and 2 threads."""
+    """(T @ vj, T^T @ vi) on a ragged rectangular tile, numpy's products the oracle (BLAS
+    on one thread, as the solvers' passes run: ``pass_blas_threads``; like T @ v itself, the
+    bits may depend on BLAS's threads)."""
     rng = np.random.default_rng(0)
     T = rng.standard_normal((301, 517))
     V = rng.standard_normal((1000, 19))
     vi, vj = V[13:314], V[400:917]
-    out = {}
-    for t in (1, 2):
-        with threadpool_limits(t, user_api="blas"):
-            out[t] = pair_products(T, vi, vj)
-    a, b = out[1]
+    with threadpool_limits(1, user_api="blas"):
+        a, b = pair_products(T, vi, vj)
     assert a.shape == (301, 19) and b.shape == (517, 19)
     assert _rel(a, T @ vj) <= 1e-14 and _rel(b, T.T @ vi) <= 1e-14
-    assert np.array_equal(a, out[2][0]) and np.array_equal(b, out[2][1])
     a, none = pair_products(T[:, :301], None, vi)
     assert none is None and _rel(a, T[:, :301] @ vi) <= 1e-14
 

@@ -60,8 +60,9 @@ def pair_products(T: np.ndarray, vi: np.ndarray | None, vj: np.ndarray
     the row blocks I, J of V (shapes (b_I, k), (b_J, k)).  Both are formed transposed,
     (vj^T T^T)^T and (vi^T T)^T: with the narrow block as BLAS's first operand OpenBLAS
     multiplies a few dozen columns 1.5-2x faster than as T @ v (bench/RESULTS.md, "Issue 20:
-    the pass's fixed cost").  The results are F-ordered views; each column is one GEMM
-    column over the whole tile, whatever BLAS's thread count."""
+    the pass's fixed cost").  The results are F-ordered views.  As for T @ v, the bits may
+    depend on BLAS's thread count: the solvers run their passes on one BLAS thread
+    (``pass_blas_threads``)."""
     a = (vj.T @ T.T).T
     return a, None if vi is None else (vi.T @ T).T
 
