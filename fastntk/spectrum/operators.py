@@ -393,6 +393,9 @@ def _pair_task(spec: TileSpec, device: str, xi, xj, vi, vj):
     """On a worker: for the tile K_IJ = Theta(X_I, X_J), I <= J (``xj is None``: I = J),
     the contributions (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V."""
     blk = theta_tile(spec, xi, xj, device=device, threads=task_threads())
+    # aligned, as in process: numpy copies unaligned operands (unpickled at any byte offset)
+    # apart, into another layout and BLAS call, hence other bits
+    vi, vj = (np.require(v, requirements=["C", "A"]) for v in (vi, vj))
     if xj is None:
         return pair_products(blk, None, vi)
     return pair_products(blk, vi, vj)
