@@ -28,7 +28,13 @@ exact recursion (branch-free for the ReLU family, erf and the Gaussian) and Horn
 vectorise.  Symmetric tiles (``tri=True``) evaluate only the lower triangle j <= i of a
 C-ordered block, TRI x TRI block by block (row blocks paired k <-> last - k for load balance),
 and write each mapped block's transpose into the upper triangle while it is in cache (the
-mirror is fused with the map).  ``kernels/tiles_cuda.py`` compiles ``complements``,
+mirror is fused with the map).  An entry loop vectorises only over a slice indexed from 0
+(``seg = g[i, c0:c0 + nb]``, ``seg[jj]``): Numba's index ``g[i, c0 + jj]`` may be negative
+(wrap-around), which LLVM turns into scatters and gathers, and LLVM does not vectorise a float
+max; the series path's loops (``_correlations``, ``_store_values``, ``_abs_rho``, and
+``_bits_max``, the max of non-negative doubles as int64) are written so (issue 20: the
+series tile's fixed cost fell from about 4 to 1 ns per entry, max |rho| from 2.4 to 0.5; one
+thread, bench/RESULTS.md).  ``kernels/tiles_cuda.py`` compiles ``complements``,
 ``horner_block`` and ``exact_cpu.exact_block`` for the GPU from this same source.
 """
 
@@ -237,25 +243,63 @@ def layer_complements(rho, code, param, gw2, gb2, sw2, sb2, q):
 
 
 # --------------------------------------------------------------------- series path
-@njit(cache=True, parallel=True, fastmath={"nnan", "ninf", "nsz"})
+@njit(cache=True, fastmath={"nnan", "ninf"})
+def _abs_rho(seg, u, ujs, buf):
+    """buf[j] <- |G_ij| / (|x_i| |x_j|) for the Gram values ``seg`` of one row (``u``, ``ujs``
+    the inverse norms; slices indexed from 0: the loop vectorises)."""
+    for j in range(seg.shape[0]):
+        buf[j] = abs(seg[j]) * (u * ujs[j])
+
+
+@njit(cache=True)
+def _bits_max(bits, nb, m):
+    """max(m, bits[:nb]) for the int64 bit patterns of non-negative doubles, which order as
+    the doubles do: an integer reduction, which LLVM vectorises (the float max it does not)."""
+    for j in range(nb):
+        v = bits[j]
+        m = v if v > m else m
+    return m
+
+
+@njit(cache=True)
+def _max_rows(g, k, rows, ui, uj, tri, offset, buf):
+    """max_abs_rho's reduction over rows k*rows .. (k+1)*rows - 1, as int64 bits."""
+    bits = buf.view(np.int64)
+    n1, n2 = g.shape
+    b = 0
+    for i in range(k * rows, min(k * rows + rows, n1)):
+        m = i if tri else n2
+        skip = i + offset if offset >= 0 else -1
+        for c0 in range(0, m, BLOCK):
+            nb = min(BLOCK, m - c0)
+            _abs_rho(g[i, c0:c0 + nb], ui[i], uj[c0:c0 + nb], buf)
+            if c0 <= skip < c0 + nb:
+                buf[skip - c0] = 0.0
+            b = _bits_max(bits, nb, b)
+    return b
+
+
+@njit(cache=True, parallel=True)
 def max_abs_rho(g, xi, xj, tri, offset):
     """The largest |G_ij| / (|x_i| |x_j|) of a Gram block, g unchanged: a cheap pass (no
-    recomputation near +-1) that decides "auto" tiles.  The diagonal is left out: j < i for a
-    symmetric tile, j = i + ``offset`` when ``offset >= 0`` (rows i of a block of the same
-    rows starting at ``offset``)."""
+    recomputation near +-1, vectorised) that decides "auto" tiles.  The diagonal is left out:
+    j < i for a symmetric tile, j = i + ``offset`` when ``offset >= 0`` (rows i of a block of
+    the same rows starting at ``offset``).  The maximum is exact, so the same whatever the
+    threads."""
     n1, n2 = g.shape
     ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)
-    best = np.zeros(max(n1, 1))
-    for i in prange(n1):
-        m = i if tri else n2
-        u = ui[i]
-        b = 0.0
-        skip = i + offset if offset >= 0 else -1
-        for j in range(m):
-            v = abs(g[i, j]) * (u * uj[j])
-            b = v if (v > b and j != skip) else b
-        best[i] = b
-    return min(best.max(), 1.0)
+    rows = 8
+    ngroups = -(-n1 // rows)
+    best = np.zeros(max(ngroups, 1), dtype=np.int64)
+    for k in prange((ngroups + 1) // 2):  # groups paired k <-> last - k: balanced when tri
+        buf = np.empty(BLOCK)
+        best[k] = _max_rows(g, k, rows, ui, uj, tri, offset, buf)
+        k2 = ngroups - 1 - k
+        if k2 != k:
+            best[k2] = _max_rows(g, k2, rows, ui, uj, tri, offset, buf)
+    out = np.empty(1)
+    out.view(np.int64)[0] = best.max()
+    return min(out[0], 1.0)
 
 
 @njit(cache=True)
@@ -299,6 +343,21 @@ def fix_gram(g, xi, xj, rows, tri):
 
 
 @njit(cache=True)
+def _correlations(seg, u, ujs, x):
+    """x[jj] <- rho = ``correlation`` of the Gram values ``seg`` of one row (slices indexed
+    from 0: the loop vectorises)."""
+    for jj in range(seg.shape[0]):
+        x[jj] = correlation(seg[jj], u, ujs[jj])
+
+
+@njit(cache=True)
+def _store_values(seg, x, acc, at_one):
+    """seg[jj] <- acc[jj], or ``at_one`` where x[jj] = 1 (vectorised, as above)."""
+    for jj in range(seg.shape[0]):
+        seg[jj] = at_one if x[jj] >= 1.0 else acc[jj]
+
+
+@njit(cache=True)
 def _horner_rows(g, a, coeffs, at_one, tri, x, acc, fused, ui, uj, skip):
     """Row block ``a`` (as in ``_exact_rows``): g <- sum_p coeffs[p] g^p, 1 -> at_one.
     ``fused``: g holds Gram values; rho = g / norms (``ui``, ``uj`` the inverse norms) is
@@ -314,22 +373,19 @@ def _horner_rows(g, a, coeffs, at_one, tri, x, acc, fused, ui, uj, skip):
     for c0 in range(0, r1 if tri else g.shape[1], c_step):
         for i in range(max(r0, c0) if tri else r0, r1):
             nb = min(TRI, i + 1 - c0) if tri else min(BLOCK, g.shape[1] - c0)
+            seg = g[i, c0:c0 + nb]
             if fused:
-                u = ui[i]
-                for jj in range(nb):  # vectorised
-                    x[jj] = correlation(g[i, c0 + jj], u, uj[c0 + jj])
+                _correlations(seg, ui[i], uj[c0:c0 + nb], x)
                 d = i + skip - c0
                 if skip >= 0 and 0 <= d < nb:
                     x[d] = 1.0
             else:
-                for jj in range(nb):
-                    x[jj] = g[i, c0 + jj]
+                x[:nb] = seg
             horner_block(coeffs, x, acc, nb)
-            for jj in range(nb):
-                g[i, c0 + jj] = at_one if x[jj] >= 1.0 else acc[jj]
+            _store_values(seg, x, acc, at_one)
             if tri:
                 for jj in range(nb):
-                    g[c0 + jj, i] = g[i, c0 + jj]
+                    g[c0 + jj, i] = seg[jj]
 
 
 @njit(cache=True, parallel=True)

@@ -38,7 +38,7 @@ from ..tiles.spec import TileSpec
 
 __all__ = [
     "ArrayOperator", "CenteredOperator", "DaskTileOperator", "DenseOperator", "KernelOperator",
-    "TileOperator", "kernel_operator",
+    "TileOperator", "kernel_operator", "pair_products",
 ]
 
 
@@ -50,6 +50,20 @@ def _as_block(V, n: int) -> tuple[np.ndarray, bool]:
     if V.ndim != 2 or V.shape[0] != n:
         raise ValueError(f"operator of size {n} cannot act on an array of shape {V.shape}")
     return np.ascontiguousarray(V), vector
+
+
+def pair_products(T: np.ndarray, vi: np.ndarray | None, vj: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The contributions of the tile T = Theta(X_I, X_J), shape (b_I, b_J), to a pass:
+    (T @ vj, T^T @ vi), or (T @ vj, None) for ``vi=None`` (a diagonal tile), with vi, vj
+    the row blocks I, J of V (shapes (b_I, k), (b_J, k)).  Both are formed transposed,
+    (vj^T T^T)^T and (vi^T T)^T: with the narrow block as BLAS's first operand OpenBLAS
+    multiplies a few dozen columns 1.5-2x faster than as T @ v (bench/RESULTS.md, "Issue 20:
+    the pass's fixed cost").  The results are F-ordered views.  As for T @ v, the bits may
+    depend on BLAS's thread count: the solvers run their passes on one BLAS thread
+    (``pass_blas_threads``)."""
+    a = (vj.T @ T.T).T
+    return a, None if vi is None else (vi.T @ T).T
 
 
 class KernelOperator:
@@ -333,7 +347,7 @@ class TileOperator(KernelOperator):
         """The tile pair (I, J)'s contributions (Theta_IJ V_J, Theta_IJ^T V_I or None)."""
         X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
         T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device)
-        return T @ V[sj:ej], None if i == j else T.T @ V[si:ei]
+        return pair_products(T, None if i == j else V[si:ei], V[sj:ej])
 
     def _add(self, i: int, j: int, a, b, out: np.ndarray) -> None:
         out[slice(*self.bounds[i])] += a
@@ -345,9 +359,12 @@ def _pair_task(spec: TileSpec, device: str, xi, xj, vi, vj):
     """On a worker: for the tile K_IJ = Theta(X_I, X_J), I <= J (``xj is None``: I = J),
     the contributions (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V."""
     blk = theta_tile(spec, xi, xj, device=device, threads=task_threads())
+    # aligned, as in process: numpy copies unaligned operands (unpickled at any byte offset)
+    # apart, into another layout and BLAS call, hence other bits
+    vi, vj = (np.require(v, requirements=["C", "A"]) for v in (vi, vj))
     if xj is None:
-        return blk @ vi, None
-    return blk @ vj, blk.T @ vi
+        return pair_products(blk, None, vi)
+    return pair_products(blk, vi, vj)
 
 
 class DaskTileOperator(TileOperator):
