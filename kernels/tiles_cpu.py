@@ -119,14 +119,27 @@ def correlation(g, ui, uj):
 @njit(cache=True, fastmath={"contract"})
 def horner_block(coeffs, x, acc, nb):
     """acc[jj] <- sum_p coeffs[p] x[jj]^p for jj < nb by Horner's rule (power loop outside,
-    entry loop inside: vectorised)."""
+    entry loop inside: vectorised).  Four Horner steps per sweep over the block: the same
+    operations in the same order as one step per sweep (the same bits), a quarter of the
+    loads and stores of ``acc`` (about twice as fast: bench/RESULTS.md)."""
     top = coeffs.shape[0] - 1
     for jj in range(nb):
         acc[jj] = coeffs[top]
-    for p in range(top - 1, -1, -1):
+    p = top - 1
+    while p >= 3:
+        c3 = coeffs[p]
+        c2 = coeffs[p - 1]
+        c1 = coeffs[p - 2]
+        c0 = coeffs[p - 3]
+        for jj in range(nb):
+            xj = x[jj]
+            acc[jj] = (((acc[jj] * xj + c3) * xj + c2) * xj + c1) * xj + c0
+        p -= 4
+    while p >= 0:
         c = coeffs[p]
         for jj in range(nb):
             acc[jj] = acc[jj] * x[jj] + c
+        p -= 1
 
 
 @njit(cache=True)

@@ -37,7 +37,7 @@ from ..spectrum.lower_bound import (
     power_grid,
     tile_power_sums,
 )
-from ..spectrum.operators import TileOperator
+from ..spectrum.operators import TileOperator, pair_products
 from ..spectrum.solver import EigenResult
 from ..tiles.dispatch import theta_tile
 
@@ -78,7 +78,7 @@ class _ProductsOperator(TileOperator):
         if self.bound_rows is not None:
             R = self.bound_rows
             parts = tile_power_sums(R[si:ei], None if i == j else R[sj:ej], self.npow)
-        return T @ V[sj:ej], None if i == j else T.T @ V[si:ei], fro, parts
+        return (*pair_products(T, None if i == j else V[si:ei], V[sj:ej]), fro, parts)
 
     def _add(self, i: int, j: int, a, b, fro: float, parts,  # type: ignore[override]
              out: np.ndarray) -> None:
