@@ -158,14 +158,16 @@ def _norms(xi, xj, rows, tri, n1, n2):
 @njit(cache=True, fastmath={"contract"})
 def _init_block(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, om, op):
     """om, op <- 1 - rho, 1 + rho for g[i, j0:j0+nb] (recomputed near +-1)."""
-    near = 0.0
     u = ui[i]
-    for jj in range(nb):  # vectorised
-        r = correlation(g[i, j0 + jj], u, uj[j0 + jj])
+    seg = g[i, j0:j0 + nb]
+    ujs = uj[j0:j0 + nb]
+    near = 0
+    for jj in range(nb):  # vectorised (slices indexed from 0, an integer count)
+        r = correlation(seg[jj], u, ujs[jj])
         om[jj] = 1.0 - r
         op[jj] = 1.0 + r
-        near = max(near, abs(r))
-    if near > 1.0 - NEAR:  # rare: recompute only the entries near +-1 (not the diagonal)
+        near += abs(r) > 1.0 - NEAR
+    if near:  # rare: recompute only the entries near +-1 (not the diagonal)
         for jj in range(nb):
             r = 1.0 - om[jj]
             if (r > 1.0 - NEAR or r < -1.0 + NEAR) and not (diag and j0 + jj == i):
@@ -184,11 +186,12 @@ def _exact_chunk(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, mirror, at_on
     _init_block(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, om, op)
     exact_block(om, op, nb, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, False, trace)
     val = al if want_nngp else kp
+    seg = g[i, j0:j0 + nb]
     for jj in range(nb):
-        g[i, j0 + jj] = at_one if om[jj] == 0.0 else val[jj]
+        seg[jj] = at_one if om[jj] == 0.0 else val[jj]
     if mirror:
         for jj in range(nb):
-            g[j0 + jj, i] = g[i, j0 + jj]
+            g[j0 + jj, i] = seg[jj]
 
 
 @njit(cache=True)
