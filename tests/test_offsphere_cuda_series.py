@@ -65,10 +65,10 @@ def softplus_callable():
 
 
 def rows(n: int, seed: int) -> np.ndarray:
-    """n rows in R^4 of norms in [0.3, 3]: row 0 of norm 1.2, row 1 = 2 row 0 (collinear,
+    """n rows in R^5 of norms in [0.3, 3]: row 0 of norm 1.2, row 1 = 2 row 0 (collinear,
     another norm; the scaling is exact), the last row zero."""
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, 4))
+    X = rng.standard_normal((n, 5))
     X *= rng.uniform(0.3, 3.0, (n, 1)) / np.linalg.norm(X, axis=1, keepdims=True)
     X[0] *= 1.2 / np.linalg.norm(X[0])
     X[1] = 2.0 * X[0]
@@ -152,9 +152,9 @@ def test_cuda_series_matvec(act):
 
 @needs_cuda
 def test_cuda_series_kernel_and_top_eigenvalues():
-    """NTK.kernel(device="cuda") of rows as given equals the CPU's (1e-13 of the per-pair
-    scale), and the matrix-free eigensolver on CUDA tiles matches a dense eigh (LAPACK) of
-    the CPU kernel."""
+    """NTK.kernel(device="cuda") and the Dask matrix of CUDA tiles (rows as given) equal the
+    CPU kernel (1e-13 of the per-pair scale), and the matrix-free eigensolver on CUDA tiles
+    matches a dense eigh (LAPACK) of the CPU kernel."""
     from fastntk import top_eigenvalues
 
     net = NTK("tanh", 2, **HP)
@@ -162,6 +162,8 @@ def test_cuda_series_kernel_and_top_eigenvalues():
     want = net.kernel(X)
     d = np.diag(want)
     assert close(net.kernel(X, device="cuda"), want, d, d) <= RTOL
+    got = net.matrix(X, chunks=4, device="cuda").compute(scheduler="sync")
+    assert close(got, want, d, d) <= RTOL
     res = top_eigenvalues(net, X, 2, device="cuda", tol=1e-12)
     dense = np.linalg.eigvalsh(want / X.shape[0])[::-1][:2]
     assert np.allclose(res.eigenvalues, dense, rtol=1e-9, atol=0.0)
