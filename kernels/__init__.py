@@ -10,7 +10,9 @@
 ``tiles_cpu``   the tile contract on the CPU: Gram blocks mapped by the exact recursion or
                 Horner's rule, symmetric tiles, near-duplicate recomputation.
 ``tiles_cuda``  the same contract with numba.cuda (shared-memory Gram fused with the map,
-                fused tile @ V); imported only when a GPU or the simulator is asked for.
+                fused tile @ V; off the sphere the CPU's ``offsphere_block`` and
+                ``radial_cpu._radial_chunk`` as device functions); imported only when a GPU
+                or the simulator is asked for.
 ``_cache``      where Numba caches them: falls back to a private temporary directory, or to
                 no cache, with one warning, where the install and $HOME are read-only.
 ``sphere_cpu``  Funk-Hecke quadrature on the sphere: orthonormal Gegenbauer recurrence in

@@ -15,6 +15,18 @@ tiles of the rows (no cuBLAS), then, in the same kernel, maps every entry:
                   ``offsphere_cpu.half_distance``; the diagonal, exact duplicates and pairs
                   of zero rows take the row's diagonal from its table.
 
+``radial_map`` and ``radial_map_matvec`` map tiles of series activations for rows of any norm
+(docs/math.md section 11.1): each thread runs the CPU's ``radial_cpu._radial_chunk`` on a
+block of one entry, handing it one-row views of the rows and of their tables
+(``fastntk.tiles.radial.row_tables``, built on the host, uploaded once per pass), so values,
+degrees and bounds are the CPU's; a symmetric tile computes entry (i, j) with i >= j, as the
+CPU does (exactly symmetric).  They reduce atomically into ``res``: [0] the largest absolute
+bound, [1] the largest bound / sqrt(diag_i diag_j), [2] 1 where an entry needed more terms
+than the tables hold (``fastntk.tiles.radial.certified_radial`` then raises the degree); a
+bound that is not a number counts as infinite (refused, never a silent NaN).  With ``find``
+> 0 (a second pass, only to name the pair in a refusal) an entry whose relative bound
+reaches ``find`` writes row * n2 + col into ``loc[0]``.
+
 The correlation is G_ij / (|x_i| |x_j|) (``tiles_cpu.correlation``); entries with
 |rho| > 1 - NEAR recompute 1 -+ rho from the rows without cancellation
 (``tiles_cpu.complements``); exact duplicates and the diagonal of symmetric tiles get
@@ -37,12 +49,16 @@ import math
 import types
 from functools import cache
 
-from numba import cuda, float64
+from numba import boolean, cuda, float64, int64
 
-from . import exact_cpu, offsphere_cpu, tiles_cpu
+from . import exact_cpu, offsphere_cpu, radial_cpu, tiles_cpu
 
 THREADS_PER_BLOCK = 16  # tile side of a thread block (16 x 16 = 256 threads)
 MODE_RHO, MODE_EXACT, MODE_SERIES, MODE_OFFSPHERE = 0, 1, 2, 3
+#: Candidate degrees of the radial tables (``fastntk.tiles.radial.candidate_degrees``), plus
+#: one, that the radial kernels take: 32 covers every degree below 2^34, far beyond what the
+#: tables' memory cap allows
+MAX_CANDIDATES = 32
 
 
 def _device(dispatcher, **deps):
@@ -81,17 +97,19 @@ def device_functions():
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))
+    corr = _device(t.correlation)
+    radial = _device(radial_cpu._radial_chunk, correlation=corr, complements=comp)
     return types.SimpleNamespace(exact_block=block, offsphere_block=offsphere,
                                  half_distance=_device(offsphere_cpu.half_distance),
-                                 complements=comp,
-                                 correlation=_device(t.correlation),
-                                 horner_block=_device(t.horner_block))
+                                 complements=comp, correlation=corr,
+                                 horner_block=_device(t.horner_block), radial_chunk=radial)
 
 
 @cache
 def kernels(tpb: int):
     """The kernels for square thread blocks of side ``tpb``: ``gram_map``,
-    ``gram_map_matvec``, ``horner`` and ``gram_plain``."""
+    ``gram_map_matvec``, ``radial_map``, ``radial_map_matvec``, ``horner`` and
+    ``gram_plain``."""
     dev = device_functions()
     exact_block = dev.exact_block
     offsphere_block = dev.offsphere_block
@@ -100,6 +118,7 @@ def kernels(tpb: int):
     complements = dev.complements
     correlation = dev.correlation
     horner_block = dev.horner_block
+    radial_chunk = dev.radial_chunk
 
     @cuda.jit(device=True)
     def series_value(coeffs, rho):
@@ -225,6 +244,25 @@ def kernels(tpb: int):
             if arho > 0.0:
                 cuda.atomic.max(rmax, 0, arho)
 
+    @cuda.jit(device=True)
+    def add_product(st, val, v, out, n1, n2):
+        """out[rows of this block] += (this block's sub-tile) @ V[its columns], atomically:
+        each thread puts its entry ``val`` in the shared ``st`` (tpb x tpb + 1), then sums a
+        row of it against columns of V (the fused matvec kernels)."""
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        row = cuda.blockIdx.y * tpb + ty
+        col0 = cuda.blockIdx.x * tpb
+        st[ty, tx] = val
+        cuda.syncthreads()
+        if row < n1:
+            width = min(tpb, n2 - col0)
+            for c in range(tx, v.shape[1], tpb):
+                s = 0.0
+                for j in range(width):
+                    s += st[ty, j] * v[col0 + j, c]
+                cuda.atomic.add(out, (row, c), s)
+
     @cuda.jit
     def gram_map_matvec(xi, xj, ni, nj, ui, uj, v, out, diag, mode, at_one, want_nngp,
                         code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj):
@@ -233,24 +271,92 @@ def kernels(tpb: int):
         sb = cuda.shared.array((tpb, tpb + 1), float64)
         st = cuda.shared.array((tpb, tpb + 1), float64)
         acc = block_gram(xi, xj, sa, sb)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        row = cuda.blockIdx.y * tpb + ty
-        col0 = cuda.blockIdx.x * tpb
-        col = col0 + tx
+        row = cuda.blockIdx.y * tpb + cuda.threadIdx.y
+        col = cuda.blockIdx.x * tpb + cuda.threadIdx.x
         val = 0.0
         if row < xi.shape[0] and col < xj.shape[0]:
             val, arho = entry(acc, row, col, xi, xj, ni, nj, ui, uj, diag, mode, at_one,
                               want_nngp, code, param, gw2, gb2, sw2, sb2, q, coeffs, ti, tj)
-        st[ty, tx] = val
-        cuda.syncthreads()
-        if row < xi.shape[0]:
-            width = min(tpb, xj.shape[0] - col0)
-            for c in range(tx, v.shape[1], tpb):
-                s = 0.0
-                for j in range(width):
-                    s += st[ty, j] * v[col0 + j, c]
-                cuda.atomic.add(out, (row, c), s)
+        add_product(st, val, v, out, xi.shape[0], xj.shape[0])
+
+    @cuda.jit(device=True)
+    def radial_entry(acc, row, col, xi, xj, diag, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
+                     want_nngp, share, res, find, loc):
+        """The value of entry (row, col) from its Gram value ``acc``, its bound reduced into
+        ``res`` (and its position into ``loc`` when its relative bound reaches ``find``)."""
+        i = row
+        j = col
+        if diag and col > row:  # the lower triangle, as the CPU's symmetric tiles
+            i = col
+            j = row
+        g = cuda.local.array((1, 1), float64)
+        c = cuda.local.array(1, float64)
+        s = cuda.local.array(1, float64)
+        th = cuda.local.array(1, float64)
+        es = cuda.local.array(1, float64)
+        et = cuda.local.array(1, float64)
+        ae = cuda.local.array(1, float64)
+        ad = cuda.local.array(1, float64)
+        pw = cuda.local.array(1, float64)
+        pws = cuda.local.array(1, float64)
+        cs = cuda.local.array(1, float64)
+        need = cuda.local.array(1, int64)
+        perm = cuda.local.array(1, int64)
+        jg = cuda.local.array(1, int64)
+        cnt = cuda.local.array(MAX_CANDIDATES, int64)
+        start = cuda.local.array(MAX_CANDIDATES, int64)
+        dup = cuda.local.array(1, boolean)
+        r = cuda.local.array(4, float64)
+        r[0] = 0.0
+        r[1] = 0.0
+        r[2] = -1.0
+        r[3] = 0.0
+        g[0, 0] = acc
+        radial_chunk(g, 0, 0, 1, xi[i:i + 1], xj[j:j + 1], diag and i == j, gw2, gb2, sw2, sb2,
+              ci[:, :, :, i:i + 1], cj[:, :, :, j:j + 1], ti[:, :, :, i:i + 1],
+              tj[:, :, :, j:j + 1], fi[:, :, i:i + 1], fj[:, :, j:j + 1], want_nngp, share,
+              c, s, th, es, et, ae, ad, pw, pws, cs, need, perm, jg, cnt, start, dup, r)
+        b = r[0]
+        rel = r[1]
+        if r[2] < 0.0:  # the bound was not > 0: NaN (every term of a bound is positive)
+            b = math.inf
+            rel = math.inf
+        cuda.atomic.max(res, 0, b)
+        cuda.atomic.max(res, 1, rel)
+        if r[3] > 0.0:
+            cuda.atomic.max(res, 2, 1.0)
+        if find > 0.0 and rel >= find:
+            cuda.atomic.max(loc, 0, row * xj.shape[0] + col)
+        return g[0, 0]
+
+    @cuda.jit
+    def radial_map(xi, xj, out, diag, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp,
+                   share, res, find, loc):
+        """out[i, j] <- Theta (or the NNGP) of rows i, j by the radial series."""
+        sa = cuda.shared.array((tpb, tpb + 1), float64)
+        sb = cuda.shared.array((tpb, tpb + 1), float64)
+        acc = block_gram(xi, xj, sa, sb)
+        row = cuda.blockIdx.y * tpb + cuda.threadIdx.y
+        col = cuda.blockIdx.x * tpb + cuda.threadIdx.x
+        if row < xi.shape[0] and col < xj.shape[0]:
+            out[row, col] = radial_entry(acc, row, col, xi, xj, diag, gw2, gb2, sw2, sb2, ci,
+                                         cj, ti, tj, fi, fj, want_nngp, share, res, find, loc)
+
+    @cuda.jit
+    def radial_map_matvec(xi, xj, v, out, diag, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
+                          want_nngp, share, res, find, loc):
+        """out += (the tile) @ V, the tile living only in shared memory."""
+        sa = cuda.shared.array((tpb, tpb + 1), float64)
+        sb = cuda.shared.array((tpb, tpb + 1), float64)
+        st = cuda.shared.array((tpb, tpb + 1), float64)
+        acc = block_gram(xi, xj, sa, sb)
+        row = cuda.blockIdx.y * tpb + cuda.threadIdx.y
+        col = cuda.blockIdx.x * tpb + cuda.threadIdx.x
+        val = 0.0
+        if row < xi.shape[0] and col < xj.shape[0]:
+            val = radial_entry(acc, row, col, xi, xj, diag, gw2, gb2, sw2, sb2, ci, cj, ti,
+                               tj, fi, fj, want_nngp, share, res, find, loc)
+        add_product(st, val, v, out, xi.shape[0], xj.shape[0])
 
     @cuda.jit
     def horner(g, coeffs, at_one):
@@ -272,6 +378,7 @@ def kernels(tpb: int):
             out[row, col] = acc
 
     return types.SimpleNamespace(gram_map=gram_map, gram_map_matvec=gram_map_matvec,
+                                 radial_map=radial_map, radial_map_matvec=radial_map_matvec,
                                  horner=horner, gram_plain=gram_plain)
 
 

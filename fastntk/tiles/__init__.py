@@ -6,6 +6,7 @@
     dispatch   theta_tile / theta_tile_matvec / tile_values: one entry for every backend
     cpu        the CPU backend (BLAS Gram + Numba map, ``fastntk.kernels.tiles_cpu``)
     radial     series activations off the sphere: per-row radial-factor tables and their
-               certified map (``fastntk.kernels.radial_cpu``; docs/math.md section 11.1)
+               certified map (``fastntk.kernels.radial_cpu``; the degree loop shared with the
+               CUDA backend; docs/math.md section 11.1)
     gpu        the CUDA backend (``fastntk.kernels.tiles_cuda``), or the CUDA simulator
 """

@@ -9,9 +9,11 @@ Rows of any norm (docs/math.md section 11): where a tile's rows are not all on t
 sphere (``fastntk.data.rows.on_sphere``), each row's table (``LayerRecipe.row_tables``: its
 variance and second moments at every layer, its diagonal) is built once on the host and the
 kernels run the pair recursion ``exact_cpu.offsphere_block`` (MODE_OFFSPHERE), as the CPU
-tiles do; unit rows take the unit-row kernels, unchanged.  Only closed-form activations: the
-radial-factor series of series activations off the sphere runs on the CPU
-(``fastntk.tiles.cpu``).
+tiles do; unit rows take the unit-row kernels, unchanged.  Series activations (tanh, sigmoid,
+softplus, GELU, callables) off the sphere run the radial-factor series of section 11.1 on the
+GPU (``tiles_cuda``'s ``radial_map``: the CPU's ``radial_cpu._radial_chunk`` per entry) with the
+CPU's per-row tables and degree loop (``fastntk.tiles.radial``): the same values and the same
+certified bound.
 ``NUMBA_ENABLE_CUDASIM=1`` (set before numba is imported) runs everything in Numba's CUDA
 simulator: slow, for tests on tiny inputs.
 """
@@ -78,24 +80,75 @@ def _kernels():
 
 def _check_offsphere(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None) -> bool:
     """True when the tile's rows are not all on the unit sphere (the any-norm kernels), by
-    the CPU backend's rule (``fastntk.tiles.cpu.map_block``).  ValueError for what CUDA does
-    not do off the sphere: a series spec (the radial-factor series runs on the CPU only), a
-    zero row without an input bias."""
+    the CPU backend's rule (``fastntk.tiles.cpu.map_block``).  ValueError for a zero row
+    without an input bias (``fastntk.data.rows.check_zero_rows``)."""
     if on_sphere(Xi) and (Xj is None or on_sphere(Xj)):
         return False
-    net = spec.net
-    if spec.recipe is None:
-        fix = ("method='exact' or 'auto' (the closed-form recursion, exact for rows of any "
-               "norm), " if net.has_exact else "")
-        raise ValueError(
-            f"series activations off the sphere ({net.activation.name}, rows not of unit "
-            "norm): the radial-factor series of rows of any norm runs on the CPU only "
-            f"(docs/math.md section 11); use {fix}device='cpu' (--device cpu), or "
-            "normalize=True (project the rows onto the sphere)")
-    check_zero_rows(Xi, "Xi", net.gamma_b)
+    check_zero_rows(Xi, "Xi", spec.net.gamma_b)
     if Xj is not None:
-        check_zero_rows(Xj, "Xj", net.gamma_b)
+        check_zero_rows(Xj, "Xj", spec.net.gamma_b)
     return True
+
+
+def _radial(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None,
+            V: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """A series activation's tile of rows of any norm (``V`` given: the tile @ V, the tile
+    never stored) by ``tiles_cuda``'s radial kernels, with the CPU's per-row tables and degree
+    loop (``fastntk.tiles.radial.certified_radial``, docs/math.md section 11.1): (result,
+    the largest certified absolute bound of the tile's entries).  Raises the ValueErrors of
+    ``certified_radial``."""
+    from numba import cuda
+
+    from .radial import certified_radial
+
+    tc, k, tpb = _kernels()
+    diag = Xj is None
+    xj = Xi if diag else Xj
+    n1, n2 = Xi.shape[0], xj.shape[0]
+    shape = (n1, n2) if V is None else (n1, V.shape[1])
+    if n1 == 0 or n2 == 0:
+        return np.zeros(shape), 0.0
+    net = spec.net
+    blocks, threads = tc.grid(n1, n2, tpb)
+    dxi = cuda.to_device(Xi)
+    dxj = dxi if diag else cuda.to_device(xj)
+    dv = None if V is None else cuda.to_device(V)
+    head = (net.gamma_w**2, net.gamma_b**2, net.sigma_w**2,
+            cuda.to_device(np.array(net._sb2, dtype=np.float64)))
+    want_nngp = spec.which == "nngp"
+    result = []
+
+    def launch(tables, share, find):
+        res = cuda.to_device(np.zeros(3))
+        loc = cuda.to_device(np.full(1, -1, dtype=np.int64))
+        tail = (*head, *tables, want_nngp, share, res, find, loc)
+        if V is None:
+            out = cuda.device_array(shape)
+            k.radial_map[blocks, threads](dxi, dxj, out, diag, *tail)
+        else:
+            out = cuda.to_device(np.zeros(shape))
+            k.radial_map_matvec[blocks, threads](dxi, dxj, dv, out, diag, *tail)
+        return out, res.copy_to_host(), loc
+
+    def run(tables, share):
+        if tables[2].shape[2] >= tc.MAX_CANDIDATES:
+            raise ValueError(f"radial tables of {tables[2].shape[2]} candidate degrees "
+                             "(fastntk.common.defaults.RADIAL_MAX_DEGREE): the CUDA kernels "
+                             f"take fewer than {tc.MAX_CANDIDATES}; use device='cpu'")
+        up = [cuda.to_device(np.ascontiguousarray(t)) for t in tables[::2]]  # the rows of Xi
+        dn = up if diag else [cuda.to_device(np.ascontiguousarray(t)) for t in tables[1::2]]
+        dev = (up[0], dn[0], up[1], dn[1], up[2], dn[2])
+        out, res, _ = launch(dev, share, 0.0)
+        result[:] = [out]
+
+        def where():  # a second pass names the worst entry (for the refusal only)
+            p = int(launch(dev, share, float(res[1]))[2].copy_to_host()[0])
+            return divmod(p, n2) if p >= 0 else (0, 0)
+
+        return float(res[0]), float(res[1]), bool(res[2] > 0.0), where
+
+    bound = certified_radial(spec, Xi, xj, diag, run)
+    return result[0].copy_to_host(), bound
 
 
 class _Upload:
@@ -159,12 +212,16 @@ def _largest_rho(k, tc, up: _Upload, blocks, threads, out) -> float:
 def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None
          ) -> tuple[np.ndarray, float]:
     """(Theta(X_i, X_j), certified bound) on the GPU; ``Xj=None``: the symmetric tile, the
-    diagonal exactly Theta(1) (off the sphere: each row's Theta(x, x)).  Rows of any norm
-    (the exact any-norm recursion, bound 0); ValueError for a series activation off the
-    sphere and for a zero row without an input bias."""
+    diagonal exactly Theta(1) (off the sphere: each row's Theta(x, x)).  Rows of any norm:
+    the exact any-norm recursion (bound 0), or for series activations the radial-factor
+    series with its certified bound (docs/math.md sections 11, 11.1).  ValueError for a zero
+    row without an input bias, and where the radial series cannot certify a pair
+    (``fastntk.tiles.radial.certified_radial``)."""
     from numba import cuda
 
     require_cuda()
+    if not spec.net.has_exact and _check_offsphere(spec, Xi, Xj):
+        return _radial(spec, Xi, Xj)
     tc, k, tpb = _kernels()
     up = _Upload(spec, Xi, Xj)
     blocks, threads = tc.grid(*up.shape, tpb)
@@ -189,6 +246,8 @@ def tile_matvec(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None, V: np.nda
     from numba import cuda
 
     require_cuda()
+    if not spec.net.has_exact and _check_offsphere(spec, Xi, Xj):
+        return _radial(spec, Xi, Xj, V)
     tc, k, tpb = _kernels()
     up = _Upload(spec, Xi, Xj)
     blocks, threads = tc.grid(*up.shape, tpb)

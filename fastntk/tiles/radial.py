@@ -14,8 +14,10 @@ mu_k(q), nu_k(q) the Hermite coefficients of z -> phi(sqrt(q) z) and phi'(sqrt(q
   Lipschitz factors); distinct variances only, cached by value, from the composite quadrature
   of ``fastntk.network.hermite`` (``scaled_hermite``, ``scaled_moments``: any scale resolved);
 * :func:`map_block_radial`: the tile contract's map for such rows (called by
-  ``fastntk.tiles.cpu.map_block``), with the tables' degree T raised until every entry's bound is
-  below ``spec.tol`` sqrt(Theta(x, x) Theta(y, y)), or a clear error naming the pair;
+  ``fastntk.tiles.cpu.map_block``), through :func:`certified_radial`, the degree loop of every
+  backend (the CUDA one: ``fastntk.tiles.gpu``): the tables' degree T raised until every
+  entry's bound is below ``spec.tol`` sqrt(Theta(x, x) Theta(y, y)), or a clear error naming
+  the pair;
 * :func:`diagonal`: Theta(x, x) (or the NNGP's) of rows of any norm, for ``NTK.diagonal``.
 """
 
@@ -229,34 +231,60 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
     ``fastntk.tiles.cpu.map_block`` does for unit rows (``symmetric``: xj is xi, only the
     lower triangle is read, the upper one written from it; the diagonal and duplicate rows
     get the row's diagonal value).  Returns the certified bound of the block's entries
-    (absolute; docs/math.md section 11.1): the degree T of the per-row tables is raised from
-    ``RADIAL_MIN_DEGREE`` (to 4 T + 3; each entry uses the shortest prefix 2^m - 1 it needs)
-    until every entry's bound is below spec.tol sqrt(Theta(x, x)
-    Theta(y, y)).  Raises ValueError naming the pair (rows of the block, their norms) where
-    no degree up to ``RADIAL_MAX_DEGREE`` meets it, and for zero rows without input bias."""
-    net = spec.net
+    (absolute; docs/math.md section 11.1), by :func:`certified_radial` (the degree of the
+    tables raised, or the layers' shares cut, until every entry's bound is below spec.tol
+    sqrt(Theta(x, x) Theta(y, y))).  Raises ValueError as :func:`certified_radial` does."""
     if xi is None:
         raise ValueError("off-sphere tiles need the rows, not correlations")
     xj = xi if symmetric else xj
+    sb2 = np.array(spec.net._sb2, dtype=np.float64)
+    args = (spec.net.gamma_w**2, spec.net.gamma_b**2, spec.net.sigma_w**2, sb2)
+    passes = [0]
+
+    def run(tables, share):
+        if passes[0]:
+            np.matmul(xi, xj.T, out=g)  # the map overwrote the Gram block
+        passes[0] += 1
+        with parallel_section():
+            out = rk.radial_tile(g, xi, xj, symmetric, *args, *tables,
+                                 spec.which == "nngp", share)
+        if not out.shape[0]:
+            return 0.0, 0.0, False, None
+        i = int(np.argmax(out[:, 1]))
+        return (float(out[:, 0].max()), float(out[i, 1]), bool(out[:, 3].any()),
+                lambda: (i, int(out[i, 2])))
+
+    return certified_radial(spec, xi, xj, symmetric, run)
+
+
+def certified_radial(spec: TileSpec, xi: np.ndarray, xj: np.ndarray, symmetric: bool,
+                     run) -> float:
+    """The certified bound of a series tile of rows of any norm (``xj is xi`` when
+    ``symmetric``), whichever backend maps it (docs/math.md section 11.1): the per-row
+    tables (:func:`row_tables`) of degree T from ``RADIAL_MIN_DEGREE``, and ``run(tables,
+    share)`` maps the tile with them, ``tables`` = (ci, cj, ti, tj, fi, fj) as
+    ``kernels/radial_cpu.radial_tile`` takes them and ``share`` the layers' truncation
+    share, returning (largest absolute bound, largest bound / sqrt(diag_i diag_j), whether
+    some entry ran out of terms, a callable giving that worst entry's (row, column)).
+    While the worst relative bound exceeds ``spec.tol``, T is raised to 4 T + 3 (where an
+    entry ran out of terms) or the share cut, and the tile mapped again.  Returns the
+    largest absolute bound.  Raises ValueError naming the pair (rows of the block, their
+    norms) where no degree up to ``RADIAL_MAX_DEGREE`` meets it (or a pass does not halve
+    the worst bound), and for zero rows without input bias (:func:`row_tables`)."""
+    net = spec.net
     ni = tiles_cpu.row_norms(xi)  # as every tile forms correlations
     nj = ni if symmetric else tiles_cpu.row_norms(xj)
     mi = row_norms(xi)  # as NTK.diagonal and the closed forms' tables see the rows
     mj = mi if symmetric else row_norms(xj)
     L = net.hidden_layers
-    sb2 = np.array(net._sb2, dtype=np.float64)
-    args = (net.gamma_w**2, net.gamma_b**2, net.sigma_w**2, sb2)
     T, last = RADIAL_MIN_DEGREE, np.inf
     share = spec.tol / (4.0 * L)  # each layer's truncation, relative to R(x) R(y)
     while True:
         ci, ti, fi = row_tables(net, mi, T, own_norms=ni)
         cj, tj, fj = (ci, ti, fi) if symmetric else row_tables(net, mj, T, own_norms=nj)
-        with parallel_section():
-            out = rk.radial_tile(g, xi, xj, symmetric, *args, ci, cj, ti, tj, fi, fj,
-                                 spec.which == "nngp", share)
-        worst = float(out[:, 1].max()) if out.shape[0] else 0.0
+        bound, worst, capped, where = run((ci, cj, ti, tj, fi, fj), share)
         if worst <= spec.tol:
-            return float(out[:, 0].max()) if out.shape[0] else 0.0
-        capped = bool(out[:, 3].any())
+            return bound
         if not (np.isfinite(worst) and worst < 0.5 * last) or (capped and T >= RADIAL_MAX_DEGREE):
             break  # no progress (a floor: quadrature or rounding), or out of degrees
         if capped:
@@ -264,9 +292,7 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
         else:  # the layers' shares were too generous for their propagation
             share *= 0.25 * spec.tol / worst
         last = worst
-        np.matmul(xi, xj.T, out=g)  # the map overwrote the Gram block
-    i = int(np.argmax(out[:, 1]))
-    j = int(out[i, 2])
+    i, j = where()
     which = "Theta" if spec.which == "ntk" else "the NNGP"
     raise ValueError(
         f"no certified value of {which} for rows {i} (norm {ni[i]:.6g}) and {j} (norm "
