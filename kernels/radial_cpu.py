@@ -214,6 +214,9 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
         if tri:
             g[j, i] = v
         rel = b / math.sqrt(di * dj)
+        if b != b or rel != rel:  # a NaN bound certifies nothing: the tile is refused
+            b = math.inf
+            rel = math.inf
         if b > res[0]:
             res[0] = b
         if rel > res[1]:
