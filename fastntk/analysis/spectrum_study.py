@@ -23,7 +23,7 @@ import numpy as np
 from ..common.defaults import EIG_TOL
 from ..network.ntk import NTK
 from ..spectrum.eigen import all_eigenvalues_possible, top_eigenvalues, top_eigenvalues_stored
-from ..spectrum.solver import EigenResult, check_k, dense_eigenvalues
+from ..spectrum.solver import SMALLEST_ALL_HINT, EigenResult, check_k, dense_eigenvalues
 from ..spectrum.theorems import (
     NOT_ON_SPHERE,
     centered_c0,
@@ -440,7 +440,7 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
 def _check_early(n: int, k: int, smallest: int, fit_range) -> None:
     """The options checked against n and k before any computation."""
     if smallest:
-        check_k(smallest, n, "smallest")
+        check_k(smallest, n, "smallest", all_hint=SMALLEST_ALL_HINT)
     if fit_range is not None:
         check_fit_range(fit_range, k)
 

@@ -41,15 +41,17 @@ def count(minimum: int = 1):
     return parse
 
 
-def float_in(lo: float, hi: float, what: str):
-    """An argparse type: a number x with lo <= x < hi (``what`` says why in the error)."""
+def float_in(lo: float, hi: float, what: str, open_low: bool = False):
+    """An argparse type: a number x with lo <= x < hi (lo < x < hi with ``open_low``;
+    ``what`` says why in the error)."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not lo <= value < hi:
-            raise argparse.ArgumentTypeError(f"{text} is outside [{lo:g}, {hi:g}): {what}")
+        if not (lo < value < hi if open_low else lo <= value < hi):
+            where = f"{'(' if open_low else '['}{lo:g}, {hi:g})"
+            raise argparse.ArgumentTypeError(f"{text} is outside {where}: {what}")
         return value
 
     parse.__name__ = "number"

@@ -49,7 +49,7 @@ def _spectrum(args) -> int:
     from ..data.loader import load_data
     from ..data.rows import off_sphere
     from ..spectrum.eigen import all_eigenvalues_possible
-    from ..spectrum.solver import check_k
+    from ..spectrum.solver import SMALLEST_ALL_HINT, check_k
 
     net = None
     projected = 0
@@ -86,7 +86,7 @@ def _spectrum(args) -> int:
         check_k(args.k, len(X), "-k", all_allowed=not cluster and all_eigenvalues_possible(
             len(X), device=args.device, centered=args.centered, checkpoint=args.checkpoint))
         if args.smallest:
-            check_k(args.smallest, len(X), "--smallest")
+            check_k(args.smallest, len(X), "--smallest", all_hint=SMALLEST_ALL_HINT)
         Y = _labels(args, data, len(X))
         if Y is not None:
             kw["eigenvectors"] = True
@@ -262,6 +262,11 @@ def _labels(args, data: str, n: int):
     return load_labels(args.labels, n)
 
 
+def _alignment_text(a) -> str:
+    """The centred alignment for people: n/a where it is undefined (constant labels)."""
+    return "n/a (constant labels: H Y = 0)" if a is None else f"{a:.4f}"
+
+
 def _print_labels(lab: dict) -> None:
     """Label power, C(k), the centred alignment and the training-loss band."""
     C = lab["cumulative_power"]
@@ -269,7 +274,7 @@ def _print_labels(lab: dict) -> None:
     cum = ", ".join(f"C({i}) = {C[i - 1]:.4f}" for i in dict.fromkeys(shown))
     print(f"# labels {lab['labels']} ({lab['outputs']} output{'s' if lab['outputs'] > 1 else ''}"
           f"): label power of the top eigenvectors {cum}; centred kernel-target alignment "
-          f"{lab['centered_alignment']:.4f}")
+          f"{_alignment_text(lab['centered_alignment'])}")
     b = lab["loss_band"]
     print(f"# predicted training loss under gradient flow (docs/math.md section 10): top-"
           f"{len(C)} part exact, the rest between rates lambda_{len(C) + 1} <= "

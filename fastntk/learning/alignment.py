@@ -72,7 +72,8 @@ class _ProductsOperator(TileOperator):
 
     def _contributions(self, i: int, j: int, V: np.ndarray):
         X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
-        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device)
+        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device,
+                       reuse=True)
         fro = (1.0 if i == j else 2.0) * float(np.dot(T.ravel(), T.ravel()))
         parts = None
         if self.bound_rows is not None:
@@ -165,7 +166,7 @@ class LabelSpectrum:
     eigenvalues: np.ndarray
     power: np.ndarray
     cumulative: np.ndarray
-    alignment: float
+    alignment: float | None
     band: dict
     labels: str
     outputs: int
@@ -219,8 +220,11 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
     ``fastntk.spectrum.lower_bound``, for rows of any norm: docs/math.md sections 7, 11).
     ``K``: the kernel matrix in memory, if at hand (else
     one pass over the tiles).  ``times``: the band's grid (default :func:`band_times`).
-    Raises ValueError for labels of the wrong length, eigenpairs without eigenvectors, or
-    eigenpairs that are not this K's (checked in the same pass: ||K v - lambda v||).
+    ``alignment`` is None (null in the JSON) for constant labels, where it is undefined.
+    Raises ValueError for labels of the wrong length or all zero, eigenpairs without
+    eigenvectors, eigenpairs that are not this K's (checked in the same pass:
+    ||K v - lambda v||), a ``lower_bound`` outside [0, lambda_k + its error], negative or
+    non-finite ``times``, and a ``K`` that is not n x n.
     Without ``K`` or ``lower_bound``, the bound's Gershgorin sums ride on that same pass."""
     t0 = time.perf_counter()
     X = check_rows(X, "X", normalize)
@@ -234,8 +238,20 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
         raise ValueError(f"the eigenpairs are of a kernel on {V.shape[0]} points, the data "
                          f"has n = {n} rows: give top_eigenvalues(net, X, k, "
                          "eigenvectors=True) of this network on these rows")
+    if not np.any(Y):
+        raise ValueError(f"the labels {labels} are all zero: their label power, alignment and "
+                         "loss band are undefined (gradient flow from f_0 = 0 has nothing to "
+                         "learn)")
+    if K is not None and (not isinstance(K, np.ndarray) or K.shape != (n, n)):
+        raise ValueError(f"K must be the ({n}, {n}) kernel matrix of these rows, got "
+                         f"{getattr(K, 'shape', type(K).__name__)}")
     lam = np.asarray(eig.eigenvalues[:-1])
     lam_next = float(eig.eigenvalues[-1] + eig.error_estimates[-1])
+    if times is not None:
+        times = np.asarray(times, dtype=np.float64).ravel()
+        if times.size == 0 or not np.all(np.isfinite(times)) or np.any(times < 0):
+            raise ValueError("times must be finite numbers >= 0 (training times, docs/math.md "
+                             "section 10)")
     power, cumulative = label_power(V, Y)
     Yc = Y - Y.mean(axis=0)
     o = Y.shape[1]
@@ -260,15 +276,22 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
     else:
         lam_low = float(lower_bound)
         bound_info = {"value": lam_low}
+    if not (math.isfinite(lam_low) and 0.0 <= lam_low <= lam_next):
+        raise ValueError(f"lower_bound = {lam_low!r} is not a lower bound on lambda_min of K: "
+                         f"it must be a finite number in [0, lambda_k + its error] = [0, "
+                         f"{lam_next:.6e}] (None: the certified bound is computed)")
     if KB is None:
         KB, fro2 = kernel_products(net, X, B, which=which, method=method, tol=tile_tol,
                                    device=device)
     _check_eigenpairs(KB[:, o + 1:], V, lam, np.asarray(eig.residuals[:-1]))
     align = centered_alignment(KB[:, :o + 1], Yc, fro2)
+    notes = []
+    if not math.isfinite(align):
+        align = None
+        notes.append("constant labels (H Y = 0): the centred alignment is undefined (null)")
     if times is None:
         times = band_times(float(lam[0]), lam_low if lam_low > 0 else lam_next)
     band = loss_band(lam, V, Y, lam_next, lam_low, times)
-    notes = []
     if lam_low <= 0:
         notes.append("the certified lower bound on lambda_min is 0 (vacuous or duplicate "
                       "rows): the upper end of the band keeps the part of the labels outside "

@@ -20,7 +20,9 @@ def plot_label_spectrum(s: dict, path: str, title: str = "") -> str:
     ax.semilogy(i, np.maximum(s["label_power"], 1e-18), ".", ms=4, label="label power p_i")
     ax.semilogy(i, s["cumulative_power"], "-", label="cumulative C(k)")
     _label(ax, "eigenvalue index i", "share of ||y||^2",
-           f"{title}label power (centred alignment {s['centered_alignment']:.3f})")
+           f"{title}label power (centred alignment "
+           + ("n/a" if s["centered_alignment"] is None else f"{s['centered_alignment']:.3f}")
+           + ")")
     ax = axes[0][1]
     b = s["loss_band"]
     t = np.array(b["times"])

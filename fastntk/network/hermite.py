@@ -87,16 +87,44 @@ def gaussian_bump_hermite(K: int, t2: float) -> np.ndarray:
     return mu
 
 
+#: Largest w^2 / 2 for which exp(-w^2 / 2) is a normal float64 (trig_hermite's float path).
+TRIG_FLOAT_LIMIT = 700.0
+
+
 def trig_hermite(K: int, w: float, odd: bool) -> np.ndarray:
-    """sin(w z) (odd=True) or cos(w z): E[exp(i w Z) h_k(Z)] = (i w)^k exp(-w^2/2) / sqrt(k!)."""
+    """sin(w z) (odd=True) or cos(w z): E[exp(i w Z) h_k(Z)] = (i w)^k exp(-w^2/2) / sqrt(k!).
+
+    For w^2 / 2 > ``TRIG_FLOAT_LIMIT`` exp(-w^2 / 2) underflows float64 while w^k overflows
+    it: the same recurrence then runs in 40-digit decimal arithmetic and each coefficient is
+    rounded to float64 once (never a NaN from 0 * inf)."""
     mu = np.zeros(K + 1)
     start = 1 if odd else 0
     if start > K:
         return mu
+    if 0.5 * w * w > TRIG_FLOAT_LIMIT:
+        return _trig_hermite_decimal(K, w, start)
     mu[start] = math.exp(-0.5 * w * w) * (w if odd else 1.0)
     k = np.arange(start, K - 1, 2, dtype=np.float64)
     ratios = -(w * w) / np.sqrt((k + 1.0) * (k + 2.0))
     mu[start + 2 :: 2] = mu[start] * np.cumprod(ratios)[: len(mu[start + 2 :: 2])]
+    return mu
+
+
+def _trig_hermite_decimal(K: int, w: float, start: int) -> np.ndarray:
+    """:func:`trig_hermite` for large w: mu_start = w^start exp(-w^2 / 2), then
+    mu_{k+2} = -w^2 mu_k / sqrt((k + 1)(k + 2)), in decimal arithmetic at 40 digits (its
+    exponent range has no underflow or overflow here), each result rounded to float64."""
+    import decimal
+
+    mu = np.zeros(K + 1)
+    with decimal.localcontext() as ctx:
+        ctx.prec = 40
+        W = decimal.Decimal(w)  # exact
+        W2 = W * W
+        m = (-W2 / 2).exp() * (W if start else 1)
+        for k in range(start, K + 1, 2):
+            mu[k] = float(m)
+            m = -W2 * m / decimal.Decimal((k + 1) * (k + 2)).sqrt()
     return mu
 
 

@@ -50,7 +50,7 @@ from ..common.defaults import OPERATOR_TILE, PASS_WORKERS
 from ..common.threads import blas_limits, parallel_section
 from ..kernels import gershgorin_cpu
 from ..scale.blocks import block_bounds, check_chunk, run_pairs, tile_pairs
-from ..tiles.cpu import gram_lower
+from ..tiles.cpu import gram_lower, scratch
 from ..tiles.spec import check_which
 from .theorems import rows_on_sphere
 
@@ -108,10 +108,14 @@ class LowerBound:
         if self.vacuous:
             return ("vacuous (0): the series terms that Gershgorin certifies (R_p < 1 from "
                     f"p = {int(self.powers[np.argmax(self.R < 1.0)])}) sum to no more than "
-                    "their rounding allowance: the coefficients c_p there are too small "
-                    "(e.g. a row of tiny norm, whose c_p for p >= 1 scale with its square)")
+                    "their rounding allowance, which is relative to Theta(1): the "
+                    "coefficients c_p there are too small")
         off = any(note.startswith("rows of") for note in self.notes)
         where = "sections 7, 11" if off else "section 7"
+        if not self.certified:
+            return (f"lambda_min >= {self.value:.6e} (certified up to the quadrature error "
+                    f"{self.hermite_error:.1e} of the Hermite coefficients, docs/math.md "
+                    f"{where})")
         return f"lambda_min >= {self.value:.6e} (certified, docs/math.md {where})"
 
     def to_dict(self) -> dict:
@@ -147,11 +151,11 @@ def tile_power_sums(xi: np.ndarray, xj: np.ndarray | None, npow: int
     diagonal is left out and the two add up to the full sums over j != i.  One BLAS Gram
     block (on the calling thread's BLAS threads) and the Numba kernel
     ``kernels/gershgorin_cpu.py``; sums before :func:`certified_sums`."""
+    g = scratch((xi.shape[0], xi.shape[0] if xj is None else xj.shape[0]), "gram")
     if xj is None:
-        g = gram_lower(xi)
+        gram_lower(xi, g)
         xj = xi
     else:
-        g = np.empty((xi.shape[0], xj.shape[0]))
         np.matmul(xi, xj.T, out=g)
     with parallel_section():
         return gershgorin_cpu.power_sums_tile(g, xi, xj, xj is xi, npow,
@@ -223,17 +227,20 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
     notes = []
     if rows_on_sphere(X):
-        tables, rows = [net.coefficients(degree)], X
+        tables, rows, why = [net.coefficients(degree)], X, None
     else:
         tables, rows, why = _norm_tables(net, X, degree)
-        if why is not None:  # lambda_min >= 0 (K is PSD) is all that is certified
-            notes.append(why)
-            return LowerBound(
-                value=0.0, scale=scale, n=n, vacuous=True, duplicates=0,
-                powers=np.zeros(0), R=np.zeros(0), contributions=np.zeros(0),
-                degree=int(degree), tail=0.0, theta_one=float(net.at_one(which)), slack=0.0,
-                certified=True, hermite_error=0.0, seconds=time.perf_counter() - t0,
-                which=which, notes=notes)
+    if why is None and not all(_finite_table(coef, which) for coef in tables):
+        why = ("the power-series coefficient table is not finite in float64 (an input scale "
+               "too large for its Hermite coefficients): the series bound is 0")
+    if why is not None:  # lambda_min >= 0 (K is PSD) is all that is certified
+        notes.append(why)
+        return LowerBound(
+            value=0.0, scale=scale, n=n, vacuous=True, duplicates=0,
+            powers=np.zeros(0), R=np.zeros(0), contributions=np.zeros(0),
+            degree=int(degree), tail=0.0, theta_one=float(net.at_one(which)), slack=0.0,
+            certified=True, hermite_error=0.0, seconds=time.perf_counter() - t0,
+            which=which, notes=notes)
     if sums is not None:
         powers, S = sums(rows, degree)
     else:
@@ -264,6 +271,13 @@ def least_eigenvalue_bound(net, X, scale: float | None = None, which: str = "ntk
         certified=not uncertified,
         hermite_error=max(float(coef.hermite_error) for coef in tables),
         seconds=time.perf_counter() - t0, which=which, notes=notes)
+
+
+def _finite_table(coef, which: str) -> bool:
+    """Whether a coefficient table (and its Theta(1)) is finite."""
+    c, one = coef.table(which)
+    return bool(np.all(np.isfinite(np.asarray(c, dtype=np.float64)))
+                and math.isfinite(float(one)))
 
 
 def _table_bound(coef, which: str, powers: np.ndarray, R: np.ndarray, n: int):

@@ -346,7 +346,8 @@ class TileOperator(KernelOperator):
     def _contributions(self, i: int, j: int, V: np.ndarray):
         """The tile pair (I, J)'s contributions (Theta_IJ V_J, Theta_IJ^T V_I or None)."""
         X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
-        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device)
+        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device,
+                       reuse=True)
         return pair_products(T, None if i == j else V[si:ei], V[sj:ej])
 
     def _add(self, i: int, j: int, a, b, out: np.ndarray) -> None:

@@ -36,7 +36,7 @@ from ..common.threads import blas_limits
 from ..data.rows import check_rows
 from .eigen import assemble_kernel
 from .lower_bound import BOUND_DEGREE, least_eigenvalue_bound
-from .solver import EigenResult, check_k, dense_eigenvalues
+from .solver import SMALLEST_ALL_HINT, EigenResult, check_k, dense_eigenvalues
 from .theorems import rows_on_sphere
 
 __all__ = ["DENSE_MAX", "SeriesPreconditioner", "smallest_eigenvalues",
@@ -150,7 +150,7 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
     t0 = time.perf_counter()
     X = check_rows(X, "X", normalize)
     n = X.shape[0]
-    k = check_k(k, n)
+    k = check_k(k, n, all_hint=SMALLEST_ALL_HINT)
     if solver not in ("auto", "dense", "lobpcg"):
         raise ValueError(f"solver must be 'auto', 'dense' or 'lobpcg', got {solver!r}")
     if solver == "auto":

@@ -201,10 +201,17 @@ class SolverState:
 UNRESOLVED_SHARE = 0.1
 
 
-def check_k(k, n: int, name: str = "k", all_allowed: bool = False) -> int:
+#: check_k's hint for the least eigenvalues (``smallest``): all n come from the top side.
+SMALLEST_ALL_HINT = ("all n eigenvalues come from the dense path of the top ones: -k n, or "
+                     "top_eigenvalues(net, X, n), where the data fits in memory")
+
+
+def check_k(k, n: int, name: str = "k", all_allowed: bool = False,
+            all_hint: str | None = None) -> int:
     """k as an int in 1..n-1 (1..n with ``all_allowed``: every eigenvalue, which only the
     dense path gives); TypeError / ValueError naming the bad value (as ``name``, e.g. the CLI
-    option) otherwise (n = 1: a single point has no spectrum to iterate on)."""
+    option) otherwise (n = 1: a single point has no spectrum to iterate on).  ``all_hint``:
+    where all n eigenvalues come from, for the message (default: the top-k dense path)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {k!r}")
     k = int(k)
@@ -223,9 +230,10 @@ def check_k(k, n: int, name: str = "k", all_allowed: bool = False) -> int:
     if k >= n:
         raise ValueError(
             f"{name} = {k} must be < n = {n} (the number of data points): ask for at most "
-            f"{n - 1} eigenvalue{'s' if n > 2 else ''} (all {n} come only from the dense "
-            "path of data rows: --data with K assembled in memory, n <= 16,384, in this "
-            "process on the CPU, without --matrix, a checkpoint, centering or a cluster)")
+            f"{n - 1} eigenvalue{'s' if n > 2 else ''} ("
+            + (all_hint or f"all {n} come only from the dense path of data rows: --data with "
+               "K assembled in memory, n <= 16,384, in this process on the CPU, without "
+               "--matrix, a checkpoint, centering or a cluster") + ")")
     return k
 
 

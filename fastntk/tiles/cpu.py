@@ -15,6 +15,7 @@ store writer's thread pool do.  Every parallel kernel call therefore goes throug
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -26,13 +27,30 @@ from .radial import map_block_radial
 from .spec import TileSpec
 
 _NO_ROWS = np.empty((0, 1))
-def gram_lower(X: np.ndarray) -> np.ndarray:
+_SCRATCH = threading.local()
+
+
+def scratch(shape: tuple[int, int], slot: str) -> np.ndarray:
+    """A C-ordered float64 array of ``shape``, kept for this thread and ``slot`` and handed out
+    again by the next call with them: for blocks that are used and dropped within one call (a
+    pass's tile pair).  glibc maps a block as large as a 2048 x 2048 tile (32 MiB) afresh on
+    every allocation and unmaps it when freed, so a new block per tile pair pays its page
+    faults each time (3-5 ms per tile here, 20-30 % of a d = 64 Gram)."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    size = int(shape[0]) * int(shape[1])
+    buf = bufs.get(slot)
+    if buf is None or buf.size < size:
+        buf = bufs[slot] = np.empty(size)
+    return buf[:size].reshape(shape)
+def gram_lower(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """X X^T with only the lower triangle (j <= i) defined, C order, by row-block GEMMs
     written in place: the flops of a syrk, one n x n allocation.  (numpy's own ``X @ X.T``
     dispatches to syrk, which crashed for n = 40,000 with numpy 2.4 / OpenBLAS 0.3.31, and
     also mirrors the triangle, work the tiles redo anyway.)"""
     n = X.shape[0]
-    G = np.empty((n, n))
+    G = np.empty((n, n)) if out is None else out
     for s in range(0, n, GRAM_BLOCK_ROWS):
         e = min(s + GRAM_BLOCK_ROWS, n)
         np.matmul(X[s:e], X[:e].T, out=G[s:e, :e])
@@ -115,16 +133,19 @@ def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
     return 0.0
 
 
-def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None
-         ) -> tuple[np.ndarray, float]:
+def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None,
+         reuse: bool = False) -> tuple[np.ndarray, float]:
     """(Theta(X_i, X_j), certified bound); ``Xj=None``: the symmetric tile, from the lower
     triangle of the Gram block only, the diagonal exactly Theta(1).  Rows: C-contiguous
     float64 (``fastntk.tiles.dispatch`` prepares them).  Memory: the block plus O(threads)
-    buffers."""
+    buffers.  ``reuse``: the block is this thread's :func:`scratch` block, overwritten by
+    its next ``reuse`` call."""
+    shape = (Xi.shape[0], Xi.shape[0] if Xj is None else Xj.shape[0])
+    out = scratch(shape, "tile") if reuse else None
     if Xj is None:
-        g = gram_lower(Xi)
+        g = gram_lower(Xi, out)
     else:
-        g = np.empty((Xi.shape[0], Xj.shape[0]))
+        g = np.empty(shape) if out is None else out
         np.matmul(Xi, Xj.T, out=g)
     return g, map_block(spec, g, Xi, Xj, Xj is None)
 

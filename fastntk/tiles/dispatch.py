@@ -86,21 +86,24 @@ def _pair(Xi, Xj) -> tuple[np.ndarray, np.ndarray | None]:
 
 def theta_tile(net, Xi, Xj=None, method: str = "auto", tol: float = TILE_TOL,
                which: str = "ntk", device: str = "cpu", return_bound: bool = False,
-               threads: int | None = None):
+               threads: int | None = None, reuse: bool = False):
     """The block Theta(X_i, X_j), shape (b1, b2), float64 (rows finite, of any norm:
     docs/math.md section 11).
 
     ``net``: an :class:`~fastntk.NTK` (``method``, ``tol``, ``which`` then choose the
     :class:`TileSpec`) or a TileSpec.  ``Xj=None`` (or ``Xj is Xi``): the symmetric block.
     ``return_bound``: also the certified absolute error of every entry (0 for the exact
-    method).  ``threads``: cap on the Numba threads of this call.  Memory: the block itself
-    plus O(threads) small buffers.
+    method).  ``threads``: cap on the Numba threads of this call.  ``reuse`` (CPU): the
+    block lives in a buffer of this thread that its next ``reuse=True`` call overwrites
+    (for callers that drop it at once, as the passes do: no fresh pages per tile).
+    Memory: the block itself plus O(threads) small buffers.
     """
     spec = _spec(net, method, tol, which)
     Xi, Xj = _pair(Xi, Xj)
     be = backend(device)
     with numba_threads(threads):
-        g, bound = be.tile(spec, Xi, Xj)
+        g, bound = be.tile(spec, Xi, Xj, reuse=True) if reuse and device == "cpu" else \
+            be.tile(spec, Xi, Xj)
     return (g, bound) if return_bound else g
 
 

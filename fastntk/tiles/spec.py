@@ -58,12 +58,12 @@ WHICH = ("ntk", "nngp")
 # entry).  A series tile of degree t costs SERIES_FIXED_COST + t + 1 (the correlation pass and
 # Horner's loads and stores, then the terms); an exact tile costs EXACT_FIXED_COST + L times
 # the activation's layer cost.  Calibrated on the development machine (2-vCPU Xeon, AVX-512,
-# CPU time of one thread; ``python bench/run_cost_model.py``, bench/RESULTS.md): Horner term
-# 0.09-0.10 ns per entry, ReLU layer 5.0-6.2 ns.
-SERIES_FIXED_COST = 63.0
-EXACT_FIXED_COST = 55.0
-EXACT_LAYER_COST = {LEAKY_RELU: 54.0, ERF: 105.0, GAUSSIAN: 40.0}
-EXACT_LAYER_COST_LIBM = 550.0  # sin, cos: libm calls, not vectorised
+# CPU time of one thread, quiet; ``python bench/run_cost_model.py``, bench/RESULTS.md): Horner
+# term 0.08 ns per entry (four steps per sweep), ReLU layer 6.2 ns.
+SERIES_FIXED_COST = 40.0
+EXACT_FIXED_COST = 73.0
+EXACT_LAYER_COST = {LEAKY_RELU: 77.0, ERF: 89.0, GAUSSIAN: 42.0}
+EXACT_LAYER_COST_LIBM = 660.0  # sin, cos: libm calls, not vectorised
 AUTO_MAX_DEGREE = 512  # longest series (Taylor prefix) an "auto" exact tile may run
 AUTO_TRUNCATION = 2.0**-53  # "auto" series tiles: truncation below the rounding level
 
