@@ -63,7 +63,7 @@ def times_list(text: str) -> list[float]:
 
 #: --ridge and --test-fraction, through the shared argparse type of fastntk.cli.args
 _nonnegative = float_in(0.0, math.inf, "the ridge must be a finite number >= 0")
-_fraction = float_in(0.0, 1.0, "the share of the rows held out for testing, e.g. 0.2",
+_fraction = float_in(0.0, 1.0, "the share of rows held out for testing must lie in (0, 1)",
                      open_low=True)
 
 
