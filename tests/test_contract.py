@@ -12,15 +12,12 @@ sphere, and duplicates and the diagonal are exactly Theta(1).
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from functools import cache
 
 import naive
 import numpy as np
 import pytest
+from cudasim import rerun_in_simulator
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere
@@ -29,7 +26,6 @@ from fastntk.tiles.dispatch import tile_spec
 from fastntk.tiles.gpu import cuda_available, simulator
 
 SIM = simulator()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 L = 3
 NETWORKS = {
     "relu": ("relu", dict(gamma_w=1.0, gamma_b=0.0, sigma_w=1.0, sigma_b=None)),
@@ -148,11 +144,4 @@ def test_nngp_tiles(device):
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_cuda_backend_in_simulator():
     """The CUDA cases of this file, run by Numba's CUDA simulator in a subprocess."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda",
-         os.path.abspath(__file__)], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    passed = re.search(r"(\d+) passed", proc.stdout)
-    assert passed and int(passed.group(1)) >= 21, proc.stdout[-2000:]
+    rerun_in_simulator(__file__, at_least=21, args=("-k", "cuda"))

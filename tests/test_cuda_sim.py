@@ -12,12 +12,12 @@ run.  On a machine with a GPU the same tests run for real (``bench/gpu_check.sh`
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from cudasim import rerun_in_simulator
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
@@ -32,14 +32,7 @@ needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the s
 
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_cuda_tests_in_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         os.path.abspath(__file__)], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    passed = re.search(r"(\d+) passed", proc.stdout)
-    assert passed and int(passed.group(1)) >= 11, proc.stdout[-2000:]
+    rerun_in_simulator(__file__, at_least=11, timeout=600)
 
 
 @pytest.fixture(autouse=True)

@@ -6,15 +6,13 @@ coefficients are the correctly rounded ones, its certified bound holds against m
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from fractions import Fraction
 
 import mpmath
 import naive
 import numpy as np
 import pytest
+from cudasim import rerun_in_simulator
 
 from fastntk import NTK, uniform_sphere
 from fastntk.tiles import cpu, gpu
@@ -22,7 +20,6 @@ from fastntk.tiles.dispatch import theta_tile, theta_tile_matvec, tile_spec
 from fastntk.tiles.economized import GRID, bucket
 from fastntk.tiles.spec import economized
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOBIAS = dict(gamma_w=1.0, gamma_b=0.0, sigma_w=1.0, sigma_b=None)
 BIAS = dict(gamma_w=0.6, gamma_b=0.8, sigma_w=1.2, sigma_b=0.3)
 CLOSED = [("relu", L, kw) for L in (1, 2, 3, 4) for kw in (NOBIAS, BIAS)] + [
@@ -193,12 +190,7 @@ def test_cuda_runs_the_same_table():
 
 @pytest.mark.skipif(gpu.simulator(), reason="already inside the simulator")
 def test_cuda_in_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         os.path.abspath(__file__), "-k", "cuda_runs"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:]
+    rerun_in_simulator(__file__, args=("-x", "-k", "cuda_runs"), timeout=600)
 
 
 def test_tables_at_extreme_theta():

@@ -10,13 +10,9 @@ so that several and partial thread blocks run).
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from cudasim import rerun_in_simulator
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
@@ -24,21 +20,13 @@ from fastntk.tiles.gpu import cuda_available, simulator
 
 SIM = simulator()
 RUN = SIM or cuda_available()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the simulator")
 RTOL = 1e-13
 
 
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_offsphere_cuda_in_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         os.path.abspath(__file__)], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    passed = re.search(r"(\d+) passed", proc.stdout)
-    assert passed and int(passed.group(1)) >= 15, proc.stdout[-2000:]
+    rerun_in_simulator(__file__, at_least=15)
 
 
 @pytest.fixture(autouse=True)

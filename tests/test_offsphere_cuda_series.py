@@ -20,20 +20,15 @@ this file in a subprocess with ``NUMBA_ENABLE_CUDASIM=1`` (tiny inputs, ``THREAD
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from cudasim import rerun_in_simulator
 
 from fastntk import NTK, activation_from_callable
 from fastntk.tiles.gpu import cuda_available, simulator
 
 SIM = simulator()
 RUN = SIM or cuda_available()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the simulator")
 RTOL = 1e-13
 HP = dict(gamma_w=1.0, gamma_b=0.5, sigma_w=1.2, sigma_b=0.3)
@@ -41,14 +36,7 @@ HP = dict(gamma_w=1.0, gamma_b=0.5, sigma_w=1.2, sigma_b=0.3)
 
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_offsphere_cuda_series_in_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         os.path.abspath(__file__)], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    passed = re.search(r"(\d+) passed", proc.stdout)
-    assert passed and int(passed.group(1)) >= 7, proc.stdout[-2000:]
+    rerun_in_simulator(__file__, at_least=7)
 
 
 @pytest.fixture(autouse=True)
