@@ -183,15 +183,22 @@ def gaussian_dual(s, q, delta, dbar):
 
 @njit(cache=True, inline="always")
 def trig_dual(code, q, delta, dbar):
-    """sin and cos: exponential-hyperbolic forms (libm calls: these do not vectorise)."""
+    """sin and cos (libm calls: these do not vectorise), c = 1 - delta = dbar - 1, as
+    exponentials of non-positive arguments, so no q overflows (e^(-q) sinh(q c) was
+    0 * inf = NaN for q c > 710): e^(-q) sinh(q c) = (e^(-q delta) - e^(-q dbar)) / 2
+    (e^(-q) sinh(q c) itself where |q c| < 1: no cancellation), e^(-q) cosh(q c) = their
+    mean; the complements E[phi(u)^2] - E from expm1: sin (1 - e^(-q delta))
+    (1 + e^(-q dbar)) / 2, cos (1 - e^(-q delta)) (1 - e^(-q dbar)) / 2."""
     c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
-    eq = math.exp(-q)
-    half = math.sinh(0.5 * q * delta)
+    up = math.exp(-q * delta)
+    dn = math.exp(-q * dbar)
+    sc = q * c
+    sh = math.exp(-q) * math.sinh(sc) if abs(sc) < 1.0 else 0.5 * (up - dn)
+    ch = 0.5 * (up + dn)
+    em = -math.expm1(-q * delta)
     if code == SIN:
-        return (eq * math.sinh(q * c), 2.0 * eq * math.cosh(0.5 * q * (1.0 + c)) * half,
-                eq * math.cosh(q * c))
-    return (eq * math.cosh(q * c), 2.0 * eq * math.sinh(0.5 * q * (1.0 + c)) * half,
-            eq * math.sinh(q * c))
+        return sh, 0.5 * em * (1.0 + dn), ch
+    return ch, 0.5 * em * -math.expm1(-q * dbar), sh
 
 
 @njit(cache=True)

@@ -9,6 +9,7 @@ import json
 import math
 
 import mpmath
+import naive
 import numpy as np
 import pytest
 
@@ -135,3 +136,31 @@ def test_cli_smallest_all_and_test_fraction(tmp_path, capsys):
                str(tmp_path / "y.npy"), "--test-fraction", "0"])
     assert rc == 2 and "outside (0, 1)" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+@pytest.mark.parametrize("gamma_w", [1.0, 27.0, 38.0, 200.0])
+def test_trig_kernel_at_large_input_scales(name, gamma_w):
+    """e^(-q) sinh(q rho) was 0 * inf = NaN for q rho > 710: Theta against the mpmath
+    recursion (tests/naive.py) at rho up to 0.99 and 1, to 1e-14 of Theta(1)."""
+    net = NTK(name, 2, gamma_w=gamma_w)
+    rho = np.array([-0.99, -0.3, 0.0, 0.5, 0.9, 0.99, 1.0])
+    got = net.ntk(rho)
+    ref = np.array([float(naive.mp_theta(name, mpmath.mpf(float(r)), 2, repr(gamma_w), 0, 1,
+                                         None)) for r in rho])
+    assert np.all(np.isfinite(got))
+    assert np.max(np.abs(got - ref)) <= 1e-14 * net.theta_one
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e200])
+def test_labels_beyond_float64_sums_are_refused(small, scale):
+    net, X, eig = small
+    with pytest.raises(ValueError, match="rescale"):
+        label_spectrum(net, X, scale * np.sign(X[:, 0]), eig)
+
+
+def test_cli_says_when_the_bound_rests_on_quadrature(capsys):
+    rc = main(["spectrum", "-a", "tanh", "-L", "2", "--data", "sphere:n=150,d=16,seed=0",
+               "-k", "3", "--smallest", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "certified up to the quadrature error" in out

@@ -364,7 +364,10 @@ def _print_smallest(low: dict, sphere: bool = True) -> None:
     if dense and not low["exact"]:
         kind += "; lambda_min is below the rounding level: zero within its error"
     where = "section 7" if sphere else "sections 7, 11: per-norm tables"
-    print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: certified lower bound (Schur + "
+    certified = ("certified lower bound" if bound.get("certified", True) else
+                 f"lower bound certified up to the quadrature error "
+                 f"{bound.get('hermite_error', float('nan')):.1e} of the Hermite coefficients")
+    print(f"# lambda_min(K) in [{lb:.6e}, {est:.6e}]: {certified} (Schur + "
           f"Gershgorin on the series, docs/math.md {where}), upper end = {kind}")
     if bound.get("duplicates"):
         print(f"# {bound['message']}")

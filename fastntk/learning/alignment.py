@@ -242,6 +242,15 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
         raise ValueError(f"the labels {labels} are all zero: their label power, alignment and "
                          "loss band are undefined (gradient flow from f_0 = 0 has nothing to "
                          "learn)")
+    with np.errstate(over="ignore", under="ignore"):
+        yy = float(np.sum(Y * Y))
+        yc = float(np.sum((Y - Y.mean(axis=0)) ** 2))
+    if not (math.isfinite(yy) and yy > 0.0 and math.isfinite(yc)):
+        big = float(np.max(np.abs(Y)))
+        raise ValueError(f"the labels {labels} (largest |y| = {big:.3g}) are too small or too "
+                         "large for float64 sums of their squares: rescale them (label power "
+                         "and alignment do not depend on the scale; the loss scales with its "
+                         "square)")
     if K is not None and (not isinstance(K, np.ndarray) or K.shape != (n, n)):
         raise ValueError(f"K must be the ({n}, {n}) kernel matrix of these rows, got "
                          f"{getattr(K, 'shape', type(K).__name__)}")

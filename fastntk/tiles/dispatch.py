@@ -102,8 +102,7 @@ def theta_tile(net, Xi, Xj=None, method: str = "auto", tol: float = TILE_TOL,
     Xi, Xj = _pair(Xi, Xj)
     be = backend(device)
     with numba_threads(threads):
-        g, bound = be.tile(spec, Xi, Xj, reuse=True) if reuse and device == "cpu" else \
-            be.tile(spec, Xi, Xj)
+        g, bound = be.tile(spec, Xi, Xj, reuse=reuse)
     return (g, bound) if return_bound else g
 
 

@@ -209,9 +209,10 @@ def _largest_rho(k, tc, up: _Upload, blocks, threads, out) -> float:
     return float(min(rmax.copy_to_host()[0], 1.0))
 
 
-def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None
-         ) -> tuple[np.ndarray, float]:
-    """(Theta(X_i, X_j), certified bound) on the GPU; ``Xj=None``: the symmetric tile, the
+def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None,
+         reuse: bool = False) -> tuple[np.ndarray, float]:
+    """(Theta(X_i, X_j), certified bound) on the GPU; ``reuse`` as on the CPU is ignored
+    here (the block always comes back as a new host array).  ``Xj=None``: the symmetric tile, the
     diagonal exactly Theta(1) (off the sphere: each row's Theta(x, x)).  Rows of any norm:
     the exact any-norm recursion (bound 0), or for series activations the radial-factor
     series with its certified bound (docs/math.md sections 11, 11.1).  ValueError for a zero
