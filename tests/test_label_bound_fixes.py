@@ -164,3 +164,25 @@ def test_cli_says_when_the_bound_rests_on_quadrature(capsys):
                "-k", "3", "--smallest", "2", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and "certified up to the quadrature error" in out
+
+
+def test_sphere_series_not_trusted_while_its_terms_rise():
+    """sin at gamma_w = 20: the coefficients peak at p ~ 400, beyond the default table
+    (T = 256).  The series' difference test saw two tiny partial sums and reported
+    lambda_1 < 1e-14; the true value is 0.499.  Oracle: long-double Gauss-Legendre
+    quadrature of the kernel (tests/naive.py; the kernel itself is checked against mpmath
+    above), at two panel counts."""
+    from fastntk import sphere_eigenvalues
+
+    net = NTK("sin", 1, gamma_w=20.0)
+    res = sphere_eigenvalues(net, 3, 4)
+
+    def theta(a):
+        return net.ntk(np.cos(np.asarray(a, dtype=np.float64)))
+
+    ref = naive.funk_hecke_oracle(theta, 3, 4, panels=600).astype(np.float64)
+    ref2 = naive.funk_hecke_oracle(theta, 3, 4, panels=900).astype(np.float64)
+    assert np.max(np.abs(ref - ref2)) <= 1e-12
+    assert ref[1] > 0.4
+    err = np.abs(res.eigenvalues - ref)
+    assert np.all(err <= np.maximum(res.errors, 1e-12)), (res.eigenvalues, ref, res.errors)

@@ -288,6 +288,7 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
     lam_half = np.zeros(kmax + 1)
     inner = np.zeros(kmax + 1)
     falling = np.zeros(kmax + 1, dtype=bool)
+    rising = np.zeros(kmax + 1, dtype=bool)  # terms larger at T than at T/2: mass beyond T
     judged = np.zeros(kmax + 1, dtype=bool)  # terms in (T/2, T] to judge convergence by
     underflow = np.zeros(kmax + 1, dtype=bool)
     ks = np.arange(kmax + 1)
@@ -317,6 +318,7 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
         t_first, t_last = terms[r, first], terms[r, last]
         t_max = np.where(region, terms, -np.inf).max(axis=1)
         falling[rows] = has & (t_max <= t_first) & (t_last <= t_first - math.log(1e3))
+        rising[rows] = has & (t_last > t_first)
         judged[rows] = has
         # rounding of log w: about eps times the size of its cancelling terms (p = T)
         pmax = T - (T - rows) % 2
@@ -331,7 +333,9 @@ def series_eigenvalues(coeffs, d: int, kmax: int, which: str = "ntk"
     # fall by three decades or more over (T/2, T]
     # (and never for a short table, or where no term of (T/2, T] can show the trend)
     past_peak = (ks * ks + ks * d - 2 * ks - 2 * d + 2) / (d - 1) <= half
-    trusted = judged & (T >= MIN_DIFFERENCE_DEGREE) & (past_peak | falling)
+    # (never where the terms still rise towards T: coefficients that peak beyond T, e.g.
+    # sin and cos at a large input scale, whose mass the table does not hold)
+    trusted = judged & (T >= MIN_DIFFERENCE_DEGREE) & ((past_peak & ~rising) | falling)
     estimate = np.where(trusted, np.minimum(bound, 2.0 * np.abs(lam - lam_half) + inner),
                         bound)
     # a positive value below the float range is 0 within the smallest normal number, not 0
