@@ -182,6 +182,20 @@ def gaussian_dual(s, q, delta, dbar):
 
 
 @njit(cache=True, inline="always")
+def exp_sinh_cosh(p, h, delta, dbar):
+    """(e^(-m) sinh S, e^(-m) cosh S, e^(-S - m)) for S = c p, m = p + h (c = 1 - delta =
+    dbar - 1, h >= 0), as e^(S - m) -+ e^(-S - m) with S - m = -(delta p + h), -S - m =
+    -(dbar p + h): exponentials of non-positive arguments, so nothing overflows for any p;
+    where |S| < 1, e^(-m) sinh S itself (no cancellation of the difference)."""
+    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
+    sc = c * p
+    up = math.exp(-(delta * p + h))
+    dn = math.exp(-(dbar * p + h))
+    sh = math.exp(-(h + p)) * math.sinh(sc) if abs(sc) < 1.0 else 0.5 * (up - dn)
+    return sh, 0.5 * (up + dn), dn
+
+
+@njit(cache=True, inline="always")
 def trig_dual(code, q, delta, dbar):
     """sin and cos (libm calls: these do not vectorise), c = 1 - delta = dbar - 1, as
     exponentials of non-positive arguments, so no q overflows (e^(-q) sinh(q c) was
@@ -189,12 +203,7 @@ def trig_dual(code, q, delta, dbar):
     (e^(-q) sinh(q c) itself where |q c| < 1: no cancellation), e^(-q) cosh(q c) = their
     mean; the complements E[phi(u)^2] - E from expm1: sin (1 - e^(-q delta))
     (1 + e^(-q dbar)) / 2, cos (1 - e^(-q delta)) (1 - e^(-q dbar)) / 2."""
-    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
-    up = math.exp(-q * delta)
-    dn = math.exp(-q * dbar)
-    sc = q * c
-    sh = math.exp(-q) * math.sinh(sc) if abs(sc) < 1.0 else 0.5 * (up - dn)
-    ch = 0.5 * (up + dn)
+    sh, ch, dn = exp_sinh_cosh(q, 0.0, delta, dbar)
     em = -math.expm1(-q * delta)
     if code == SIN:
         return sh, 0.5 * em * (1.0 + dn), ch
@@ -458,14 +467,7 @@ def trig_dual2(code, sx, sy, p, rr, delta, dbar):
     m = (q_x + q_y) / 2: e^(-m) sinh S and e^(-m) cosh S as e^(S - m) -+ e^(-S - m), with
     S - m = -(delta P + h), -S - m = -(dbar P + h), h = (sx - sy)^2 / 2 (no overflow, no
     cancellation); complement rr - E."""
-    h = 0.5 * (sx - sy) * (sx - sy)
-    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
-    sc = c * p
-    up = math.exp(-(delta * p + h))
-    dn = math.exp(-(dbar * p + h))
-    # |S| < 1: e^(-m) sinh S = e^(-(h + P)) sinh S (m = h + P), no cancellation of up - dn
-    sh = math.exp(-(h + p)) * math.sinh(sc) if abs(sc) < 1.0 else 0.5 * (up - dn)
-    ch = 0.5 * (up + dn)
+    sh, ch, _ = exp_sinh_cosh(p, 0.5 * (sx - sy) * (sx - sy), delta, dbar)
     if code == SIN:
         return sh, rr - sh, ch
     return ch, rr - ch, sh

@@ -79,36 +79,25 @@ def _powers_needed(umax, npow):
 
 @njit(cache=True)
 def power_grid(pmax):
-    """The powers 1, 2, 3, 4, 6, 8, 12, 16, ... <= pmax (ratio <= 1.5 between neighbours)
-    and the recipe (left, right) that forms power t as power left[t] times power right[t]."""
-    ps = [1]
-    left = [0]
-    right = [0]
-    two = [0]  # indices of the powers of two
-    while True:
-        a = two[-1]
-        p2 = 2 * ps[a]
-        if p2 > pmax:
-            break
-        ps.append(p2)
-        left.append(a)
-        right.append(a)
-        two.append(len(ps) - 1)
-        if len(two) >= 2:
-            b = two[-1]
-            p3 = ps[b] + ps[b] // 2
-            if p3 > pmax:
-                break
-            ps.append(p3)
-            left.append(b)
-            right.append(two[-2])
-    out = np.empty(len(ps), dtype=np.int64)
-    lo = np.empty(len(ps), dtype=np.int64)
-    hi = np.empty(len(ps), dtype=np.int64)
-    for t in range(len(ps)):
-        out[t] = ps[t]
-        lo[t] = left[t]
-        hi[t] = right[t]
+    """The powers 1, 2, 3, 4, 6, 8, 12, 16, ... <= pmax (ratio <= 1.5 between neighbours:
+    :func:`grid_power`) and the recipe (left, right) that forms power t as power left[t]
+    times power right[t]: a power of two (odd t) is the square of the one before (index
+    t - 2), 3 * 2^(k - 1) (even t) is the power of two before it (t - 1) times the one
+    before that (t - 3)."""
+    n = 1
+    while grid_power(n) <= pmax:
+        n += 1
+    out = np.empty(n, dtype=np.int64)
+    lo = np.zeros(n, dtype=np.int64)
+    hi = np.zeros(n, dtype=np.int64)
+    for t in range(n):
+        out[t] = grid_power(t)
+        if t % 2 == 1:
+            lo[t] = max(t - 2, 0)
+            hi[t] = lo[t]
+        elif t > 0:
+            lo[t] = t - 1
+            hi[t] = max(t - 3, 0)
     return out, lo, hi
 
 
@@ -184,7 +173,7 @@ def _block(g, i, b0, nb, xi, xj, ni, nj, ui, uj, d, npow, q, h, w, rowacc, colac
     gi = g[i]
     flagged = 0
     for jj in range(nb):
-        a = abs(min(max(gi[b0 + jj] * (uii * uj[b0 + jj]), -1.0), 1.0))
+        a = abs(correlation(gi[b0 + jj], uii, uj[b0 + jj]))
         flagged += a > near
         q[jj] = min(a + allow, 1.0)
     if flagged:

@@ -82,15 +82,16 @@ def device_functions():
     leaky = _device(e.leaky_dual, arccos_complements=arccos, theta_cos_minus_sin=tcms)
     erf = _device(e.erf_dual, asin_poly=asin)
     gauss = _device(e.gaussian_dual)
+    esc = _device(e.exp_sinh_cosh)
     dual = _device(e.dual_moments, leaky_dual=leaky, erf_dual=erf, gaussian_dual=gauss,
-                   trig_dual=_device(e.trig_dual))
+                   trig_dual=_device(e.trig_dual, exp_sinh_cosh=esc))
     block = _device(e.exact_block, first_layer=_device(e.first_layer),
                     layer_update=_device(e.layer_update), leaky_dual=leaky, erf_dual=erf,
                     gaussian_dual=gauss, dual_moments=dual)
     erf2 = _device(e.erf_dual2, asin_poly=asin)
     gauss2 = _device(e.gaussian_dual2)
     dual2 = _device(e.dual_moments2, leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
-                    trig_dual2=_device(e.trig_dual2))
+                    trig_dual2=_device(e.trig_dual2, exp_sinh_cosh=esc))
     offsphere = _device(e.offsphere_block, first_layer2=_device(e.first_layer2),
                         sine_gap=_device(e.sine_gap), leaky_dual=leaky,
                         erf_dual2=erf2, gaussian_dual2=gauss2, dual_moments2=dual2)

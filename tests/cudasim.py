@@ -1,6 +1,8 @@
-"""Rerun a test file, or part of it, in Numba's CUDA simulator: in a subprocess, because
-``NUMBA_ENABLE_CUDASIM=1`` must be set before numba is imported.  The CUDA test files call
-:func:`rerun_in_simulator` from a test that skips inside the simulator itself."""
+"""What the CUDA test files share: whether CUDA code runs here (``SIM``: inside Numba's
+simulator; ``RUN``: simulator or a GPU; the ``needs_cuda`` mark), the ``small_blocks``
+fixture (import it to use it), and :func:`rerun_in_simulator`, which reruns a test file, or
+part of it, in the simulator: in a subprocess, because ``NUMBA_ENABLE_CUDASIM=1`` must be set
+before numba is imported (called from a test that skips inside the simulator itself)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,13 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from fastntk.tiles.gpu import cuda_available, simulator
+
+SIM = simulator()
+RUN = SIM or cuda_available()
+needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the simulator")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -24,3 +33,11 @@ def rerun_in_simulator(path: str, at_least: int = 1, args: tuple[str, ...] = ("-
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     passed = re.search(r"(\d+) passed", proc.stdout)
     assert passed and int(passed.group(1)) >= at_least, proc.stdout[-2000:]
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Small thread blocks so multi-block (and partial-block) paths run on tiny tiles."""
+    from fastntk.kernels import tiles_cuda
+
+    monkeypatch.setattr(tiles_cuda, "THREADS_PER_BLOCK", 4)

@@ -17,30 +17,18 @@ import sys
 
 import numpy as np
 import pytest
-from cudasim import rerun_in_simulator
+from cudasim import SIM, needs_cuda, rerun_in_simulator, small_blocks  # noqa: F401
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
 from fastntk.tiles.dispatch import tile_spec
-from fastntk.tiles.gpu import cuda_available, simulator
 
-SIM = simulator()
-RUN = SIM or cuda_available()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the simulator")
 
 
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_cuda_tests_in_simulator():
     rerun_in_simulator(__file__, at_least=11, timeout=600)
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    """Small thread blocks so multi-block (and partial-block) paths run on tiny tiles."""
-    from fastntk.kernels import tiles_cuda
-
-    monkeypatch.setattr(tiles_cuda, "THREADS_PER_BLOCK", 4)
 
 
 def rows(n, d, seed):

@@ -12,28 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cudasim import rerun_in_simulator
+from cudasim import SIM, needs_cuda, rerun_in_simulator, small_blocks  # noqa: F401
 
 from fastntk import NTK
 from fastntk.data import uniform_sphere as sphere
-from fastntk.tiles.gpu import cuda_available, simulator
 
-SIM = simulator()
-RUN = SIM or cuda_available()
-needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the simulator")
 RTOL = 1e-13
 
 
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_offsphere_cuda_in_simulator():
     rerun_in_simulator(__file__, at_least=15)
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    from fastntk.kernels import tiles_cuda
-
-    monkeypatch.setattr(tiles_cuda, "THREADS_PER_BLOCK", 4)
 
 
 def rows(n: int, d: int, seed: int, zero: bool = False) -> np.ndarray:

@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cudasim import rerun_in_simulator
+from cudasim import SIM, needs_cuda, rerun_in_simulator, small_blocks  # noqa: F401
 
 from fastntk import NTK, activation_from_callable
-from fastntk.tiles.gpu import cuda_available, simulator
 
-SIM = simulator()
-RUN = SIM or cuda_available()
-needs_cuda = pytest.mark.skipif(not RUN, reason="no CUDA device and not in the simulator")
 RTOL = 1e-13
 HP = dict(gamma_w=1.0, gamma_b=0.5, sigma_w=1.2, sigma_b=0.3)
 
@@ -37,13 +33,6 @@ HP = dict(gamma_w=1.0, gamma_b=0.5, sigma_w=1.2, sigma_b=0.3)
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_offsphere_cuda_series_in_simulator():
     rerun_in_simulator(__file__, at_least=7)
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    from fastntk.kernels import tiles_cuda
-
-    monkeypatch.setattr(tiles_cuda, "THREADS_PER_BLOCK", 4)
 
 
 def softplus_callable():

@@ -39,7 +39,6 @@ from ..spectrum.lower_bound import (
 )
 from ..spectrum.operators import TileOperator, pair_products
 from ..spectrum.solver import EigenResult
-from ..tiles.dispatch import theta_tile
 
 __all__ = ["LabelSpectrum", "band_times", "centered_alignment", "kernel_products",
            "label_power", "label_spectrum", "loss_band"]
@@ -71,9 +70,8 @@ class _ProductsOperator(TileOperator):
         self.sums = None if bound_rows is None else np.zeros((npow, self.n))
 
     def _contributions(self, i: int, j: int, V: np.ndarray):
-        X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
-        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device,
-                       reuse=True)
+        (si, ei), (sj, ej) = self.bounds[i], self.bounds[j]
+        T = self._tile(i, j)
         fro = (1.0 if i == j else 2.0) * float(np.dot(T.ravel(), T.ravel()))
         parts = None
         if self.bound_rows is not None:
@@ -242,9 +240,10 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
         raise ValueError(f"the labels {labels} are all zero: their label power, alignment and "
                          "loss band are undefined (gradient flow from f_0 = 0 has nothing to "
                          "learn)")
+    Yc = Y - Y.mean(axis=0)
     with np.errstate(over="ignore", under="ignore"):
         yy = float(np.sum(Y * Y))
-        yc = float(np.sum((Y - Y.mean(axis=0)) ** 2))
+        yc = float(np.sum(Yc * Yc))
     if not (math.isfinite(yy) and yy > 0.0 and math.isfinite(yc)):
         big = float(np.max(np.abs(Y)))
         raise ValueError(f"the labels {labels} (largest |y| = {big:.3g}) are too small or too "
@@ -262,7 +261,6 @@ def label_spectrum(net, X, y, eig: EigenResult, lower_bound=None, K: np.ndarray 
             raise ValueError("times must be finite numbers >= 0 (training times, docs/math.md "
                              "section 10)")
     power, cumulative = label_power(V, Y)
-    Yc = Y - Y.mean(axis=0)
     o = Y.shape[1]
     B = np.hstack([Yc, np.ones((n, 1)), V])  # K V in the same pass: the eigenpairs checked
     KB = fro2 = None

@@ -43,32 +43,33 @@ def run_pairs(pairs, compute, add, workers: int = 1, desc: str | None = None) ->
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(pairs), desc=desc, leave=False)
+
+    def finish(i: int, j: int, result) -> None:
+        add(i, j, result)
+        if bar is not None:
+            bar.update()
+
+    def finish_oldest(queue) -> None:
+        i, j, fut = queue.popleft()
+        finish(i, j, fut.result())
+
     try:
         if workers <= 1 or len(pairs) <= 1:
             for i, j in pairs:
-                add(i, j, compute(i, j))
-                if bar is not None:
-                    bar.update()
+                finish(i, j, compute(i, j))
             return
         import collections
         from concurrent.futures import ThreadPoolExecutor
 
-        window = 2 * workers
         pool = ThreadPoolExecutor(workers, thread_name_prefix="fastntk-pass")
         queue = collections.deque()
         try:
             for i, j in pairs:
                 queue.append((i, j, pool.submit(compute, i, j)))
-                if len(queue) >= window:
-                    a, b, fut = queue.popleft()
-                    add(a, b, fut.result())
-                    if bar is not None:
-                        bar.update()
+                if len(queue) >= 2 * workers:
+                    finish_oldest(queue)
             while queue:
-                a, b, fut = queue.popleft()
-                add(a, b, fut.result())
-                if bar is not None:
-                    bar.update()
+                finish_oldest(queue)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:

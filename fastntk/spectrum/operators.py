@@ -343,12 +343,17 @@ class TileOperator(KernelOperator):
                   "tiles" if self.progress else None)
         return out
 
+    def _tile(self, i: int, j: int) -> np.ndarray:
+        """The tile Theta(X_I, X_J) (symmetric for I = J), in this thread's reused buffer:
+        valid until this thread's next tile."""
+        X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
+        return theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej],
+                          device=self.device, reuse=True)
+
     def _contributions(self, i: int, j: int, V: np.ndarray):
         """The tile pair (I, J)'s contributions (Theta_IJ V_J, Theta_IJ^T V_I or None)."""
-        X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
-        T = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej], device=self.device,
-                       reuse=True)
-        return pair_products(T, None if i == j else V[si:ei], V[sj:ej])
+        (si, ei), (sj, ej) = self.bounds[i], self.bounds[j]
+        return pair_products(self._tile(i, j), None if i == j else V[si:ei], V[sj:ej])
 
     def _add(self, i: int, j: int, a, b, out: np.ndarray) -> None:
         out[slice(*self.bounds[i])] += a

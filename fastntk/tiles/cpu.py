@@ -44,6 +44,8 @@ def scratch(shape: tuple[int, int], slot: str) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = bufs[slot] = np.empty(size)
     return buf[:size].reshape(shape)
+
+
 def gram_lower(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """X X^T with only the lower triangle (j <= i) defined, C order, by row-block GEMMs
     written in place: the flops of a syrk, one n x n allocation.  (numpy's own ``X @ X.T``
