@@ -58,7 +58,9 @@ def report():
 
 def test_json_has_every_figure_and_the_machine(report):
     assert set(report) >= {"settings", "kernel", "map", "solver_pass", "gpu", "gpu_note",
-                           "machine", "seconds"}
+                           "machine", "blas_hint", "seconds"}
+    # the BLAS note is recorded in the JSON: this machine's note, or null
+    assert report["blas_hint"] == benchmark.blas_hint(report["machine"])
     s = report["settings"]
     assert (s["n"], s["d"], s["columns"], s["repeats"], s["device"]) == (40, 8, 5, 1, "cpu")
     assert s["blas_threads"] >= 1 and s["numba_threads"] >= 1 and s["blas_threads_in_pass"] == 1
@@ -121,6 +123,21 @@ def test_text_output_names_each_figure_and_the_threads(capsys):
     after = blas()
     assert {path: after[path] for path in before} == before
     assert numba.get_num_threads() == old
+
+
+def test_text_output_prints_the_blas_note_after_the_blas_line(report, monkeypatch, capsys):
+    """A result with a BLAS note (from the JSON run, nothing timed again) prints it as a
+    ``# note:`` line right after the ``# BLAS`` line; without one, no note line."""
+    for note in ("OpenBLAS 0.3.31 runs its Haswell (AVX2) kernels", None):
+        res = dict(report, blas_hint=note)
+        monkeypatch.setattr(benchmark, "run_benchmark", lambda res=res, **kwargs: res)
+        assert main(TINY) == 0
+        lines = capsys.readouterr().out.splitlines()
+        i = next(i for i, ln in enumerate(lines) if ln.startswith("# BLAS "))
+        if note is None:
+            assert not any(ln.startswith("# note:") for ln in lines)
+        else:
+            assert lines[i + 1] == f"# note: {note}"
 
 
 def test_the_map_is_timed_on_the_kernel_it_measures():

@@ -14,7 +14,9 @@ so that ratios hold even on a loaded machine:
   tiles and multiplying it by the same block;
 * :func:`gpu_vs_cpu`: the CUDA tile against the CPU tile, where a GPU is usable;
 * :func:`machine_info`: CPU model, cores, clock, BLAS (threadpoolctl), Numba's threading
-  layer and threads, and the versions of Python, numpy, numba, dask and fastntk.
+  layer and threads, and the versions of Python, numpy, numba, dask and fastntk;
+* :func:`blas_hint`: a note where OpenBLAS runs kernels narrower than the CPU's vectors
+  (AVX2 kernels on an AVX-512 CPU, e.g. OpenBLAS <= 0.3.31 on AMD Zen 5).
 
 :func:`run_benchmark` runs them all on ``n`` points uniform on S^(d-1) for ReLU with L = 3
 (the default network of the README's benchmarks) and returns one JSON-ready dict.  BLAS
@@ -43,14 +45,25 @@ from ..spectrum.operators import TileOperator
 from ..tiles import cpu, gpu
 from ..tiles.dispatch import backend, theta_tile, tile_spec
 
-__all__ = ["best_time", "clock_ghz", "gpu_vs_cpu", "kernel_vs_gram", "machine_info",
-           "map_cost", "pass_vs_assembly", "run_benchmark", "usable_cores"]
+__all__ = ["best_time", "blas_hint", "clock_ghz", "gpu_vs_cpu", "kernel_vs_gram",
+           "machine_info", "map_cost", "pass_vs_assembly", "run_benchmark", "usable_cores"]
 
 #: Rows of the warm-up call that compiles the kernels before anything is timed.
 WARMUP_ROWS = 8
 #: Dense n x n float64 matrices alive at once at the peak of :func:`run_benchmark` (the Gram
 #: block being mapped and its pristine copy; K and the Gram of the kernel figure).
 _DENSE_MATRICES = 2
+#: OpenBLAS's x86-64 core names (``openblas_get_corename``, threadpoolctl's ``architecture``;
+#: lower case) whose kernels use vectors narrower than AVX-512, with their widest extension.
+#: Names not listed (SkylakeX, Cooperlake, SapphireRapids, anything unknown) draw no note.
+_OPENBLAS_NARROW = {
+    **dict.fromkeys(("haswell", "zen"), "AVX2"),
+    **dict.fromkeys(("sandybridge", "bulldozer", "piledriver", "steamroller", "excavator"),
+                    "AVX"),
+    **dict.fromkeys(("katmai", "coppermine", "northwood", "prescott", "banias", "atom",
+                     "core2", "penryn", "dunnington", "nehalem", "athlon", "opteron",
+                     "opteron(sse3)", "barcelona", "nano", "bobcat"), "SSE"),
+}
 
 
 def usable_cores() -> int:
@@ -152,6 +165,43 @@ def machine_info() -> dict:
                      "numba": numba.__version__, "dask": dask.__version__,
                      "fastntk": fastntk.__version__},
     }
+
+
+def blas_hint(machine: dict) -> str | None:
+    """A one-line note where OpenBLAS runs kernels narrower than the CPU's vectors, else None.
+
+    ``machine``: the dict of :func:`machine_info` (``cpu_flags`` and ``blas``).  The note is
+    given when the CPU has AVX-512 (``avx512f`` in ``cpu_flags``) and an OpenBLAS library
+    (threadpoolctl's ``internal_api`` "openblas") reports a core type whose kernels are
+    narrower (Haswell or Zen: AVX2; older: AVX or SSE).  It names that core type and says
+    that ``OPENBLAS_CORETYPE=SkylakeX``, set before Python starts, selects OpenBLAS's AVX-512
+    kernels, to be measured both ways: OpenBLAS <= 0.3.31 lacks AMD Zen 5 (CPU family 1Ah)
+    in its runtime detection and may fall back to older kernels (OpenBLAS issue #6029, fixed
+    by pull request #6033).  Where ``OPENBLAS_CORETYPE`` in this process's environment chose
+    the narrower kernels, the note says so instead.  None when the CPU has no AVX-512, no
+    OpenBLAS is loaded (MKL, BLIS, ...), or its core type is already AVX-512, unknown or not
+    reported."""
+    if "avx512f" not in (machine.get("cpu_flags") or ()):
+        return None
+    narrow = [(lib.get("version"), lib["architecture"])
+              for lib in machine.get("blas") or ()
+              if lib.get("internal_api") == "openblas"
+              and str(lib.get("architecture") or "").lower() in _OPENBLAS_NARROW]
+    if not narrow:
+        return None
+    versions = ", ".join(dict.fromkeys(str(v) for v, _ in narrow))
+    archs = dict.fromkeys(a for _, a in narrow)
+    kernels = " and ".join(f"{a} ({_OPENBLAS_NARROW[a.lower()]})" for a in archs)
+    chosen = os.environ.get("OPENBLAS_CORETYPE")
+    if chosen:
+        return (f"OpenBLAS {versions} runs its {kernels} kernels, as OPENBLAS_CORETYPE={chosen} "
+                "in the environment asks, but this CPU has AVX-512: without that setting (or "
+                "with OPENBLAS_CORETYPE=SkylakeX) OpenBLAS may run its AVX-512 kernels; "
+                "measure both")
+    return (f"OpenBLAS {versions} runs its {kernels} kernels but this CPU has AVX-512; "
+            "OPENBLAS_CORETYPE=SkylakeX, set before Python starts, selects its AVX-512 "
+            "kernels: measure both (on AMD Zen 5, OpenBLAS <= 0.3.31 may misdetect the CPU, "
+            "OpenBLAS issue #6029)")
 
 
 def kernel_vs_gram(net: NTK, X: np.ndarray, device: str = "cpu",
@@ -272,7 +322,8 @@ def run_benchmark(n: int = BENCH_N, d: int = BENCH_D, device: str = "cpu",
     (seeded), JSON-ready: ``machine``, ``settings`` (sizes, device, threads), ``kernel``
     (:func:`kernel_vs_gram`), ``map`` (:func:`map_cost`, on the CPU), ``solver_pass``
     (:func:`pass_vs_assembly`), ``gpu`` (:func:`gpu_vs_cpu`, or None with ``gpu_note`` where
-    no GPU is usable) and ``seconds`` (the whole run).
+    no GPU is usable), ``blas_hint`` (:func:`blas_hint`: a note where OpenBLAS runs kernels
+    narrower than the CPU's, else None) and ``seconds`` (the whole run).
 
     ``device``: where the kernel and the pass run ("cpu" or "cuda"); ``threads``: BLAS and
     Numba threads of the kernel, the map and the assembly (default: all usable cores; the
@@ -308,5 +359,6 @@ def run_benchmark(n: int = BENCH_N, d: int = BENCH_D, device: str = "cpu",
             result["gpu_note"] = ("no usable CUDA GPU here (numba.cuda.is_available() is "
                                   "False): GPU figures not measured")
         result["machine"] = machine_info()
+    result["blas_hint"] = blas_hint(result["machine"])
     result["seconds"] = time.perf_counter() - t_start
     return result

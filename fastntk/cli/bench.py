@@ -41,6 +41,8 @@ def cmd_bench(args) -> int:
     print(f"# BLAS {_blas(m)}; Numba threading layer {m['numba_threading_layer']}; "
           f"python {v['python']}, numpy {v['numpy']}, numba {v['numba']}, dask {v['dask']}, "
           f"fastntk {v['fastntk']}")
+    if res.get("blas_hint"):
+        print(f"# note: {res['blas_hint']}")
     load = m["load_average"]
     print(f"# {s['network']}, n = {s['n']} points uniform on S^{s['d'] - 1}; best of "
           f"{s['repeats']} after a warm-up; threads: BLAS {s['blas_threads']} (1 in the pass), "
