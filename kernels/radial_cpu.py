@@ -11,8 +11,10 @@ nu_k(q) (those of phi'(sqrt(q) z)),
 ``radial_tile`` maps a Gram block in place by the pair recursion of section 11 with these
 series truncated, per entry and per layer, at the shortest candidate degree of the tables
 whose truncation meets the layer's share of the tolerance: Horner's rule over k with the
-per-row tables (k major), the entries of a block sorted by degree so that the entry loop
-inside runs over a contiguous run, and beside every value its bound: the truncation
+per-row tables (k major), all entries of a block at once over contiguous slices from the
+block's highest degree down, each entry's coefficients above its own degree zero (so the
+entry loop vectorises; 1.3-1.4x faster than sorting entries by degree, which gathered),
+and beside every value its bound: the truncation
 sqrt(tail(x) tail(y)) |c|^(t+1) (Cauchy-Schwarz), the
 tables' quadrature error, the error of c carried from the layer before (Lipschitz factors of
 the duals) and rounding.  Rows run in parallel (``prange``; symmetric tiles read the lower
@@ -53,8 +55,7 @@ NFIELDS = 8
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
-                  want_nngp, share, c, s, th, es, et, ae, ad, pw, pws, cs, need, perm, jg, cnt,
-                  start, dup, res):
+                  want_nngp, share, c, s, th, es, et, ae, ad, pw, pws, need, tk, dup, res):
     """g[i, j0:j0+nb] <- the kernel of rows i, j by the radial series; ``res`` (running per
     row): the largest absolute bound, the largest bound / sqrt(diag_i diag_j), its column,
     and 1 when some layer needed more terms than the tables hold."""
@@ -106,83 +107,75 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
             pw[jj] = a * a
             pws[jj] = 0.0
             need[jj] = 0 if dup[jj] else NC
+        fry = fj[F_R, ll, j0:j0 + nb]  # slices indexed from 0: the entry loops vectorise
+        fsy = fj[F_SD, ll, j0:j0 + nb]
+        tjl = tj[ll, :, :, j0:j0 + nb]
+        short = 0
         for m in range(NC):
             tmx = ti[ll, 0, m, i]
             tnx = ti[ll, 1, m, i]
-            for jj in range(nb):
-                j = j0 + jj
-                ok = (pw[jj] * tmx * tj[ll, 0, m, j] <= share * rx * fj[F_R, ll, j]
-                      and pw[jj] * tnx * tj[ll, 1, m, j] <= share * sdx * fj[F_SD, ll, j])
-                if need[jj] == NC and (ok or m == NC - 1):
-                    need[jj] = m
-                    pws[jj] = pw[jj]
-                    if not ok:
-                        res[3] = 1.0
-                pw[jj] *= pw[jj]
-        # entries sorted by degree, highest first (a counting sort), so that Horner's rule
-        # at order k runs over a contiguous prefix: the entries of degree >= k
-        for m in range(NC + 1):
-            cnt[m] = 0
-        for jj in range(nb):
-            cnt[need[jj]] += 1
-        pos = 0
-        for m in range(NC - 1, -1, -1):
-            start[m] = pos
-            pos += cnt[m]
+            tmy = tjl[0, m]
+            tny = tjl[1, m]
+            last = m == NC - 1
+            for jj in range(nb):  # branch-free: the first candidate that is ok (or the last)
+                p = pw[jj]
+                ok = ((p * tmx * tmy[jj] <= share * rx * fry[jj])
+                      & (p * tnx * tny[jj] <= share * sdx * fsy[jj]))
+                first = (need[jj] == NC) & (ok | last)
+                need[jj] = m if first else need[jj]
+                pws[jj] = p if first else pws[jj]
+                short += first & (not ok)
+                pw[jj] = p * p
+        if short:  # some entry ran out of terms
+            res[3] = 1.0
+        # Horner's rule from the chunk's highest degree down, every entry at once over
+        # contiguous slices (vectorised): an entry's coefficients above its own degree
+        # tk[jj] are zero, so its accumulators stay exactly 0 until its degree is reached and
+        # it gets the same operations as its own Horner sum
+        mtop = 0
         for jj in range(nb):
             m = need[jj]
-            perm[start[m]] = jj
-            start[m] += 1
-        for p in range(nb):
-            jj = perm[p]
-            cs[p] = c[jj]
-            jg[p] = j0 + jj
-            ae[p] = 0.0
-            ad[p] = 0.0
-        m = NC - 1
-        while m > 0 and cnt[m] == 0:
-            m -= 1
-        active = cnt[m]
-        top = min(2 ** (m + 3), T1) - 1
-        for k in range(top, -1, -1):
-            while m > 0 and k <= 2 ** (m + 2) - 1:  # entries of degree k join
-                m -= 1
-                active += cnt[m]
+            mtop = max(mtop, m)
+            tk[jj] = min(2 ** (m + 3), T1) - 1
+            ae[jj] = 0.0
+            ad[jj] = 0.0
+        for k in range(min(2 ** (mtop + 3), T1) - 1, -1, -1):
             mx = ci[ll, 0, k, i]
             dx = ci[ll, 1, k, i]
-            for p in range(active):
-                ae[p] = ae[p] * cs[p] + mx * cj[ll, 0, k, jg[p]]
-                ad[p] = ad[p] * cs[p] + dx * cj[ll, 1, k, jg[p]]
-        for p in range(nb):
-            cs[perm[p]] = ae[p]
-            pw[perm[p]] = ad[p]
-        for jj in range(nb):
-            ae[jj] = cs[jj]
-            ad[jj] = pw[jj]
+            cm = cj[ll, 0, k, j0:j0 + nb]
+            cd = cj[ll, 1, k, j0:j0 + nb]
+            for jj in range(nb):
+                on = k <= tk[jj]
+                ae[jj] = ae[jj] * c[jj] + (mx * cm[jj] if on else 0.0)
+                ad[jj] = ad[jj] * c[jj] + (dx * cd[jj] if on else 0.0)
         ldx = fi[F_LD, ll, i]
         eqx = fi[F_EQ, ll, i]
         qx = fi[F_Q, ll, i]
         qnx = fi[F_Q, ll + 1, i]
         sb = sb2[ll]
+        fqy = fj[F_Q, ll, j0:j0 + nb]
+        fqny = fj[F_Q, ll + 1, j0:j0 + nb]
+        fey = fj[F_EQ, ll, j0:j0 + nb]
+        fly = fj[F_LD, ll, j0:j0 + nb]
+        til = ti[ll, :, :, i]
         for jj in range(nb):
-            j = j0 + jj
             m = need[jj]
             rnd = 2.0 * (min(2 ** (m + 3), T1) + 2) * EPS
-            ry = fj[F_R, ll, j]
-            sdy = fj[F_SD, ll, j]
+            ry = fry[jj]
+            sdy = fsy[jj]
             ac = abs(c[jj])
-            ec = (es[jj] / math.sqrt(qx * fj[F_Q, ll, j]) + 4.0 * EPS
-                  + 0.5 * ac * (eqx + fj[F_EQ, ll, j]))
-            emx = ti[ll, 2, m, i]
-            emy = tj[ll, 2, m, j]
-            enx = ti[ll, 3, m, i]
-            eny = tj[ll, 3, m, j]
-            lipd = ldx * fj[F_LD, ll, j]
-            ed = (pws[jj] * ti[ll, 1, m, i] * tj[ll, 1, m, j] + enx * sdy + sdx * eny
+            ec = (es[jj] / math.sqrt(qx * fqy[jj]) + 4.0 * EPS
+                  + 0.5 * ac * (eqx + fey[jj]))
+            emx = til[2, m]
+            emy = tjl[2, m, jj]
+            enx = til[3, m]
+            eny = tjl[3, m, jj]
+            lipd = ldx * fly[jj]
+            ed = (pws[jj] * til[1, m] * tjl[1, m, jj] + enx * sdy + sdx * eny
                   + enx * eny + lipd * ec + rnd * sdx * sdy)
             # dE/dc = sqrt(q_x q_y) Ed (Price): E's Lipschitz constant near c, from Ed there
-            lipe = math.sqrt(qx * fj[F_Q, ll, j]) * (abs(ad[jj]) + ed + lipd * ec)
-            ee = (pws[jj] * ti[ll, 0, m, i] * tj[ll, 0, m, j] + emx * ry + rx * emy
+            lipe = math.sqrt(qx * fqy[jj]) * (abs(ad[jj]) + ed + lipd * ec)
+            ee = (pws[jj] * til[0, m] * tjl[0, m, jj] + emx * ry + rx * emy
                   + emx * emy + lipe * ec + rnd * rx * ry)
             snew = sw2 * ae[jj] + sb
             tnew = snew + th[jj] * sw2 * ad[jj]
@@ -192,7 +185,7 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
             es[jj] = esn
             s[jj] = snew
             th[jj] = tnew
-            c[jj] = min(max(snew / math.sqrt(qnx * fj[F_Q, ll + 1, j]), -1.0), 1.0)
+            c[jj] = min(max(snew / math.sqrt(qnx * fqny[jj]), -1.0), 1.0)
     for jj in range(nb):
         j = j0 + jj
         if want_nngp:
@@ -237,20 +230,16 @@ def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, w
     ad = np.empty(BLOCK)
     pw = np.empty(BLOCK)
     pws = np.empty(BLOCK)
-    cs = np.empty(BLOCK)
     need = np.empty(BLOCK, dtype=np.int64)
-    perm = np.empty(BLOCK, dtype=np.int64)
-    jg = np.empty(BLOCK, dtype=np.int64)
-    cnt = np.empty(ti.shape[2] + 1, dtype=np.int64)
-    start = np.empty(ti.shape[2] + 1, dtype=np.int64)
+    tk = np.empty(BLOCK, dtype=np.int64)
     dup = np.empty(BLOCK, dtype=np.bool_)
     res = np.zeros(4)
     res[2] = -1.0
     m = i + 1 if tri else g.shape[1]
     for j0 in range(0, m, BLOCK):
         _radial_chunk(g, i, j0, min(BLOCK, m - j0), xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj,
-                      ti, tj, fi, fj, want_nngp, share, c, s, th, es, et, ae, ad, pw, pws, cs,
-                      need, perm, jg, cnt, start, dup, res)
+                      ti, tj, fi, fj, want_nngp, share, c, s, th, es, et, ae, ad, pw, pws,
+                      need, tk, dup, res)
     for f in range(4):
         out[i, f] = res[f]
 

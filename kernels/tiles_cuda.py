@@ -300,12 +300,8 @@ def kernels(tpb: int):
         ad = cuda.local.array(1, float64)
         pw = cuda.local.array(1, float64)
         pws = cuda.local.array(1, float64)
-        cs = cuda.local.array(1, float64)
         need = cuda.local.array(1, int64)
-        perm = cuda.local.array(1, int64)
-        jg = cuda.local.array(1, int64)
-        cnt = cuda.local.array(MAX_CANDIDATES, int64)
-        start = cuda.local.array(MAX_CANDIDATES, int64)
+        tk = cuda.local.array(1, int64)
         dup = cuda.local.array(1, boolean)
         r = cuda.local.array(4, float64)
         r[0] = 0.0
@@ -316,7 +312,7 @@ def kernels(tpb: int):
         radial_chunk(g, 0, 0, 1, xi[i:i + 1], xj[j:j + 1], diag and i == j, gw2, gb2, sw2, sb2,
               ci[:, :, :, i:i + 1], cj[:, :, :, j:j + 1], ti[:, :, :, i:i + 1],
               tj[:, :, :, j:j + 1], fi[:, :, i:i + 1], fj[:, :, j:j + 1], want_nngp, share,
-              c, s, th, es, et, ae, ad, pw, pws, cs, need, perm, jg, cnt, start, dup, r)
+              c, s, th, es, et, ae, ad, pw, pws, need, tk, dup, r)
         b = r[0]
         rel = r[1]
         if r[2] < 0.0:  # the bound was not > 0: NaN (every term of a bound is positive)
