@@ -55,10 +55,6 @@ from . import exact_cpu, offsphere_cpu, radial_cpu, tiles_cpu
 
 THREADS_PER_BLOCK = 16  # tile side of a thread block (16 x 16 = 256 threads)
 MODE_RHO, MODE_EXACT, MODE_SERIES, MODE_OFFSPHERE = 0, 1, 2, 3
-#: Candidate degrees of the radial tables (``fastntk.tiles.radial.candidate_degrees``), plus
-#: one, that the radial kernels take: 32 covers every degree below 2^34, far beyond what the
-#: tables' memory cap allows
-MAX_CANDIDATES = 32
 
 
 def _device(dispatcher, **deps):

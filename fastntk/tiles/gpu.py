@@ -131,10 +131,6 @@ def _radial(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None,
         return out, res.copy_to_host(), loc
 
     def run(tables, share):
-        if tables[2].shape[2] >= tc.MAX_CANDIDATES:
-            raise ValueError(f"radial tables of {tables[2].shape[2]} candidate degrees "
-                             "(fastntk.common.defaults.RADIAL_MAX_DEGREE): the CUDA kernels "
-                             f"take fewer than {tc.MAX_CANDIDATES}; use device='cpu'")
         up = [cuda.to_device(np.ascontiguousarray(t)) for t in tables[::2]]  # the rows of Xi
         dn = up if diag else [cuda.to_device(np.ascontiguousarray(t)) for t in tables[1::2]]
         dev = (up[0], dn[0], up[1], dn[1], up[2], dn[2])
