@@ -34,8 +34,11 @@ mirror is fused with the map).  An entry loop vectorises only over a slice index
 max; the series path's loops (``_correlations``, ``_store_values``, ``_abs_rho``, and
 ``_bits_max``, the max of non-negative doubles as int64) are written so (issue 20: the
 series tile's fixed cost fell from about 4 to 1 ns per entry, max |rho| from 2.4 to 0.5; one
-thread, bench/RESULTS.md).  ``kernels/tiles_cuda.py`` compiles ``complements``,
-``horner_block`` and ``exact_cpu.exact_block`` for the GPU from this same source.
+thread, bench/RESULTS.md).  ``gram_map_tile`` fuses the Gram with the map: each row block of
+TRI rows is formed by BLAS (``np.dot`` on its Numba thread) and mapped while it is in cache,
+"auto" choosing series or recursion per row block.  ``kernels/tiles_cuda.py`` compiles
+``complements``, ``horner_block`` and ``exact_cpu.exact_block`` for the GPU from this same
+source.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import get_thread_id as numba_thread_id
 from numba import njit, prange
 
 from .exact_cpu import exact_block
@@ -441,3 +445,81 @@ def horner_gram_tile(g, xi, xj, tri, offset, coeffs, at_one):
         if k2 != k:
             _horner_rows(g, k2, coeffs, at_one, tri, x, acc, True, ui, uj, skip)
     return g
+
+
+# ------------------------------------------------------------ Gram and map fused
+@njit(cache=True)
+def _gram_rows(g, a, xi, xj, tri, work):
+    """The Gram rows of row block ``a`` (TRI rows; columns 0..r1-1 of a symmetric tile, all of
+    a rectangular one) into g, by BLAS (``np.dot``) on this thread: straight into g's rows
+    where they are contiguous, else through the thread's ``work`` buffer."""
+    r0 = a * TRI
+    r1 = min(r0 + TRI, g.shape[0])
+    if not tri:
+        np.dot(xi[r0:r1], xj.T, g[r0:r1])
+        return
+    blk = work[:(r1 - r0) * r1].reshape((r1 - r0, r1))
+    np.dot(xi[r0:r1], xi[:r1].T, blk)
+    for i in range(r0, r1):
+        g[i, :r1] = blk[i - r0]
+
+
+@njit(cache=True)
+def _block_max(g, a, ui, uj, tri, buf):
+    """The largest off-diagonal |rho| of row block ``a`` (TRI rows) of a Gram block."""
+    bits = _max_rows(g, a, TRI, ui, uj, tri, -1, buf)
+    out = np.empty(1)
+    out.view(np.int64)[0] = bits
+    return min(out[0], 1.0)
+
+
+@njit(cache=True, parallel=True)
+def gram_map_tile(g, xi, xj, tri, plans, plan_len, reach, at_one, want_nngp, code, param,
+                  gw2, gb2, sw2, sb2, q, work, used):
+    """Theta(xi, xj) into the C-ordered block ``g`` (``tri``: xj is xi, the symmetric tile) in
+    one sweep over its memory: row blocks of TRI rows in parallel, each formed by BLAS
+    (:func:`_gram_rows`; the caller holds BLAS to one thread) and mapped at once, while it is
+    in cache: Horner's rule on ``plans[k, :plan_len[k]]``, the table of the block's r-bucket
+    k = ceil(64 r) (``fastntk.tiles.economized.bucket``; r the block's largest off-diagonal
+    |rho|), where r <= ``reach`` and that table exists (plan_len[k] > 0), else the exact
+    recursion (recipe arguments ``code .. q``).  A symmetric block writes its mirror into
+    the upper triangle as it goes.  ``work[t]``: thread t's buffer (TRI x columns);
+    ``used[a]`` <- the bucket that block ``a`` used, 0 for the recursion."""
+    n1, n2 = g.shape
+    ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)
+    nrb = -(-n1 // TRI)
+    grid = plan_len.shape[0] - 1
+    for t in prange(nrb):
+        a = t // 2 if t % 2 == 0 else nrb - 1 - t // 2
+        _gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
+        x = np.empty(BLOCK)
+        acc = np.empty(BLOCK)
+        k = 0
+        if reach > 0.0:
+            r = _block_max(g, a, ui, uj, tri, x)
+            if r <= reach:
+                k = min(max(int(math.ceil(r * grid)), 1), grid)
+                if plan_len[k] == 0:
+                    k = 0
+        used[a] = k
+        r0 = a * TRI
+        r1 = min(r0 + TRI, n1)
+        if k > 0:
+            coeffs = plans[k, :plan_len[k]]
+            if tri:
+                _horner_rows(g, a, coeffs, at_one, True, x, acc, True, ui, uj, 0)
+            else:
+                for i in range(r0, r1):
+                    _horner_rows(g, i, coeffs, at_one, False, x, acc, True, ui, uj, -1)
+            continue
+        om = np.empty(BLOCK)
+        op = np.empty(BLOCK)
+        dl = np.empty(BLOCK)
+        db = np.empty(BLOCK)
+        kp = np.empty(BLOCK)
+        al = np.empty(BLOCK)
+        trace = np.empty(0)
+        for b in range(a if tri else r0, a + 1 if tri else r1):
+            _exact_rows(g, b, xi, xj, ni, nj, ui, uj, True, tri, at_one, want_nngp, code,
+                        param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace)
+    return used

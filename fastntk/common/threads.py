@@ -44,6 +44,37 @@ def blas_limits(threads: int | None):
     return threadpool_limits(limits=max(1, int(threads)), user_api="blas")
 
 
+_ONE_BLAS = {"depth": 0, "limiter": None, "controller": None}
+_ONE_BLAS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Context manager: BLAS calls inside run on one thread, for BLAS called from Numba's own
+    threads (``kernels/tiles_cpu.gram_map_tile``).  One threadpoolctl controller, made once
+    (about 20 us a use, against 1 ms for :func:`blas_limits`, which looks the libraries up
+    every time; numpy's and scipy's BLAS are both loaded by then: Numba's ``np.dot`` is
+    scipy's).  Counted across threads: the first to enter sets the limit, the last to leave
+    restores the setting, so tiles on several threads never leave BLAS at one thread."""
+    with _ONE_BLAS_LOCK:
+        if _ONE_BLAS["controller"] is None:
+            import scipy.linalg  # noqa: F401  (its BLAS serves Numba's np.dot)
+            from threadpoolctl import ThreadpoolController
+
+            _ONE_BLAS["controller"] = ThreadpoolController()
+        if _ONE_BLAS["depth"] == 0:
+            _ONE_BLAS["limiter"] = _ONE_BLAS["controller"].limit(limits=1, user_api="blas")
+        _ONE_BLAS["depth"] += 1
+    try:
+        yield
+    finally:
+        with _ONE_BLAS_LOCK:
+            _ONE_BLAS["depth"] -= 1
+            if _ONE_BLAS["depth"] == 0:
+                _ONE_BLAS["limiter"].restore_original_limits()
+                _ONE_BLAS["limiter"] = None
+
+
 def blas_threads() -> int:
     """The BLAS threads calls made here would run on now (the largest over the BLAS libraries
     loaded; 1 when threadpoolctl finds none).  Taken outside a :func:`blas_limits` block, the

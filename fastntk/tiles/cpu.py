@@ -3,6 +3,9 @@
 ``tile`` and ``tile_matvec`` have the same signatures as ``fastntk.tiles.gpu``'s.  The Gram block
 comes from BLAS; the Numba kernels of ``kernels/tiles_cpu.py`` map it in place (exact
 recursion, or correlations fixed and then Horner's rule for the series), in parallel over rows.
+Tiles of rows on the sphere ("auto" or "exact", more than TRI = 128 rows) fuse the two
+(``gram_map_tile``): each row block of 128 rows is formed by BLAS on its Numba thread and
+mapped while it is in cache (docs/math.md section 5, "Gram and map fused on the CPU").
 ``values`` evaluates given correlations (``NTK.ntk``) through the same kernels.
 
 Threading layers.  Numba's ``workqueue`` layer (its fallback where neither TBB nor OpenMP is
@@ -20,7 +23,7 @@ import threading
 import numpy as np
 
 from ..common.defaults import COEFFICIENT_MEMORY, GRAM_BLOCK_ROWS
-from ..common.threads import parallel_section
+from ..common.threads import one_blas_thread, parallel_section
 from ..data.rows import on_sphere
 from ..kernels import exact_cpu, offsphere_cpu, tiles_cpu
 from .radial import map_block_radial
@@ -140,16 +143,44 @@ def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None,
     """(Theta(X_i, X_j), certified bound); ``Xj=None``: the symmetric tile, from the lower
     triangle of the Gram block only, the diagonal exactly Theta(1).  Rows: C-contiguous
     float64 (``fastntk.tiles.dispatch`` prepares them).  Memory: the block plus O(threads)
-    buffers.  ``reuse``: the block is this thread's :func:`scratch` block, overwritten by
-    its next ``reuse`` call."""
+    buffers (a symmetric tile: 128 of its rows per Numba thread).  ``reuse``: the block is
+    this thread's :func:`scratch` block, overwritten by its next ``reuse`` call.  Rows on the
+    sphere, method "auto" or "exact", more than 128 rows: the fused kernel (:func:`_gram_map`;
+    "auto" decides per row block of 128, so the same rows cut into other tiles may take
+    series and recursion in other places, every value within the bound)."""
     shape = (Xi.shape[0], Xi.shape[0] if Xj is None else Xj.shape[0])
     out = scratch(shape, "tile") if reuse else None
+    if (shape[0] > tiles_cpu.TRI and spec.method != "series" and on_sphere(Xi)
+            and (Xj is None or on_sphere(Xj))):
+        g = np.empty(shape) if out is None else out
+        return g, _gram_map(spec, g, Xi, Xj)
     if Xj is None:
         g = gram_lower(Xi, out)
     else:
         g = np.empty(shape) if out is None else out
         np.matmul(Xi, Xj.T, out=g)
     return g, map_block(spec, g, Xi, Xj, Xj is None)
+
+
+def _gram_map(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray | None) -> float:
+    """Theta(xi, xj) into ``g`` (``xj=None``: symmetric) by the fused kernel
+    ``kernels/tiles_cpu.gram_map_tile``: each row block of TRI rows is formed by BLAS and
+    mapped while it is in cache, one sweep over the block's memory instead of three (Gram,
+    largest |rho|, map).  "auto" decides series or recursion row block by row block, on
+    the plan of its r-bucket (``TileSpec.bucket_plans``); the bound is the largest used.
+    Rows on the sphere; method "auto" or "exact"."""
+    import numba
+
+    tri = xj is None
+    plans, lengths, bounds = spec.bucket_plans()
+    width = g.shape[1] if tri else 0
+    work = scratch((numba.config.NUMBA_NUM_THREADS, tiles_cpu.TRI * width + 1), "gram-map")
+    used = np.zeros(-(-g.shape[0] // tiles_cpu.TRI), dtype=np.int64)
+    with one_blas_thread(), parallel_section():
+        tiles_cpu.gram_map_tile(g, xi, xi if tri else xj, tri, plans, lengths,
+                                spec.series_reach, spec.at_one, spec.which == "nngp",
+                                *spec.recipe.args, work, used)
+    return float(bounds[used].max())
 
 
 def tile_matvec(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None, V: np.ndarray,

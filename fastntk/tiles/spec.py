@@ -173,6 +173,15 @@ class TileSpec:
             return econ[0].coeffs, econ[1]
         return taylor
 
+    def bucket_plans(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The :meth:`tile_plan` of every r-bucket's upper edge k / GRID, k = 1..GRID, as the
+        fused CPU kernel takes them (``kernels/tiles_cpu.gram_map_tile``): (coefficients,
+        shape (GRID + 1, longest), zero-padded; their lengths, 0 where bucket k has no series
+        table within ``series_reach`` (and for k = 0); their certified bounds).  A plan at
+        the edge serves every r of its bucket: its degree and bound only grow with r
+        (docs/math.md section 5).  Built once per spec."""
+        return _bucket_plans(self)
+
     def bounds(self, t: int, rho: np.ndarray) -> np.ndarray:
         """Elementwise certified bounds of the degree-t series at the correlations ``rho``
         (0 where rho = 1, which is evaluated exactly); zeros for the exact method."""
@@ -182,6 +191,25 @@ class TileSpec:
         out = self.tails[t] * np.minimum(np.abs(rho), 1.0) ** (t + 1) + self.allowance(t)
         out[rho >= 1.0] = 0.0
         return out
+
+
+@lru_cache(maxsize=32)
+def _bucket_plans(spec: TileSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows: list = [None] * (GRID + 1)
+    if spec.method != "series" and spec.series_reach > 0.0:
+        for k in range(1, bucket(spec.series_reach) + 1):
+            if k / GRID <= spec.series_reach:
+                rows[k] = spec.tile_plan(k / GRID)
+    width = max([len(r[0]) for r in rows if r is not None] or [1])
+    plans = np.zeros((GRID + 1, width))
+    lengths = np.zeros(GRID + 1, dtype=np.int64)
+    bounds = np.zeros(GRID + 1)
+    for k, r in enumerate(rows):
+        if r is not None:
+            plans[k, :len(r[0])] = r[0]
+            lengths[k] = len(r[0])
+            bounds[k] = r[1]
+    return plans, lengths, bounds
 
 
 def tile_spec(net: NTK, method: str = "auto", tol: float = TILE_TOL,
