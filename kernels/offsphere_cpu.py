@@ -14,10 +14,11 @@ collinear rows of different norms go through the recursion.
 from __future__ import annotations
 
 import numpy as np
+from numba import get_thread_id as numba_thread_id
 from numba import njit, prange
 
 from .exact_cpu import offsphere_block
-from .tiles_cpu import BLOCK, NEAR, TRI, correlation, row_norms
+from .tiles_cpu import BLOCK, NEAR, TRI, correlation, gram_rows, row_norms
 
 
 @njit(cache=True)
@@ -135,4 +136,31 @@ def offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2
         if k2 != k:
             _rows(g, k2, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2,
                   gb2, sw2, sb2, om, op, dl, db, kp, al)
+    return g
+
+
+@njit(cache=True, parallel=True)
+def gram_offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2,
+                        work):
+    """:func:`offsphere_tile` with the Gram fused in, as ``tiles_cpu.gram_map_tile``: row
+    blocks of TRI rows in parallel, each formed by BLAS on its Numba thread (the caller holds
+    BLAS to one thread; ``work[t]``: thread t's buffer, TRI x columns of a symmetric tile)
+    and mapped while it is in cache."""
+    n1 = g.shape[0]
+    ui = inverse_norms(row_norms(xi))
+    uj = ui if tri else inverse_norms(row_norms(xj))
+    nrb = -(-n1 // TRI)
+    for t in prange(nrb):
+        a = t // 2 if t % 2 == 0 else nrb - 1 - t // 2  # short and long blocks alternate
+        gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
+        om = np.empty(BLOCK)
+        op = np.empty(BLOCK)
+        dl = np.empty(BLOCK)
+        db = np.empty(BLOCK)
+        kp = np.empty(BLOCK)
+        al = np.empty(BLOCK)
+        r0 = a * TRI
+        for b in range(a if tri else r0, a + 1 if tri else min(r0 + TRI, n1)):
+            _rows(g, b, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
+                  sw2, sb2, om, op, dl, db, kp, al)
     return g

@@ -449,7 +449,7 @@ def horner_gram_tile(g, xi, xj, tri, offset, coeffs, at_one):
 
 # ------------------------------------------------------------ Gram and map fused
 @njit(cache=True)
-def _gram_rows(g, a, xi, xj, tri, work):
+def gram_rows(g, a, xi, xj, tri, work):
     """The Gram rows of row block ``a`` (TRI rows; columns 0..r1-1 of a symmetric tile, all of
     a rectangular one) into g, by BLAS (``np.dot``) on this thread: straight into g's rows
     where they are contiguous, else through the thread's ``work`` buffer."""
@@ -478,7 +478,7 @@ def gram_map_tile(g, xi, xj, tri, plans, plan_len, reach, at_one, want_nngp, cod
                   gw2, gb2, sw2, sb2, q, work, used):
     """Theta(xi, xj) into the C-ordered block ``g`` (``tri``: xj is xi, the symmetric tile) in
     one sweep over its memory: row blocks of TRI rows in parallel, each formed by BLAS
-    (:func:`_gram_rows`; the caller holds BLAS to one thread) and mapped at once, while it is
+    (:func:`gram_rows`; the caller holds BLAS to one thread) and mapped at once, while it is
     in cache: Horner's rule on ``plans[k, :plan_len[k]]``, the table of the block's r-bucket
     k = ceil(64 r) (``fastntk.tiles.economized.bucket``; r the block's largest off-diagonal
     |rho|), where r <= ``reach`` and that table exists (plan_len[k] > 0), else the exact
@@ -490,8 +490,8 @@ def gram_map_tile(g, xi, xj, tri, plans, plan_len, reach, at_one, want_nngp, cod
     nrb = -(-n1 // TRI)
     grid = plan_len.shape[0] - 1
     for t in prange(nrb):
-        a = t // 2 if t % 2 == 0 else nrb - 1 - t // 2
-        _gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
+        a = t // 2 if t % 2 == 0 else nrb - 1 - t // 2  # short and long blocks alternate
+        gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
         x = np.empty(BLOCK)
         acc = np.empty(BLOCK)
         k = 0

@@ -1,5 +1,6 @@
-"""The CPU tile with the Gram and the map fused (``kernels/tiles_cpu.gram_map_tile``; issue 20,
-docs/math.md section 5, "Gram and map fused on the CPU").
+"""The CPU tile with the Gram and the map fused (``kernels/tiles_cpu.gram_map_tile``, and
+``offsphere_cpu.gram_offsphere_tile`` for rows of any norm; issue 20, docs/math.md section 5,
+"Gram and map fused on the CPU").
 
 Tiles of rows on the sphere with more than 128 rows are formed row block by row block (128
 rows), each block mapped while it is in cache, and "auto" chooses series or recursion per row
@@ -152,3 +153,32 @@ def test_blas_threads_restored_also_with_tiles_on_two_threads():
         t.join()
     assert out == [True] * 6
     assert _blas_threads() == before
+
+
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_fused_tile_off_the_sphere_against_mpmath(act):
+    """Rows of any norm (``offsphere_cpu.gram_offsphere_tile``): 300 rows of norms 0.1 to 7
+    with a zero row, a collinear pair of different norms and an exact duplicate placed in
+    different row blocks; those pairs and sampled ones against the mpmath pair recursion
+    (``naive.mp_theta_rows``) to 1e-13 of sqrt(Theta(x, x) Theta(y, y)); the symmetric tile
+    bit for bit the unfused one; a rectangular tile the same values."""
+    import naive
+
+    gw, gb, sw, sb = 0.9, 0.4, 1.1, 0.3
+    net = fastntk.NTK(act, 2, gamma_w=gw, gamma_b=gb, sigma_w=sw, sigma_b=sb)
+    rng = np.random.default_rng(8)
+    X = _rows(300, 12, 9) * rng.uniform(0.1, 7.0, 300)[:, None]
+    X[150] = 0.0
+    X[290] = 2.5 * X[5]  # collinear, different norms, blocks 0 and 2
+    X[200] = X[40]  # duplicate, blocks 0 and 1
+    spec = tile_spec(net, "auto", TILE_TOL, "ntk")
+    K, bound = cpu.tile(spec, X)
+    assert bound == 0.0 and np.array_equal(K, _unfused(spec, X))
+    R, _ = cpu.tile(spec, X, X[100:260])
+    assert np.max(np.abs(R - K[:, 100:260]) / np.abs(K).max()) <= 1e-15
+    d = np.diag(K)
+    pairs = [(290, 5), (200, 40), (150, 7), (150, 150), (299, 0), (290, 290)]
+    pairs += list(zip(rng.integers(0, 300, 12), rng.integers(0, 300, 12), strict=True))
+    for i, j in pairs:
+        want = float(naive.mp_theta_rows(act, X[i], X[j], 2, gw, gb, sw, sb, True, dps=30))
+        assert abs(K[i, j] - want) <= 1e-13 * np.sqrt(d[i] * d[j]), (i, j)

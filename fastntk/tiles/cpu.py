@@ -3,9 +3,10 @@
 ``tile`` and ``tile_matvec`` have the same signatures as ``fastntk.tiles.gpu``'s.  The Gram block
 comes from BLAS; the Numba kernels of ``kernels/tiles_cpu.py`` map it in place (exact
 recursion, or correlations fixed and then Horner's rule for the series), in parallel over rows.
-Tiles of rows on the sphere ("auto" or "exact", more than TRI = 128 rows) fuse the two
-(``gram_map_tile``): each row block of 128 rows is formed by BLAS on its Numba thread and
-mapped while it is in cache (docs/math.md section 5, "Gram and map fused on the CPU").
+Tiles of more than TRI = 128 rows (on the sphere, "auto" or "exact"; off it, closed forms)
+fuse the two (``gram_map_tile``, ``gram_offsphere_tile``): each row block of 128 rows is
+formed by BLAS on its Numba thread and mapped while it is in cache (docs/math.md section 5,
+"Gram and map fused on the CPU").
 ``values`` evaluates given correlations (``NTK.ntk``) through the same kernels.
 
 Threading layers.  Numba's ``workqueue`` layer (its fallback where neither TBB nor OpenMP is
@@ -114,14 +115,9 @@ def _tables(recipe, x: np.ndarray) -> np.ndarray:
     return t
 
 
-def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
-                  symmetric: bool) -> float:
-    """``map_block`` for rows not all on the sphere (docs/math.md section 11): the pair
-    recursion with each row's variance (``kernels/offsphere_cpu``) for closed forms, the
-    radial-factor series (``fastntk.tiles.radial``) for series specs."""
-    if not spec.net.has_exact:
-        return map_block_radial(spec, g, xi, xj, symmetric)
-    recipe = spec.net.recipe  # (a "series" spec of a closed form: its recursion off the sphere)
+def _checked_tables(recipe, xi: np.ndarray, xj: np.ndarray, symmetric: bool) -> np.ndarray:
+    """The tables of the rows ``xi`` (:func:`_tables`), once the tables of both row blocks
+    are known to fit in ``COEFFICIENT_MEMORY``."""
     rows = xi.shape[0] + (0 if symmetric else xj.shape[0])
     need = 8 * rows * exact_cpu.table_layout(len(recipe.sb2))["height"]
     if need > COEFFICIENT_MEMORY:
@@ -130,7 +126,18 @@ def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
             f"{need / 2**30:.3g} GiB (9 L + 9 doubles per row), more than the "
             f"{COEFFICIENT_MEMORY / 2**30:g} GiB allowed: use smaller blocks (chunks, tile) or "
             "fewer hidden layers, or project the rows (normalize=True)")
-    ti = _tables(recipe, xi)
+    return _tables(recipe, xi)
+
+
+def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
+                  symmetric: bool) -> float:
+    """``map_block`` for rows not all on the sphere (docs/math.md section 11): the pair
+    recursion with each row's variance (``kernels/offsphere_cpu``) for closed forms, the
+    radial-factor series (``fastntk.tiles.radial``) for series specs."""
+    if not spec.net.has_exact:
+        return map_block_radial(spec, g, xi, xj, symmetric)
+    recipe = spec.net.recipe  # (a "series" spec of a closed form: its recursion off the sphere)
+    ti = _checked_tables(recipe, xi, xj, symmetric)
     tj = ti if symmetric else _tables(recipe, xj)
     with parallel_section():
         offsphere_cpu.offsphere_tile(g, xi, xj, symmetric, spec.which == "nngp", ti, tj,
@@ -144,16 +151,18 @@ def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None,
     triangle of the Gram block only, the diagonal exactly Theta(1).  Rows: C-contiguous
     float64 (``fastntk.tiles.dispatch`` prepares them).  Memory: the block plus O(threads)
     buffers (a symmetric tile: 128 of its rows per Numba thread).  ``reuse``: the block is
-    this thread's :func:`scratch` block, overwritten by its next ``reuse`` call.  Rows on the
-    sphere, method "auto" or "exact", more than 128 rows: the fused kernel (:func:`_gram_map`;
-    "auto" decides per row block of 128, so the same rows cut into other tiles may take
-    series and recursion in other places, every value within the bound)."""
+    this thread's :func:`scratch` block, overwritten by its next ``reuse`` call.  More than
+    128 rows, on the sphere with method "auto" or "exact" or off it with a closed form: the
+    fused kernels (:func:`_gram_map`; "auto" decides per row block of 128, so the same rows
+    cut into other tiles may take series and recursion in other places, every value within
+    the bound)."""
     shape = (Xi.shape[0], Xi.shape[0] if Xj is None else Xj.shape[0])
     out = scratch(shape, "tile") if reuse else None
-    if (shape[0] > tiles_cpu.TRI and spec.method != "series" and on_sphere(Xi)
-            and (Xj is None or on_sphere(Xj))):
-        g = np.empty(shape) if out is None else out
-        return g, _gram_map(spec, g, Xi, Xj)
+    if shape[0] > tiles_cpu.TRI:
+        unit = on_sphere(Xi) and (Xj is None or on_sphere(Xj))
+        if (spec.method != "series" if unit else spec.net.has_exact):
+            g = np.empty(shape) if out is None else out
+            return g, _gram_map(spec, g, Xi, Xj, unit, reuse)
     if Xj is None:
         g = gram_lower(Xi, out)
     else:
@@ -162,24 +171,35 @@ def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None,
     return g, map_block(spec, g, Xi, Xj, Xj is None)
 
 
-def _gram_map(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray | None) -> float:
-    """Theta(xi, xj) into ``g`` (``xj=None``: symmetric) by the fused kernel
-    ``kernels/tiles_cpu.gram_map_tile``: each row block of TRI rows is formed by BLAS and
-    mapped while it is in cache, one sweep over the block's memory instead of three (Gram,
-    largest |rho|, map).  "auto" decides series or recursion row block by row block, on
-    the plan of its r-bucket (``TileSpec.bucket_plans``); the bound is the largest used.
-    Rows on the sphere; method "auto" or "exact"."""
+def _gram_map(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray | None,
+              unit: bool, reuse: bool) -> float:
+    """Theta(xi, xj) into ``g`` (``xj=None``: symmetric) by the fused kernels
+    (``kernels/tiles_cpu.gram_map_tile``; ``offsphere_cpu.gram_offsphere_tile`` for rows off
+    the sphere, ``unit=False``, of a closed form): each row block of TRI rows is formed by
+    BLAS and mapped while it is in cache, one sweep over the block's memory instead of
+    three (Gram, largest |rho|, map).  "auto" decides series or recursion row block by row
+    block, on the plan of its r-bucket (``TileSpec.bucket_plans``); the bound is the
+    largest used.  ``reuse``: the threads' row buffers are kept (:func:`scratch`)."""
     import numba
 
     tri = xj is None
+    xjv = xi if tri else xj
+    shape = (numba.config.NUMBA_NUM_THREADS, tiles_cpu.TRI * (g.shape[1] if tri else 0) + 1)
+    work = scratch(shape, "gram-map") if reuse else np.empty(shape)
+    if not unit:
+        recipe = spec.net.recipe
+        ti = _checked_tables(recipe, xi, xjv, tri)
+        tj = ti if tri else _tables(recipe, xjv)
+        with one_blas_thread(), parallel_section():
+            offsphere_cpu.gram_offsphere_tile(g, xi, xjv, tri, spec.which == "nngp", ti, tj,
+                                              *recipe.args[:6], work)
+        return 0.0
     plans, lengths, bounds = spec.bucket_plans()
-    width = g.shape[1] if tri else 0
-    work = scratch((numba.config.NUMBA_NUM_THREADS, tiles_cpu.TRI * width + 1), "gram-map")
     used = np.zeros(-(-g.shape[0] // tiles_cpu.TRI), dtype=np.int64)
     with one_blas_thread(), parallel_section():
-        tiles_cpu.gram_map_tile(g, xi, xi if tri else xj, tri, plans, lengths,
-                                spec.series_reach, spec.at_one, spec.which == "nngp",
-                                *spec.recipe.args, work, used)
+        tiles_cpu.gram_map_tile(g, xi, xjv, tri, plans, lengths, spec.series_reach,
+                                spec.at_one, spec.which == "nngp", *spec.recipe.args, work,
+                                used)
     return float(bounds[used].max())
 
 
