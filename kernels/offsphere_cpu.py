@@ -144,7 +144,8 @@ def gram_offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2
                         work):
     """:func:`offsphere_tile` with the Gram fused in, as ``tiles_cpu.gram_map_tile``: row
     blocks of TRI rows in parallel, each formed by BLAS on its Numba thread (the caller holds
-    BLAS to one thread; ``work[t]``: thread t's buffer, TRI x columns of a symmetric tile)
+    BLAS to one thread; ``work[t]``: thread t's buffer, GRAM_PIECE x columns of a
+    symmetric tile)
     and mapped while it is in cache."""
     n1 = g.shape[0]
     ui = inverse_norms(row_norms(xi))

@@ -448,20 +448,26 @@ def horner_gram_tile(g, xi, xj, tri, offset, coeffs, at_one):
 
 
 # ------------------------------------------------------------ Gram and map fused
+GRAM_PIECE = 32  # rows per BLAS call of a symmetric row block (its buffer: 32 x columns)
+
+
 @njit(cache=True)
 def gram_rows(g, a, xi, xj, tri, work):
-    """The Gram rows of row block ``a`` (TRI rows; columns 0..r1-1 of a symmetric tile, all of
-    a rectangular one) into g, by BLAS (``np.dot``) on this thread: straight into g's rows
-    where they are contiguous, else through the thread's ``work`` buffer."""
+    """The Gram rows of row block ``a`` (TRI rows; columns 0..i of a symmetric tile's row i,
+    all of a rectangular one) into g, by BLAS (``np.dot``) on this thread: straight into g's
+    rows where they are contiguous, else GRAM_PIECE rows at a time through this thread's
+    ``work`` buffer (GRAM_PIECE x columns)."""
     r0 = a * TRI
     r1 = min(r0 + TRI, g.shape[0])
     if not tri:
         np.dot(xi[r0:r1], xj.T, g[r0:r1])
         return
-    blk = work[:(r1 - r0) * r1].reshape((r1 - r0, r1))
-    np.dot(xi[r0:r1], xi[:r1].T, blk)
-    for i in range(r0, r1):
-        g[i, :r1] = blk[i - r0]
+    for p0 in range(r0, r1, GRAM_PIECE):
+        p1 = min(p0 + GRAM_PIECE, r1)
+        blk = work[:(p1 - p0) * p1].reshape((p1 - p0, p1))
+        np.dot(xi[p0:p1], xi[:p1].T, blk)
+        for i in range(p0, p1):
+            g[i, :p1] = blk[i - p0]
 
 
 @njit(cache=True)
@@ -483,7 +489,7 @@ def gram_map_tile(g, xi, xj, tri, plans, plan_len, reach, at_one, want_nngp, cod
     k = ceil(64 r) (``fastntk.tiles.economized.bucket``; r the block's largest off-diagonal
     |rho|), where r <= ``reach`` and that table exists (plan_len[k] > 0), else the exact
     recursion (recipe arguments ``code .. q``).  A symmetric block writes its mirror into
-    the upper triangle as it goes.  ``work[t]``: thread t's buffer (TRI x columns);
+    the upper triangle as it goes.  ``work[t]``: thread t's buffer (GRAM_PIECE x columns);
     ``used[a]`` <- the bucket that block ``a`` used, 0 for the recursion."""
     n1, n2 = g.shape
     ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)

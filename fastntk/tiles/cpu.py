@@ -150,7 +150,7 @@ def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None,
     """(Theta(X_i, X_j), certified bound); ``Xj=None``: the symmetric tile, from the lower
     triangle of the Gram block only, the diagonal exactly Theta(1).  Rows: C-contiguous
     float64 (``fastntk.tiles.dispatch`` prepares them).  Memory: the block plus O(threads)
-    buffers (a symmetric tile: 128 of its rows per Numba thread).  ``reuse``: the block is
+    buffers (a symmetric tile: 32 of its rows per Numba thread).  ``reuse``: the block is
     this thread's :func:`scratch` block, overwritten by its next ``reuse`` call.  More than
     128 rows, on the sphere with method "auto" or "exact" or off it with a closed form: the
     fused kernels (:func:`_gram_map`; "auto" decides per row block of 128, so the same rows
@@ -184,7 +184,7 @@ def _gram_map(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray | No
 
     tri = xj is None
     xjv = xi if tri else xj
-    shape = (numba.config.NUMBA_NUM_THREADS, tiles_cpu.TRI * (g.shape[1] if tri else 0) + 1)
+    shape = (numba.config.NUMBA_NUM_THREADS, tiles_cpu.GRAM_PIECE * (g.shape[1] if tri else 0) + 1)
     work = scratch(shape, "gram-map") if reuse else np.empty(shape)
     if not unit:
         recipe = spec.net.recipe
