@@ -448,7 +448,7 @@ def horner_gram_tile(g, xi, xj, tri, offset, coeffs, at_one):
 
 
 # ------------------------------------------------------------ Gram and map fused
-GRAM_PIECE = 32  # rows per BLAS call of a symmetric row block (its buffer: 32 x columns)
+GRAM_PIECE = 128  # rows per BLAS call of a symmetric row block (its buffer: 128 x columns)
 
 
 @njit(cache=True)

@@ -150,7 +150,7 @@ def tile(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None = None,
     """(Theta(X_i, X_j), certified bound); ``Xj=None``: the symmetric tile, from the lower
     triangle of the Gram block only, the diagonal exactly Theta(1).  Rows: C-contiguous
     float64 (``fastntk.tiles.dispatch`` prepares them).  Memory: the block plus O(threads)
-    buffers (a symmetric tile: 32 of its rows per Numba thread).  ``reuse``: the block is
+    buffers (a symmetric tile: 128 of its rows per Numba thread).  ``reuse``: the block is
     this thread's :func:`scratch` block, overwritten by its next ``reuse`` call.  More than
     128 rows, on the sphere with method "auto" or "exact" or off it with a closed form: the
     fused kernels (:func:`_gram_map`; "auto" decides per row block of 128, so the same rows
