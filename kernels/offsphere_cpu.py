@@ -18,7 +18,15 @@ from numba import get_thread_id as numba_thread_id
 from numba import njit, prange
 
 from .exact_cpu import offsphere_block
-from .tiles_cpu import BLOCK, NEAR, TRI, correlation, gram_rows, row_norms
+from .tiles_cpu import (
+    BLOCK,
+    NEAR,
+    TRI,
+    correlation,
+    gram_rows,
+    recursion_buffers,
+    row_norms,
+)
 
 
 @njit(cache=True)
@@ -124,12 +132,7 @@ def offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2
     uj = ui if tri else inverse_norms(row_norms(xj))
     nrb = -(-n1 // TRI) if tri else n1
     for k in prange((nrb + 1) // 2):  # row blocks paired k <-> nrb - 1 - k: balanced
-        om = np.empty(BLOCK)
-        op = np.empty(BLOCK)
-        dl = np.empty(BLOCK)
-        db = np.empty(BLOCK)
-        kp = np.empty(BLOCK)
-        al = np.empty(BLOCK)
+        om, op, dl, db, kp, al = recursion_buffers()
         _rows(g, k, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
               sw2, sb2, om, op, dl, db, kp, al)
         k2 = nrb - 1 - k
@@ -154,12 +157,7 @@ def gram_offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2
     for t in prange(nrb):
         a = t // 2 if t % 2 == 0 else nrb - 1 - t // 2  # short and long blocks alternate
         gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
-        om = np.empty(BLOCK)
-        op = np.empty(BLOCK)
-        dl = np.empty(BLOCK)
-        db = np.empty(BLOCK)
-        kp = np.empty(BLOCK)
-        al = np.empty(BLOCK)
+        om, op, dl, db, kp, al = recursion_buffers()
         r0 = a * TRI
         for b in range(a if tri else r0, a + 1 if tri else min(r0 + TRI, n1)):
             _rows(g, b, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,

@@ -199,6 +199,14 @@ def _exact_chunk(g, i, j0, nb, xi, xj, ni, nj, ui, uj, rows, diag, mirror, at_on
 
 
 @njit(cache=True)
+def recursion_buffers():
+    """The BLOCK-long buffers (om, op, dl, db, kp, al) of one thread's exact-recursion rows
+    (``_exact_rows``, ``offsphere_cpu._rows``)."""
+    return (np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK),
+            np.empty(BLOCK), np.empty(BLOCK))
+
+
+@njit(cache=True)
 def _exact_rows(g, a, xi, xj, ni, nj, ui, uj, rows, tri, at_one, want_nngp,
                 code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace):
     """Row block ``a`` of the tile: rows a*TRI .. of a symmetric tile (its part of the lower
@@ -234,12 +242,7 @@ def exact_tile(g, xi, xj, rows, tri, at_one, want_nngp, code, param, gw2, gb2, s
     ni, nj, ui, uj = _norms(xi, xj, rows, tri, n1, n2)
     nrb = -(-n1 // TRI) if tri else n1
     for k in prange((nrb + 1) // 2):  # row blocks paired k <-> nrb - 1 - k: balanced
-        om = np.empty(BLOCK)
-        op = np.empty(BLOCK)
-        dl = np.empty(BLOCK)
-        db = np.empty(BLOCK)
-        kp = np.empty(BLOCK)
-        al = np.empty(BLOCK)
+        om, op, dl, db, kp, al = recursion_buffers()
         trace = np.empty(0)
         _exact_rows(g, k, xi, xj, ni, nj, ui, uj, rows, tri, at_one, want_nngp,
                     code, param, gw2, gb2, sw2, sb2, q, om, op, dl, db, kp, al, trace)
@@ -518,12 +521,7 @@ def gram_map_tile(g, xi, xj, tri, plans, plan_len, reach, at_one, want_nngp, cod
                 for i in range(r0, r1):
                     _horner_rows(g, i, coeffs, at_one, False, x, acc, True, ui, uj, -1)
             continue
-        om = np.empty(BLOCK)
-        op = np.empty(BLOCK)
-        dl = np.empty(BLOCK)
-        db = np.empty(BLOCK)
-        kp = np.empty(BLOCK)
-        al = np.empty(BLOCK)
+        om, op, dl, db, kp, al = recursion_buffers()
         trace = np.empty(0)
         for b in range(a if tri else r0, a + 1 if tri else r1):
             _exact_rows(g, b, xi, xj, ni, nj, ui, uj, True, tri, at_one, want_nngp, code,
