@@ -182,3 +182,48 @@ def test_fused_tile_off_the_sphere_against_mpmath(act):
     for i, j in pairs:
         want = float(naive.mp_theta_rows(act, X[i], X[j], 2, gw, gb, sw, sb, True, dps=30))
         assert abs(K[i, j] - want) <= 1e-13 * np.sqrt(d[i] * d[j]), (i, j)
+
+
+def test_one_blas_thread_across_threads():
+    """``common.threads.one_blas_thread`` (fresh-user finding): thread A enters, thread B
+    enters, A leaves first (and lives on), then B: BLAS is one thread inside for both and back
+    to its setting after; and the limit holds in a worker thread after the main thread has
+    used it (threadpoolctl lets only one thread set OpenBLAS's process-wide pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastntk.common.threads import one_blas_thread
+
+    before = _blas_threads()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list = []
+
+    def first():
+        with one_blas_thread():
+            seen.append(_blas_threads())
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second():
+        a_in.wait(10)
+        with one_blas_thread():
+            seen.append(_blas_threads())
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [[1] * len(before)] * 2 and _blas_threads() == before
+    with one_blas_thread():
+        pass
+
+    def in_worker():
+        with one_blas_thread():
+            return _blas_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(in_worker).result() == [1] * len(before)
+    assert _blas_threads() == before

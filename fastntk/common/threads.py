@@ -44,26 +44,43 @@ def blas_limits(threads: int | None):
     return threadpool_limits(limits=max(1, int(threads)), user_api="blas")
 
 
-_ONE_BLAS = {"depth": 0, "limiter": None, "controller": None}
+_ONE_BLAS: dict = {"depth": 0, "saved": None, "libraries": None}
 _ONE_BLAS_LOCK = threading.Lock()
+
+
+def _set_blas_threads(lib, threads: int) -> None:
+    """``lib.set_num_threads`` (a threadpoolctl library controller) from whichever thread:
+    threadpoolctl lets only one "controlling" thread set OpenBLAS's process-wide pool, so
+    that role is cleared before and after (callers hold ``_ONE_BLAS_LOCK``)."""
+    clear = getattr(type(lib), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+    lib.set_num_threads(threads)
+    if clear is not None:
+        clear(force=True)
 
 
 @contextlib.contextmanager
 def one_blas_thread():
     """Context manager: BLAS calls inside run on one thread, for BLAS called from Numba's own
-    threads (``kernels/tiles_cpu.gram_map_tile``).  One threadpoolctl controller, made once
-    (about 20 us a use, against 1 ms for :func:`blas_limits`, which looks the libraries up
-    every time; numpy's and scipy's BLAS are both loaded by then: Numba's ``np.dot`` is
-    scipy's).  Counted across threads: the first to enter sets the limit, the last to leave
-    restores the setting, so tiles on several threads never leave BLAS at one thread."""
+    threads (``kernels/tiles_cpu.gram_map_tile``: the same bits whatever the caller's BLAS
+    setting).  Counted across Python threads: the first to enter records every BLAS
+    library's thread count and sets 1, the last to leave restores the counts, whichever
+    threads those are (OpenBLAS's pool is process-wide).  The libraries are looked up once
+    (threadpoolctl), with numpy's and scipy's BLAS both loaded (Numba's ``np.dot`` is
+    scipy's); about 20 us a use."""
     with _ONE_BLAS_LOCK:
-        if _ONE_BLAS["controller"] is None:
+        if _ONE_BLAS["libraries"] is None:
             import scipy.linalg  # noqa: F401  (its BLAS serves Numba's np.dot)
             from threadpoolctl import ThreadpoolController
 
-            _ONE_BLAS["controller"] = ThreadpoolController()
+            _ONE_BLAS["libraries"] = [lib for lib in ThreadpoolController().lib_controllers
+                                      if lib.user_api == "blas"]
         if _ONE_BLAS["depth"] == 0:
-            _ONE_BLAS["limiter"] = _ONE_BLAS["controller"].limit(limits=1, user_api="blas")
+            saved = [(lib, lib.get_num_threads()) for lib in _ONE_BLAS["libraries"]]
+            for lib, _ in saved:
+                _set_blas_threads(lib, 1)
+            _ONE_BLAS["saved"] = saved
         _ONE_BLAS["depth"] += 1
     try:
         yield
@@ -71,8 +88,10 @@ def one_blas_thread():
         with _ONE_BLAS_LOCK:
             _ONE_BLAS["depth"] -= 1
             if _ONE_BLAS["depth"] == 0:
-                _ONE_BLAS["limiter"].restore_original_limits()
-                _ONE_BLAS["limiter"] = None
+                for lib, threads in _ONE_BLAS["saved"]:
+                    if threads is not None:
+                        _set_blas_threads(lib, threads)
+                _ONE_BLAS["saved"] = None
 
 
 def blas_threads() -> int:
