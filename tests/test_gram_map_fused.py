@@ -194,7 +194,7 @@ def test_one_blas_thread_across_threads():
     from fastntk.common.threads import one_blas_thread
 
     before = _blas_threads()
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    a_in, b_in, a_out, b_out = (threading.Event() for _ in range(4))
     seen: list = []
 
     def first():
@@ -203,6 +203,8 @@ def test_one_blas_thread_across_threads():
             a_in.set()
             b_in.wait(10)
         a_out.set()
+        b_out.wait(10)  # alive until B has left
+        seen.append(_blas_threads())
 
     def second():
         a_in.wait(10)
@@ -210,13 +212,14 @@ def test_one_blas_thread_across_threads():
             seen.append(_blas_threads())
             b_in.set()
             a_out.wait(10)
+        b_out.set()
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert seen == [[1] * len(before)] * 2 and _blas_threads() == before
+    assert seen == [[1] * len(before)] * 2 + [before] and _blas_threads() == before
     with one_blas_thread():
         pass
 
