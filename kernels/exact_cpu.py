@@ -142,8 +142,9 @@ def leaky_dual(a, q, delta, dbar):
     # the complement e(1) - e(c) = q (a delta + w (1 - k)); for a < 0 and c < 0 its two terms
     # cancel (abs, a = -1, is even: the complement vanishes at c = -1), so there it is the
     # same quantity written as q ((1 + a)^2 / 2 - a dbar - w k), every term small or positive
-    e_comp = q * ((0.5 * (1.0 + a) * (1.0 + a) - a * dbar - w * k) if (a < 0.0 and c < 0.0)
-                  else (a * delta + w * k_comp))
+    e_comp = q * (a * delta + w * k_comp)
+    if a < 0.0 and c < 0.0:
+        e_comp = q * (0.5 * (1.0 + a) * (1.0 + a) - a * dbar - w * k)
     ed = a + w * pmt * _INV_PI
     return e, e_comp, ed
 

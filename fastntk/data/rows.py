@@ -25,7 +25,9 @@ def check_rows(X, name: str = "X", normalize: bool = False) -> np.ndarray:
     ``ROW_RTOL`` are used as their projections onto the sphere on every path.
     ``normalize=True`` projects every row onto the sphere (a copy).  Raises ValueError naming
     the first offending row for NaN/inf entries, or, with ``normalize=True``, a zero row;
-    ValueError for an array that is not 2-D or is empty.
+    ValueError for an empty array or one of more than 2 dimensions.  A 1-D array is one row
+    (one point of d coordinates; ``predict`` refuses a 1-D ``X_train``, and the CLI any 1-D
+    file).
     """
     try:
         X = np.asarray(X, dtype=np.float64)
