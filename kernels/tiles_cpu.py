@@ -327,8 +327,11 @@ def max_abs_rho(g, xi, xj, tri, offset):
 
 @njit(cache=True)
 def _fix_row(g, i, m, xi, xj, ni, nj, ui, uj, rows, diag):
-    """g[i, :m] <- rho (1.0 exactly for duplicates and the diagonal); returns max |rho| < 1."""
+    """g[i, :m] <- rho (1.0 exactly for duplicates and the diagonal); returns (max |rho| < 1,
+    1.0 where two distinct rows' rho rounded to +-1 (1 -+ rho below half an ulp of 1), else
+    0.0)."""
     best = 0.0
+    rounded = 0.0
     u = ui[i]
     for j in range(m):
         if diag and j == i:
@@ -338,31 +341,39 @@ def _fix_row(g, i, m, xi, xj, ni, nj, ui, uj, rows, diag):
         if r > 1.0 - NEAR or r < -1.0 + NEAR:
             omr, opr = complements(r, i, j, xi, xj, ni, nj, rows)
             r = 1.0 if omr == 0.0 else (1.0 - omr if omr <= 1.0 else opr - 1.0)
+            if (omr > 0.0 and r >= 1.0) or (opr > 0.0 and r <= -1.0):
+                rounded = 1.0
         g[i, j] = r
         if r < 1.0:
             best = max(best, abs(r))
-    return best
+    return best, rounded
 
 
 @njit(cache=True, parallel=True)
 def fix_gram(g, xi, xj, rows, tri):
     """Turn the Gram block into correlations in place (divided by the norms, recomputed near
-    +-1); returns the largest |rho| below 1 (entries at exactly 1, duplicates and the
-    diagonal, are evaluated exactly)."""
+    +-1); returns (the largest |rho| below 1, whether two distinct rows' rho rounded to +-1:
+    their entries then hold the value at +-1, off by up to Theta(1) - Theta(1 - 2^-53) or its
+    twin at -1, which the caller adds to the bound).  Entries at exactly 1, duplicates and
+    the diagonal, are evaluated exactly."""
     n1, n2 = g.shape
     ni, nj, ui, uj = _norms(xi, xj, rows, tri, n1, n2)
     npair = (n1 + 1) // 2 if tri else n1
     best = np.zeros(max(npair, 1))
+    flags = np.zeros(max(npair, 1))
     for k in prange(npair):
         if tri:
-            b = _fix_row(g, k, k + 1, xi, xj, ni, nj, ui, uj, rows, True)
+            b, f = _fix_row(g, k, k + 1, xi, xj, ni, nj, ui, uj, rows, True)
             i2 = n1 - 1 - k
             if i2 != k:
-                b = max(b, _fix_row(g, i2, i2 + 1, xi, xj, ni, nj, ui, uj, rows, True))
+                b2, f2 = _fix_row(g, i2, i2 + 1, xi, xj, ni, nj, ui, uj, rows, True)
+                b = max(b, b2)
+                f = max(f, f2)
         else:
-            b = _fix_row(g, k, n2, xi, xj, ni, nj, ui, uj, rows, False)
+            b, f = _fix_row(g, k, n2, xi, xj, ni, nj, ui, uj, rows, False)
         best[k] = b
-    return min(best.max(), 1.0)
+        flags[k] = f
+    return min(best.max(), 1.0), flags.max() > 0.0
 
 
 @njit(cache=True)

@@ -28,7 +28,7 @@ from ..common.threads import one_blas_thread, parallel_section
 from ..data.rows import on_sphere
 from ..kernels import exact_cpu, offsphere_cpu, tiles_cpu
 from .radial import map_block_radial
-from .spec import TileSpec
+from .spec import TileSpec, tile_spec
 
 _NO_ROWS = np.empty((0, 1))
 _SCRATCH = threading.local()
@@ -93,10 +93,25 @@ def map_block(spec: TileSpec, g: np.ndarray, xi: np.ndarray | None, xj: np.ndarr
                                  spec.which == "nngp", *spec.recipe.args)
             bound = 0.0
         else:
-            r = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
+            r, rounded = tiles_cpu.fix_gram(g, xi, xj, rows, symmetric)
             coeffs, bound = spec.series_plan(r) if taylor else spec.tile_plan(r)
             tiles_cpu.horner_tile(g, coeffs, spec.at_one, symmetric)
+            if rounded:
+                bound += _rounding_to_one(spec)
     return bound
+
+
+def _rounding_to_one(spec: TileSpec) -> float:
+    """What a series tile's entry loses when two distinct rows' correlation rounds to +-1
+    (``tiles_cpu.fix_gram``): max(Theta(1) - Theta(1 - 2^-53), |Theta(-1 + 2^-53) -
+    Theta(-1)|) by the exact recursion, plus rounding, for activations with a closed form
+    (the ReLU family's sqrt(1 -+ rho) singularities make it about 1e-8 Theta(1)); for the
+    others Theta is smooth at +-1 and the tables' rounding allowance covers 2^-53 Theta'."""
+    if not spec.net.has_exact:
+        return 0.0
+    exact = tile_spec(spec.net, "exact", spec.tol, spec.which)
+    v, _ = values(exact, np.array([1.0 - 2.0**-53, 1.0, -1.0, -1.0 + 2.0**-53]))
+    return max(v[1] - v[0], abs(v[3] - v[2])) + 8.0 * np.finfo(float).eps * abs(spec.at_one)
 
 
 def _tables(recipe, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,28 @@
+"""Series tiles (method "series") whose rows include two distinct rows with a correlation that
+rounds to exactly 1 (fresh-user finding): the entry holds Theta(1), off by up to
+Theta(1) - Theta(1 - 2^-53), about 1e-8 Theta(1) for the ReLU family (a sqrt(1 - rho)
+singularity), and the tile's bound must cover it (``tiles_cpu.fix_gram`` flags such pairs,
+``tiles.cpu._rounding_to_one`` adds the difference).  Oracle: the exact recursion's tile
+(itself tested against mpmath in tests/test_tiles.py and tests/test_contract.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastntk
+from fastntk.tiles.dispatch import theta_tile
+
+
+@pytest.mark.parametrize("act", ["relu", "abs", "erf"])
+@pytest.mark.parametrize("n", [5, 300])
+def test_series_bound_covers_a_correlation_rounded_to_one(act, n):
+    X = fastntk.uniform_sphere(n, 64, seed=1)
+    X[1] = X[0] + 1e-8 * X[2]
+    X[1] /= np.linalg.norm(X[1])
+    net = fastntk.NTK(act, 3)
+    K, bound = theta_tile(net, X, method="series", return_bound=True)
+    E = theta_tile(net, X, method="exact")
+    assert np.abs(K - E).max() <= bound
+    if act != "erf":  # the ReLU family: the rounded pair is really off
+        assert abs(K[0, 1] - E[0, 1]) > 1e-10
