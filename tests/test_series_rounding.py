@@ -26,3 +26,13 @@ def test_series_bound_covers_a_correlation_rounded_to_one(act, n):
     assert np.abs(K - E).max() <= bound
     if act != "erf":  # the ReLU family: the rounded pair is really off
         assert abs(K[0, 1] - E[0, 1]) > 1e-10
+
+
+def test_infinite_tol_and_complex_rows_are_refused():
+    """Fresh-user findings: tol = inf reached an OverflowError inside the series tables, and
+    complex rows lost their imaginary parts with only numpy's ComplexWarning."""
+    X = fastntk.uniform_sphere(5, 4, seed=0)
+    with pytest.raises(ValueError, match="finite number > 0"):
+        theta_tile(fastntk.NTK("tanh", 2), X, tol=np.inf)
+    with pytest.raises(ValueError, match="real numbers"):
+        fastntk.NTK("relu", 2).kernel(X.astype(complex))

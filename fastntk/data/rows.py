@@ -29,6 +29,8 @@ def check_rows(X, name: str = "X", normalize: bool = False) -> np.ndarray:
     (one point of d coordinates; ``predict`` refuses a 1-D ``X_train``, and the CLI any 1-D
     file).
     """
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name} must be real numbers, got complex ones")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:  # strings, ragged lists, objects

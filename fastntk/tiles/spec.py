@@ -221,8 +221,8 @@ def tile_spec(net: NTK, method: str = "auto", tol: float = TILE_TOL,
     if not isinstance(net, NTK):
         raise TypeError(f"expected an fastntk.NTK, got {type(net).__name__}")
     tol = float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol!r}")
+    if not 0 < tol < float("inf"):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
     resolved = resolve_method(net, method)
     return _build(net, resolved, tol, check_which(which), method == "auto")
 
