@@ -230,3 +230,21 @@ def test_one_blas_thread_across_threads():
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(in_worker).result() == [1] * len(before)
     assert _blas_threads() == before
+
+
+def test_blas_restored_after_a_pass_and_tiles_on_two_threads():
+    """Fresh-user finding: ``top_eigenvalues`` (its passes under ``blas_limits(1)``) on one
+    thread and ``net.kernel`` on another left BLAS at one thread; both limits now share one
+    count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = fastntk.NTK("relu", 3)
+    X = _rows(400, 16, 10)
+    Xb = _rows(900, 16, 11)
+    before = _blas_threads()
+    with ThreadPoolExecutor(2) as pool:
+        a = pool.submit(lambda: [net.kernel(X) for _ in range(10)])
+        b = pool.submit(fastntk.top_eigenvalues, net, Xb, 3)
+        a.result()
+        b.result()
+    assert _blas_threads() == before

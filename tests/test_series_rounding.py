@@ -36,3 +36,19 @@ def test_infinite_tol_and_complex_rows_are_refused():
         theta_tile(fastntk.NTK("tanh", 2), X, tol=np.inf)
     with pytest.raises(ValueError, match="real numbers"):
         fastntk.NTK("relu", 2).kernel(X.astype(complex))
+
+
+def test_a_tile_certified_beyond_tol_warns():
+    """Fresh-user finding: unit-row series tiles whose bound exceeds tol Theta(1) (here tanh
+    at gamma_w = 10 with an antipodal pair: 1.35e-6 against the quadrature) returned their
+    values silently; they now warn.  Ordinary tiles do not."""
+    import warnings
+
+    X = fastntk.uniform_sphere(200, 8, seed=0)
+    X[1] = -X[0]
+    with pytest.warns(RuntimeWarning, match="exceeds tol"):
+        fastntk.NTK("tanh", 1, gamma_w=10.0).kernel(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastntk.NTK("tanh", 2).kernel(fastntk.uniform_sphere(200, 8, seed=1))
+        fastntk.NTK("relu", 3).kernel(X)

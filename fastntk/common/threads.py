@@ -36,9 +36,13 @@ _layer: str | None = None
 
 def blas_limits(threads: int | None):
     """Context manager: BLAS calls inside run on ``threads`` threads (threadpoolctl);
-    ``None`` leaves the BLAS setting alone."""
+    ``None`` leaves the BLAS setting alone.  One thread goes through :func:`one_blas_thread`,
+    counted across Python threads with the tiles' own limit, so that a pass on one thread
+    and a tile on another restore the setting they found, whichever leaves last."""
     if threads is None:
         return contextlib.nullcontext()
+    if int(threads) <= 1:
+        return one_blas_thread()
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=max(1, int(threads)), user_api="blas")

@@ -26,12 +26,14 @@ own layer variances (docs/math.md section 11; ``fastntk.tiles.cpu.map_block``).
 
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
 
 import numpy as np
 
 from ..common.defaults import TILE_TOL
 from ..common.threads import numba_threads
+from ..data.rows import on_sphere
 from . import cpu
 from .spec import METHODS, WHICH, TileSpec, check_which, resolve_method, tile_spec
 
@@ -103,7 +105,26 @@ def theta_tile(net, Xi, Xj=None, method: str = "auto", tol: float = TILE_TOL,
     be = backend(device)
     with numba_threads(threads):
         g, bound = be.tile(spec, Xi, Xj, reuse=reuse)
+    _warn_beyond_tol(spec, bound, Xi, Xj)
     return (g, bound) if return_bound else g
+
+
+def _warn_beyond_tol(spec: TileSpec, bound: float, Xi: np.ndarray, Xj) -> None:
+    """A RuntimeWarning where a tile of unit rows is certified only beyond ``tol`` Theta(1):
+    its series cannot reach tol at its largest |rho| (near-duplicate or antipodal rows, a
+    kinked callable, a large input scale), so its values hold to the bound, not to tol.
+    (Rows off the sphere are refused instead: ``fastntk.tiles.radial.certified_radial``.)"""
+    limit = spec.tol * abs(spec.at_one)
+    if not bound > limit * (1.0 + 1e-9):
+        return
+    if not (on_sphere(Xi) and (Xj is None or on_sphere(Xj))):
+        return
+    warnings.warn(
+        f"fastntk: this tile's certified bound {bound:.3g} exceeds tol Theta(1) = "
+        f"{limit:.3g}: its series does not reach tol at its largest |rho| (near-duplicate "
+        "or antipodal rows, a kinked activation, a large input scale); its values hold to "
+        "the bound only.  Use method='exact' (closed forms), a larger tol, or drop "
+        "near-duplicate rows (docs/math.md section 5)", RuntimeWarning, stacklevel=3)
 
 
 def theta_tile_matvec(net, Xi, Xj, V, method: str = "auto", tol: float = TILE_TOL,
