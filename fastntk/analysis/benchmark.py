@@ -39,6 +39,7 @@ from ..common.checks import available_memory, check_count, check_fits
 from ..common.defaults import BENCH_COLUMNS, BENCH_D, BENCH_N, BENCH_REPEATS
 from ..common.threads import blas_limits, numba_threads, threading_layer
 from ..data.builtin import uniform_sphere
+from ..kernels import tiles_cpu
 from ..network.ntk import NTK
 from ..spectrum.eigen import assemble_kernel
 from ..spectrum.operators import TileOperator
@@ -48,8 +49,10 @@ from ..tiles.dispatch import backend, theta_tile, tile_spec
 __all__ = ["best_time", "blas_hint", "clock_ghz", "gpu_vs_cpu", "kernel_vs_gram",
            "machine_info", "map_cost", "pass_vs_assembly", "run_benchmark", "usable_cores"]
 
-#: Rows of the warm-up call that compiles the kernels before anything is timed.
-WARMUP_ROWS = 8
+#: Rows of the warm-up call that compiles the kernels before anything is timed: 257, so that
+#: the warm-up's tiles take the fused kernels of tiles over 128 rows
+#: (``tiles_cpu.gram_map_tile``), which a smaller one left to compile in the first timed call.
+WARMUP_ROWS = 2 * tiles_cpu.TRI + 1
 #: Dense n x n float64 matrices alive at once at the peak of :func:`run_benchmark` (the Gram
 #: block being mapped and its pristine copy; K and the Gram of the kernel figure).
 _DENSE_MATRICES = 2
@@ -189,16 +192,18 @@ def blas_hint(machine: dict) -> str | None:
               and str(lib.get("architecture") or "").lower() in _OPENBLAS_NARROW]
     if not narrow:
         return None
-    versions = ", ".join(dict.fromkeys(str(v) for v, _ in narrow))
-    archs = dict.fromkeys(a for _, a in narrow)
+    found = sorted(set(str(v) for v, _ in narrow))  # the same words whatever the load order
+    versions = " and ".join(found)
+    runs = "run their" if len(found) > 1 else "runs its"
+    archs = sorted(set(a for _, a in narrow))
     kernels = " and ".join(f"{a} ({_OPENBLAS_NARROW[a.lower()]})" for a in archs)
     chosen = os.environ.get("OPENBLAS_CORETYPE")
     if chosen:
-        return (f"OpenBLAS {versions} runs its {kernels} kernels, as OPENBLAS_CORETYPE={chosen} "
+        return (f"OpenBLAS {versions} {runs} {kernels} kernels, as OPENBLAS_CORETYPE={chosen} "
                 "in the environment asks, but this CPU has AVX-512: without that setting (or "
                 "with OPENBLAS_CORETYPE=SkylakeX) OpenBLAS may run its AVX-512 kernels; "
                 "measure both")
-    return (f"OpenBLAS {versions} runs its {kernels} kernels but this CPU has AVX-512; "
+    return (f"OpenBLAS {versions} {runs} {kernels} kernels but this CPU has AVX-512; "
             "OPENBLAS_CORETYPE=SkylakeX, set before Python starts, selects its AVX-512 "
             "kernels: measure both (on AMD Zen 5, OpenBLAS <= 0.3.31 may misdetect the CPU, "
             "OpenBLAS issue #6029)")
