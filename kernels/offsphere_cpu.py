@@ -22,6 +22,7 @@ from .tiles_cpu import (
     BLOCK,
     NEAR,
     TRI,
+    block_order,
     correlation,
     gram_rows,
     recursion_buffers,
@@ -147,15 +148,14 @@ def gram_offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2
                         work):
     """:func:`offsphere_tile` with the Gram fused in, as ``tiles_cpu.gram_map_tile``: row
     blocks of TRI rows in parallel, each formed by BLAS on its Numba thread (the caller holds
-    BLAS to one thread; ``work[t]``: thread t's buffer, GRAM_PIECE x columns of a
-    symmetric tile)
+    BLAS to one thread; ``work[t]``: thread t's buffer, TRI x columns of a symmetric tile)
     and mapped while it is in cache."""
     n1 = g.shape[0]
     ui = inverse_norms(row_norms(xi))
     uj = ui if tri else inverse_norms(row_norms(xj))
     nrb = -(-n1 // TRI)
     for t in prange(nrb):
-        a = t // 2 if t % 2 == 0 else nrb - 1 - t // 2  # short and long blocks alternate
+        a = block_order(t, nrb)
         gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
         om, op, dl, db, kp, al = recursion_buffers()
         r0 = a * TRI

@@ -160,7 +160,7 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
         til = ti[ll, :, :, i]
         for jj in range(nb):
             m = need[jj]
-            rnd = 2.0 * (min(2 ** (m + 3), T1) + 2) * EPS
+            rnd = 2.0 * (tk[jj] + 3) * EPS  # tk + 1 terms (the degree's), plus 2
             ry = fry[jj]
             sdy = fsy[jj]
             ac = abs(c[jj])

@@ -302,6 +302,14 @@ def _max_rows(g, k, rows, ui, uj, tri, offset, buf):
     return b
 
 
+@njit(cache=True)
+def _bits_to_rho(bits):
+    """The double whose int64 bit pattern is ``bits`` (``_bits_max``'s result), at most 1."""
+    out = np.empty(1)
+    out.view(np.int64)[0] = bits
+    return min(out[0], 1.0)
+
+
 @njit(cache=True, parallel=True)
 def max_abs_rho(g, xi, xj, tri, offset):
     """The largest |G_ij| / (|x_i| |x_j|) of a Gram block, g unchanged: a cheap pass (no
@@ -320,9 +328,7 @@ def max_abs_rho(g, xi, xj, tri, offset):
         k2 = ngroups - 1 - k
         if k2 != k:
             best[k2] = _max_rows(g, k2, rows, ui, uj, tri, offset, buf)
-    out = np.empty(1)
-    out.view(np.int64)[0] = best.max()
-    return min(out[0], 1.0)
+    return _bits_to_rho(best.max())
 
 
 @njit(cache=True)
@@ -462,35 +468,35 @@ def horner_gram_tile(g, xi, xj, tri, offset, coeffs, at_one):
 
 
 # ------------------------------------------------------------ Gram and map fused
-GRAM_PIECE = 128  # rows per BLAS call of a symmetric row block (its buffer: 128 x columns)
+@njit(cache=True, inline="always")
+def block_order(t, nrb):
+    """The row block that iteration ``t`` of a prange over ``nrb`` blocks of a tile handles:
+    both ends inwards (0, nrb - 1, 1, nrb - 2, ...), so that prange's contiguous chunks give
+    each thread short and long rows of a triangle alike."""
+    return t // 2 if t % 2 == 0 else nrb - 1 - t // 2
 
 
 @njit(cache=True)
 def gram_rows(g, a, xi, xj, tri, work):
     """The Gram rows of row block ``a`` (TRI rows; columns 0..i of a symmetric tile's row i,
     all of a rectangular one) into g, by BLAS (``np.dot``) on this thread: straight into g's
-    rows where they are contiguous, else GRAM_PIECE rows at a time through this thread's
-    ``work`` buffer (GRAM_PIECE x columns)."""
+    rows where they are contiguous, else through this thread's ``work`` buffer (TRI x
+    columns)."""
     r0 = a * TRI
     r1 = min(r0 + TRI, g.shape[0])
     if not tri:
         np.dot(xi[r0:r1], xj.T, g[r0:r1])
         return
-    for p0 in range(r0, r1, GRAM_PIECE):
-        p1 = min(p0 + GRAM_PIECE, r1)
-        blk = work[:(p1 - p0) * p1].reshape((p1 - p0, p1))
-        np.dot(xi[p0:p1], xi[:p1].T, blk)
-        for i in range(p0, p1):
-            g[i, :p1] = blk[i - p0]
+    blk = work[:(r1 - r0) * r1].reshape((r1 - r0, r1))
+    np.dot(xi[r0:r1], xi[:r1].T, blk)
+    for i in range(r0, r1):
+        g[i, :r1] = blk[i - r0]
 
 
 @njit(cache=True)
 def _block_max(g, a, ui, uj, tri, buf):
     """The largest off-diagonal |rho| of row block ``a`` (TRI rows) of a Gram block."""
-    bits = _max_rows(g, a, TRI, ui, uj, tri, -1, buf)
-    out = np.empty(1)
-    out.view(np.int64)[0] = bits
-    return min(out[0], 1.0)
+    return _bits_to_rho(_max_rows(g, a, TRI, ui, uj, tri, -1, buf))
 
 
 @njit(cache=True, parallel=True)
@@ -503,14 +509,14 @@ def gram_map_tile(g, xi, xj, tri, plans, plan_len, reach, at_one, want_nngp, cod
     k = ceil(64 r) (``fastntk.tiles.economized.bucket``; r the block's largest off-diagonal
     |rho|), where r <= ``reach`` and that table exists (plan_len[k] > 0), else the exact
     recursion (recipe arguments ``code .. q``).  A symmetric block writes its mirror into
-    the upper triangle as it goes.  ``work[t]``: thread t's buffer (GRAM_PIECE x columns);
+    the upper triangle as it goes.  ``work[t]``: thread t's buffer (TRI x columns);
     ``used[a]`` <- the bucket that block ``a`` used, 0 for the recursion."""
     n1, n2 = g.shape
     ni, nj, ui, uj = _norms(xi, xj, True, tri, n1, n2)
     nrb = -(-n1 // TRI)
     grid = plan_len.shape[0] - 1
     for t in prange(nrb):
-        a = t // 2 if t % 2 == 0 else nrb - 1 - t // 2  # short and long blocks alternate
+        a = block_order(t, nrb)
         gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
         x = np.empty(BLOCK)
         acc = np.empty(BLOCK)

@@ -130,9 +130,10 @@ def _tables(recipe, x: np.ndarray) -> np.ndarray:
     return t
 
 
-def _checked_tables(recipe, xi: np.ndarray, xj: np.ndarray, symmetric: bool) -> np.ndarray:
-    """The tables of the rows ``xi`` (:func:`_tables`), once the tables of both row blocks
-    are known to fit in ``COEFFICIENT_MEMORY``."""
+def _checked_tables(recipe, xi: np.ndarray, xj: np.ndarray,
+                    symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The tables (:func:`_tables`) of the rows ``xi`` and ``xj`` (the same array when
+    ``symmetric``), once both are known to fit in ``COEFFICIENT_MEMORY``."""
     rows = xi.shape[0] + (0 if symmetric else xj.shape[0])
     need = 8 * rows * exact_cpu.table_layout(len(recipe.sb2))["height"]
     if need > COEFFICIENT_MEMORY:
@@ -141,7 +142,8 @@ def _checked_tables(recipe, xi: np.ndarray, xj: np.ndarray, symmetric: bool) -> 
             f"{need / 2**30:.3g} GiB (9 L + 9 doubles per row), more than the "
             f"{COEFFICIENT_MEMORY / 2**30:g} GiB allowed: use smaller blocks (chunks, tile) or "
             "fewer hidden layers, or project the rows (normalize=True)")
-    return _tables(recipe, xi)
+    ti = _tables(recipe, xi)
+    return ti, (ti if symmetric else _tables(recipe, xj))
 
 
 def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
@@ -152,8 +154,7 @@ def _map_any_norm(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray,
     if not spec.net.has_exact:
         return map_block_radial(spec, g, xi, xj, symmetric)
     recipe = spec.net.recipe  # (a "series" spec of a closed form: its recursion off the sphere)
-    ti = _checked_tables(recipe, xi, xj, symmetric)
-    tj = ti if symmetric else _tables(recipe, xj)
+    ti, tj = _checked_tables(recipe, xi, xj, symmetric)
     with parallel_section():
         offsphere_cpu.offsphere_tile(g, xi, xj, symmetric, spec.which == "nngp", ti, tj,
                                      *recipe.args[:6])
@@ -199,12 +200,11 @@ def _gram_map(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarray | No
 
     tri = xj is None
     xjv = xi if tri else xj
-    shape = (numba.config.NUMBA_NUM_THREADS, tiles_cpu.GRAM_PIECE * (g.shape[1] if tri else 0) + 1)
+    shape = (numba.config.NUMBA_NUM_THREADS, tiles_cpu.TRI * (g.shape[1] if tri else 0) + 1)
     work = scratch(shape, "gram-map") if reuse else np.empty(shape)
     if not unit:
         recipe = spec.net.recipe
-        ti = _checked_tables(recipe, xi, xjv, tri)
-        tj = ti if tri else _tables(recipe, xjv)
+        ti, tj = _checked_tables(recipe, xi, xjv, tri)
         with one_blas_thread(), parallel_section():
             offsphere_cpu.gram_offsphere_tile(g, xi, xjv, tri, spec.which == "nngp", ti, tj,
                                               *recipe.args[:6], work)
