@@ -56,14 +56,16 @@ def half_distance(x, y, ux, uy, sign):
 def init_block(g, i, j0, nb, xi, xj, ui, uj, diag, om, op):
     """om, op <- 1 - rho, 1 + rho for g[i, j0:j0+nb], recomputed from the rows
     (``half_distance``) where |rho| > 1 - NEAR; the diagonal of a symmetric tile 0, 2."""
-    near = 0.0
     u = ui[i]
-    for jj in range(nb):  # vectorised
-        r = correlation(g[i, j0 + jj], u, uj[j0 + jj])
+    seg = g[i, j0:j0 + nb]
+    ujs = uj[j0:j0 + nb]
+    near = 0
+    for jj in range(nb):  # vectorised (slices indexed from 0, an integer count)
+        r = correlation(seg[jj], u, ujs[jj])
         om[jj] = 1.0 - r
         op[jj] = 1.0 + r
-        near = max(near, abs(r))
-    if near > 1.0 - NEAR:  # rare: recompute only the entries near +-1 (not the diagonal)
+        near += abs(r) > 1.0 - NEAR
+    if near:  # rare: recompute only the entries near +-1 (not the diagonal)
         for jj in range(nb):
             j = j0 + jj
             r = 1.0 - om[jj]
@@ -94,12 +96,14 @@ def _chunk(g, i, j0, nb, xi, xj, ui, uj, diag, mirror, want_nngp, ti, tj,
     at_one = ti[top - 1 if want_nngp else top - 2, i]
     nrm = top - 3
     nx = ti[nrm, i]
+    seg = g[i, j0:j0 + nb]
+    nys = tj[nrm, j0:j0 + nb]
     for jj in range(nb):  # branch-free select: vectorised
-        dup = ((om[jj] == 0.0) | (nx == 0.0)) & (tj[nrm, j0 + jj] == nx)  # zero rows too
-        g[i, j0 + jj] = at_one if dup else val[jj]
+        dup = ((om[jj] == 0.0) | (nx == 0.0)) & (nys[jj] == nx)  # zero rows too
+        seg[jj] = at_one if dup else val[jj]
     if mirror:
         for jj in range(nb):
-            g[j0 + jj, i] = g[i, j0 + jj]
+            g[j0 + jj, i] = seg[jj]
 
 
 @njit(cache=True)
