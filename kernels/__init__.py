@@ -3,7 +3,8 @@
 ``codes``       the codes of the closed-form dual activations (shared with
                 ``fastntk.network.activations``).
 ``series_cpu``  power-series algebra: truncated products, re-centred compositions, the
-                ReLU-family series ODEs (docs/math.md section 3).
+                ReLU-family series ODEs (docs/math.md section 3), and the Hermite projection
+                of quadrature rows, rows in parallel (section 2).
 ``exact_cpu``   closed-form dual activations and the layer recursion written once
                 (``first_layer``, ``layer_update``, ``exact_block``), carrying 1 - rho and
                 1 + rho without cancellation (docs/math.md section 4).
@@ -18,7 +19,8 @@
 ``sphere_cpu``  Funk-Hecke quadrature on the sphere: orthonormal Gegenbauer recurrence in
                 double-double arithmetic with compensated sums (docs/math.md section 8).
 ``radial_cpu``  series activations for rows of any norm: Horner over per-row radial factors
-                with a bound per entry (docs/math.md section 11.1).
+                with a bound per entry, each row's degree its own (docs/math.md section
+                11.1).
 ``gershgorin_cpu``  certified Gershgorin sums of Hadamard powers of the correlation matrix,
                 tile by tile (the least-eigenvalue bound, docs/math.md section 7).
 """

@@ -51,14 +51,54 @@ F_EQ = 5     # relative error of F_Q (quadrature of the moments)
 F_ED = 6     # slot 0: absolute error bound of the NTK diagonal, slot 1: of the NNGP's
 F_NORM = 7   # slot 0: |x| as the network sees it (1 within ROW_RTOL), slot 1: |x| itself
 NFIELDS = 8
+#: Cost of a Horner step of one gathered entry against one contiguous (vectorised) entry step
+GATHER = 8.0
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _horner_top(ci, cj, ll, i, j0, nb, tk, c, ae, ad, hi, NC, T1):
+    """The bulk degree kb of a chunk's Horner sums, and the terms above it: kb is the
+    candidate degree min(2^(m+3), T1) - 1 that minimises about nb (kb + 1) contiguous steps
+    plus GATHER times the steps of the entries above kb; those entries (indices into
+    ``hi``) run their terms tk[jj]..kb + 1 here in the same form as the contiguous loop (a
+    select of the product, then one multiply-add), so each entry's value is the same
+    whichever chunk it is in."""
+    kb = -1
+    best = math.inf
+    for m in range(NC):
+        d = min(2 ** (m + 3), T1) - 1
+        cost = nb * (d + 1.0)
+        for jj in range(nb):
+            cost += GATHER * max(tk[jj] - d, 0)
+        if cost < best:
+            best = cost
+            kb = d
+    nh = 0
+    top = kb
+    for jj in range(nb):
+        if tk[jj] > kb:
+            hi[nh] = jj
+            nh += 1
+            top = max(top, tk[jj])
+    for k in range(top, kb, -1):
+        mx = ci[ll, 0, k, i]
+        dx = ci[ll, 1, k, i]
+        for h in range(nh):
+            jj = hi[h]
+            on = k <= tk[jj]
+            ae[jj] = ae[jj] * c[jj] + (mx * cj[ll, 0, k, j0 + jj] if on else 0.0)
+            ad[jj] = ad[jj] * c[jj] + (dx * cj[ll, 1, k, j0 + jj] if on else 0.0)
+    return kb
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
-                  want_nngp, share, c, s, th, es, et, ae, ad, pw, pws, need, tk, dup, res):
+                  want_nngp, share, c, s, th, es, et, ae, ad, pw, pws, need, tk, dup, hi, sh,
+                  res, cshort):
     """g[i, j0:j0+nb] <- the kernel of rows i, j by the radial series; ``res`` (running per
     row): the largest absolute bound, the largest bound / sqrt(diag_i diag_j), its column,
-    and 1 when some layer needed more terms than the tables hold."""
+    and 1 when some layer needed more terms than the tables hold (``cshort``: the tile's
+    columns, 1 at such an entry's column)."""
     L = ci.shape[0]
     NC = ti.shape[2]
     ni = fi[F_NORM, 1]  # the rows' own norms: their correlation
@@ -107,6 +147,7 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
             pw[jj] = a * a
             pws[jj] = 0.0
             need[jj] = 0 if dup[jj] else NC
+            sh[jj] = 0
         fry = fj[F_R, ll, j0:j0 + nb]  # slices indexed from 0: the entry loops vectorise
         fsy = fj[F_SD, ll, j0:j0 + nb]
         tjl = tj[ll, :, :, j0:j0 + nb]
@@ -124,22 +165,27 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
                 first = (need[jj] == NC) & (ok | last)
                 need[jj] = m if first else need[jj]
                 pws[jj] = p if first else pws[jj]
-                short += first & (not ok)
+                miss = first & (not ok)
+                sh[jj] = 1 if miss else sh[jj]
+                short += miss
                 pw[jj] = p * p
-        if short:  # some entry ran out of terms
+        if short:  # some entry ran out of terms: flag its row and its column
             res[3] = 1.0
-        # Horner's rule from the chunk's highest degree down, every entry at once over
-        # contiguous slices (vectorised): an entry's coefficients above its own degree
-        # tk[jj] are zero, so its accumulators stay exactly 0 until its degree is reached and
-        # it gets the same operations as its own Horner sum
-        mtop = 0
+            for jj in range(nb):
+                if sh[jj]:
+                    cshort[j0 + jj] = 1.0  # (only ever 1.0 is written: threads may share j)
+        # Horner's rule, every entry at once over contiguous slices (vectorised): an
+        # entry's coefficients above its own degree tk[jj] are zero, so its accumulators
+        # stay exactly 0 until its degree is reached and it gets the same operations as its
+        # own Horner sum.  The few entries above the bulk degree kb (near pairs: high
+        # degrees) run their top terms first, gathered (``_horner_top``), so one of them
+        # does not make the whole chunk run to its degree
         for jj in range(nb):
-            m = need[jj]
-            mtop = max(mtop, m)
-            tk[jj] = min(2 ** (m + 3), T1) - 1
+            tk[jj] = min(2 ** (need[jj] + 3), T1) - 1
             ae[jj] = 0.0
             ad[jj] = 0.0
-        for k in range(min(2 ** (mtop + 3), T1) - 1, -1, -1):
+        kb = _horner_top(ci, cj, ll, i, j0, nb, tk, c, ae, ad, hi, NC, T1)
+        for k in range(kb, -1, -1):
             mx = ci[ll, 0, k, i]
             dx = ci[ll, 1, k, i]
             cm = cj[ll, 0, k, j0:j0 + nb]
@@ -219,7 +265,7 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
 
 @njit(cache=True)
 def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp,
-                share, out):
+                share, out, cshort):
     """Row i of the tile: columns 0..i of a symmetric tile (mirrored), all of a rectangular one."""
     c = np.empty(BLOCK)
     s = np.empty(BLOCK)
@@ -232,6 +278,8 @@ def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, w
     pws = np.empty(BLOCK)
     need = np.empty(BLOCK, dtype=np.int64)
     tk = np.empty(BLOCK, dtype=np.int64)
+    hi = np.empty(BLOCK, dtype=np.int64)
+    sh = np.empty(BLOCK, dtype=np.int64)
     dup = np.empty(BLOCK, dtype=np.bool_)
     res = np.zeros(4)
     res[2] = -1.0
@@ -239,7 +287,7 @@ def _radial_row(g, i, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, w
     for j0 in range(0, m, BLOCK):
         _radial_chunk(g, i, j0, min(BLOCK, m - j0), xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj,
                       ti, tj, fi, fj, want_nngp, share, c, s, th, es, et, ae, ad, pw, pws,
-                      need, tk, dup, res)
+                      need, tk, dup, hi, sh, res, cshort)
     for f in range(4):
         out[i, f] = res[f]
 
@@ -252,16 +300,19 @@ def radial_tile(g, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want
     layer, uses the shortest candidate degree 2^m - 1 (m >= 3) of
     the tables whose truncation bound is below ``share`` R(x) R(y) (``ti``,
     ``tj``: square roots of the tails at those degrees, shape (L, 2, candidates, rows)).
-    Returns ``out`` of shape (rows, 4): per row i the largest absolute bound, the largest
-    bound relative to sqrt(diag_i diag_j), the column where it is reached, and 1 where an
-    entry needed more terms than the tables hold."""
+    Returns ``(out, cshort)``: ``out`` of shape (rows, 4), per row i the largest absolute
+    bound, the largest bound relative to sqrt(diag_i diag_j), the column where it is
+    reached, and 1 where an entry of row i needed more terms than the tables hold (a row's
+    tables may stop below the others': tails beyond its degree are inf); ``cshort`` of
+    shape (columns,), 1 where an entry of column j did."""
     n1 = g.shape[0]
     out = np.zeros((n1, 4))
+    cshort = np.zeros(g.shape[1])
     npair = (n1 + 1) // 2 if tri else n1
     for k in prange(npair):
         _radial_row(g, k, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp,
-                    share, out)
+                    share, out, cshort)
         if tri and n1 - 1 - k != k:
             _radial_row(g, n1 - 1 - k, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi,
-                        fj, want_nngp, share, out)
-    return out
+                        fj, want_nngp, share, out, cshort)
+    return out, cshort

@@ -95,7 +95,8 @@ def device_functions():
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))
     corr = _device(t.correlation)
-    radial = _device(radial_cpu._radial_chunk, correlation=corr, complements=comp)
+    radial = _device(radial_cpu._radial_chunk, correlation=corr, complements=comp,
+                     _horner_top=_device(radial_cpu._horner_top))
     return types.SimpleNamespace(exact_block=block, offsphere_block=offsphere,
                                  half_distance=_device(offsphere_cpu.half_distance),
                                  complements=comp, correlation=corr,
@@ -298,6 +299,9 @@ def kernels(tpb: int):
         pws = cuda.local.array(1, float64)
         need = cuda.local.array(1, int64)
         tk = cuda.local.array(1, int64)
+        hi = cuda.local.array(1, int64)
+        sh = cuda.local.array(1, int64)
+        short = cuda.local.array(1, float64)  # the column flag (res[2] here says it)
         dup = cuda.local.array(1, boolean)
         r = cuda.local.array(4, float64)
         r[0] = 0.0
@@ -308,7 +312,7 @@ def kernels(tpb: int):
         radial_chunk(g, 0, 0, 1, xi[i:i + 1], xj[j:j + 1], diag and i == j, gw2, gb2, sw2, sb2,
               ci[:, :, :, i:i + 1], cj[:, :, :, j:j + 1], ti[:, :, :, i:i + 1],
               tj[:, :, :, j:j + 1], fi[:, :, i:i + 1], fj[:, :, j:j + 1], want_nngp, share,
-              c, s, th, es, et, ae, ad, pw, pws, need, tk, dup, r)
+              c, s, th, es, et, ae, ad, pw, pws, need, tk, dup, hi, sh, r, short)
         b = r[0]
         rel = r[1]
         if r[2] < 0.0:  # the bound was not > 0: NaN (every term of a bound is positive)

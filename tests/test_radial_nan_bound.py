@@ -18,6 +18,7 @@ def test_nan_bound_refuses_the_tile(monkeypatch):
     X = rng.standard_normal((6, 4)) * np.array([[0.5], [1.0], [2.0], [0.7], [1.5], [3.0]])
     good = theta_tile(net, X)  # certified as is
     assert np.all(np.isfinite(good))
+    radial.clear_tables()  # the tiles' kept tables and degrees: built again, poisoned
     real = radial.row_tables
 
     def poisoned(*args, **kw):

@@ -57,3 +57,8 @@ PREDICT_TOL = 1e-10
 #: quadrature), and the largest degree tried before the tile is refused with the pair named.
 RADIAL_MIN_DEGREE = 127
 RADIAL_MAX_DEGREE = 2047
+#: Bytes of per-row-block radial tables kept between tiles (``fastntk.tiles.radial``): a row
+#: block is met again by its other tiles and by every pass of a matrix-free solve (a block
+#: of 1,800 rows, L = 3, at degree 2047 takes 0.2 GiB); least recently used blocks leave
+#: first, a block larger than half of this is not kept, and ``clear_tables()`` drops them.
+RADIAL_TABLE_MEMORY = 2 * 2**30

@@ -23,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import integrate, special
 
+from ..common.threads import parallel_section
 from ..kernels import series_cpu
 
 SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -248,6 +249,29 @@ def _composite(edges: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return (mid[:, None] + half[:, None] * x).ravel(), (half[:, None] * w).ravel()
 
 
+def _panel_rows(edges: list[np.ndarray], m: int) -> tuple[np.ndarray, ...]:
+    """:func:`_composite` of every edge array at once, one row each: (Z, W, counts), Z and
+    W (rows x n) the nodes and weights of row r in its first counts[r] entries and zeros
+    after them (n = max counts), counts (rows,) int64.  Element by element the values of
+    :func:`_composite` (the same bits)."""
+    x, w = _gauss_legendre(m)
+    sizes = np.array([len(e) for e in edges], dtype=np.int64)
+    counts = np.maximum(sizes - 1, 0) * m
+    e = np.concatenate(edges)
+    inside = np.ones(max(len(e) - 1, 0), dtype=bool)
+    inside[np.cumsum(sizes)[:-1] - 1] = False  # the step from one row's edges to the next
+    lo, hi = e[:-1][inside], e[1:][inside]
+    mid = 0.5 * (hi + lo)
+    half = 0.5 * (hi - lo)
+    n = int(counts.max())
+    mask = np.arange(n) < counts[:, None]
+    Z = np.zeros((len(edges), n))
+    W = np.zeros((len(edges), n))
+    Z[mask] = (mid[:, None] + half[:, None] * x).ravel()
+    W[mask] = (half[:, None] * w).ravel()
+    return Z, W, counts
+
+
 @dataclass(frozen=True)
 class MixtureHermite:
     """Hermite coefficients of z -> phi(B + s z) and phi'(B + s z), B ~ N(0, sigma^2).
@@ -305,30 +329,50 @@ def mixture_cost(activation, K: int, s: float, sigma: float) -> float:
     return float(nb * nz) * sum(mb * mz for mb, mz in RULES) * (K + 1)
 
 
-def _rows_rule(activation, K: int, rows, B: np.ndarray, S: np.ndarray, scale: float):
-    """Project z -> phi(B_r + S_r z) and phi'(B_r + S_r z) onto h_0..h_K, one row r per
-    node set ``rows[r] = (z, wz)`` (zero-padded to a common length; K = -1: no projection).
-    Returns (mu, nu, dens, f, df): the coefficients (rows x (K + 1)), the Gaussian weights
-    of the nodes and the values of phi and phi' there.  ValueError when phi or phi' is not
-    finite at a node (``scale``: the input scale named in the message)."""
-    n = max(len(z) for z, _ in rows)
-    Z = np.zeros((len(rows), n))
-    W = np.zeros((len(rows), n))
-    for r, (z, wz) in enumerate(rows):
-        Z[r, : len(z)], W[r, : len(z)] = z, wz
-    X = B[:, None] + S[:, None] * Z
-    with np.errstate(all="ignore"):
-        f = np.asarray(activation.phi(X), dtype=np.float64)
-        df = np.asarray(activation.dphi(X), dtype=np.float64)
-    if not (np.all(np.isfinite(f)) and np.all(np.isfinite(df))):
-        raise ValueError(f"activation {activation.name!r} is not finite on the inputs of "
-                         f"scale {scale:.3g} its Hermite coefficients need")
-    root = np.exp(-0.25 * Z * Z) / (2.0 * math.pi) ** 0.25  # sqrt(phi(z))
+#: Values per block of rows in :func:`_rows_rule` (2 MiB temporaries, reused from the heap:
+#: whole-table temporaries were fresh mappings, page-faulted on every operation).
+ROWS_BLOCK_VALUES = 1 << 18
+
+
+def _rows_rule(activation, K: int, Z: np.ndarray, W: np.ndarray, counts: np.ndarray,
+               B: np.ndarray, S: np.ndarray, scale: float, values: bool = True):
+    """Project z -> phi(B_r + S_r z) and phi'(B_r + S_r z) onto h_0..h_K, one row r per node
+    set of :func:`_panel_rows` (nodes Z, weights W, zero-padded after counts[r]; K = -1: no
+    projection).  Returns (mu, nu, dens, f, df): the coefficients (rows x (K + 1)), the
+    Gaussian weights of the nodes and the values of phi and phi' there (rows x n, zero
+    weight on the padding; None for ``values=False``).  The node values are formed a block
+    of rows at a time, element by element as over the whole table (the same bits).
+    ValueError when phi or phi' is not finite at a node (``scale``: the input scale named in
+    the message)."""
+    rows, n = Z.shape
+    f = df = dens = fw = gw = None
+    if values:
+        f, df, dens = np.empty_like(Z), np.empty_like(Z), np.empty_like(Z)
     if K >= 0:
-        mu, nu = series_cpu.hermite_projection(Z, W * f * root, W * df * root, K)
+        fw, gw = np.empty_like(Z), np.empty_like(Z)
+    step = max(1, ROWS_BLOCK_VALUES // max(n, 1))
+    for a in range(0, rows, step):
+        b = a + step
+        z, w = Z[a:b], W[a:b]
+        X = B[a:b, None] + S[a:b, None] * z
+        with np.errstate(all="ignore"):
+            fb = np.asarray(activation.phi(X), dtype=np.float64)
+            dfb = np.asarray(activation.dphi(X), dtype=np.float64)
+        if not (np.all(np.isfinite(fb)) and np.all(np.isfinite(dfb))):
+            raise ValueError(f"activation {activation.name!r} is not finite on the inputs "
+                             f"of scale {scale:.3g} its Hermite coefficients need")
+        root = np.exp(-0.25 * z * z) / (2.0 * math.pi) ** 0.25  # sqrt(phi(z))
+        if values:
+            f[a:b], df[a:b], dens[a:b] = fb, dfb, w * root * root
+        if K >= 0:
+            fw[a:b] = w * fb * root
+            gw[a:b] = w * dfb * root
+    if K >= 0:
+        with parallel_section():
+            mu, nu = series_cpu.hermite_projection(Z, fw, gw, counts, K)
     else:
-        mu = nu = np.zeros((len(rows), 0))
-    return mu, nu, W * root * root, f, df
+        mu = nu = np.zeros((rows, 0))
+    return mu, nu, dens, f, df
 
 
 def _mixture_rule(activation, K: int, s: float, sigma: float, rule: tuple[int, int]):
@@ -339,8 +383,8 @@ def _mixture_rule(activation, K: int, s: float, sigma: float, rule: tuple[int, i
         wB = wB * np.exp(-0.5 * (B / sigma) ** 2) / (SQRT_2PI * sigma)
     else:
         B, wB = np.zeros(1), np.ones(1)
-    rows = [_composite(_z_edges(activation, K, s, b), mz) for b in B]
-    mu, nu, dens, f, _ = _rows_rule(activation, K, rows, B, np.full(len(B), s),
+    Z, W, counts = _panel_rows([_z_edges(activation, K, s, b) for b in B], mz)
+    mu, nu, dens, f, _ = _rows_rule(activation, K, Z, W, counts, B, np.full(len(B), s),
                                     max(s, sigma))
     var = np.sum(dens * (f - mu[:, :1]) ** 2, axis=1)
     return B, wB, mu, nu, var
@@ -369,10 +413,11 @@ def scaled_hermite(activation, K: int, scales: np.ndarray) -> ScaledHermite:
     if K < 0:
         raise ValueError(f"K must be >= 0, got {K}")
     eps4 = 4 * np.finfo(np.float64).eps
+    edges = [_z_edges(activation, K, v, 0.0) for v in s]  # both rules' panels
     out = []
     for _, mz in RULES:
-        rows = [_composite(_z_edges(activation, K, v, 0.0), mz) for v in s]
-        mu, nu, _, _, _ = _rows_rule(activation, K, rows, np.zeros(len(s)), s, s.max())
+        mu, nu, _, _, _ = _rows_rule(activation, K, *_panel_rows(edges, mz), np.zeros(len(s)),
+                                     s, s.max(), values=False)
         out.append((mu, nu))
     (mu0, nu0), (mu, nu) = out
     return ScaledHermite(mu, nu, np.abs(mu - mu0) + eps4 * np.abs(mu),
@@ -386,11 +431,17 @@ def scaled_moments(activation, scales: np.ndarray) -> tuple[np.ndarray, ...]:
     moments are the same whatever table they go with (docs/math.md sections 2, 11)."""
     s = _check_scales(scales)
     eps4 = 4 * np.finfo(np.float64).eps
+    edges = [_z_edges(activation, 0, v, 0.0) for v in s]  # both rules' panels
     out = []
     for _, mz in RULES:
-        rows = [_composite(_z_edges(activation, 0, v, 0.0), mz) for v in s]
-        _, _, dens, f, df = _rows_rule(activation, -1, rows, np.zeros(len(s)), s, s.max())
-        out.append((np.sum(dens * f * f, axis=1), np.sum(dens * df * df, axis=1)))
+        Z, W, counts = _panel_rows(edges, mz)
+        _, _, dens, f, df = _rows_rule(activation, -1, Z, W, counts, np.zeros(len(s)), s,
+                                       s.max())
+        # each row summed over its own nodes: numpy's pairwise sum of a padded row groups
+        # its terms by the padded length, so a scale's moments would depend on the others
+        m, d = dens * f * f, dens * df * df
+        out.append(tuple(np.array([np.sum(a[r, :c]) for r, c in enumerate(counts)])
+                         for a in (m, d)))
     (m0, d0), (m2, d2) = out
     return m2, d2, np.abs(m2 - m0) + eps4 * m2, np.abs(d2 - d0) + eps4 * d2
 

@@ -141,7 +141,7 @@ def _radial(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None,
             p = int(launch(dev, share, float(res[1]))[2].copy_to_host()[0])
             return divmod(p, n2) if p >= 0 else (0, 0)
 
-        return float(res[0]), float(res[1]), bool(res[2] > 0.0), where
+        return float(res[0]), float(res[1]), bool(res[2] > 0.0), where, None
 
     bound = certified_radial(spec, Xi, xj, diag, run)
     return result[0].copy_to_host(), bound

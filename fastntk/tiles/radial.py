@@ -23,6 +23,7 @@ mu_k(q), nu_k(q) the Hermite coefficients of z -> phi(sqrt(q) z) and phi'(sqrt(q
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 
@@ -32,6 +33,7 @@ from ..common.defaults import (
     COEFFICIENT_MEMORY,
     RADIAL_MAX_DEGREE,
     RADIAL_MIN_DEGREE,
+    RADIAL_TABLE_MEMORY,
     ROW_RTOL,
 )
 from ..common.threads import parallel_section
@@ -48,10 +50,16 @@ EPS = np.finfo(np.float64).eps
 ADAPTIVE_RTOL = 1e-14
 #: Doubles the per-variance caches of tables may hold (64 MiB)
 CACHE_DOUBLES = 8 * 2**20
+#: Tiles whose rows' final degrees and share are remembered (:func:`certified_radial`; 2
+#: bytes per row: at most 32 MiB for tiles of 2,048 rows)
+DEGREE_MEMO = 8192
 
 _tables: OrderedDict = OrderedDict()  # (activation, T, q) -> (mu, nu, mu_error, nu_error)
 _moments: OrderedDict = OrderedDict()  # (activation, q) -> (m2, d2, m2_error, d2_error)
+_blocks: OrderedDict = OrderedDict()  # (net, digest of norms, degrees) -> row_tables(...)
+_degrees: OrderedDict = OrderedDict()  # (spec, symmetric, digests of rows) -> (Ti, Tj, share)
 _held = [0]
+_block_bytes = [0]
 _lock = threading.Lock()  # tiles run side by side on threads (Dask, the in-process pass)
 
 
@@ -115,17 +123,64 @@ def _first_variances(net: NTK, norms: np.ndarray) -> np.ndarray:
     return q
 
 
+def _digest(*arrays: np.ndarray) -> bytes:
+    """A 128-bit digest of the arrays' shapes and bytes (the key of a block or a tile)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(repr(a.shape).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.digest()
+
+
+def block_tables(net: NTK, norms: np.ndarray, own_norms: np.ndarray,
+                 T: int | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`row_tables` of a row block (``norms``, ``own_norms``: shape (n,); ``T``: the
+    degree, or each row's), kept for the next tile that meets the same block at the same
+    degrees (its other tiles, the next pass of a matrix-free solve), up to
+    ``RADIAL_TABLE_MEMORY`` bytes, least recently used blocks leaving first.  The arrays
+    are shared: read them only."""
+    key = (net, _digest(norms, own_norms, np.asarray(T, dtype=np.int64)))
+    with _lock:
+        hit = _blocks.get(key)
+        if hit is not None:
+            _blocks.move_to_end(key)
+            return hit
+    tables = row_tables(net, norms, T, own_norms=own_norms)
+    size = sum(a.nbytes for a in tables)
+    if size <= RADIAL_TABLE_MEMORY // 2:
+        with _lock:
+            if key not in _blocks:
+                _blocks[key] = tables
+                _block_bytes[0] += size
+            while _block_bytes[0] > RADIAL_TABLE_MEMORY:
+                _, old = _blocks.popitem(last=False)
+                _block_bytes[0] -= sum(a.nbytes for a in old)
+    return tables
+
+
+def clear_tables() -> None:
+    """Drop every kept table: per variance, per row block, and the tiles' remembered degrees
+    (their memory is returned; later tiles build them again)."""
+    with _lock:
+        for cache in (_tables, _moments, _blocks, _degrees):
+            cache.clear()
+        _held[0] = _block_bytes[0] = 0
+
+
 def candidate_degrees(T: int) -> np.ndarray:
     """The degrees a block of entries may be truncated at: 2^(m+3) - 1 below T, and T."""
     t = [2 ** (m + 3) - 1 for m in range(64) if 2 ** (m + 3) - 1 < T]
     return np.array([*t, T], dtype=np.int64)
 
 
-def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
+def row_tables(net: NTK, norms: np.ndarray, T: int | np.ndarray, hermite: bool = True,
                own_norms: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-row tables of the rows with the given norms (shape (n,)), degree ``T`` (2^M - 1
-    for the tiles) (docs/math.md section 11.1): ``coef`` of shape (L, 2, T + 1, n) (mu_k,
+    for the tiles; an int array of shape (n,): each row's own degree, the tables sized for
+    the largest, a row's coefficients above its degree 0 and its tails beyond it inf, so no
+    entry is certified with terms the row does not have) (docs/math.md section 11.1):
+    ``coef`` of shape (L, 2, T + 1, n) (mu_k,
     nu_k at each layer's input variance q_l(x), k major), ``tails`` of shape
     (L, 4, len(candidate_degrees(T)), n) (square roots of bounds on the tails of sum mu_k^2
     and sum nu_k^2 beyond each candidate degree t, and the norms of the quadrature errors
@@ -144,6 +199,8 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
     f_raw = norms if own_norms is None else own_norms
     norms = norms.copy()
     norms[np.abs(norms - 1.0) <= ROW_RTOL] = 1.0  # the row's projection, as on the sphere
+    degrees = np.broadcast_to(np.asarray(T, dtype=np.int64), (n,))
+    T = int(np.max(T, initial=0))
     cand = candidate_degrees(T)
     need = 8 * n * (L * (2 * (T + 1) + 4 * len(cand)) + rk.NFIELDS * (L + 1))
     if need > COEFFICIENT_MEMORY:
@@ -161,12 +218,18 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
     eq = 2.0 * EPS * q  # absolute errors of q and Theta(x, x)
     eth = eq.copy()
     k = np.arange(T + 1, dtype=np.float64)
+    own = np.searchsorted(cand, degrees)  # each row's own degree among the candidates
+    beyond = cand[:, None] > degrees[None, :]
     for layer in range(L):
+        mu, nu, emu, enu = (np.zeros((n, T + 1)) for _ in range(4))
+        if hermite:  # (else the diagonal only)
+            for t in np.unique(degrees):
+                rows = degrees == t
+                uq, inv = np.unique(q[rows], return_inverse=True)
+                for a, h in zip((mu, nu, emu, enu), _hermite_rows(act, int(t), uq),
+                                strict=True):
+                    a[rows, : t + 1] = h[inv]
         uq, inv = np.unique(q, return_inverse=True)
-        if hermite:
-            mu, nu, emu, enu = (a[inv] for a in _hermite_rows(act, T, uq))
-        else:  # the diagonal only
-            mu = nu = emu = enu = np.zeros((n, T + 1))
         m2, d2, em, ed = (a[inv] for a in _moment_rows(net, layer, uq))
         coef[layer, 0] = mu.T
         coef[layer, 1] = nu.T
@@ -181,8 +244,9 @@ def row_tables(net: NTK, norms: np.ndarray, T: int, hermite: bool = True,
                     + 2.0 * (cand + 2) * EPS * mom[:, None])
             tails[layer, which] = np.sqrt(tail).T
             tails[layer, 2 + which] = np.sqrt(np.cumsum(ea * ea, axis=1)[:, cand]).T
-        tail_nu = tails[layer, 1, -1] ** 2
-        f[rk.F_LD, layer] = np.sqrt(nu * nu @ k + (T + 1) * tail_nu)
+        tail_nu = tails[layer, 1, own, np.arange(n)] ** 2
+        f[rk.F_LD, layer] = np.sqrt(nu * nu @ k + (degrees + 1) * tail_nu)
+        tails[layer][:, beyond] = np.inf  # terms a row does not have certify nothing
         q_next = sw2 * m2 + net._sb2[layer]
         theta_next = q_next + theta * sw2 * d2
         eth = sw2 * em + sw2 * (eth * d2 + theta * ed) + 4.0 * EPS * theta_next
@@ -246,13 +310,13 @@ def map_block_radial(spec: TileSpec, g: np.ndarray, xi: np.ndarray, xj: np.ndarr
             np.matmul(xi, xj.T, out=g)  # the map overwrote the Gram block
         passes[0] += 1
         with parallel_section():
-            out = rk.radial_tile(g, xi, xj, symmetric, *args, *tables,
-                                 spec.which == "nngp", share)
+            out, cshort = rk.radial_tile(g, xi, xj, symmetric, *args, *tables,
+                                         spec.which == "nngp", share)
         if not out.shape[0]:
-            return 0.0, 0.0, False, None
+            return 0.0, 0.0, False, None, None
         i = int(np.argmax(out[:, 1]))
         return (float(out[:, 0].max()), float(out[i, 1]), bool(out[:, 3].any()),
-                lambda: (i, int(out[i, 2])))
+                lambda: (i, int(out[i, 2])), (out[:, 3] > 0.0, cshort > 0.0))
 
     return certified_radial(spec, xi, xj, symmetric, run)
 
@@ -261,44 +325,70 @@ def certified_radial(spec: TileSpec, xi: np.ndarray, xj: np.ndarray, symmetric: 
                      run) -> float:
     """The certified bound of a series tile of rows of any norm (``xj is xi`` when
     ``symmetric``), whichever backend maps it (docs/math.md section 11.1): the per-row
-    tables (:func:`row_tables`) of degree T from ``RADIAL_MIN_DEGREE``, and ``run(tables,
+    tables (:func:`block_tables`) of degree T from ``RADIAL_MIN_DEGREE`` (a tile met before,
+    the same spec and rows: from the degree and share it ended with), and ``run(tables,
     share)`` maps the tile with them, ``tables`` = (ci, cj, ti, tj, fi, fj) as
     ``kernels/radial_cpu.radial_tile`` takes them and ``share`` the layers' truncation
     share, returning (largest absolute bound, largest bound / sqrt(diag_i diag_j), whether
-    some entry ran out of terms, a callable giving that worst entry's (row, column)).
-    While the worst relative bound exceeds ``spec.tol``, T is raised to 4 T + 3 (where an
-    entry ran out of terms) or the share cut, and the tile mapped again.  Returns the
-    largest absolute bound.  Raises ValueError naming the pair (rows of the block, their
-    norms) where no degree up to ``RADIAL_MAX_DEGREE`` meets it (or a pass does not halve
-    the worst bound), and for zero rows without input bias (:func:`row_tables`)."""
+    some entry ran out of terms, a callable giving that worst entry's (row, column), and
+    the rows and columns with such an entry, two boolean arrays, or None: every row).
+    Each row has its own degree: while the worst relative bound exceeds ``spec.tol``, the
+    degree T of the rows whose entries ran out of terms is raised to 4 T + 3 (near pairs
+    need many terms; the other rows keep their short, cheap tables), or else the share is
+    cut, and the tile mapped again.  Returns the largest absolute bound.  Raises ValueError
+    naming the pair (rows of the block, their norms) where no degree up to
+    ``RADIAL_MAX_DEGREE`` meets it (or a cut of the share does not halve the worst bound),
+    and for zero rows without input bias (:func:`row_tables`)."""
     net = spec.net
     ni = tiles_cpu.row_norms(xi)  # as every tile forms correlations
     nj = ni if symmetric else tiles_cpu.row_norms(xj)
     mi = row_norms(xi)  # as NTK.diagonal and the closed forms' tables see the rows
     mj = mi if symmetric else row_norms(xj)
     L = net.hidden_layers
-    T, last = RADIAL_MIN_DEGREE, np.inf
-    share = spec.tol / (4.0 * L)  # each layer's truncation, relative to R(x) R(y)
+    memo = (spec, symmetric, _digest(xi), None if symmetric else _digest(xj))
+    with _lock:
+        start = _degrees.get(memo)
+    # each layer's truncation relative to R(x) R(y); a tile met before (the next pass of a
+    # matrix-free solve, the same rows again) starts where it ended: one map, the same bits
+    if start is None:
+        Ti = np.full(mi.shape[0], RADIAL_MIN_DEGREE, dtype=np.int64)
+        start = (Ti, Ti if symmetric else np.full(mj.shape[0], RADIAL_MIN_DEGREE,
+                                                   dtype=np.int64), spec.tol / (4.0 * L))
+    Ti, Tj, share = (start[0].astype(np.int64), start[1].astype(np.int64), start[2])
+    last = np.inf
     while True:
-        ci, ti, fi = row_tables(net, mi, T, own_norms=ni)
-        cj, tj, fj = (ci, ti, fi) if symmetric else row_tables(net, mj, T, own_norms=nj)
-        bound, worst, capped, where = run((ci, cj, ti, tj, fi, fj), share)
+        ci, ti, fi = block_tables(net, mi, ni, Ti)
+        cj, tj, fj = (ci, ti, fi) if symmetric else block_tables(net, mj, nj, Tj)
+        bound, worst, capped, where, short = run((ci, cj, ti, tj, fi, fj), share)
         if worst <= spec.tol:
+            with _lock:
+                _degrees[memo] = (Ti.astype(np.int16), Tj.astype(np.int16), share)
+                _degrees.move_to_end(memo)
+                while len(_degrees) > DEGREE_MEMO:
+                    _degrees.popitem(last=False)
             return bound
-        if not (np.isfinite(worst) and worst < 0.5 * last) or (capped and T >= RADIAL_MAX_DEGREE):
-            break  # no progress (a floor: quadrature or rounding), or out of degrees
-        if capped:
-            T = min(4 * T + 3, RADIAL_MAX_DEGREE)
-        else:  # the layers' shares were too generous for their propagation
-            share *= 0.25 * spec.tol / worst
+        if capped:  # raise the degrees of the rows that ran out (every row: no flags)
+            ui, uj = short if short is not None else (True, True)
+            ui = (ui | uj) if symmetric else ui
+            ui, uj = ui & (Ti < RADIAL_MAX_DEGREE), uj & (Tj < RADIAL_MAX_DEGREE)
+            if not (np.any(ui) or (not symmetric and np.any(uj))):
+                break  # out of degrees
+            Ti = np.where(ui, np.minimum(4 * Ti + 3, RADIAL_MAX_DEGREE), Ti)
+            Tj = Ti if symmetric else np.where(uj, np.minimum(4 * Tj + 3, RADIAL_MAX_DEGREE),
+                                               Tj)
+            last = np.inf
+            continue
+        if not (np.isfinite(worst) and worst < 0.5 * last):
+            break  # no progress (a floor: quadrature or rounding)
+        share *= 0.25 * spec.tol / worst  # the layers' shares too generous for propagation
         last = worst
     i, j = where()
     which = "Theta" if spec.which == "ntk" else "the NNGP"
     raise ValueError(
         f"no certified value of {which} for rows {i} (norm {ni[i]:.6g}) and {j} (norm "
         f"{nj[j]:.6g}) of this tile within tol = {spec.tol:g} sqrt(Theta(x, x) Theta(y, y)): "
-        f"the best bound is {worst:.2e} sqrt(Theta(x, x) Theta(y, y)) (degree {T} radial "
-        "series of "
+        f"the best bound is {worst:.2e} sqrt(Theta(x, x) Theta(y, y)) (degree "
+        f"{max(Ti[i], Tj[j])} radial series of "
         f"{net.activation.name} at "
         f"input variances up to {fi[rk.F_Q, :L].max():.3g} converge too slowly, or the "
         "Hermite quadrature is not accurate enough there). Use normalize=True (rows projected "
