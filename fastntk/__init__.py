@@ -68,12 +68,14 @@ from .spectrum.eigen import top_eigenvalues, top_eigenvalues_stored
 from .spectrum.smallest import smallest_eigenvalues
 from .spectrum.solver import EigenResult
 from .sphere.funk_hecke import sphere_eigenvalues
+from .tiles.radial import clear_tables as clear_radial_tables
 from .tiles.spec import TileSpec, tile_spec
 
 __all__ = [
     "ACTIVATION_NAMES", "Activation", "Coefficients", "EigenResult", "HermiteCoefficients",
     "LabelSpectrum", "LayerSeries", "NTK", "Prediction", "SingularKernelError", "SpectrumStudy",
-    "TileSpec", "activation_from_callable", "check_rows", "digits", "digits_labels",
+    "TileSpec", "activation_from_callable", "check_rows", "clear_radial_tables", "digits",
+    "digits_labels",
     "empirical_ntk", "get_activation", "get_client", "hermite_for", "label_spectrum",
     "load_data", "load_labels", "predict",
     "spectrum_study", "sphere_eigenvalues", "table1", "tile_spec", "top_eigenvalues",

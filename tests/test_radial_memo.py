@@ -104,3 +104,15 @@ def test_tables_beyond_the_budget_are_not_kept(counted, monkeypatch):
     assert counted["tables"] > n1  # built again
     assert np.array_equal(g1, g2) and b1 == b2
     assert not radial._blocks and radial._block_bytes[0] == 0
+
+
+def test_public_clear_returns_the_memory(counted):
+    """``fastntk.clear_radial_tables`` (the README's) empties every kept table."""
+    import fastntk
+
+    spec = tile_spec(NTK("tanh", 2, gamma_b=0.3), "series", 1e-10)
+    _tile(spec, _rows())
+    assert radial._blocks and radial._degrees and radial._tables and radial._block_bytes[0] > 0
+    fastntk.clear_radial_tables()
+    assert not (radial._blocks or radial._degrees or radial._tables or radial._moments)
+    assert radial._block_bytes[0] == 0 and radial._held[0] == 0
