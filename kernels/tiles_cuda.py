@@ -279,9 +279,11 @@ def kernels(tpb: int):
 
     @cuda.jit(device=True)
     def radial_entry(acc, row, col, xi, xj, diag, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
-                     want_nngp, share, res, find, loc):
+                     want_nngp, share, res, find, loc, flags):
         """The value of entry (row, col) from its Gram value ``acc``, its bound reduced into
-        ``res`` (and its position into ``loc`` when its relative bound reaches ``find``)."""
+        ``res`` (and its position into ``loc`` when its relative bound reaches ``find``);
+        where it ran out of terms, flags[i] and flags[rows + j] are set to 1 (its two rows,
+        whose degrees the host raises)."""
         i = row
         j = col
         if diag and col > row:  # the lower triangle, as the CPU's symmetric tiles
@@ -322,13 +324,15 @@ def kernels(tpb: int):
         cuda.atomic.max(res, 1, rel)
         if r[3] > 0.0:
             cuda.atomic.max(res, 2, 1.0)
+            flags[i] = 1.0  # (only ever 1.0 is written)
+            flags[xi.shape[0] + j] = 1.0
         if find > 0.0 and rel >= find:
             cuda.atomic.max(loc, 0, row * xj.shape[0] + col)
         return g[0, 0]
 
     @cuda.jit
     def radial_map(xi, xj, out, diag, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want_nngp,
-                   share, res, find, loc):
+                   share, res, find, loc, flags):
         """out[i, j] <- Theta (or the NNGP) of rows i, j by the radial series."""
         sa = cuda.shared.array((tpb, tpb + 1), float64)
         sb = cuda.shared.array((tpb, tpb + 1), float64)
@@ -337,11 +341,12 @@ def kernels(tpb: int):
         col = cuda.blockIdx.x * tpb + cuda.threadIdx.x
         if row < xi.shape[0] and col < xj.shape[0]:
             out[row, col] = radial_entry(acc, row, col, xi, xj, diag, gw2, gb2, sw2, sb2, ci,
-                                         cj, ti, tj, fi, fj, want_nngp, share, res, find, loc)
+                                         cj, ti, tj, fi, fj, want_nngp, share, res, find, loc,
+                                         flags)
 
     @cuda.jit
     def radial_map_matvec(xi, xj, v, out, diag, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj,
-                          want_nngp, share, res, find, loc):
+                          want_nngp, share, res, find, loc, flags):
         """out += (the tile) @ V, the tile living only in shared memory."""
         sa = cuda.shared.array((tpb, tpb + 1), float64)
         sb = cuda.shared.array((tpb, tpb + 1), float64)
@@ -352,7 +357,7 @@ def kernels(tpb: int):
         val = 0.0
         if row < xi.shape[0] and col < xj.shape[0]:
             val = radial_entry(acc, row, col, xi, xj, diag, gw2, gb2, sw2, sb2, ci, cj, ti,
-                               tj, fi, fj, want_nngp, share, res, find, loc)
+                               tj, fi, fj, want_nngp, share, res, find, loc, flags)
         add_product(st, val, v, out, xi.shape[0], xj.shape[0])
 
     @cuda.jit

@@ -32,7 +32,7 @@ HP = dict(gamma_w=1.0, gamma_b=0.5, sigma_w=1.2, sigma_b=0.3)
 
 @pytest.mark.skipif(SIM, reason="already inside the simulator")
 def test_offsphere_cuda_series_in_simulator():
-    rerun_in_simulator(__file__, at_least=7)
+    rerun_in_simulator(__file__, at_least=8)
 
 
 def softplus_callable():
@@ -187,3 +187,31 @@ def test_cuda_closed_form_series_spec_off_the_sphere():
     assert b == bw == 0.0
     assert close(K, W, d, d) <= RTOL
     assert np.array_equal(np.diag(K), net.diagonal(X))
+
+
+@needs_cuda
+def test_cuda_raises_only_the_rows_of_near_pairs():
+    """The CUDA kernels flag the rows and columns whose entries ran out of terms, as the CPU
+    kernel does: from nothing kept, both end with the same per-row degrees (only the rows
+    of the near and the collinear pairs raised) and the same values to 1e-13 of the
+    per-pair scale."""
+    from fastntk.tiles import radial
+    from fastntk.tiles.dispatch import theta_tile
+
+    net = NTK("tanh", 2, **HP)
+    X = rows(6, 2)
+    X[3] = 1.5 * X[2] / np.linalg.norm(X[2]) * 2.0
+    X[2] = X[3] + 0.3 * np.random.default_rng(3).standard_normal(5)  # a near pair, norm ~3
+    dx = net.diagonal(X)
+    ends = {}
+    for device in ("cuda", "cpu"):
+        radial.clear_tables()
+        K, _ = theta_tile(net, X, device=device, return_bound=True)
+        ((Ti, _, _),) = radial._degrees.values()
+        ends[device] = (K, Ti)
+    radial.clear_tables()
+    assert np.array_equal(ends["cuda"][1], ends["cpu"][1])
+    assert ends["cpu"][1].max() > ends["cpu"][1].min()  # some rows raised, not all
+    # (rows 0 and 1 are collinear of different norms: correlation 1 at layer 1 too)
+    assert set(np.flatnonzero(ends["cpu"][1] > ends["cpu"][1].min())) <= {0, 1, 2, 3}
+    assert close(ends["cuda"][0], ends["cpu"][0], dx, dx) <= RTOL

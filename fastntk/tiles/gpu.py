@@ -121,27 +121,30 @@ def _radial(spec: TileSpec, Xi: np.ndarray, Xj: np.ndarray | None,
     def launch(tables, share, find):
         res = cuda.to_device(np.zeros(3))
         loc = cuda.to_device(np.full(1, -1, dtype=np.int64))
-        tail = (*head, *tables, want_nngp, share, res, find, loc)
+        flags = cuda.to_device(np.zeros(n1 + n2))  # rows, then columns, that ran out of terms
+        tail = (*head, *tables, want_nngp, share, res, find, loc, flags)
         if V is None:
             out = cuda.device_array(shape)
             k.radial_map[blocks, threads](dxi, dxj, out, diag, *tail)
         else:
             out = cuda.to_device(np.zeros(shape))
             k.radial_map_matvec[blocks, threads](dxi, dxj, dv, out, diag, *tail)
-        return out, res.copy_to_host(), loc
+        return out, res.copy_to_host(), loc, flags
 
     def run(tables, share):
         up = [cuda.to_device(np.ascontiguousarray(t)) for t in tables[::2]]  # the rows of Xi
         dn = up if diag else [cuda.to_device(np.ascontiguousarray(t)) for t in tables[1::2]]
         dev = (up[0], dn[0], up[1], dn[1], up[2], dn[2])
-        out, res, _ = launch(dev, share, 0.0)
+        out, res, _, flags = launch(dev, share, 0.0)
         result[:] = [out]
+        short = flags.copy_to_host() > 0.0
 
         def where():  # a second pass names the worst entry (for the refusal only)
             p = int(launch(dev, share, float(res[1]))[2].copy_to_host()[0])
             return divmod(p, n2) if p >= 0 else (0, 0)
 
-        return float(res[0]), float(res[1]), bool(res[2] > 0.0), where, None
+        return float(res[0]), float(res[1]), bool(res[2] > 0.0), where, (short[:n1],
+                                                                        short[n1:])
 
     bound = certified_radial(spec, Xi, xj, diag, run)
     return result[0].copy_to_host(), bound
