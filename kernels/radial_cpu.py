@@ -28,6 +28,8 @@ Per-row inputs (built by ``fastntk.tiles.radial.row_tables``):
   sum_{k>t} mu_k^2, sum_{k>t} nu_k^2 at the candidate degrees t = 2^(m+3) - 1 (the last one
   the tables' degree T = 2^M - 1); ``tails[l, 2, m, r]``, ``tails[l, 3, m, r]``: the
   Euclidean norms of the quadrature errors of mu_0..mu_t and nu_0..nu_t;
+  ``tails[l, 4, m, r]``, ``tails[l, 5, m, r]``: sqrt(sum_{k<=t} k mu_k^2),
+  sqrt(sum_{k<=t} k nu_k^2), for the rounding of Horner's rule;
 * ``rows[F, l, r]``: the fields named below (``F_*``), per layer slot l = 0..L.
 """
 
@@ -206,7 +208,6 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
         til = ti[ll, :, :, i]
         for jj in range(nb):
             m = need[jj]
-            rnd = 2.0 * (tk[jj] + 3) * EPS  # tk + 1 terms (the degree's), plus 2
             ry = fry[jj]
             sdy = fsy[jj]
             ac = abs(c[jj])
@@ -217,12 +218,16 @@ def _radial_chunk(g, i, j0, nb, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj,
             enx = til[3, m]
             eny = tjl[3, m, jj]
             lipd = ldx * fly[jj]
+            # Horner's rounding: term k passes 2 k + 2 roundings, so at most
+            # eps sum_k (k + 1) |a_k| <= eps (sqrt(K_x K_y) + R_x R_y), K = sum_{k<=t} k a_k^2
+            # (Cauchy-Schwarz), taken twice
             ed = (pws[jj] * til[1, m] * tjl[1, m, jj] + enx * sdy + sdx * eny
-                  + enx * eny + lipd * ec + rnd * sdx * sdy)
+                  + enx * eny + lipd * ec
+                  + 2.0 * EPS * (til[5, m] * tjl[5, m, jj] + sdx * sdy))
             # dE/dc = sqrt(q_x q_y) Ed (Price): E's Lipschitz constant near c, from Ed there
             lipe = math.sqrt(qx * fqy[jj]) * (abs(ad[jj]) + ed + lipd * ec)
             ee = (pws[jj] * til[0, m] * tjl[0, m, jj] + emx * ry + rx * emy
-                  + emx * emy + lipe * ec + rnd * rx * ry)
+                  + emx * emy + lipe * ec + 2.0 * EPS * (til[4, m] * tjl[4, m, jj] + rx * ry))
             snew = sw2 * ae[jj] + sb
             tnew = snew + th[jj] * sw2 * ad[jj]
             esn = sw2 * ee + 2.0 * EPS * abs(snew)

@@ -320,3 +320,23 @@ def test_tables_beyond_memory_refused(monkeypatch):
     X = np.array([[1.0, 2.0], [0.5, 0.1]])
     with pytest.raises(ValueError, match=r"GiB allowed.*normalize=True"):
         radial.map_block_radial(tile_spec(net, "series", 1e-12), X @ X.T, X, None, True)
+
+
+def test_near_duplicates_certified_at_the_default_tol():
+    """A near-duplicate pair (1e-9 apart) at norm 2 needs degree 2047; Horner's rounding is
+    bounded by sum_k (k + 1) |a_k| (docs/math.md section 11.1, item 4), not (t + 3) R R
+    (which alone was 1e-12 per layer there), so the default tol 1e-12 is met, and the value
+    lies within its bound of the quadrature oracle.  At norm 7 the series itself converges
+    too slowly: the refusal says the rows are near-duplicates and what tol would be met."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(8)
+    a *= 2.0 / np.linalg.norm(a)
+    X = np.ascontiguousarray([a, a + 1e-9 * rng.standard_normal(8)])
+    net = NTK("tanh", 2, gamma_w=GW, gamma_b=GB, sigma_w=SW, sigma_b=SB)
+    g = X @ X.T
+    bound = radial.map_block_radial(tile_spec(net, "series", 1e-12), g, X, None, True)
+    th, _, tx, ty = oracle("tanh", 2, GW, GB, SW, SB, X[0], X[1])[-1]
+    assert abs(g[0, 1] - th) <= bound <= 1e-12 * math.sqrt(tx * ty)
+    Y = X * 3.5
+    with pytest.raises(ValueError, match=r"near-duplicates: correlation 1 - .*a tol of about"):
+        radial.map_block_radial(tile_spec(net, "series", 1e-12), Y @ Y.T, Y, None, True)

@@ -116,3 +116,20 @@ def test_public_clear_returns_the_memory(counted):
     fastntk.clear_radial_tables()
     assert not (radial._blocks or radial._degrees or radial._tables or radial._moments)
     assert radial._block_bytes[0] == 0 and radial._held[0] == 0
+
+
+def test_cli_notes_no_normalize_on_the_builtin_digits():
+    """--no-normalize on the built-in digits (unit rows already) says so, and how to get the
+    raw pixels; a file of raw rows gets no such note."""
+    from types import SimpleNamespace
+
+    from fastntk.cli.args import DIGITS_UNIT, digits_note, rows_notes
+
+    assert digits_note("digits", True) == [DIGITS_UNIT]
+    assert digits_note(" Digits ", True) == [DIGITS_UNIT]
+    assert digits_note("digits", False) == [] and digits_note("x.npy", True) == []
+    X = _rows(4)
+    args = SimpleNamespace(no_normalize=True, data="digits")
+    assert rows_notes(args, 0, X)[-1] == DIGITS_UNIT
+    args = SimpleNamespace(no_normalize=True, data="raw.npy")
+    assert DIGITS_UNIT not in rows_notes(args, 0, X)

@@ -146,6 +146,17 @@ def as_given_note(off: int, n: int) -> str:
             "docs/math.md section 11)")
 
 
+#: The note of --no-normalize on the built-in digits, which are unit rows already
+DIGITS_UNIT = ("note: --data digits is on the unit sphere already (the pixels / 16, projected), "
+               "so --no-normalize changes nothing; for the raw pixels / 16, np.save "
+               "fastntk.digits(normalize=False) to a .npy file and give that to --data")
+
+
+def digits_note(spec, no_normalize: bool) -> list[str]:
+    """[DIGITS_UNIT] for --no-normalize on the built-in digits, else []."""
+    return [DIGITS_UNIT] if no_normalize and str(spec).strip().lower() == "digits" else []
+
+
 def rows_notes(args, moved: int, *arrays) -> list[str]:
     """The rows lines of a command that read ``arrays`` (``None`` skipped): how many were
     projected (``moved``), or, with ``--no-normalize``, how many are not on the sphere."""
@@ -155,7 +166,8 @@ def rows_notes(args, moved: int, *arrays) -> list[str]:
     if moved:
         return [projected_note(moved, n)]
     off = sum(off_sphere(X) for X in arrays if X is not None) if args.no_normalize else 0
-    return [as_given_note(off, n)] if off else []
+    notes = [as_given_note(off, n)] if off else []
+    return notes + digits_note(getattr(args, "data", None) or "digits", args.no_normalize)
 
 
 #: The tile tolerance option: its help (the certified error bound of series tiles).

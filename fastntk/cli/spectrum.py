@@ -20,6 +20,7 @@ from .args import (
     as_given_note,
     client_from_args,
     count,
+    digits_note,
     float_in,
     index_range,
     network_from_args,
@@ -184,6 +185,8 @@ def _print(s: dict) -> None:
         print(f"# {as_given_note(s['rows_off_sphere'], s['n'])}")
     elif not s.get("rows_on_sphere", True):
         print("# the store's rows are not all on the unit sphere (docs/math.md section 11)")
+    for note in digits_note(s["data"], s.get("normalize") is False):
+        print(f"# {note}")
     if not s.get("rows_on_sphere", True):
         print("# so Theorems 3 and 5, c_0, the coefficient series and the sphere eigenvalues, "
               "which need unit rows, are n/a; the certified lower bound takes per-norm tables "

@@ -567,8 +567,12 @@ class NTK:
         ``Y=None``: Theta(X, X), computed as one symmetric tile (half the Gram flops, the
         diagonal and duplicate rows exactly Theta(x, x), see :meth:`diagonal`).  One tile of
         the tile contract (``fastntk.tiles.dispatch``; docs/math.md section 5): memory is the
-        output plus O(threads) buffers.  ``device="cuda"``: the CUDA tiles.  Raises
-        ValueError for bad rows (:meth:`check_rows`).
+        output plus O(threads) buffers; for a series activation (tanh, ...) on rows off the
+        sphere, also the rows' radial tables, about 2 L T doubles per row with T <= 2047
+        (about 0.1 MiB per row at L = 3, T = 2047), kept after the call up to
+        ``RADIAL_TABLE_MEMORY`` (``fastntk.clear_radial_tables()``; section 11.1).
+        ``device="cuda"``: the CUDA tiles.  Raises ValueError for bad rows
+        (:meth:`check_rows`).
         """
         X = self.check_rows(X, "X", normalize)
         Yv = None

@@ -219,9 +219,10 @@ def check_k(k, n: int, name: str = "k", all_allowed: bool = False,
         raise ValueError(f"{name} must be >= 1, got {k}")
     if n == 1:
         raise ValueError(
-            f"{name} = {k}: the data has a single point, so K is the 1 x 1 matrix [Theta(1)] "
-            "with the one eigenvalue Theta(1) (fastntk coeffs prints it): a spectrum study "
-            "needs at least 2 data points")
+            f"{name} = {k}: the data has a single point x, so K is the 1 x 1 matrix "
+            "[Theta(x, x)] with the one eigenvalue Theta(x, x) (NTK.diagonal gives it; Theta(1) "
+            "for a unit row, which fastntk coeffs prints): a spectrum study needs at least 2 "
+            "data points")
     if k == n and all_allowed:
         return k
     if k > n and all_allowed:

@@ -182,9 +182,10 @@ def row_tables(net: NTK, norms: np.ndarray, T: int | np.ndarray, hermite: bool =
     entry is certified with terms the row does not have) (docs/math.md section 11.1):
     ``coef`` of shape (L, 2, T + 1, n) (mu_k,
     nu_k at each layer's input variance q_l(x), k major), ``tails`` of shape
-    (L, 4, len(candidate_degrees(T)), n) (square roots of bounds on the tails of sum mu_k^2
-    and sum nu_k^2 beyond each candidate degree t, and the norms of the quadrature errors
-    of mu_0..mu_t and nu_0..nu_t) and ``fields`` of shape (``radial_cpu.NFIELDS``, L + 1, n)
+    (L, 6, len(candidate_degrees(T)), n) (square roots of bounds on the tails of sum mu_k^2
+    and sum nu_k^2 beyond each candidate degree t, the norms of the quadrature errors
+    of mu_0..mu_t and nu_0..nu_t, and sqrt(sum_{k<=t} k mu_k^2), sqrt(sum_{k<=t} k nu_k^2)
+    for Horner's rounding) and ``fields`` of shape (``radial_cpu.NFIELDS``, L + 1, n)
     (``radial_cpu.F_*``).  A norm within ``ROW_RTOL`` of 1 is taken as 1 (the row's
     projection, as on the sphere); ``own_norms``: the norms the tiles' correlations are
     formed with (``kernels/tiles_cpu.row_norms``; default ``norms``).  Hermite tables (none
@@ -202,7 +203,7 @@ def row_tables(net: NTK, norms: np.ndarray, T: int | np.ndarray, hermite: bool =
     degrees = np.broadcast_to(np.asarray(T, dtype=np.int64), (n,))
     T = int(np.max(T, initial=0))
     cand = candidate_degrees(T)
-    need = 8 * n * (L * (2 * (T + 1) + 4 * len(cand)) + rk.NFIELDS * (L + 1))
+    need = 8 * n * (L * (2 * (T + 1) + 6 * len(cand)) + rk.NFIELDS * (L + 1))
     if need > COEFFICIENT_MEMORY:
         raise ValueError(
             f"the radial-factor tables of {L} layers to degree {T} for {n} rows need "
@@ -210,7 +211,7 @@ def row_tables(net: NTK, norms: np.ndarray, T: int | np.ndarray, hermite: bool =
             "use smaller blocks (chunks, tile), fewer hidden layers, or project the rows "
             "(normalize=True) (docs/math.md section 11.1)")
     coef = np.empty((L, 2, T + 1, n))
-    tails = np.empty((L, 4, len(cand), n))
+    tails = np.empty((L, 6, len(cand), n))
     f = np.zeros((rk.NFIELDS, L + 1, n))
     f[rk.F_NORM, 0], f[rk.F_NORM, 1] = norms, f_raw
     q = _first_variances(net, norms)
@@ -244,6 +245,7 @@ def row_tables(net: NTK, norms: np.ndarray, T: int | np.ndarray, hermite: bool =
                     + 2.0 * (cand + 2) * EPS * mom[:, None])
             tails[layer, which] = np.sqrt(tail).T
             tails[layer, 2 + which] = np.sqrt(np.cumsum(ea * ea, axis=1)[:, cand]).T
+            tails[layer, 4 + which] = np.sqrt(np.cumsum(k * a * a, axis=1)[:, cand]).T
         tail_nu = tails[layer, 1, own, np.arange(n)] ** 2
         f[rk.F_LD, layer] = np.sqrt(nu * nu @ k + (degrees + 1) * tail_nu)
         tails[layer][:, beyond] = np.inf  # terms a row does not have certify nothing
@@ -386,14 +388,26 @@ def certified_radial(spec: TileSpec, xi: np.ndarray, xj: np.ndarray, symmetric: 
     which = "Theta" if spec.which == "ntk" else "the NNGP"
     raise ValueError(
         f"no certified value of {which} for rows {i} (norm {ni[i]:.6g}) and {j} (norm "
-        f"{nj[j]:.6g}) of this tile within tol = {spec.tol:g} sqrt(Theta(x, x) Theta(y, y)): "
-        f"the best bound is {worst:.2e} sqrt(Theta(x, x) Theta(y, y)) (degree "
-        f"{max(Ti[i], Tj[j])} radial series of "
-        f"{net.activation.name} at "
+        f"{nj[j]:.6g}{_near(xi[i], xj[j], ni[i], nj[j])}) of this tile within tol = "
+        f"{spec.tol:g} sqrt(Theta(x, x) Theta(y, y)): the best bound is {worst:.2e} "
+        f"sqrt(Theta(x, x) Theta(y, y)), so a tol of about {worst:.0e} or more would be met "
+        f"(degree {max(Ti[i], Tj[j])} radial series of {net.activation.name} at "
         f"input variances up to {fi[rk.F_Q, :L].max():.3g} converge too slowly, or the "
         "Hermite quadrature is not accurate enough there). Use normalize=True (rows projected "
         "onto the unit sphere), a larger tol, smaller gamma_w, gamma_b, or an activation with "
         f"a closed form{_closed_form_hint(net.activation.name)} (docs/math.md section 11.1)")
+
+
+def _near(x: np.ndarray, y: np.ndarray, nx: float, ny: float) -> str:
+    """The refusal's note on a pair whose correlation is within 1e-3 of +-1 (such pairs need
+    the most terms), e.g. ", near-duplicates: correlation 1 - 3.0e-09"; else ""."""
+    if nx == 0.0 or ny == 0.0:
+        return ""
+    r = float(np.dot(x, y) / (nx * ny))
+    if abs(r) < 1.0 - 1e-3:
+        return ""
+    gap = float(np.sum((x / nx - np.sign(r) * y / ny) ** 2) / 2.0)  # 1 - |rho|, no cancellation
+    return f", near-duplicates: correlation {'-1 +' if r < 0 else '1 -'} {gap:.1e}"
 
 
 def _closed_form_hint(name: str) -> str:
