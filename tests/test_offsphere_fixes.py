@@ -43,10 +43,21 @@ def rows(tmp_path_factory):
     for name, value in (("X", X), ("y", Y[:N]), ("huge", huge), ("empty", np.zeros((0, 64))),
                         ("Xt", d.data[N:N + 4].astype(np.float64)),
                         ("soft", d.data[[0, 10, 3]].astype(np.float64)),
+                        ("near", _near_rows()),
                         ("y3", Y[[0, 10, 3]])):
         paths[name] = str(folder / f"{name}.npy")
         np.save(paths[name], value)
     return {"Xa": X, "Y": Y[:N], **paths}
+
+
+def _near_rows() -> np.ndarray:
+    """Three rows of norm 7, two of them 1e-9 apart: tanh's radial series cannot certify
+    that pair at the default tile tolerance (it converges too slowly there)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(8)
+    a *= 7.0 / np.linalg.norm(a)
+    b = rng.standard_normal(8)
+    return np.array([a, a + 1e-9 * rng.standard_normal(8), 7.0 * b / np.linalg.norm(b)])
 
 
 def _one_line(err: str) -> str:
@@ -179,26 +190,33 @@ def _soft_oracle(X: np.ndarray) -> np.ndarray:
 
 
 def test_tile_tol_option_and_cli_message(rows, capsys):
-    """Finding 5: raw pixels with softplus cannot be certified at the default tile tolerance;
-    the message names the CLI's options (--tile-tol, dropping --no-normalize), no Python
-    spelling, no "(erf for tanh)" and no stray "; L = 2"; --tile-tol 1e-10 then gives the
-    spectrum and the losses of the oracle's kernel."""
+    """Finding 5: rows whose series cannot be certified at the default tile tolerance (a
+    near-duplicate pair at norm 7 with tanh; raw pixels with softplus were such rows until
+    Horner's rounding bound stopped growing with the degree) get a message in the CLI's
+    options (--tile-tol, dropping --no-normalize, the tolerance that would be met), no
+    Python spelling and no stray "; L = 2"; with softplus on raw pixels --tile-tol 1e-10
+    gives the spectrum and the losses of the oracle's kernel."""
     X = np.load(rows["soft"])
     n = len(X)
     base = ["-a", "softplus", "-L", "2", "--no-normalize", "--no-progress"]
     spec = ["spectrum", "--data", rows["soft"], *base, "-k", "2", "--no-labels"]
     pred = ["predict", "--data", rows["soft"], "--labels", rows["y3"], *base, "--t", "0.001"]
-    for argv in (spec, pred):
+    near = ["-a", "tanh", "-L", "2", "--no-normalize", "--no-progress"]
+    for argv in (["spectrum", "--data", rows["near"], *near, "-k", "2", "--no-labels"],
+                 ["predict", "--data", rows["near"], "--labels", rows["y3"], *near, "--t",
+                  "0.001"]):
         assert main(argv) == 2
         line = _one_line(capsys.readouterr().err)
         assert "--tile-tol" in line and "drop --no-normalize" in line.lower(), line
-        for python in ("normalize=True", "a larger tol", "erf for tanh", "; L = ", "gamma_w"):
+        assert "near-duplicates" in line and "so --tile-tol of about" in line, line
+        for python in ("normalize=True", "a larger tol", "a tol of", "; L = ", "gamma_w"):
             assert python not in line, (python, line)
     # matrix names its own option, --tol
-    assert main(["matrix", "--data", rows["soft"], *base, "--out",
-                 os.path.join(os.path.dirname(rows["soft"]), "soft.zarr")]) == 2
+    assert main(["matrix", "--data", rows["near"], *near, "--out",
+                 os.path.join(os.path.dirname(rows["near"]), "near.zarr")]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "a larger --tol," in line and "drop --no-normalize" in line.lower(), line
+    assert "so --tol of about" in line, line
     K = _soft_oracle(X)
     scale = K.diagonal().max()
     assert main(spec + ["--tile-tol", "1e-10", "--json"]) == 0

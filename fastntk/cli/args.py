@@ -201,6 +201,7 @@ def cli_message(text: str, args) -> str:
               "--tol" if getattr(args, "command", None) == "matrix" else None)
     if option:
         text = text.replace("a larger tol", f"a larger {option}")
+        text = text.replace("so a tol of about", f"so {option} of about")
     return text
 
 
