@@ -10,7 +10,7 @@
 #            it keeps its own state in /var/spool/fastntk-local-slurm, cleared if it was saved
 #            by a cluster of another name. Idempotent: a second run with everything up takes
 #            about a second.
-#   stop     stop slurmd, slurmctld and munged.
+#   stop     cancel the jobs of this local cluster, then stop slurmd, slurmctld and munged.
 #   restart  stop, then start.
 #   status   print sinfo and squeue.
 #
@@ -357,6 +357,16 @@ cmd_start() {
 
 cmd_stop() {
     need_root
+    # the local cluster's jobs end with it: a job left running (a dask-jobqueue worker whose
+    # client went away) would outlive its slurmd as an orphan process
+    if command -v scancel >/dev/null 2>&1 && [[ -f "$CTLD_PID" ]] \
+            && kill -0 "$(cat "$CTLD_PID" 2>/dev/null)" 2>/dev/null; then
+        scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+        for _ in $(seq 1 20); do
+            [[ -z "$(squeue -h -u "$(id -un)" 2>/dev/null)" ]] && break
+            sleep 0.25
+        done
+    fi
     stop_daemon slurmd "$SLURMD_PID"
     stop_daemon slurmctld "$CTLD_PID"
     stop_daemon munged "$MUNGE_RUN/munged.pid"

@@ -114,6 +114,24 @@ def test_local_slurm_comes_up_over_state_of_another_cluster(local_slurm):
         assert f.read().strip() == "localcluster"
 
 
+def test_local_slurm_stop_ends_its_jobs(local_slurm, tmp_path):
+    """stop cancels the local cluster's jobs first: a job left running (a dask-jobqueue
+    worker whose client went away) outlived slurmd as an orphan process before."""
+    marker = f"sleep {int(time.time()) % 1000 + 5000}"  # a command line no one else runs
+    job = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "job.out"), "--wrap",
+                          marker], capture_output=True, text=True, timeout=30)
+    assert job.returncode == 0, job.stderr
+    for _ in range(80):  # running
+        if subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail("the job did not start")
+    assert _local_slurm("stop").returncode == 0
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
 def test_local_slurm_replaces_a_running_slurm_of_another_cluster(local_slurm, tmp_path):
     """Another cluster's slurmctld and slurmd are running (same ports, other ClusterName and
     state): start must not take them for its own."""
