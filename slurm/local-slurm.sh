@@ -367,6 +367,17 @@ cmd_stop() {
             sleep 0.25
         done
     fi
+    # proctrack/linuxproc loses a job's processes once they are reparented (a dask worker
+    # still closing when its job step ended): end every process of this cluster's jobs
+    local p
+    for p in /proc/[0-9]*; do
+        [[ ${p#/proc/} == "$$" ]] && continue
+        if { tr '\0' '\n' < "$p/environ"; } 2>/dev/null \
+                | grep -qx "SLURM_CLUSTER_NAME=$CLUSTER_NAME"; then
+            kill -KILL "${p#/proc/}" 2>/dev/null \
+                && log "ended process ${p#/proc/}, left over from a job of this cluster"
+        fi
+    done
     stop_daemon slurmd "$SLURMD_PID"
     stop_daemon slurmctld "$CTLD_PID"
     stop_daemon munged "$MUNGE_RUN/munged.pid"

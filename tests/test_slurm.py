@@ -115,8 +115,9 @@ def test_local_slurm_comes_up_over_state_of_another_cluster(local_slurm):
 
 
 def test_local_slurm_stop_ends_its_jobs(local_slurm, tmp_path):
-    """stop cancels the local cluster's jobs first: a job left running (a dask-jobqueue
-    worker whose client went away) outlived slurmd as an orphan process before."""
+    """stop cancels the local cluster's jobs first, and ends the processes of its jobs that
+    slurmd lost track of: a dask-jobqueue worker whose job was cancelled while it was still
+    closing outlived slurmd as an orphan process before."""
     marker = f"sleep {int(time.time()) % 1000 + 5000}"  # a command line no one else runs
     job = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "job.out"), "--wrap",
                           marker], capture_output=True, text=True, timeout=30)
@@ -127,9 +128,14 @@ def test_local_slurm_stop_ends_its_jobs(local_slurm, tmp_path):
         time.sleep(0.25)
     else:
         pytest.fail("the job did not start")
+    # and a job's process that slurmd lost track of (reparented: proctrack/linuxproc)
+    lost = f"sleep {int(time.time()) % 1000 + 7000}"
+    orphan = subprocess.Popen(lost.split(), start_new_session=True,
+                              env={**os.environ, "SLURM_CLUSTER_NAME": _cluster_name()})
     assert _local_slurm("stop").returncode == 0
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    assert orphan.wait(timeout=10) != 0  # ended by stop
 
 
 def test_local_slurm_replaces_a_running_slurm_of_another_cluster(local_slurm, tmp_path):
