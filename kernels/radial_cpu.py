@@ -321,3 +321,29 @@ def radial_tile(g, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi, fj, want
             _radial_row(g, n1 - 1 - k, xi, xj, tri, gw2, gb2, sw2, sb2, ci, cj, ti, tj, fi,
                         fj, want_nngp, share, out, cshort)
     return out, cshort
+
+
+@njit(cache=True)
+def compensated_prefix(x, idx):
+    """out[r, m] = sum_{k <= idx[m]} x[r, k] for x of shape (rows, T + 1) and the increasing
+    indices ``idx``, by Neumaier's compensated summation: each value within 2 u |sum| +
+    O(T u^2) sum |x| (u = 2^-53), whatever T (a plain prefix sum's error grows as T u sum
+    |x|; docs/math.md section 11.1: the tails of the radial tables)."""
+    rows = x.shape[0]
+    out = np.empty((rows, idx.shape[0]))
+    for r in range(rows):
+        s = 0.0
+        comp = 0.0
+        m = 0
+        for k in range(x.shape[1]):
+            v = x[r, k]
+            t = s + v
+            if abs(s) >= abs(v):
+                comp += (s - t) + v
+            else:
+                comp += (v - t) + s
+            s = t
+            while m < idx.shape[0] and idx[m] == k:
+                out[r, m] = s + comp
+                m += 1
+    return out

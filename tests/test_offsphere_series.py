@@ -337,6 +337,29 @@ def test_near_duplicates_certified_at_the_default_tol():
     bound = radial.map_block_radial(tile_spec(net, "series", 1e-12), g, X, None, True)
     th, _, tx, ty = oracle("tanh", 2, GW, GB, SW, SB, X[0], X[1])[-1]
     assert abs(g[0, 1] - th) <= bound <= 1e-12 * math.sqrt(tx * ty)
+    # L = 3 at norm 2.5: also the tails' rounding had grown with the degree (2 (t + 2) eps M,
+    # 9e-13 M per layer at 2047: refused at 2e-12); compensated sums make it 4 eps M
+    net3 = NTK("tanh", 3, gamma_w=GW, gamma_b=GB, sigma_w=SW, sigma_b=SB)
+    Z = X * 1.25
+    g = Z @ Z.T
+    bound = radial.map_block_radial(tile_spec(net3, "series", 1e-12), g, Z, None, True)
+    th, _, tx, ty = oracle("tanh", 3, GW, GB, SW, SB, Z[0], Z[1])[-1]
+    assert abs(g[0, 1] - th) <= bound <= 1e-12 * math.sqrt(tx * ty)
     Y = X * 3.5
     with pytest.raises(ValueError, match=r"near-duplicates: correlation 1 - .*a tol of about"):
         radial.map_block_radial(tile_spec(net, "series", 1e-12), Y @ Y.T, Y, None, True)
+
+
+def test_compensated_prefix_sums_against_fsum():
+    """The tails' prefix sums of squares (``radial_cpu.compensated_prefix``) against
+    math.fsum (exactly rounded): within 2 u of the sum at every candidate degree, whatever
+    the number of terms (2,048 of mixed sizes here)."""
+    from fastntk.kernels.radial_cpu import compensated_prefix
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 2048)) ** 8 * np.logspace(0, -12, 2048)
+    x[1, ::2] *= 1e8
+    idx = np.array([7, 15, 31, 127, 511, 2047])
+    got = compensated_prefix(x, idx)
+    want = np.array([[math.fsum(row[: i + 1]) for i in idx] for row in x])
+    assert np.all(np.abs(got - want) <= 2.0**-52 * want)

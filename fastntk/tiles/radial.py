@@ -238,11 +238,13 @@ def row_tables(net: NTK, norms: np.ndarray, T: int | np.ndarray, hermite: bool =
         f[rk.F_EQ, layer] = eq / q
         f[rk.F_R, layer], f[rk.F_SD, layer] = np.sqrt(m2), np.sqrt(d2)
         for which, (a, ea, mom, emom) in enumerate(((mu, emu, m2, em), (nu, enu, d2, ed))):
-            # tail beyond t: E[.^2] - sum_{k<=t} a_k^2, with the errors of both and rounding
-            kept = np.cumsum(a * a, axis=1)[:, cand]
+            # tail beyond t: E[.^2] - sum_{k<=t} a_k^2, with the errors of both and rounding:
+            # the squares (u each) and their compensated sum (2 u), the difference (u), twice
+            # (a plain cumulative sum's 2 (t + 2) eps M was 9e-13 M per layer at t = 2047)
+            kept = rk.compensated_prefix(a * a, cand)
             err = np.cumsum(ea * (2.0 * np.abs(a) + ea), axis=1)[:, cand]
             tail = (np.maximum(mom[:, None] - kept, 0.0) + emom[:, None] + err
-                    + 2.0 * (cand + 2) * EPS * mom[:, None])
+                    + 4.0 * EPS * mom[:, None])
             tails[layer, which] = np.sqrt(tail).T
             tails[layer, 2 + which] = np.sqrt(np.cumsum(ea * ea, axis=1)[:, cand]).T
             tails[layer, 4 + which] = np.sqrt(np.cumsum(k * a * a, axis=1)[:, cand]).T
