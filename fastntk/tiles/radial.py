@@ -40,6 +40,7 @@ from ..common.threads import parallel_section
 from ..data.rows import row_norms
 from ..kernels import radial_cpu as rk
 from ..kernels import tiles_cpu
+from ..kernels.offsphere_cpu import half_distance
 from ..network.hermite import scaled_hermite, scaled_moments
 from ..network.ntk import MAX_THETA, NTK
 from .spec import TileSpec, check_which
@@ -408,7 +409,7 @@ def _near(x: np.ndarray, y: np.ndarray, nx: float, ny: float) -> str:
     r = float(np.dot(x, y) / (nx * ny))
     if abs(r) < 1.0 - 1e-3:
         return ""
-    gap = float(np.sum((x / nx - np.sign(r) * y / ny) ** 2) / 2.0)  # 1 - |rho|, no cancellation
+    gap = half_distance(x, y, 1.0 / nx, 1.0 / ny, 1.0 if r > 0 else -1.0)  # 1 - |rho|
     return f", near-duplicates: correlation {'-1 +' if r < 0 else '1 -'} {gap:.1e}"
 
 
