@@ -18,6 +18,8 @@ same correlations.
   records the ratios (target: off-sphere / unit <= 1.15 for the same method).  Values are
   checked first: the off-sphere tile's diagonal equals ``NTK.diagonal``, and 20 of its entries
   and 5 diagonal ones match the mpmath recursion of bench/check_offsphere_nt.py to 1e-12.
+* ``test_offsphere_vs_unit_tile_activations``: the exact tile's ratio at d = 64 for ReLU
+  without and with biases, leaky ReLU, erf, the Gaussian and sin (one dual kind each).
 * ``test_offsphere_peak_memory``: the peak memory of each tile in a fresh process
   (bench/peak_memory.py's VmHWM reset), relative to the n x n float64 output (target: the
   same as the unit-row tile's).
@@ -128,6 +130,42 @@ def test_offsphere_vs_unit_tile(benchmark, relu, d):
           f"{times['unit']:.3f} s on it: {ratio:.3f}x (target <= {TARGET}); NTK.kernel "
           f"{times['off_kernel']:.3f} s / {times['unit_kernel']:.3f} s: "
           f"{info[f'offsphere_vs_unit_kernel_{d}']:.3f}x; load {os.getloadavg()[0]:.1f}")
+
+
+ACTIVATIONS = (("relu", {}), ("relu", {"gamma_b": 0.5, "sigma_b": 0.3}),
+               ("leaky_relu:0.1", {"gamma_b": 0.5, "sigma_b": 0.3}),
+               ("erf", {"gamma_b": 0.5, "sigma_b": 0.3}),
+               ("gaussian", {"gamma_b": 0.5, "sigma_b": 0.3}),
+               ("sin", {"gamma_b": 0.5, "sigma_b": 0.3}))
+
+
+@pytest.mark.benchmark(group="offsphere")
+def test_offsphere_vs_unit_tile_activations(benchmark):
+    """The same ratio (exact tile, off / unit, d = 64, L = 3) for every closed-form dual
+    kind, with and without biases: the target holds for each, not only for ReLU."""
+    U, X = data(N, 64)
+    times: dict = {}
+
+    def run():
+        for act, kw in ACTIVATIONS:
+            spec = tile_spec(NTK(act, 3, **kw), "exact")
+            cpu.tile(spec, U[:300]), cpu.tile(spec, X[:300])  # compile / load
+            t = {"unit": np.inf, "off": np.inf}
+            for _ in range(REPEATS):
+                t["unit"] = min(t["unit"], _best(lambda: cpu.tile(spec, U)))
+                t["off"] = min(t["off"], _best(lambda: cpu.tile(spec, X)))
+            times[act + ("" if not kw else "+bias")] = t
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    print()
+    for key, t in times.items():
+        ratio = t["off"] / t["unit"]
+        RESULTS[f"offsphere_vs_unit_exact_64_{key}"] = ratio
+        benchmark.extra_info[key] = ratio
+        print(f"d = 64, n = {N}, {key}: exact tile {t['off']:.3f} s off the sphere, "
+              f"{t['unit']:.3f} s on it: {ratio:.3f}x (target <= {TARGET})")
+    RESULTS["load_average_activations"] = list(os.getloadavg())
+    _save()
 
 
 PROBE = r"""

@@ -11,7 +11,7 @@
 ``tiles_cpu``   the tile contract on the CPU: Gram blocks mapped by the exact recursion or
                 Horner's rule, symmetric tiles, near-duplicate recomputation.
 ``tiles_cuda``  the same contract with numba.cuda (shared-memory Gram fused with the map,
-                fused tile @ V; off the sphere the CPU's ``offsphere_block`` and
+                fused tile @ V; off the sphere the CPU's pair recursion and
                 ``radial_cpu._radial_chunk`` as device functions); imported only when a GPU
                 or the simulator is asked for.
 ``_cache``      where Numba caches them: falls back to a private temporary directory, or to

@@ -101,17 +101,28 @@ def arccos_complements(delta, dbar):
 
 
 @njit(cache=True, inline="always")
-def asin_poly(x):
-    """(asin(x), sqrt(1 - x^2)) for -1 <= x <= 1 by one square root and ``asin_ratio``:
-    asin(a) = a w P(a^2) for a^2 <= 1/2, else pi/2 - w P((1 - a) / 2), a = |x|,
-    w = sqrt((1 - a)(1 + a)).  Branch-free (selects only)."""
+def asin_with_root(x, w):
+    """asin(x) for -1 <= x <= 1 given w = sqrt(1 - x^2) (the caller's, accurate where 1 - x^2
+    cancels): asin(a) = a w P(a^2) for a^2 <= 1/2, else pi/2 - w P((1 - a) / 2), a = |x|
+    (``asin_ratio``; its argument is smooth, only w carries the singularity at a = 1).
+    Branch-free (selects only)."""
     a = abs(x)
-    w = math.sqrt((1.0 - a) * (1.0 + a))
     small = a * a <= 0.5
     arg = 4.0 * a * a - 1.0 if small else 1.0 - 2.0 * a
     r = w * asin_ratio(arg)
-    v = a * r if small else _HALF_PI - r
-    return (v if x >= 0.0 else -v), w
+    # a r or pi/2 - r as one multiply-add of selected operands (-1 r is exact, + 0 adds
+    # nothing): the same rounding in vectorised and scalar code, contracted or not
+    v = (a if small else -1.0) * r + (0.0 if small else _HALF_PI)
+    return v if x >= 0.0 else -v
+
+
+@njit(cache=True, inline="always")
+def asin_poly(x):
+    """(asin(x), sqrt(1 - x^2)) for -1 <= x <= 1 by one square root, w =
+    sqrt((1 - a)(1 + a)), a = |x|, and ``asin_with_root``.  Branch-free (selects only)."""
+    a = abs(x)
+    w = math.sqrt((1.0 - a) * (1.0 + a))
+    return asin_with_root(x, w), w
 
 
 @njit(cache=True, inline="always")
@@ -313,8 +324,10 @@ def exact_block(om, op, nb, code, param, gw2, gb2, sw2, sb2, q, kp, al, dl, db, 
 # ----------------------------------------------------------- inputs of any norm
 # docs/math.md section 11.  Rows of any norm: each row carries its own variance q_l(x) at
 # every layer.  ``row_tables`` computes, once per row, the table below (one column per row,
-# so that a block of entries reads the y side contiguously); ``offsphere_block`` runs the
-# pair recursion of a block of entries from two such tables.  The two-variance duals below
+# so that a block of entries reads the y side contiguously); layer 1 of a pair comes from
+# ``first_layer_gram`` (its Gram value) or ``first_layer_pair`` (1 -+ rho, near c_1 = +-1),
+# and ``offsphere_layers`` runs the other layers of a block of entries from the two tables.
+# The two-variance duals below
 # are written, like the unit-row ones above, branch-free (selects only) where those are.
 #
 # The layer-l input of a row is the 2-vector z_l(x) = (v, w), v = sqrt(gw2) |x|,
@@ -344,22 +357,22 @@ def table_layout(nl):
 @njit(cache=True, inline="always")
 def second_moments(code, param, q):
     """(E[phi(u)^2], E[phi'(u)^2], aux) for u ~ N(0, q) (closed forms; no overflow for any
-    finite q).  ``aux`` is the per-row factor of the two-variance duals: sqrt(1 + 2q) for erf,
-    sqrt(1 + q / s^2) for the Gaussian, 1 otherwise."""
+    finite q).  ``aux`` is the per-row factor of the two-variance duals: 1 / sqrt(1 + 2q) for
+    erf, 1 / sqrt(1 + q / s^2) for the Gaussian, 1 otherwise."""
     if code == LEAKY_RELU:
         h = param + (1.0 - param) * (1.0 - param) * 0.5  # (1 + a^2) / 2
         return q * h, h, 1.0
     if code == ERF:
         # asin(2q / (1 + 2q)) = atan2(2q, sqrt(1 + 4q)): no cancellation for large q
         return (2.0 / math.pi * math.atan2(2.0 * q, math.sqrt(1.0 + 4.0 * q)),
-                4.0 / math.pi / math.sqrt(1.0 + 4.0 * q), math.sqrt(1.0 + 2.0 * q))
+                4.0 / math.pi / math.sqrt(1.0 + 4.0 * q), 1.0 / math.sqrt(1.0 + 2.0 * q))
     if code == GAUSSIAN:
         s2 = param * param
         lam = q / s2
         norm2 = 1.0 / (2.0 * math.pi * s2)
         x = 1.0 + 2.0 * lam
         sx = math.sqrt(x)
-        return norm2 / sx, norm2 * q / (s2 * s2 * x * sx), math.sqrt(1.0 + lam)
+        return norm2 / sx, norm2 * q / (s2 * s2 * x * sx), 1.0 / math.sqrt(1.0 + lam)
     e2 = math.exp(-2.0 * q)
     lo = -0.5 * math.expm1(-2.0 * q)
     hi = 0.5 * (1.0 + e2)
@@ -437,33 +450,40 @@ def first_layer2(omr, opr, nn, kk, ss, t, gw2, gb2):
 
 
 @njit(cache=True, inline="always")
-def erf_dual2(qx, qy, hx, hy, p, rr, delta, dbar):
-    """erf with two variances (hx = sqrt(1 + 2 q_x), hy likewise, P = sqrt(q_x q_y), rr =
-    R_x R_y): E = 2/pi asin(beta c), beta = 2P / (hx hy) <= 1; E' = 4/pi / sqrt((1 + 2q_x)
-    (1 + 2q_y) - 4 c^2 q_x q_y), written hx hy sqrt(W), W = 1 - beta^2 c^2 =
-    (1 + 2q_x + 2q_y) / (hx hy)^2 + beta^2 (1 - c^2) (positive terms only, no overflow), and
-    asin(beta c) = atan2(beta c, sqrt(W)) (accurate for beta c near 1); complement rr - E."""
+def erf_dual2(qx, qy, ihx, ihy, p, rr, delta, dbar):
+    """erf with two variances (ihx = 1 / sqrt(1 + 2 q_x), ihy likewise: the rows' ``aux``,
+    P = sqrt(q_x q_y), rr = R_x R_y): E = 2/pi asin(beta c), beta = 2P / (hx hy) <= 1;
+    E' = 4/pi / sqrt((1 + 2q_x)(1 + 2q_y) - 4 c^2 q_x q_y), written hx hy sqrt(W),
+    W = 1 - beta^2 c^2 = (1 + 2q_x + 2q_y) / (hx hy)^2 + beta^2 (1 - c^2) (positive terms
+    only, no overflow), and asin(beta c) from sqrt(W) (``asin_with_root``: accurate for
+    beta c near 1, no libm call); complement rr - E.  One square root and one division per
+    pair: the rows' factors are inverted once per row."""
     c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
-    hh = hx * hy
-    beta = 2.0 * p / hh
-    sw = math.sqrt(((1.0 + 2.0 * (qx + qy)) / hh) / hh + beta * beta * (delta * dbar))
-    e = 2.0 / math.pi * math.atan2(beta * c, sw)  # asin(beta c), sw = sqrt(1 - beta^2 c^2)
-    return e, rr - e, 4.0 / math.pi / (hh * sw)
+    ih = ihx * ihy
+    beta = 2.0 * p * ih
+    sw = math.sqrt(((1.0 + 2.0 * (qx + qy)) * ih) * ih + beta * beta * (delta * dbar))
+    a = asin_with_root(beta * c, sw)
+    # the complement from a, not from E: every product feeding a sum has one use, so
+    # vectorised and scalar code contract alike (the symmetric tile equals the rectangular)
+    return 2.0 / math.pi * a, (rr * _HALF_PI - a) * (2.0 / math.pi), 4.0 / math.pi * ih / sw
 
 
 @njit(cache=True, inline="always")
-def gaussian_dual2(s, qx, qy, hx, hy, p, rr, delta, dbar):
-    """Gaussian bump with two variances (hx = sqrt(1 + q_x / s^2), hy likewise): with
-    Delta = (1 + l_x)(1 + l_y) - l_x l_y c^2 = (hx hy)^2 W, W = (1 + l_x + l_y) / (hx hy)^2
-    + g^2 (1 - c^2), g = P / (s^2 hx hy): E = Delta^(-1/2) / (2 pi s^2), E' = E c g /
-    (s^2 hx hy W) (the Gaussian tilt); complement rr - E."""
+def gaussian_dual2(s, qx, qy, ihx, ihy, p, rr, delta, dbar):
+    """Gaussian bump with two variances (ihx = 1 / sqrt(1 + q_x / s^2), ihy likewise: the
+    rows' ``aux``): with Delta = (1 + l_x)(1 + l_y) - l_x l_y c^2 = (hx hy)^2 W,
+    W = (1 + l_x + l_y) / (hx hy)^2 + g^2 (1 - c^2), g = P / (s^2 hx hy): E = Delta^(-1/2) /
+    (2 pi s^2), E' = E c g / (s^2 hx hy W) (the Gaussian tilt); complement rr - E.  One
+    square root and one division per pair."""
     c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
-    s2 = s * s
-    hh = hx * hy
-    gg = p / (s2 * hh)
-    w = ((1.0 + (qx + qy) / s2) / hh) / hh + gg * gg * (delta * dbar)
-    e = 1.0 / (2.0 * math.pi * s2) / (hh * math.sqrt(w))
-    return e, rr - e, e * c * gg / (s2 * hh * w)
+    is2 = 1.0 / (s * s)  # loop invariants
+    norm2 = is2 / (2.0 * math.pi)
+    ih = ihx * ihy
+    gg = p * ih * is2
+    w = ((1.0 + (qx + qy) * is2) * ih) * ih + gg * gg * (delta * dbar)
+    rs = 1.0 / math.sqrt(w)
+    e = norm2 * ih * rs
+    return e, rr - e, e * c * gg * (ih * is2) * (rs * rs)
 
 
 @njit(cache=True, inline="always")
@@ -479,55 +499,66 @@ def trig_dual2(code, sx, sy, p, rr, delta, dbar):
 
 
 @njit(cache=True)
-def dual_moments2(code, param, qx, qy, hx, hy, sx, sy, rr, delta, dbar):
+def dual_moments2(code, param, qx, qy, ax, ay, sx, sy, rr, delta, dbar):
     """(E[phi(u)phi(v)], R_x R_y - E, E[phi'(u)phi'(v)]) for (u, v) centred Gaussian with
     variances q_x = sx^2, q_y = sy^2 and correlation c = 1 - delta = dbar - 1 (docs/math.md
-    section 11); hx, hy: the rows' ``aux`` factors (``second_moments``), rr = R_x R_y."""
+    section 11); ax, ay: the rows' ``aux`` factors (``second_moments``), rr = R_x R_y."""
     p = sx * sy
     if code == LEAKY_RELU:
         return leaky_dual(param, p, delta, dbar)
     if code == ERF:
-        return erf_dual2(qx, qy, hx, hy, p, rr, delta, dbar)
+        return erf_dual2(qx, qy, ax, ay, p, rr, delta, dbar)
     if code == GAUSSIAN:
-        return gaussian_dual2(param, qx, qy, hx, hy, p, rr, delta, dbar)
+        return gaussian_dual2(param, qx, qy, ax, ay, p, rr, delta, dbar)
     if code == SIN or code == COS:
         return trig_dual2(code, sx, sy, p, rr, delta, dbar)
     return math.nan, math.nan, math.nan
 
 
+@njit(cache=True, inline="always")
+def first_layer_gram(gij, isxy, gw2, gb2):
+    """Layer 1 of two rows of any norm from their Gram value g = <x, y> and isxy =
+    1 / (s_1(x) s_1(y)) (the rows' ``is`` of layer 1): (Sigma_1, delta_1, dbar_1, c_1) with
+    Sigma_1 = gw2 g + gb2, c_1 = Sigma_1 isxy, delta_1 = 1 - c_1, dbar_1 = 1 + c_1 (docs/math.md
+    section 11).  Accurate, to a few eps / NEAR relative, only where |c_1| <= 1 - NEAR: the
+    caller takes the others from 1 -+ rho (``first_layer_pair``).  Two loads per pair and no
+    square root: the fast layer 1 of the CPU and CUDA tiles (``offsphere_cpu.first_block``,
+    ``tiles_cuda``)."""
+    sig = gw2 * gij + gb2
+    c = sig * isxy
+    return sig, 1.0 - c, 1.0 + c, c
+
+
+@njit(cache=True, inline="always")
+def first_layer_pair(omr, opr, ix, tx, jy, ty, gw2, gb2):
+    """Layer 1 of the pair (row ``ix`` of table ``tx``, row ``jy`` of table ``ty``) from
+    1 - rho and 1 + rho, cancellation-free whatever c_1 (``first_layer2`` with the rows'
+    table entries): (Sigma_1, delta_1, dbar_1).  For the pairs with |c_1| > 1 - NEAR (near
+    duplicates, the diagonal, pairs of zero rows), which ``first_layer_gram`` leaves to it;
+    scalar (per pair: those are few)."""
+    nl = tx.shape[0] // 9 - 1  # table_layout: height 9 L + 9
+    m = nl + 1
+    base = 4 * m + 5 * nl
+    gap = sine_gap(tx[2 * m, ix], tx[3 * m, ix], ty[2 * m, jy], ty[3 * m, jy])
+    return first_layer2(omr, opr, tx[base + 2, ix] * ty[base + 2, jy],
+                        tx[base, ix] * ty[base, jy], tx[base + 1, ix] * ty[base + 1, jy],
+                        gap * gap, gw2, gb2)
+
+
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2, kp, al, dl,
-                    db):
-    """NTK (into ``kp``) and NNGP (into ``al``) of ``nb`` pairs (row ``ix`` of table ``tx``,
-    row ``j0 + jj`` of table ``ty``) of any norm, from 1 - rho (``om``) and 1 + rho (``op``),
-    by the pair recursion of docs/math.md section 11; ``dl``, ``db`` are scratch arrays.
-    Tables from ``row_tables`` (layout ``table_layout``); the layer loop is outside, one
-    branch-free entry loop per activation inside, as in ``exact_block``.  Per layer:
-    Sigma = sw2 E + sb2, Theta <- Sigma + Theta sw2 E', delta' = sw2 (R_x R_y - E) / P' +
-    2 sin^2(psi'_x - psi'_y) with P' = sqrt(q'_x q'_y) (no division, no extra square root).
-    (Duplicate rows, 1 - rho = 0 and equal norms, are the caller's: they take the row's
-    diagonal from its table.)"""
+def offsphere_layers(nb, ix, tx, j0, ty, code, param, sw2, sb2, kp, al, dl, db):
+    """Layers 2 .. L + 1 of the pair recursion (docs/math.md section 11) of ``nb`` pairs
+    (row ``ix`` of table ``tx``, row ``j0 + jj`` of table ``ty``), from layer 1 in kp, al
+    (Sigma_1) and dl, db (delta_1, dbar_1): NTK into ``kp``, NNGP into ``al``.  Tables from
+    ``row_tables`` (layout ``table_layout``); the layer loop is outside, one branch-free
+    entry loop per activation inside, as in ``exact_block``.  Per layer: Sigma = sw2 E + sb2,
+    Theta <- Sigma + Theta sw2 E', delta' = sw2 (R_x R_y - E) / P' + 2 sin^2(psi'_x -
+    psi'_y) with P' = sqrt(q'_x q'_y) (no division, no extra square root)."""
     nl = sb2.shape[0]
     m = nl + 1
     i_is, i_sp, i_cp = m, 2 * m, 3 * m
     i_q, i_r, i_a, i_t, i_w = 4 * m, 4 * m + nl, 4 * m + 2 * nl, 4 * m + 3 * nl, 4 * m + 4 * nl
-    base = 4 * m + 5 * nl
-    nx = tx[base + 2, ix]
-    kx = tx[base, ix]
-    snx = tx[base + 1, ix]
-    spx = tx[i_sp, ix]
-    cpx = tx[i_cp, ix]
     je = j0 + nb  # 1-D views of the y side: unit-stride loads, no index wraparound
-    cpy, spy = ty[i_cp, j0:je], ty[i_sp, j0:je]
-    ny, ky, sny = ty[base + 2, j0:je], ty[base, j0:je], ty[base + 1, j0:je]
-    for jj in range(nb):  # layer 1, vectorised
-        gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
-        alpha, delta, dbar = first_layer2(om[jj], op[jj], nx * ny[jj], kx * ky[jj],
-                                          snx * sny[jj], gap * gap, gw2, gb2)
-        kp[jj] = alpha
-        al[jj] = alpha
-        dl[jj] = delta
-        db[jj] = dbar
     for layer in range(nl):
         sbl = sb2[layer]
         sx = tx[layer, ix]
@@ -539,6 +570,17 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
             ratx, wsx = tx[i_t + layer, ix], tx[i_w + layer, ix]
             wsy, raty = ty[i_w + layer, j0:je], ty[i_t + layer, j0:je]
             spy, cpy = ty[i_sp + layer + 1, j0:je], ty[i_cp + layer + 1, j0:je]
+            if sbl == 0.0:  # no bias: every row's psi is 0, the sine gap is exactly 0
+                for jj in range(nb):
+                    ev, ec, ed = leaky_dual(param, 1.0, min(max(dl[jj], 0.0), 2.0),
+                                            min(max(db[jj], 0.0), 2.0))
+                    alpha = (wsx * wsy[jj]) * ev
+                    kp[jj] = alpha + kp[jj] * (sw2 * ed)
+                    al[jj] = alpha
+                    dn = (ratx * raty[jj]) * ec
+                    dl[jj] = dn
+                    db[jj] = 2.0 - dn
+                continue
             for jj in range(nb):
                 ev, ec, ed = leaky_dual(param, 1.0, min(max(dl[jj], 0.0), 2.0),
                                         min(max(db[jj], 0.0), 2.0))
@@ -552,14 +594,14 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
             continue
         qx = tx[i_q + layer, ix]
         rx = tx[i_r + layer, ix]
-        hx = tx[i_a + layer, ix]
+        ax = tx[i_a + layer, ix]
         isx = tx[i_is + layer + 1, ix]
         qy, sy, ry = ty[i_q + layer, j0:je], ty[layer, j0:je], ty[i_r + layer, j0:je]
-        hy, isy = ty[i_a + layer, j0:je], ty[i_is + layer + 1, j0:je]
+        ay, isy = ty[i_a + layer, j0:je], ty[i_is + layer + 1, j0:je]
         spy, cpy = ty[i_sp + layer + 1, j0:je], ty[i_cp + layer + 1, j0:je]
         if code == ERF:
             for jj in range(nb):
-                ev, ec, ed = erf_dual2(qx, qy[jj], hx, hy[jj], sx * sy[jj], rx * ry[jj],
+                ev, ec, ed = erf_dual2(qx, qy[jj], ax, ay[jj], sx * sy[jj], rx * ry[jj],
                                        min(max(dl[jj], 0.0), 2.0), min(max(db[jj], 0.0), 2.0))
                 alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
@@ -570,7 +612,7 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
                 db[jj] = 2.0 - dn
         elif code == GAUSSIAN:
             for jj in range(nb):
-                ev, ec, ed = gaussian_dual2(param, qx, qy[jj], hx, hy[jj], sx * sy[jj],
+                ev, ec, ed = gaussian_dual2(param, qx, qy[jj], ax, ay[jj], sx * sy[jj],
                                             rx * ry[jj], min(max(dl[jj], 0.0), 2.0),
                                             min(max(db[jj], 0.0), 2.0))
                 alpha = sw2 * ev + sbl
@@ -582,7 +624,7 @@ def offsphere_block(om, op, nb, ix, tx, j0, ty, code, param, gw2, gb2, sw2, sb2,
                 db[jj] = 2.0 - dn
         else:
             for jj in range(nb):
-                ev, ec, ed = dual_moments2(code, param, qx, qy[jj], hx, hy[jj], sx, sy[jj],
+                ev, ec, ed = dual_moments2(code, param, qx, qy[jj], ax, ay[jj], sx, sy[jj],
                                            rx * ry[jj], min(max(dl[jj], 0.0), 2.0),
                                            min(max(db[jj], 0.0), 2.0))
                 alpha = sw2 * ev + sbl

@@ -2,13 +2,15 @@
 
 The same layout as ``kernels/tiles_cpu.exact_tile`` (rows in parallel, entries in blocks of
 ``BLOCK`` with the layer loop outside, symmetric tiles TRI x TRI block by block over the lower
-triangle and mirrored as they go), with the pair recursion of ``exact_cpu.offsphere_block``
-reading each row's table (``exact_cpu.row_tables``, layout ``exact_cpu.table_layout``), built
-once per row block by the caller.  rho = G_ij / (|x_i| |x_j|), 1 -+ rho recomputed from the
-rows near +-1 (``half_distance``: cancellation-free whatever the two norms); a zero row has
-rho = 0 with every row (its layer-1 covariance is gamma_b^2 whatever rho).  The diagonal and
-exact duplicates (1 - rho = 0 and equal norms) get the row's diagonal from its table;
-collinear rows of different norms go through the recursion.
+triangle and mirrored as they go), with the pair recursion of ``exact_cpu`` reading each row's
+table (``exact_cpu.row_tables``, layout ``exact_cpu.table_layout``), built once per row block
+by the caller.  Layer 1 (``first_block``) comes from the Gram value itself, c_1 =
+(gw2 G_ij + gb2) / (s_1(x) s_1(y)), where |c_1| <= 1 - NEAR; the other pairs take it from
+rho = G_ij / (|x_i| |x_j|), 1 -+ rho recomputed from the rows near +-1 (``half_distance``:
+cancellation-free whatever the two norms); a zero row has rho = 0 with every row (its
+layer-1 covariance is gamma_b^2 whatever rho).  Layers 2 .. L + 1: ``exact_cpu.offsphere_layers``.
+The diagonal and exact duplicates (1 - rho = 0 and equal norms) get the row's diagonal from
+its table; collinear rows of different norms go through the recursion.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from numba import get_thread_id as numba_thread_id
 from numba import njit, prange
 
-from .exact_cpu import offsphere_block
+from .exact_cpu import first_layer_gram, first_layer_pair, offsphere_layers
 from .tiles_cpu import (
     BLOCK,
     NEAR,
@@ -52,55 +54,85 @@ def half_distance(x, y, ux, uy, sign):
     return min(max(0.5 * s, 0.0), 2.0)
 
 
-@njit(cache=True)
-def init_block(g, i, j0, nb, xi, xj, ui, uj, diag, om, op):
-    """om, op <- 1 - rho, 1 + rho for g[i, j0:j0+nb], recomputed from the rows
-    (``half_distance``) where |rho| > 1 - NEAR; the diagonal of a symmetric tile 0, 2."""
-    u = ui[i]
-    seg = g[i, j0:j0 + nb]
+@njit(cache=True, error_model="numpy")  # no contraction: half_distance(x, x) is 0
+def first_block(g, i, j0, nb, xi, xj, ui, uj, diag, ti, tj, gw2, gb2, om, kp, al, dl, db):
+    """Layer 1 of the pairs (i, j0 .. j0 + nb - 1) into kp, al (Sigma_1) and dl, db
+    (delta_1, dbar_1): from their Gram values (``exact_cpu.first_layer_gram``, vectorised;
+    scaled by the rows' table norm / norm, so a row within ROW_RTOL of norm 1 counts as its
+    projection, as in the tables) where |c_1| <= 1 - NEAR; the others (near duplicates, the
+    diagonal, pairs of zero rows) from 1 -+ rho (``exact_cpu.first_layer_pair``),
+    recomputed from the rows near +-1 (``half_distance``), 1 - rho = 0 on the diagonal of a
+    symmetric tile.  Returns the number of the latter; when it is not 0, ``om`` holds
+    1 - rho for them and 1 for the others (the output loop's duplicate test).  Which way a
+    pair goes depends on the pair alone, so every tiling gives it the same bits."""
+    m = ti.shape[0] // 9  # the rows' 1 / s_1 (table_layout "is" of layer 1; height 9 L + 9)
+    nrm = ti.shape[0] - 3  # the rows' norms in the tables (1 for rows within ROW_RTOL of 1)
+    isx = ti[m, i]
+    vx = ui[i] * ti[nrm, i]
+    isys = tj[m, j0:j0 + nb]
     ujs = uj[j0:j0 + nb]
+    nys = tj[nrm, j0:j0 + nb]
+    seg = g[i, j0:j0 + nb]
     near = 0
     for jj in range(nb):  # vectorised (slices indexed from 0, an integer count)
-        r = correlation(seg[jj], u, ujs[jj])
-        om[jj] = 1.0 - r
-        op[jj] = 1.0 + r
-        near += abs(r) > 1.0 - NEAR
-    if near:  # rare: recompute only the entries near +-1 (not the diagonal)
+        sig, delta, dbar, c = first_layer_gram(seg[jj] * (vx * (ujs[jj] * nys[jj])),
+                                               isx * isys[jj], gw2, gb2)
+        kp[jj] = sig
+        al[jj] = sig
+        dl[jj] = delta
+        db[jj] = dbar
+        om[jj] = c
+        near += abs(c) > 1.0 - NEAR
+    if near:  # the few pairs with c_1 near +-1
+        u = ui[i]
         for jj in range(nb):
-            j = j0 + jj
-            r = 1.0 - om[jj]
-            if diag and j == i:
+            if abs(om[jj]) <= 1.0 - NEAR:
+                om[jj] = 1.0
                 continue
-            if r > 1.0 - NEAR:
-                om[jj] = half_distance(xi[i], xj[j], u, uj[j], 1.0)
-                op[jj] = 2.0 - om[jj]
+            j = j0 + jj
+            r = correlation(seg[jj], u, uj[j])
+            if diag and j == i:
+                omr, opr = 0.0, 2.0
+            elif r > 1.0 - NEAR:
+                omr = half_distance(xi[i], xj[j], u, uj[j], 1.0)
+                opr = 2.0 - omr
             elif r < -1.0 + NEAR:
-                op[jj] = half_distance(xi[i], xj[j], u, uj[j], -1.0)
-                om[jj] = 2.0 - op[jj]
-    if diag and j0 <= i < j0 + nb:
-        om[i - j0] = 0.0
-        op[i - j0] = 2.0
+                opr = half_distance(xi[i], xj[j], u, uj[j], -1.0)
+                omr = 2.0 - opr
+            else:
+                omr, opr = 1.0 - r, 1.0 + r
+            sig, delta, dbar = first_layer_pair(omr, opr, i, ti, j, tj, gw2, gb2)
+            kp[jj] = sig
+            al[jj] = sig
+            dl[jj] = delta
+            db[jj] = dbar
+            om[jj] = omr
+    return near
 
 
 @njit(cache=True, error_model="numpy")
 def _chunk(g, i, j0, nb, xi, xj, ui, uj, diag, mirror, want_nngp, ti, tj,
-           code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al):
+           code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al):
     """g[i, j0:j0+nb] <- Theta (or the NNGP); ``mirror``: also g[j0:j0+nb, i].  Pairs with
     1 - rho = 0 and equal norms (the diagonal, duplicates, two zero rows) get row i's
     diagonal."""
-    init_block(g, i, j0, nb, xi, xj, ui, uj, diag, om, op)
-    offsphere_block(om, op, nb, i, ti, j0, tj, code, param, gw2, gb2, sw2, sb2, kp, al, dl,
-                    db)
+    near = first_block(g, i, j0, nb, xi, xj, ui, uj, diag, ti, tj, gw2, gb2, om, kp, al, dl,
+                       db)
+    offsphere_layers(nb, i, ti, j0, tj, code, param, sw2, sb2, kp, al, dl, db)
     val = al if want_nngp else kp
-    top = ti.shape[0]  # the last rows: norm, Theta(x, x), NNGP(x, x) (table_layout)
-    at_one = ti[top - 1 if want_nngp else top - 2, i]
-    nrm = top - 3
-    nx = ti[nrm, i]
     seg = g[i, j0:j0 + nb]
-    nys = tj[nrm, j0:j0 + nb]
-    for jj in range(nb):  # branch-free select: vectorised
-        dup = ((om[jj] == 0.0) | (nx == 0.0)) & (nys[jj] == nx)  # zero rows too
-        seg[jj] = at_one if dup else val[jj]
+    if near:
+        top = ti.shape[0]  # the last rows: norm, Theta(x, x), NNGP(x, x) (table_layout)
+        at_one = ti[top - 1 if want_nngp else top - 2, i]
+        nrm = top - 3
+        nx = ti[nrm, i]
+        nys = tj[nrm, j0:j0 + nb]
+        for jj in range(nb):  # branch-free select: vectorised
+            dup = ((om[jj] == 0.0) | (nx == 0.0)) & (nys[jj] == nx)  # zero rows too
+            seg[jj] = at_one if dup else val[jj]
+    else:
+        for jj in range(nb):
+            seg[jj] = val[jj]
     if mirror:
         for jj in range(nb):
             g[j0 + jj, i] = seg[jj]
@@ -108,20 +140,20 @@ def _chunk(g, i, j0, nb, xi, xj, ui, uj, diag, mirror, want_nngp, ti, tj,
 
 @njit(cache=True)
 def _rows(g, a, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2,
-          sb2, om, op, dl, db, kp, al):
+          sb2, om, dl, db, kp, al):
     """Row block ``a``, as ``tiles_cpu._exact_rows``."""
     if not tri:
         m = g.shape[1]
         for j0 in range(0, m, BLOCK):
             _chunk(g, a, j0, min(BLOCK, m - j0), xi, xj, ui, uj, False, False,
-                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al)
+                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al)
         return
     r0 = a * TRI
     r1 = min(r0 + TRI, g.shape[0])
     for c0 in range(0, r1, TRI):
         for i in range(max(r0, c0), r1):
             _chunk(g, i, c0, min(TRI, i + 1 - c0), xi, xj, ui, uj, True, True,
-                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, op, dl, db, kp, al)
+                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al)
 
 
 @njit(cache=True, parallel=True)
@@ -137,13 +169,13 @@ def offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2
     uj = ui if tri else inverse_norms(row_norms(xj))
     nrb = -(-n1 // TRI) if tri else n1
     for k in prange((nrb + 1) // 2):  # row blocks paired k <-> nrb - 1 - k: balanced
-        om, op, dl, db, kp, al = recursion_buffers()
+        om, _, dl, db, kp, al = recursion_buffers()
         _rows(g, k, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
-              sw2, sb2, om, op, dl, db, kp, al)
+              sw2, sb2, om, dl, db, kp, al)
         k2 = nrb - 1 - k
         if k2 != k:
             _rows(g, k2, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2,
-                  gb2, sw2, sb2, om, op, dl, db, kp, al)
+                  gb2, sw2, sb2, om, dl, db, kp, al)
     return g
 
 
@@ -161,9 +193,9 @@ def gram_offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2
     for t in prange(nrb):
         a = block_order(t, nrb)
         gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
-        om, op, dl, db, kp, al = recursion_buffers()
+        om, _, dl, db, kp, al = recursion_buffers()
         r0 = a * TRI
         for b in range(a if tri else r0, a + 1 if tri else min(r0 + TRI, n1)):
             _rows(g, b, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
-                  sw2, sb2, om, op, dl, db, kp, al)
+                  sw2, sb2, om, dl, db, kp, al)
     return g

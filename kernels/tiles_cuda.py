@@ -9,11 +9,12 @@ tiles of the rows (no cuBLAS), then, in the same kernel, maps every entry:
 * ``MODE_SERIES`` Horner's rule on a coefficient table (``tiles_cpu.horner_block``);
 * ``MODE_RHO``    the correlation itself (the series protocol: the tile's largest |rho| fixes
                   the series degree, then ``horner`` maps the stored correlations in place);
-* ``MODE_OFFSPHERE`` rows of any norm (docs/math.md section 11): the pair recursion
-                  ``exact_cpu.offsphere_block`` on a block of one, reading the rows' tables
-                  (``exact_cpu.row_tables``, built on the host), with 1 -+ rho near +-1 from
-                  ``offsphere_cpu.half_distance``; the diagonal, exact duplicates and pairs
-                  of zero rows take the row's diagonal from its table.
+* ``MODE_OFFSPHERE`` rows of any norm (docs/math.md section 11): the pair recursion of
+                  ``offsphere_cpu.first_block`` and ``exact_cpu.offsphere_layers`` on a
+                  block of one, reading the rows' tables (``exact_cpu.row_tables``, built
+                  on the host), with 1 -+ rho near +-1 from ``offsphere_cpu.half_distance``;
+                  the diagonal, exact duplicates and pairs of zero rows take the row's
+                  diagonal from its table.
 
 ``radial_map`` and ``radial_map_matvec`` map tiles of series activations for rows of any norm
 (docs/math.md section 11.1): each thread runs the CPU's ``radial_cpu._radial_chunk`` on a
@@ -73,7 +74,8 @@ def device_functions():
     e = exact_cpu
     ratio = _device(e.asin_ratio)
     arccos = _device(e.arccos_complements, asin_ratio=ratio)
-    asin = _device(e.asin_poly, asin_ratio=ratio)
+    asin_root = _device(e.asin_with_root, asin_ratio=ratio)
+    asin = _device(e.asin_poly, asin_with_root=asin_root)
     tcms = _device(e.theta_cos_minus_sin)
     leaky = _device(e.leaky_dual, arccos_complements=arccos, theta_cos_minus_sin=tcms)
     erf = _device(e.erf_dual, asin_poly=asin)
@@ -84,20 +86,24 @@ def device_functions():
     block = _device(e.exact_block, first_layer=_device(e.first_layer),
                     layer_update=_device(e.layer_update), leaky_dual=leaky, erf_dual=erf,
                     gaussian_dual=gauss, dual_moments=dual)
-    erf2 = _device(e.erf_dual2, asin_poly=asin)
+    erf2 = _device(e.erf_dual2, asin_with_root=asin_root)
     gauss2 = _device(e.gaussian_dual2)
     dual2 = _device(e.dual_moments2, leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
                     trig_dual2=_device(e.trig_dual2, exp_sinh_cosh=esc))
-    offsphere = _device(e.offsphere_block, first_layer2=_device(e.first_layer2),
-                        sine_gap=_device(e.sine_gap), leaky_dual=leaky,
-                        erf_dual2=erf2, gaussian_dual2=gauss2, dual_moments2=dual2)
+    gap = _device(e.sine_gap)
+    layers = _device(e.offsphere_layers, sine_gap=gap, leaky_dual=leaky, erf_dual2=erf2,
+                     gaussian_dual2=gauss2, dual_moments2=dual2)
+    first_pair = _device(e.first_layer_pair, first_layer2=_device(e.first_layer2),
+                         sine_gap=gap)
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))
     corr = _device(t.correlation)
     radial = _device(radial_cpu._radial_chunk, correlation=corr, complements=comp,
                      _horner_top=_device(radial_cpu._horner_top))
-    return types.SimpleNamespace(exact_block=block, offsphere_block=offsphere,
+    return types.SimpleNamespace(exact_block=block, offsphere_layers=layers,
+                                 first_layer_gram=_device(e.first_layer_gram),
+                                 first_layer_pair=first_pair,
                                  half_distance=_device(offsphere_cpu.half_distance),
                                  complements=comp, correlation=corr,
                                  horner_block=_device(t.horner_block), radial_chunk=radial)
@@ -110,7 +116,9 @@ def kernels(tpb: int):
     ``gram_plain``."""
     dev = device_functions()
     exact_block = dev.exact_block
-    offsphere_block = dev.offsphere_block
+    offsphere_layers = dev.offsphere_layers
+    first_layer_gram = dev.first_layer_gram
+    first_layer_pair = dev.first_layer_pair
     half_distance = dev.half_distance
     near = tiles_cpu.NEAR
     complements = dev.complements
@@ -130,38 +138,44 @@ def kernels(tpb: int):
     def offsphere_value(acc, row, col, xi, xj, ui, uj, diag, want_nngp, ti, tj, code, param,
                         gw2, gb2, sw2, sb2):
         """The entry (row, col) of rows of any norm from its Gram value and the rows' tables,
-        as ``offsphere_cpu._chunk`` on a block of one: 1 -+ rho recomputed near +-1 by
-        ``offsphere_cpu.half_distance`` (``init_block``); 1 - rho = 0 (or a zero row) with
+        as ``offsphere_cpu._chunk`` on a block of one: layer 1 from the Gram value where
+        |c_1| <= 1 - NEAR, else from 1 -+ rho, recomputed near +-1 by
+        ``offsphere_cpu.half_distance`` (``first_block``); 1 - rho = 0 (or a zero row) with
         equal norms (the diagonal, exact duplicates, two zero rows) is the row's own
         diagonal from its table (whose last rows are the norm, Theta(x, x) and the NNGP's:
         ``exact_cpu.table_layout``)."""
-        r = correlation(acc, ui[row], uj[col])
-        omr = 1.0 - r
-        opr = 1.0 + r
-        r = 1.0 - omr
-        if diag and row == col:
-            omr = 0.0
-            opr = 2.0
-        elif r > 1.0 - near:
-            omr = half_distance(xi[row], xj[col], ui[row], uj[col], 1.0)
-            opr = 2.0 - omr
-        elif r < -1.0 + near:
-            opr = half_distance(xi[row], xj[col], ui[row], uj[col], -1.0)
-            omr = 2.0 - opr
         top = ti.shape[0]
-        nx = ti[top - 3, row]
-        if (omr == 0.0 or nx == 0.0) and tj[top - 3, col] == nx:
-            return ti[top - (1 if want_nngp else 2), row]
-        om = cuda.local.array(1, float64)
-        op = cuda.local.array(1, float64)
+        m = top // 9  # the rows' 1 / s_1 (table_layout "is" of layer 1)
+        nrm = top - 3  # table norms: rows within ROW_RTOL of 1 count as their projections
+        gs = acc * ((ui[row] * ti[nrm, row]) * (uj[col] * tj[nrm, col]))
+        sig, delta, dbar, c = first_layer_gram(gs, ti[m, row] * tj[m, col], gw2, gb2)
+        if abs(c) > 1.0 - near:  # layer 1 from 1 -+ rho, as offsphere_cpu.first_block
+            r = correlation(acc, ui[row], uj[col])
+            if diag and row == col:
+                omr = 0.0
+                opr = 2.0
+            elif r > 1.0 - near:
+                omr = half_distance(xi[row], xj[col], ui[row], uj[col], 1.0)
+                opr = 2.0 - omr
+            elif r < -1.0 + near:
+                opr = half_distance(xi[row], xj[col], ui[row], uj[col], -1.0)
+                omr = 2.0 - opr
+            else:
+                omr = 1.0 - r
+                opr = 1.0 + r
+            nx = ti[nrm, row]
+            if (omr == 0.0 or nx == 0.0) and tj[nrm, col] == nx:
+                return ti[top - (1 if want_nngp else 2), row]
+            sig, delta, dbar = first_layer_pair(omr, opr, row, ti, col, tj, gw2, gb2)
         kp = cuda.local.array(1, float64)
         al = cuda.local.array(1, float64)
         dl = cuda.local.array(1, float64)
         db = cuda.local.array(1, float64)
-        om[0] = omr
-        op[0] = opr
-        offsphere_block(om, op, 1, row, ti, col, tj, code, param, gw2, gb2, sw2, sb2, kp, al,
-                        dl, db)
+        kp[0] = sig
+        al[0] = sig
+        dl[0] = delta
+        db[0] = dbar
+        offsphere_layers(1, row, ti, col, tj, code, param, sw2, sb2, kp, al, dl, db)
         return al[0] if want_nngp else kp[0]
 
     @cuda.jit(device=True)

@@ -101,6 +101,36 @@ def test_tiles_match_mpmath(act, L, gb, sb, bias):
         assert np.max(np.abs(R - ref[which][:5, 4:]) / scale[:5, 4:]) <= 1e-13
 
 
+def _pairs_around_the_layer_one_threshold(gb: float) -> np.ndarray:
+    """Rows whose layer-1 correlation c_1 = (GW^2 <x, y> + gb^2) / (s_1(x) s_1(y)) lies just
+    inside and just outside 1 - NEAR (the Gram-value path and the 1 -+ rho path of
+    offsphere_cpu.first_block), at several norm ratios, and collinear rows of different
+    norms whose c_1 is far from 1 (the Gram-value path at rho = 1)."""
+    e1, e2 = np.eye(8)[0], np.eye(8)[1]
+    rows = []
+    for a, b in ((2.0, 2.5), (0.7, 3.0), (4.0, 4.0)):
+        sx, sy = math.sqrt(GW**2 * a * a + gb**2), math.sqrt(GW**2 * b * b + gb**2)
+        for c1 in (1 - tiles_cpu.NEAR * (1 + 1e-3), 1 - tiles_cpu.NEAR * (1 - 1e-3),
+                   1 - 0.5 * tiles_cpu.NEAR, 1 - 2 * tiles_cpu.NEAR):
+            rho = (c1 * sx * sy - gb**2) / (GW**2 * a * b)
+            if abs(rho) < 1.0:
+                rows += [a * e1, b * (rho * e1 + math.sqrt(1 - rho * rho) * e2)]
+    rows += [1.0 * e1, 5.0 * e1, 0.2 * e2, 9.0 * e2]  # collinear, different norms
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("act", ["relu", "abs", "erf", "gaussian"])
+@pytest.mark.parametrize("gb", [0.5, 3.0])
+def test_layer_one_paths_meet_at_the_threshold(act, gb):
+    X = _pairs_around_the_layer_one_threshold(gb)
+    net = NTK(act, 3, gamma_w=GW, gamma_b=gb, sigma_w=SW, sigma_b=0.3)
+    ntk, _ = _oracle(act, X, 3, gb, 0.3)
+    d = np.diag(ntk)
+    scale = np.sqrt(np.outer(d, d))
+    for K in (net.kernel(X), net.kernel(X[:7], X)):
+        assert np.max(np.abs(K - ntk[:len(K)]) / scale[:len(K)]) <= 1e-13
+
+
 @pytest.mark.parametrize("code,param", [(LEAKY_RELU, 0.0), (LEAKY_RELU, -1.0), (ERF, 0.0),
                                         (GAUSSIAN, 0.7), (SIN, 0.0), (COS, 0.0)])
 def test_two_variance_duals_against_mpmath(code, param):
@@ -142,19 +172,23 @@ def test_unit_rows_take_the_unit_kernels_bit_for_bit():
             assert np.array_equal(K, g)
 
 
-def test_symmetric_tile_equals_rectangular_tile():
-    X = _rows(zero=True)
-    for act in ("relu", "erf", "sin"):
-        spec = tile_spec(NTK(act, 3, gamma_w=GW, gamma_b=0.4, sigma_w=SW, sigma_b=0.3),
-                         "exact")
-        g = X @ X.T
-        g = np.tril(g) + np.tril(g, -1).T  # the same Gram values in both triangles
-        sym, rect = g.copy(), g.copy()
-        cpu.map_block(spec, sym, X, None, True)
-        cpu.map_block(spec, rect, X, X, False)
-        # equal to rounding: a pair's FMA contractions depend on which row is x
-        assert np.array_equal(np.tril(sym), np.tril(rect))  # the same pairs, the same bits
-        assert np.max(np.abs(sym - rect) / np.abs(rect)) <= 4e-16
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "abs", "erf", "gaussian", "sin"])
+def test_symmetric_tile_equals_rectangular_tile(act):
+    # 10 special rows and 30 random ones of norms 0.3 to 30: row chunks of every length
+    # (vectorised bodies and scalar remainders) compute the same pairs
+    rng = np.random.default_rng(7)
+    R = rng.standard_normal((30, 64)) * rng.uniform(0.3, 30.0, (30, 1)) / 8.0
+    X = np.vstack([_rows(zero=True), R])
+    spec = tile_spec(NTK(act, 3, gamma_w=GW, gamma_b=0.4, sigma_w=SW, sigma_b=0.3), "exact")
+    g = X @ X.T
+    g = np.tril(g) + np.tril(g, -1).T  # the same Gram values in both triangles
+    sym, rect = g.copy(), g.copy()
+    cpu.map_block(spec, sym, X, None, True)
+    cpu.map_block(spec, rect, X, X, False)
+    assert np.array_equal(np.tril(sym), np.tril(rect))  # the same pairs, the same bits
+    # the upper triangles are pairs with x and y swapped: equal to rounding only (a pair's
+    # FMA contractions depend on which row is x): a few units in the last place
+    assert np.max(np.abs(sym - rect) / np.abs(rect)) <= 8 * 2.0**-53
 
 
 def test_near_unit_rows_among_others_are_their_projections():

@@ -1,7 +1,7 @@
 """CUDA tiles of rows of any norm (issue 18; docs/math.md section 11): the CUDA kernels run the
-CPU's pair recursion (``exact_cpu.offsphere_block``) compiled as device functions, so a CUDA
-tile equals the CPU any-norm tile to 1e-13 relative, and both match the mpmath recursion of
-tests/naive.py (``mp_theta_rows``).
+CPU's pair recursion (``exact_cpu.first_layer_gram``, ``offsphere_layers``) compiled as device
+functions, so a CUDA tile equals the CPU any-norm tile to 1e-13 relative, and both match the
+mpmath recursion of tests/naive.py (``mp_theta_rows``).
 
 As tests/test_cuda_sim.py: without a GPU, ``test_offsphere_cuda_in_simulator`` reruns this
 file in a subprocess with ``NUMBA_ENABLE_CUDASIM=1`` (tiny inputs, ``THREADS_PER_BLOCK = 4``

@@ -8,7 +8,7 @@ never needs a GPU; :func:`require_cuda` gives a clear error where there is none.
 Rows of any norm (docs/math.md section 11): where a tile's rows are not all on the unit
 sphere (``fastntk.data.rows.on_sphere``), each row's table (``LayerRecipe.row_tables``: its
 variance and second moments at every layer, its diagonal) is built once on the host and the
-kernels run the pair recursion ``exact_cpu.offsphere_block`` (MODE_OFFSPHERE), as the CPU
+kernels run the pair recursion (``exact_cpu.offsphere_layers``, MODE_OFFSPHERE), as the CPU
 tiles do; unit rows take the unit-row kernels, unchanged.  Series activations (tanh, sigmoid,
 softplus, GELU, callables) off the sphere run the radial-factor series of section 11.1 on the
 GPU (``tiles_cuda``'s ``radial_map``: the CPU's ``radial_cpu._radial_chunk`` per entry) with the
