@@ -152,8 +152,8 @@ def test_offsphere_vs_unit_tile_activations(benchmark):
             cpu.tile(spec, U[:300]), cpu.tile(spec, X[:300])  # compile / load
             t = {"unit": np.inf, "off": np.inf}
             for _ in range(REPEATS):
-                t["unit"] = min(t["unit"], _best(lambda: cpu.tile(spec, U)))
-                t["off"] = min(t["off"], _best(lambda: cpu.tile(spec, X)))
+                t["unit"] = min(t["unit"], _best(lambda s=spec: cpu.tile(s, U)))
+                t["off"] = min(t["off"], _best(lambda s=spec: cpu.tile(s, X)))
             times[act + ("" if not kw else "+bias")] = t
 
     benchmark.pedantic(run, rounds=1, iterations=1)

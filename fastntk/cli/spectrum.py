@@ -295,10 +295,13 @@ def _flags(run: dict, tol: float, prefix: str) -> list[str]:
     out = []
     for lam, err, ok, met in zip(run["eigenvalues"], run["error_estimates"], run["resolved"],
                                  run["tol_met"], strict=True):
+        tiles = run.get("tile_error", 0.0) >= 0.5 * err  # the tiles' share dominates
         if not ok:
-            out.append(f"  {prefix}unresolved (error est. >= 10 % of the value)")
+            out.append(f"  {prefix}unresolved (error est. >= 10 % of the value"
+                       + ("; the tiles' error: --tile-tol)" if tiles else ")"))
         elif not met:
-            why = "rounding-limited" if run["converged"] else "not converged"
+            why = ("tile-tol-limited" if tiles else
+                   "rounding-limited" if run["converged"] else "not converged")
             out.append(f"  {prefix}{why} (rel. error {err / abs(lam):.1e} > tol)")
         else:
             out.append("")
@@ -313,6 +316,11 @@ def _print_flag_notes(run: dict, tol: float, name: str) -> None:
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: error "
               "estimates of 10 % or more of the value, the run did not converge (more passes "
               "may resolve them); flagged, never plotted or fitted")
+    elif bad and run.get("tile_error", 0.0) >= 0.05 * min(map(abs, run["eigenvalues"])):
+        print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
+              f"tiles' certified error {run['tile_error']:.2g} (n scale tile-tol max "
+              "Theta(x, x), Weyl); flagged, never plotted or fitted; a smaller --tile-tol "
+              "resolves them")
     elif bad:
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
               "solver's rounding level (about eps sqrt(n) lambda_1); flagged, never plotted "

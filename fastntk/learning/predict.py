@@ -146,13 +146,6 @@ class Prediction:
         return files
 
 
-def _entry_error(spec, one: float) -> float:
-    """A bound on the error of one entry of Theta from its tile (series: the certified
-    tolerance; exact: rounding), relative to ``one``, the largest diagonal entry (Theta(1)
-    for rows on the sphere: ``fastntk.spectrum.theorems.diagonal_scale``)."""
-    return (spec.tol if spec.method == "series" else 0.0) * one + 16 * _EPS * one
-
-
 def predict(net, X_train, y_train, X_test=None, t=None, ridge: float = 0.0, *,
             y_test=None, which: str = "ntk", solver: str = "auto", client=None,
             step: float | None = None, tol: float = PREDICT_TOL, rank: int | None = None,
@@ -274,7 +267,8 @@ def _predict(net, X, Y, Xt, Yt, times, scalar, vector, ridge, which, solver, cli
     spec = tile_spec(net, method, tile_tol, which)
     # the scale of every entry: Theta(1) on the sphere, else the largest diagonal entry
     one = diagonal_scale(net, X, Xt, which=which)
-    perturbation = _entry_error(spec, one)  # ||E||_2 <= n * (entry error / n)
+    # ||E||_2 <= n * (entry error / n)
+    perturbation = spec.entry_error(one, rows_on_sphere(X, Xt))
     need_bound = ridge == 0 and bool(np.isinf(times).any())
     bound = None
     info: dict = {"solver": solver, "rows_on_sphere": rows_on_sphere(X, Xt)}

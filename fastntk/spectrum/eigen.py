@@ -24,6 +24,7 @@ from ..common.defaults import EIG_TOL, TILE_TOL
 from ..common.threads import blas_limits
 from ..data.rows import on_sphere
 from ..network.ntk import NTK
+from ..tiles.spec import tile_spec
 from .operators import (
     ArrayOperator,
     CenteredOperator,
@@ -32,6 +33,7 @@ from .operators import (
     kernel_operator,
 )
 from .solver import EigenResult, check_k, top_eigenvalues_operator
+from .theorems import diagonal_scale
 
 __all__ = ["ASSEMBLE_BYTES", "ASSEMBLE_MIN_K", "AssembledOperator", "all_eigenvalues_possible",
            "assemble_kernel",
@@ -146,6 +148,23 @@ def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:
     return np.hstack([np.ones((n, 1)), S])
 
 
+def tile_entry_error(net, X, method: str, tile_tol: float, which: str) -> float:
+    """The tiles' bound on the error of every entry of Theta(X, X) for these options
+    (``TileSpec.entry_error`` at the rows' largest Theta(x, x))."""
+    spec = tile_spec(net, method, tile_tol, which)
+    return spec.entry_error(diagonal_scale(net, X, which=which), on_sphere(X))
+
+
+def stored_entry_error(meta: dict) -> float:
+    """The same bound for a fastntk store, from its metadata: its certified ``tol`` (the
+    store records the resolved method only, so "auto"'s series tiles are assumed) plus
+    rounding, times its largest diagonal value."""
+    from ..network.ntk import EPS
+    from ..scale.store import value_bound
+
+    return (float(meta.get("tol") or 0.0) + 16.0 * float(EPS)) * value_bound(meta)[0]
+
+
 def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = None,
                     centered: bool = False, eigenvectors: bool = False, client=None,
                     seed: int | None = 0, block: int | None = None, method: str = "auto",
@@ -238,7 +257,7 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
             res.seconds += t_assembly
             res.timings = {"assembly": t_assembly, "eigh": res.seconds - t_assembly}
             res.method = "dense eigh (subset) on K assembled through the tiles"
-            return res
+            return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which))
         try:
             res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
                                            progress=progress, seed=seed, block=block,
@@ -252,7 +271,7 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
         else:
             res.method = ("block-krylov, " + ("dask" if client is not None else "in-process")
                           + " tiles")
-        return res
+        return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which))
 
 
 def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None = None,
@@ -302,4 +321,5 @@ def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None 
                                        progress=progress, seed=seed, checkpoint=checkpoint,
                                        **solver_kw)
     res.method = "block-krylov, stored matrix"
-    return res
+    meta = (op.base if isinstance(op, CenteredOperator) else op).metadata
+    return res if meta is None else res.add_tile_error(stored_entry_error(meta))

@@ -34,7 +34,7 @@ import numpy as np
 from ..common.defaults import OPERATOR_TILE, TILE_TOL
 from ..common.threads import blas_limits
 from ..data.rows import check_rows
-from .eigen import assemble_kernel
+from .eigen import assemble_kernel, stored_entry_error, tile_entry_error
 from .lower_bound import BOUND_DEGREE, least_eigenvalue_bound
 from .solver import SMALLEST_ALL_HINT, EigenResult, check_k, dense_eigenvalues
 from .theorems import rows_on_sphere
@@ -171,9 +171,10 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
         res.trace = scale * (n * one if sphere else math.fsum(net.diagonal(X)))
         res.method = "dense eigh (subset) on K assembled through the tiles"
         res.timings = {"assembly": t_assembly, "eigh": res.seconds}
-        return _finish(res, bound, t0)
-    res = _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, device,
-                  progress, max_passes, precondition_bytes, bound, sphere)
+    else:
+        res = _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile,
+                      device, progress, max_passes, precondition_bytes, bound, sphere)
+    res.add_tile_error(tile_entry_error(net, X, method, tile_tol, "ntk"))
     return _finish(res, bound, t0)
 
 
@@ -268,8 +269,11 @@ def smallest_eigenvalues_stored(path, k: int = 1, scale: float | None = None,
     res = dense_eigenvalues(theta, k, scale=scale, eigenvectors=eigenvectors, largest=False,
                             overwrite=True)
     del theta
-    res.trace = scale * n * NTK.from_dict(meta["network"]).at_one(meta.get("which", "ntk"))
+    off = meta.get("off_sphere") or {}  # Tr Theta: recorded for rows off the sphere
+    res.trace = scale * (float(off["trace"]) if off.get("trace") is not None else
+                         n * NTK.from_dict(meta["network"]).at_one(meta.get("which", "ntk")))
     res.method = "dense eigh (subset) on the stored matrix"
     res.bound = {"lower_bound": None, "message": "n/a: a stored matrix carries no data "
                  "(the bound needs the rows)"}
+    res.add_tile_error(stored_entry_error(meta))
     return _finish(res, None, t0)

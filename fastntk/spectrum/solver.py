@@ -79,10 +79,14 @@ class EigenResult:
     Top-k results (:func:`top_eigenvalues_operator`, ``fastntk.top_eigenvalues``) are in
     descending order; bottom-k results (``fastntk.smallest_eigenvalues``) in ascending order
     (``order`` says which).  ``residuals`` are ||A v_i - lambda_i v_i|| (a rigorous bound on
-    the distance to some eigenvalue), ``error_estimates`` the estimated eigenvalue errors.
-    ``trace`` is Tr(A) (exact for kernel operators). ``pass_times`` are the seconds of each
-    operator pass.  ``lower_bound`` (bottom-k only): a certified lower bound on the least
-    eigenvalue (docs/math.md section 7), with its details in ``bound``.
+    the distance to some eigenvalue), ``error_estimates`` the estimated eigenvalue errors:
+    for kernels computed through the tiles, those of the computed matrix plus ``tile_error``,
+    n * scale * the tiles' entry bound (``TileSpec.entry_error``: the tile tol where series
+    tiles may be used, rounding otherwise), by which Weyl's inequality lets every eigenvalue
+    of the computed matrix differ from the exact kernel's.  ``trace`` is Tr(A) (exact for
+    kernel operators).  ``pass_times`` are the seconds of each operator pass.
+    ``lower_bound`` (bottom-k only): a certified lower bound on the least eigenvalue
+    (docs/math.md section 7), with its details in ``bound``.
     """
 
     eigenvalues: np.ndarray
@@ -106,6 +110,15 @@ class EigenResult:
     lower_bound: float | None = None
     bound: dict | None = None
     timings: dict = field(default_factory=dict)
+    tile_error: float = 0.0  # the tiles' share of error_estimates (Weyl: n scale entry bound)
+
+    def add_tile_error(self, entry_error: float) -> EigenResult:
+        """Add the tiles' share to every error estimate: n * scale * ``entry_error`` (a
+        bound on |Theta_computed - Theta| entrywise, ``TileSpec.entry_error``), by Weyl's
+        inequality (docs/math.md section 6).  Returns self."""
+        self.tile_error = float(self.n * self.scale * entry_error)
+        self.error_estimates = np.asarray(self.error_estimates) + self.tile_error
+        return self
 
     @property
     def effective_rank(self) -> float:
@@ -141,6 +154,7 @@ class EigenResult:
             "scale": self.scale, "block": self.block, "history": self.history,
             "passes_resumed": self.passes_resumed,
             "passes_run": self.passes - self.passes_resumed, "timings": self.timings,
+            "tile_error": self.tile_error,
         }
         if self.order == "descending":
             out["effective_rank"] = self.effective_rank

@@ -115,6 +115,23 @@ class TileSpec:
         """Degree T of the series table (-1 for the exact method)."""
         return -1 if self.coeffs is None or self.method == "exact" else len(self.coeffs) - 1
 
+    def entry_error(self, one: float, unit: bool = True) -> float:
+        """A bound on the absolute error of every entry of every tile of this spec, given
+        ``one``, the rows' largest Theta(x, x) (Theta(1) on the sphere:
+        ``fastntk.spectrum.theorems.diagonal_scale``): ``tol * one`` where series tiles may
+        be used (``unit`` rows: method "series", or "auto" with a positive series reach;
+        rows off the sphere: series activations, refused beyond tol sqrt(Theta(x, x)
+        Theta(y, y)), docs/math.md section 11.1), plus 16 eps ``one`` of rounding.  By
+        Weyl's inequality every eigenvalue of scale * Theta(X, X) is then within
+        n * scale * this of the exact kernel's (||E||_2 <= ||E||_F <= n max |E_ij|).  (A
+        unit-row series tile that cannot reach tol warns instead; its values hold to its own
+        bound only.)"""
+        if unit:
+            series = self.method == "series" or self.series_reach > 0.0
+        else:
+            series = not self.net.has_exact
+        return ((self.tol if series else 0.0) + 16.0 * EPS) * abs(one)
+
     def allowance(self, t) -> np.ndarray:
         """The a-priori rounding allowance of the degree-t truncation (absolute), plus the
         table's estimated quadrature error ``error``."""
