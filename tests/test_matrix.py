@@ -247,6 +247,26 @@ def test_existing_stores_are_never_corrupted(relu, data, tmp_path):
     assert rep.blocks_computed == 6
 
 
+def test_an_empty_store_of_another_computation_is_replaced(tmp_path):
+    """A run refused before its first block (tanh near-duplicates at norm 7 cannot meet the
+    default tol) leaves a store with no block; the rerun its message suggests (a larger
+    tol) replaces it instead of asking for overwrite.  A store holding a block is kept."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 6))
+    X *= 7 / np.linalg.norm(X, axis=1, keepdims=True)
+    X[1] = X[0] * (1 + 1e-9) + 1e-9
+    net, path = NTK("tanh", 3), str(tmp_path / "K.zarr")
+    with pytest.raises(ValueError, match="would be met"):
+        to_zarr(net, X, path)
+    assert os.path.isdir(path)  # created, no block written
+    rep = to_zarr(net, X, path, tol=1e-6)
+    assert rep.complete and rep.blocks_computed == 1
+    before = open_matrix(path).compute()
+    with pytest.raises(ValueError, match="different kernel matrix"):
+        to_zarr(NTK("tanh", 2), X, path, tol=1e-6)
+    assert np.array_equal(open_matrix(path).compute(), before)
+
+
 # ------------------------------------------------------------------------ CLI
 def test_cli_matrix_writes_and_resumes(tmp_path, capsys, relu, data):
     np.save(tmp_path / "X.npy", data)

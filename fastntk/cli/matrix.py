@@ -63,7 +63,9 @@ def register(subparsers) -> None:
                         "SLURM job array (--part $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_"
                         "COUNT); the parts fill one store together (default 1/1: all)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing fastntk store at --out instead of resuming")
+                   help="replace an existing fastntk store at --out instead of resuming "
+                        "(a store of another computation that holds no block yet is "
+                        "replaced without it)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

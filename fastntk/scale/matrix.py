@@ -332,13 +332,25 @@ def _check_writable(path: str) -> None:
         raise PermissionError(f"cannot write {path}: directory {parent} is not writable")
 
 
+def _holds_no_block(path: str) -> bool:
+    """True for a created store with no block written and nobody writing or reading it."""
+    try:
+        return (store.is_created(path) and not bool(np.any(store.info(path).done))
+                and not store.in_use(path))
+    except Exception:  # noqa: BLE001 - unreadable: not known to be empty, so kept
+        return False
+
+
 def _prepare_store(spec: MatrixSpec, path: str, overwrite: bool, compressors) -> None:
-    """Create the store, or check that the existing one holds this very computation."""
+    """Create the store, or check that the existing one holds this very computation (a
+    store of another computation is refused unless ``overwrite``, or it holds no block)."""
     meta = spec.metadata()
     if os.path.exists(path) and not store.is_unstarted(path):
         old = store.read_marker(path)  # refuses anything that is not a fastntk store
         old.pop("id", None)  # the store's own id, not part of the computation
-        if overwrite:
+        if overwrite or (not _same(old, meta) and _holds_no_block(path)):
+            # an empty store (a refused or killed run that wrote no block) holds no work to
+            # lose: the run its error message suggests (another --tol, say) replaces it
             store.replace(path)
         elif not _same(old, meta):
             diff = sorted(k for k in set(old) | set(meta) if not _same(old.get(k), meta.get(k)))
