@@ -471,19 +471,36 @@ def erf_dual2(qx, qy, ihx, ihy, p, rr, delta, dbar):
 @njit(cache=True, inline="always")
 def gaussian_dual2(s, qx, qy, ihx, ihy, p, rr, delta, dbar):
     """Gaussian bump with two variances (ihx = 1 / sqrt(1 + q_x / s^2), ihy likewise: the
-    rows' ``aux``): with Delta = (1 + l_x)(1 + l_y) - l_x l_y c^2 = (hx hy)^2 W,
-    W = (1 + l_x + l_y) / (hx hy)^2 + g^2 (1 - c^2), g = P / (s^2 hx hy): E = Delta^(-1/2) /
-    (2 pi s^2), E' = E c g / (s^2 hx hy W) (the Gaussian tilt); complement rr - E.  One
-    square root and one division per pair."""
+    rows' ``aux``; l = q / s^2): with Delta(c) = (1 + l_x)(1 + l_y) - l_x l_y c^2 =
+    (hx hy)^2 W, W = W1 + g^2 (1 - c^2), W1 = (1 + l_x + l_y) / (hx hy)^2, g = P / (s^2 hx hy):
+    E = Delta^(-1/2) / (2 pi s^2), E' = E c g / (s^2 hx hy W) (the Gaussian tilt).  The
+    complement R_x R_y - E, cancellation-free (a narrow bump amplifies its rounding l-fold
+    per layer): R_x R_y - E(1) + E(1) - E(c), with E(1) - E(c) = N ih g^2 (1 - c^2) /
+    (sqrt(W1) sqrt(W) (sqrt(W1) + sqrt(W))) (N = 1 / (2 pi s^2), ih = 1 / (hx hy)) and
+    R_x R_y - E(1) = N ih^2 u^2 v^4 / (sqrt(W1) (W1 v^2 + ih^2) (sqrt(W1) v + ih)), u =
+    (l_x - l_y) ih, v = rr / N <= 1 (from Delta(1)^2 - (1 + 2 l_x)(1 + 2 l_y) =
+    (l_x - l_y)^2): positive terms only, N factored out (no overflow for any width).  Two
+    square roots and two divisions per pair."""
     c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
     is2 = 1.0 / (s * s)  # loop invariants
     norm2 = is2 / (2.0 * math.pi)
     ih = ihx * ihy
     gg = p * ih * is2
-    w = ((1.0 + (qx + qy) * is2) * ih) * ih + gg * gg * (delta * dbar)
-    rs = 1.0 / math.sqrt(w)
+    dd = delta * dbar
+    w1 = ((1.0 + (qx + qy) * is2) * ih) * ih
+    m = gg * gg * dd  # W - W1
+    s1 = math.sqrt(w1)
+    sw = math.sqrt(w1 + m)
+    rs = 1.0 / sw
     e = norm2 * ih * rs
-    return e, rr - e, e * c * gg * (ih * is2) * (rs * rs)
+    u = (qx - qy) * is2 * ih
+    v = rr * (2.0 * math.pi * (s * s))
+    v2 = v * v
+    a = w1 * v2 + ih * ih
+    b = s1 * v + ih
+    num = ((ih * ih) * (u * u)) * (v2 * v2) * (sw * (s1 + sw)) + (ih * m) * (a * b)
+    comp = norm2 * (num / ((s1 * sw * (s1 + sw)) * (a * b)))
+    return e, comp, e * c * gg * (ih * is2) * (rs * rs)
 
 
 @njit(cache=True, inline="always")

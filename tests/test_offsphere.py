@@ -157,6 +157,47 @@ def test_two_variance_duals_against_mpmath(code, param):
             assert abs(ed - float(Ed)) <= 1e-14 * dscale, (qx, qy, c)
 
 
+@pytest.mark.parametrize("width", [0.1, 0.01])
+def test_narrow_gaussian_complement_is_cancellation_free(width):
+    """R_x R_y - E of a narrow Gaussian bump to 1e-13 of itself (not of R_x R_y): its
+    rounding is amplified q / s^2-fold per layer (a deep network of near-duplicates was
+    4e-4 off with the complement formed by subtraction)."""
+    name = f"gaussian:{width}"
+    for qx, qy in ((3.0, 3.0 * (1 + 1e-9)), (3.0, 5.0), (1e-3, 1e3), (40.0, 40.0)):
+        mx, _, ax = exact_cpu.second_moments(GAUSSIAN, width, qx)
+        my, _, ay = exact_cpu.second_moments(GAUSSIAN, width, qy)
+        for c in (1.0 - 1e-12, 1.0 - 1e-6, 0.5, -0.9):
+            _, ec, _ = exact_cpu.dual_moments2(GAUSSIAN, width, qx, qy, ax, ay, math.sqrt(qx),
+                                               math.sqrt(qy), math.sqrt(mx * my), 1.0 - c,
+                                               1.0 + c)
+            with mpmath.workdps(50):
+                S = mpmath.mpf(c) * mpmath.sqrt(mpmath.mpf(qx) * qy)
+                E = naive.mp_dual2(name, qx, qy, S)[0]
+                rr = mpmath.sqrt(naive.mp_dual2(name, qx, qx, qx)[0]
+                                 * naive.mp_dual2(name, qy, qy, qy)[0])
+                want = float(rr - E)
+            assert abs(ec - want) <= 1e-13 * abs(want), (qx, qy, c, ec, want)
+
+
+def test_narrow_gaussian_deep_near_duplicates():
+    """Near-duplicate unit rows (1e-9 and 1e-12 apart), gaussian:0.1, L = 8, with rows off
+    the sphere in the same call (so the any-norm path runs): the mpmath value to 1e-13
+    (their complements' rounding, amplified 100-fold per layer, gave 6e-5 before)."""
+    rng = np.random.default_rng(9)
+    w, e = rng.standard_normal((2, 6))
+    w /= np.linalg.norm(w)
+    e -= (e @ w) * w
+    e /= np.linalg.norm(e)
+    near = [w + 1e-9 * e, w + 1e-12 * e]
+    X = np.array([w, *(v / np.linalg.norm(v) for v in near), 1e-8 * e, 5 * w[::-1]])
+    net = NTK("gaussian:0.1", 8, gamma_w=1.0, gamma_b=0.0, sigma_w=1.0, sigma_b=0.0)
+    K = net.kernel(X)
+    for j in (1, 2):
+        want = float(naive.mp_theta_rows("gaussian:0.1", X[0], X[j], 8, 1.0, 0.0, 1.0, 0.0,
+                                         dps=40))
+        assert abs(K[0, j] - want) <= 1e-13 * want, (j, K[0, j], want)
+
+
 def test_unit_rows_take_the_unit_kernels_bit_for_bit():
     X = uniform_sphere(70, 6, 2)
     X[5] *= 1.0 + 1e-8  # within ROW_RTOL: still on the sphere

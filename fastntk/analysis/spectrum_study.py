@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..common.defaults import EIG_TOL
+from ..common.defaults import EIG_TOL, TILE_TOL
 from ..network.ntk import NTK
 from ..spectrum.eigen import all_eigenvalues_possible, top_eigenvalues, top_eigenvalues_stored
 from ..spectrum.solver import SMALLEST_ALL_HINT, EigenResult, check_k, dense_eigenvalues
@@ -66,7 +66,9 @@ class KernelSpectrum:
 
     @property
     def effective_rank_upper(self) -> float:
-        lam = self.result.eigenvalues[0] - self.result.residuals[0]
+        # Weyl: lambda_1 of the exact kernel >= the computed one - residual - tiles' share
+        lam = (self.result.eigenvalues[0] - self.result.residuals[0]
+               - self.result.tile_error)
         return float(self.result.trace / lam) if lam > 0 else math.inf
 
     def to_dict(self) -> dict:
@@ -309,7 +311,8 @@ def _smallest_dict(res: EigenResult) -> dict:
     resolved = bool(res.resolved[0])
     # the upper end: a Rayleigh quotient bounds lambda_min from above (LOBPCG); LAPACK's
     # value is exact to its error estimate, so its upper end is est + error
-    upper = est + float(res.error_estimates[0]) if dense else est
+    # (of the computed matrix: the exact kernel's lambda_min is within tile_error of it)
+    upper = est + float(res.error_estimates[0]) if dense else est + res.tile_error
     lb = res.lower_bound
     if lb is not None:
         upper = max(upper, lb)  # both ends at rounding level: never a reversed bracket
@@ -434,7 +437,9 @@ def spectrum_study(net: NTK | None = None, X=None, k: int = 50, tol: float = EIG
     return SpectrumStudy(source or "data", net, n, d, k, tol, seed, runs[False],
                          runs.get(True), gram, emp, time.perf_counter() - t0, smallest=low,
                          index_decay=_try_decay(runs[False].result, fit_range),
-                         on_sphere=sphere)
+                         on_sphere=sphere,
+                         extra={"tiles": {"method": eig_kw.get("method", "auto"),
+                                          "tile_tol": float(eig_kw.get("tile_tol", TILE_TOL))}})
 
 
 def _check_early(n: int, k: int, smallest: int, fit_range) -> None:

@@ -86,6 +86,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def tile_tol_float(text: str) -> float:
+    """An argparse type: a tile tolerance, a finite number in (0, 1) (a relative bound of 1
+    or more certifies nothing)."""
+    value = positive_float(text)
+    if not value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"must be below 1, got {text}: it bounds each entry's error relative to "
+            "Theta(1) (or sqrt(Theta(x, x) Theta(y, y))), so 1 or more certifies nothing")
+    return value
+
+
 def show_progress(args) -> bool:
     """Draw progress bars only on a terminal: not with ``--no-progress`` or ``--json``, and
     not when stderr is a file or a pipe (a batch log, where every redraw of a bar would land

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         add_network_args,
         add_rows_args,
         count,
-        positive_float,
+        tile_tol_float,
     )
 
     p = subparsers.add_parser(
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
                    help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="exact closed-form recursion, certified series, or auto (default)")
-    p.add_argument("--tol", type=positive_float, default=TILE_TOL,
+    p.add_argument("--tol", type=tile_tol_float, default=TILE_TOL,
                    help=f"{TILE_TOL_HELP} (default {TILE_TOL:g})")
     p.add_argument("--which", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
 

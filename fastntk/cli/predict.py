@@ -23,11 +23,11 @@ from .args import (
     count,
     float_in,
     network_from_args,
-    positive_float,
     rows_from_args,
     rows_notes,
     run_checkpointed,
     show_progress,
+    tile_tol_float,
 )
 
 #: Training times when --t is not given.
@@ -263,7 +263,7 @@ def register(sub) -> None:
                    help="passes over the tiles allowed on the matrix-free path (300)")
     p.add_argument("--method", default="auto", choices=METHODS, help="tile evaluation method")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="tile kernels: cpu or cuda")
-    p.add_argument("--tile-tol", type=positive_float, default=TILE_TOL,
+    p.add_argument("--tile-tol", type=tile_tol_float, default=TILE_TOL,
                    help=f"{TILE_TOL_HELP} (default {TILE_TOL:g})")
     add_rows_args(p)
     p.add_argument("--seed", type=int, default=0,

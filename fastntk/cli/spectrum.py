@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from ..common.defaults import EIG_TOL, MAX_PASSES, SPECTRUM_K, TILE_TOL
+from ..network.ntk import NTK
 from ..tiles.dispatch import DEVICES, METHODS
 from .args import (
     ROWS_HELP,
@@ -25,11 +26,11 @@ from .args import (
     index_range,
     network_from_args,
     network_given,
-    positive_float,
     projected_note,
     rows_from_args,
     run_checkpointed,
     show_progress,
+    tile_tol_float,
 )
 
 #: Exit status of a run whose eigenvalues did not all converge (the JSON says
@@ -191,6 +192,13 @@ def _print(s: dict) -> None:
         print("# so Theorems 3 and 5, c_0, the coefficient series and the sphere eigenvalues, "
               "which need unit rows, are n/a; the certified lower bound takes per-norm tables "
               "(docs/math.md section 11.2)")
+    tiles = s.get("tiles") or {}
+    closed = NTK.from_dict(s["network"]).has_exact
+    if (not s.get("rows_on_sphere", True) and closed and tiles
+            and (tiles["method"] == "series" or tiles["tile_tol"] != TILE_TOL)):
+        print("# rows off the sphere with a closed-form activation: every tile is the exact "
+              "recursion of docs/math.md section 11, so --method series and --tile-tol do not "
+              "apply")
     passes = f"{ntk['passes']} pass" + ("" if ntk["passes"] == 1 else "es")
     print(f"# K = Theta / n: top {s['k']} eigenvalues, {passes}, "
           f"{ntk['wall_seconds']:.2f} s, converged = {ntk['converged']} (tol {s['tol']:g})")
@@ -289,6 +297,14 @@ def _print_labels(lab: dict) -> None:
         print(f"# {note}")
 
 
+def _tol_hint(run: dict) -> str:
+    """What lowers the tiles' error: --tile-tol, or for a stored matrix a store written with
+    a smaller ``fastntk matrix --tol``."""
+    if "stored matrix" in run.get("method", ""):
+        return "a store written with a smaller `fastntk matrix --tol`"
+    return "a smaller --tile-tol"
+
+
 def _flags(run: dict, tol: float, prefix: str) -> list[str]:
     """Row flags: unresolved values (error estimate >= 10 % of the value: rounding noise at
     the solver's accuracy) and values whose error is at the rounding floor above tol."""
@@ -298,7 +314,7 @@ def _flags(run: dict, tol: float, prefix: str) -> list[str]:
         tiles = run.get("tile_error", 0.0) >= 0.5 * err  # the tiles' share dominates
         if not ok:
             out.append(f"  {prefix}unresolved (error est. >= 10 % of the value"
-                       + ("; the tiles' error: --tile-tol)" if tiles else ")"))
+                       + ("; the tiles' error)" if tiles else ")"))
         elif not met:
             why = ("tile-tol-limited" if tiles else
                    "rounding-limited" if run["converged"] else "not converged")
@@ -319,16 +335,23 @@ def _print_flag_notes(run: dict, tol: float, name: str) -> None:
     elif bad and run.get("tile_error", 0.0) >= 0.05 * min(map(abs, run["eigenvalues"])):
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
               f"tiles' certified error {run['tile_error']:.2g} (n scale tile-tol max "
-              "Theta(x, x), Weyl); flagged, never plotted or fitted; a smaller --tile-tol "
+              f"Theta(x, x), Weyl); flagged, never plotted or fitted; {_tol_hint(run)} "
               "resolves them")
     elif bad:
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
               "solver's rounding level (about eps sqrt(n) lambda_1); flagged, never plotted "
               "or fitted")
-    if limited and run["converged"]:
-        print(f"# {limited} eigenvalue{'s' if limited > 1 else ''} of {name} at the rounding "
-              f"floor with a relative error above tol {tol:g} (no pass can do better): read "
-              "them to their error estimate")
+    tiles = sum(ok and not met and run.get("tile_error", 0.0) >= 0.5 * err
+                for ok, met, err in zip(run["resolved"], run["tol_met"],
+                                        run["error_estimates"], strict=True))
+    if tiles:
+        print(f"# {tiles} eigenvalue{'s' if tiles > 1 else ''} of {name} with a relative error "
+              f"above tol {tol:g} from the tiles' certified truncation ({run['tile_error']:.2g}"
+              f" each, Weyl): read them to their error estimate, or use {_tol_hint(run)}")
+    if limited - tiles and run["converged"]:
+        print(f"# {limited - tiles} eigenvalue{'s' if limited - tiles > 1 else ''} of {name} "
+              f"at the rounding floor with a relative error above tol {tol:g} (no pass can do "
+              "better): read them to their error estimate")
 
 
 def _print_decay(dec: dict) -> None:
@@ -367,13 +390,17 @@ def _print_smallest(low: dict, sphere: bool = True) -> None:
     lb, est = low["bracket"]
     bound = low.get("bound") or {}
     if lb is None:
-        print(f"# lambda_min(K) = {est:.8e}; lower bound {bound.get('message', 'n/a')}")
+        print(f"# lambda_min(K) = {low['estimate']:.8e} (error est. "
+              f"{low['error_estimates'][0]:.2e}); lower bound {bound.get('message', 'n/a')}")
         return
     dense = low["method"].startswith("dense")
     kind = ("dense eigh + its error estimate" if dense else
             "Rayleigh quotient (an upper bound)")
     if dense and not low["exact"]:
-        kind += "; lambda_min is below the rounding level: zero within its error"
+        tiles = low.get("tile_error", 0.0) >= 0.5 * low["error_estimates"][0]
+        kind += ("; lambda_min is below the tiles' certified error (" + _tol_hint(low)
+                 + " lowers it): zero within its error" if tiles else
+                 "; lambda_min is below the rounding level: zero within its error")
     where = "section 7" if sphere else "sections 7, 11: per-norm tables"
     certified = ("certified lower bound" if bound.get("certified", True) else
                  f"lower bound certified up to the quadrature error "
@@ -424,7 +451,7 @@ def register(sub) -> None:
                    help="tile evaluation method (default auto)")
     p.add_argument("--device", default="cpu", choices=DEVICES,
                    help="tile kernels on the CPU (Numba) or an NVIDIA GPU (Numba CUDA)")
-    p.add_argument("--tile-tol", type=positive_float, default=TILE_TOL,
+    p.add_argument("--tile-tol", type=tile_tol_float, default=TILE_TOL,
                    help=f"{TILE_TOL_HELP} (default {TILE_TOL:g}); --tol is the eigenvalue "
                         "tolerance")
     p.add_argument("--centered", action="store_true",

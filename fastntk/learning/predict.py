@@ -268,7 +268,7 @@ def _predict(net, X, Y, Xt, Yt, times, scalar, vector, ridge, which, solver, cli
     # the scale of every entry: Theta(1) on the sphere, else the largest diagonal entry
     one = diagonal_scale(net, X, Xt, which=which)
     # ||E||_2 <= n * (entry error / n)
-    perturbation = spec.entry_error(one, rows_on_sphere(X, Xt))
+    perturbation = spec.entry_error(one, rows_on_sphere(X, Xt)) + 16 * _EPS * one
     need_bound = ridge == 0 and bool(np.isinf(times).any())
     bound = None
     info: dict = {"solver": solver, "rows_on_sphere": rows_on_sphere(X, Xt)}

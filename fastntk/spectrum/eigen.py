@@ -122,16 +122,23 @@ class AssembledOperator(DenseOperator):
 def assemble_kernel(net, X, method: str = "auto", tol: float = TILE_TOL, which: str = "ntk",
                     device: str = "cpu") -> tuple[np.ndarray, float]:
     """(Theta(X, X), Theta(1)): the whole kernel matrix (n x n doubles, no 1/n) through the
-    tile contract (``fastntk.tiles.dispatch.theta_tile``, one symmetric tile: the lower triangle of
-    the
-    Gram matrix, the map, the mirror), and the exact diagonal value."""
-    from ..tiles.dispatch import theta_tile, tile_spec
+    tile contract (``fastntk.tiles.dispatch.theta_tile``, one symmetric tile: the lower
+    triangle of the Gram matrix, the map, the mirror), and the exact diagonal value."""
+    theta, one, _ = assemble_kernel_bound(net, X, method, tol, which, device)
+    return theta, one
+
+
+def assemble_kernel_bound(net, X, method: str = "auto", tol: float = TILE_TOL,
+                          which: str = "ntk", device: str = "cpu"
+                          ) -> tuple[np.ndarray, float, float]:
+    """:func:`assemble_kernel` and the tile's certified bound on every entry."""
+    from ..tiles.dispatch import theta_tile
 
     spec = tile_spec(net, method, tol, which)
     # BLAS on one thread: its threads would spin against the Numba kernel (fastntk.spectrum.solver)
     with blas_limits(1 if device == "cpu" else None):
-        theta = theta_tile(spec, X, None, device=device)
-    return theta, float(spec.at_one)
+        theta, bound = theta_tile(spec, X, None, device=device, return_bound=True)
+    return theta, float(spec.at_one), float(bound)
 
 
 def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:
@@ -148,21 +155,29 @@ def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:
     return np.hstack([np.ones((n, 1)), S])
 
 
-def tile_entry_error(net, X, method: str, tile_tol: float, which: str) -> float:
-    """The tiles' bound on the error of every entry of Theta(X, X) for these options
-    (``TileSpec.entry_error`` at the rows' largest Theta(x, x))."""
+def tile_entry_error(net, X, method: str, tile_tol: float, which: str,
+                     seen: float = 0.0) -> float:
+    """The tiles' bound on the truncation of every entry of Theta(X, X) for these options
+    (``TileSpec.entry_error`` at the rows' largest Theta(x, x)), or ``seen``, the largest
+    certified bound of the tiles computed, where that exceeds tol (a unit-row series tile
+    that could not reach tol: it warned, and its values hold to its own bound only)."""
     spec = tile_spec(net, method, tile_tol, which)
-    return spec.entry_error(diagonal_scale(net, X, which=which), on_sphere(X))
+    one = diagonal_scale(net, X, which=which)
+    err = spec.entry_error(one, on_sphere(X))
+    if seen > spec.tol * abs(one) * (1.0 + 1e-9):
+        err = max(err, seen)
+    return err
 
 
 def stored_entry_error(meta: dict) -> float:
-    """The same bound for a fastntk store, from its metadata: its certified ``tol`` (the
-    store records the resolved method only, so "auto"'s series tiles are assumed) plus
-    rounding, times its largest diagonal value."""
-    from ..network.ntk import EPS
+    """The same bound for a fastntk store, from its metadata: its certified ``tol`` times its
+    largest diagonal value where its tiles were series ones (the method it records), else
+    0."""
     from ..scale.store import value_bound
 
-    return (float(meta.get("tol") or 0.0) + 16.0 * float(EPS)) * value_bound(meta)[0]
+    if meta.get("method") != "series":
+        return 0.0
+    return float(meta.get("tol") or 0.0) * value_bound(meta)[0]
 
 
 def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = None,
@@ -236,8 +251,9 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
     # the directory held for the whole run: one writer, a foreign checkpoint refused now
     with contextlib.nullcontext() if checkpoint is None else checkpoint:
         t0 = time.perf_counter()
+        seen = 0.0  # the largest certified bound of the tiles (beyond tol: they warned)
         if assembled:
-            theta, one = assemble_kernel(net, X, method, tile_tol, which, device)
+            theta, one, seen = assemble_kernel_bound(net, X, method, tile_tol, which, device)
             op = AssembledOperator(theta, one, 1.0 / n if scale is None else scale,
                                    None if on_sphere(X) else math.fsum(net.diagonal(X, which)))
             del theta
@@ -257,13 +273,14 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
             res.seconds += t_assembly
             res.timings = {"assembly": t_assembly, "eigh": res.seconds - t_assembly}
             res.method = "dense eigh (subset) on K assembled through the tiles"
-            return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which))
+            return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen))
         try:
             res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
                                            progress=progress, seed=seed, block=block,
                                            checkpoint=checkpoint, **solver_kw)
         finally:
             op.close()
+        seen = max(seen, getattr(op, "max_bound", 0.0))
         res.seconds += t_assembly
         if assembled:
             res.timings["assembly"] = t_assembly
@@ -271,7 +288,7 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
         else:
             res.method = ("block-krylov, " + ("dask" if client is not None else "in-process")
                           + " tiles")
-        return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which))
+        return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen))
 
 
 def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None = None,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import math
+import threading
 import time
 
 import numpy as np
@@ -317,9 +318,15 @@ class TileOperator(KernelOperator):
         self.symmetric = bool(symmetric)
         self.progress = progress
         self.bounds = block_bounds(self.n, self.tile)
+        self.max_bound = 0.0  # the largest certified entry bound of any tile computed
+        self._bound_lock = threading.Lock()
 
     def _trace(self):
         return self._exact_trace
+
+    def _record(self, bound: float) -> None:
+        with self._bound_lock:
+            self.max_bound = max(self.max_bound, float(bound))
 
     def _iter(self, items, desc):
         if not self.progress:
@@ -333,7 +340,9 @@ class TileOperator(KernelOperator):
         if not self.symmetric:
             out = np.empty_like(V)
             for si, ei in self._iter(self.bounds, "row blocks"):
-                out[si:ei] = theta_tile_matvec(spec, X[si:ei], X, V, device=dev)
+                out[si:ei], bound = theta_tile_matvec(spec, X[si:ei], X, V, device=dev,
+                                                      return_bound=True)
+                self._record(bound)
             return out
         out = np.zeros_like(V)
         # workers evaluate tile pairs while this thread adds their contributions in pair
@@ -347,8 +356,10 @@ class TileOperator(KernelOperator):
         """The tile Theta(X_I, X_J) (symmetric for I = J), in this thread's reused buffer:
         valid until this thread's next tile."""
         X, (si, ei), (sj, ej) = self.X, self.bounds[i], self.bounds[j]
-        return theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej],
-                          device=self.device, reuse=True)
+        blk, bound = theta_tile(self.spec, X[si:ei], None if i == j else X[sj:ej],
+                                device=self.device, reuse=True, return_bound=True)
+        self._record(bound)
+        return blk
 
     def _contributions(self, i: int, j: int, V: np.ndarray):
         """The tile pair (I, J)'s contributions (Theta_IJ V_J, Theta_IJ^T V_I or None)."""
@@ -363,14 +374,16 @@ class TileOperator(KernelOperator):
 
 def _pair_task(spec: TileSpec, device: str, xi, xj, vi, vj):
     """On a worker: for the tile K_IJ = Theta(X_I, X_J), I <= J (``xj is None``: I = J),
-    the contributions (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V."""
-    blk = theta_tile(spec, xi, xj, device=device, threads=task_threads())
+    the contributions (K_IJ V_J, K_IJ^T V_I) to the row blocks I and J of K V, and the
+    tile's certified entry bound."""
+    blk, bound = theta_tile(spec, xi, xj, device=device, threads=task_threads(),
+                            return_bound=True)
     # aligned, as in process: numpy copies unaligned operands (unpickled at any byte offset)
     # apart, into another layout and BLAS call, hence other bits
     vi, vj = (np.require(v, requirements=["C", "A"]) for v in (vi, vj))
     if xj is None:
-        return pair_products(blk, None, vi)
-    return pair_products(blk, vi, vj)
+        return (*pair_products(blk, None, vi), bound)
+    return (*pair_products(blk, vi, vj), bound)
 
 
 class DaskTileOperator(TileOperator):
@@ -413,7 +426,8 @@ class DaskTileOperator(TileOperator):
             done = tqdm(done, total=len(calls), desc="tiles", leave=False)
         order = _FixedOrderSum(pairs, out, self.bounds)
         try:
-            for t, (a, b) in done:
+            for t, (a, b, bound) in done:
+                self._record(bound)
                 order.add(t, a, b)
         finally:
             self.pool.release(vs)

@@ -34,7 +34,7 @@ import numpy as np
 from ..common.defaults import OPERATOR_TILE, TILE_TOL
 from ..common.threads import blas_limits
 from ..data.rows import check_rows
-from .eigen import assemble_kernel, stored_entry_error, tile_entry_error
+from .eigen import assemble_kernel_bound, stored_entry_error, tile_entry_error
 from .lower_bound import BOUND_DEGREE, least_eigenvalue_bound
 from .solver import SMALLEST_ALL_HINT, EigenResult, check_k, dense_eigenvalues
 from .theorems import rows_on_sphere
@@ -162,7 +162,7 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
     bound = _bound(net, X, scale, tile, progress) if lower_bound else None
     if solver == "dense":
         t1 = time.perf_counter()
-        theta, one = assemble_kernel(net, X, method, tile_tol, "ntk", device)
+        theta, one, seen = assemble_kernel_bound(net, X, method, tile_tol, "ntk", device)
         t_assembly = time.perf_counter() - t1
         res = dense_eigenvalues(theta, k, scale=scale, eigenvectors=eigenvectors,
                                 largest=False, overwrite=True)
@@ -172,14 +172,14 @@ def smallest_eigenvalues(net, X, k: int = 1, *, solver: str = "auto",
         res.method = "dense eigh (subset) on K assembled through the tiles"
         res.timings = {"assembly": t_assembly, "eigh": res.seconds}
     else:
-        res = _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile,
-                      device, progress, max_passes, precondition_bytes, bound, sphere)
-    res.add_tile_error(tile_entry_error(net, X, method, tile_tol, "ntk"))
+        res, seen = _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile,
+                            device, progress, max_passes, precondition_bytes, bound, sphere)
+    res.add_tile_error(tile_entry_error(net, X, method, tile_tol, "ntk", seen))
     return _finish(res, bound, t0)
 
 
 def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, device,
-            progress, max_passes, budget, bound, sphere=True) -> EigenResult:
+            progress, max_passes, budget, bound, sphere=True) -> tuple[EigenResult, float]:
     from scipy.sparse.linalg import LinearOperator, lobpcg
 
     from .operators import TileOperator
@@ -228,7 +228,7 @@ def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, d
         vecs = np.ascontiguousarray(U[:, :k])
         idx = np.argmax(np.abs(vecs), axis=0)
         vecs *= np.sign(vecs[idx, np.arange(k)])
-    return EigenResult(
+    out = EigenResult(
         eigenvalues=theta[:k].copy(), residuals=res[:k], error_estimates=err[:k],
         eigenvectors=vecs, trace=op.trace(), n=n, k=k, passes=op.passes,
         converged=converged, tol=tol,
@@ -236,6 +236,7 @@ def _lobpcg(net, X, k, tol, scale, eigenvectors, seed, method, tile_tol, tile, d
         seconds=0.0, pass_times=list(op.pass_times), scale=scale, block=b,
         order="ascending", timings={"passes": float(sum(op.pass_times)),
                                     "preconditioner": t_prec})
+    return out, op.max_bound
 
 
 def smallest_eigenvalues_stored(path, k: int = 1, scale: float | None = None,

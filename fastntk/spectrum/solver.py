@@ -81,8 +81,9 @@ class EigenResult:
     (``order`` says which).  ``residuals`` are ||A v_i - lambda_i v_i|| (a rigorous bound on
     the distance to some eigenvalue), ``error_estimates`` the estimated eigenvalue errors:
     for kernels computed through the tiles, those of the computed matrix plus ``tile_error``,
-    n * scale * the tiles' entry bound (``TileSpec.entry_error``: the tile tol where series
-    tiles may be used, rounding otherwise), by which Weyl's inequality lets every eigenvalue
+    n * scale * the tiles' truncation bound per entry (``TileSpec.entry_error``: the tile
+    tol where series tiles certified to it are used, 0 for exact tiles and "auto"'s
+    rounding-level series), by which Weyl's inequality lets every eigenvalue
     of the computed matrix differ from the exact kernel's.  ``trace`` is Tr(A) (exact for
     kernel operators).  ``pass_times`` are the seconds of each operator pass.
     ``lower_bound`` (bottom-k only): a certified lower bound on the least eigenvalue

@@ -393,8 +393,9 @@ def certified_radial(spec: TileSpec, xi: np.ndarray, xj: np.ndarray, symmetric: 
         f"no certified value of {which} for rows {i} (norm {ni[i]:.6g}) and {j} (norm "
         f"{nj[j]:.6g}{_near(xi[i], xj[j], ni[i], nj[j])}) of this tile within tol = "
         f"{spec.tol:g} sqrt(Theta(x, x) Theta(y, y)): the best bound is {worst:.2e} "
-        f"sqrt(Theta(x, x) Theta(y, y)), so a tol of about {worst:.0e} or more would be met "
-        f"(degree {max(Ti[i], Tj[j])} radial series of {net.activation.name} at "
+        + (f"sqrt(Theta(x, x) Theta(y, y)), so a tol of about {worst:.0e} or more would be "
+           "met " if worst < 0.1 else "sqrt(Theta(x, x) Theta(y, y)), no useful tol ")
+        + f"(degree {max(Ti[i], Tj[j])} radial series of {net.activation.name} at "
         f"input variances up to {fi[rk.F_Q, :L].max():.3g} converge too slowly, or the "
         "Hermite quadrature is not accurate enough there). Use normalize=True (rows projected "
         "onto the unit sphere), a larger tol, smaller gamma_w, gamma_b, or an activation with "

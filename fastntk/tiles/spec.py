@@ -116,21 +116,20 @@ class TileSpec:
         return -1 if self.coeffs is None or self.method == "exact" else len(self.coeffs) - 1
 
     def entry_error(self, one: float, unit: bool = True) -> float:
-        """A bound on the absolute error of every entry of every tile of this spec, given
+        """A bound on the truncation error of every entry of every tile of this spec, given
         ``one``, the rows' largest Theta(x, x) (Theta(1) on the sphere:
-        ``fastntk.spectrum.theorems.diagonal_scale``): ``tol * one`` where series tiles may
-        be used (``unit`` rows: method "series", or "auto" with a positive series reach;
-        rows off the sphere: series activations, refused beyond tol sqrt(Theta(x, x)
-        Theta(y, y)), docs/math.md section 11.1), plus 16 eps ``one`` of rounding.  By
-        Weyl's inequality every eigenvalue of scale * Theta(X, X) is then within
-        n * scale * this of the exact kernel's (||E||_2 <= ||E||_F <= n max |E_ij|).  (A
-        unit-row series tile that cannot reach tol warns instead; its values hold to its own
-        bound only.)"""
-        if unit:
-            series = self.method == "series" or self.series_reach > 0.0
-        else:
-            series = not self.net.has_exact
-        return ((self.tol if series else 0.0) + 16.0 * EPS) * abs(one)
+        ``fastntk.spectrum.theorems.diagonal_scale``): ``tol * one`` where series tiles
+        certified to tol may be used (method "series" on ``unit`` rows; series activations
+        on any rows, off the sphere refused beyond tol sqrt(Theta(x, x) Theta(y, y)),
+        docs/math.md section 11.1), else 0: exact tiles do not truncate, and "auto"'s series
+        tiles of a closed form truncate below the rounding level (``AUTO_TRUNCATION``).
+        Rounding, a few eps per entry, is left to the callers' rounding floors.  Truncation
+        errors are systematic and need not cancel: by Weyl's inequality every eigenvalue of
+        scale * Theta(X, X) may move by up to
+        n * scale * this (||E||_2 <= ||E||_F <= n max |E_ij|).  (A unit-row series tile
+        that cannot reach tol warns instead; its values hold to its own bound only.)"""
+        series = self.method == "series" and (unit or not self.net.has_exact)
+        return self.tol * abs(one) if series else 0.0
 
     def allowance(self, t) -> np.ndarray:
         """The a-priori rounding allowance of the degree-t truncation (absolute), plus the
@@ -238,8 +237,10 @@ def tile_spec(net: NTK, method: str = "auto", tol: float = TILE_TOL,
     if not isinstance(net, NTK):
         raise TypeError(f"expected an fastntk.NTK, got {type(net).__name__}")
     tol = float(tol)
-    if not 0 < tol < float("inf"):
-        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}: it bounds each entry's error "
+                         "relative to Theta(1) (or sqrt(Theta(x, x) Theta(y, y))), so 1 or "
+                         "more certifies nothing")
     resolved = resolve_method(net, method)
     return _build(net, resolved, tol, check_which(which), method == "auto")
 
