@@ -200,3 +200,13 @@ def test_cli_stored_smallest_prints_the_estimate(tmp_path):
                 "--no-progress").stdout
     assert f"lambda_min(K) = {low['estimate']:.8e} (error est." in text
     assert "fastntk matrix --tol" in text and "--tile-tol" not in text
+
+
+def test_cli_warnings_are_one_line():
+    out = _cli("spectrum", "--activation", "abs", "--hidden-layers", "2", "--data",
+               "sphere:n=300,d=5", "-k", "5", "--method", "series", "--no-labels",
+               "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fastntk spectrum: warning: this tile's certified bound" in out.stderr
+    assert "RuntimeWarning" not in out.stderr and "--method exact" in out.stderr
+    assert "tile-tol-limited" in out.stdout  # the tiles' own bound, counted

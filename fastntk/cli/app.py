@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -167,8 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage and the error
         return int(exc.code or 0)
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # a warning is one line naming the command, as errors are (no source line)
+        text = str(message).removeprefix("fastntk: ").replace("method='exact'",
+                                                               "--method exact")
+        print(f"fastntk {args.command}: warning: {cli_message(text, args)}", file=sys.stderr)
+
     try:
-        with _compile_notice():
+        with _compile_notice(), warnings.catch_warnings():
+            warnings.showwarning = one_line
             return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `fastntk table1 | head`: the reader has gone, not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
