@@ -210,3 +210,17 @@ def test_cli_warnings_are_one_line():
     assert "fastntk spectrum: warning: this tile's certified bound" in out.stderr
     assert "RuntimeWarning" not in out.stderr and "--method exact" in out.stderr
     assert "tile-tol-limited" in out.stdout  # the tiles' own bound, counted
+
+
+def test_centered_counts_the_kernel_scale(relu_case):
+    net, X, _ = relu_case
+    r = top_eigenvalues(net, X, 6, method="series", tile_tol=1e-3, centered=True)
+    assert r.tile_error == pytest.approx(1e-3 * net.at_one(), rel=1e-12)  # n (1 / n) e
+
+
+def test_cli_without_a_certified_effective_rank_bound():
+    out = _cli("spectrum", "--activation", "relu", "--hidden-layers", "2", "--data",
+               "sphere:n=200,d=5", "-k", "4", "--method", "series", "--tile-tol", "0.9",
+               "--no-labels", "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no certified bound: lambda_1 is within its error of 0" in out.stdout

@@ -235,8 +235,11 @@ def _print(s: dict) -> None:
             "n/a" if "theorem3_bound_note" not in ntk else
             "inf (c_0 = 0: vacuous)" if ntk["theorem3_bound_note"].startswith("infinite") else
             ntk["theorem3_bound_note"])
-    print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f} (certified <= "
-          f"{ntk['effective_rank_upper']:.6f})   <= Theorem 3 bound sum c_p / c_0 = {text}")
+    upper = ntk["effective_rank_upper"]  # None: lambda_1 within its error (and the tiles') of 0
+    upper = (f"certified <= {upper:.6f}" if upper is not None else
+             "no certified bound: lambda_1 is within its error of 0")
+    print(f"# eff(K)  = Tr K / lambda_1 = {ntk['effective_rank']:.6f} ({upper})   <= "
+          f"Theorem 3 bound sum c_p / c_0 = {text}")
     if "centered" in s:
         c = s["centered"]
         bound = c["theorem5_bound"]

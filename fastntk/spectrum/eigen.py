@@ -273,7 +273,8 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
             res.seconds += t_assembly
             res.timings = {"assembly": t_assembly, "eigh": res.seconds - t_assembly}
             res.method = "dense eigh (subset) on K assembled through the tiles"
-            return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen))
+            return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen),
+                                      1.0 / n if scale is None else scale)
         try:
             res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
                                            progress=progress, seed=seed, block=block,
@@ -288,7 +289,8 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
         else:
             res.method = ("block-krylov, " + ("dask" if client is not None else "in-process")
                           + " tiles")
-        return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen))
+        return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen),
+                                  1.0 / n if scale is None else scale)
 
 
 def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None = None,
@@ -338,5 +340,7 @@ def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None 
                                        progress=progress, seed=seed, checkpoint=checkpoint,
                                        **solver_kw)
     res.method = "block-krylov, stored matrix"
-    meta = (op.base if isinstance(op, CenteredOperator) else op).metadata
-    return res if meta is None else res.add_tile_error(stored_entry_error(meta))
+    base = op.base if isinstance(op, CenteredOperator) else op
+    if base.metadata is None:
+        return res
+    return res.add_tile_error(stored_entry_error(base.metadata), base.scale)

@@ -113,11 +113,13 @@ class EigenResult:
     timings: dict = field(default_factory=dict)
     tile_error: float = 0.0  # the tiles' share of error_estimates (Weyl: n scale entry bound)
 
-    def add_tile_error(self, entry_error: float) -> EigenResult:
+    def add_tile_error(self, entry_error: float, scale: float | None = None) -> EigenResult:
         """Add the tiles' share to every error estimate: n * scale * ``entry_error`` (a
         bound on |Theta_computed - Theta| entrywise, ``TileSpec.entry_error``), by Weyl's
-        inequality (docs/math.md section 6).  Returns self."""
-        self.tile_error = float(self.n * self.scale * entry_error)
+        inequality (docs/math.md section 6); ``scale``: that of K = scale * Theta (default
+        ``self.scale``; a centered operator's own scale is 1).  Returns self."""
+        scale = self.scale if scale is None else scale
+        self.tile_error = float(self.n * scale * entry_error)
         self.error_estimates = np.asarray(self.error_estimates) + self.tile_error
         return self
 

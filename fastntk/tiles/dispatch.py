@@ -119,12 +119,15 @@ def _warn_beyond_tol(spec: TileSpec, bound: float, Xi: np.ndarray, Xj) -> None:
         return
     if not (on_sphere(Xi) and (Xj is None or on_sphere(Xj))):
         return
+    fix = ("method='exact', a larger tol, or drop near-duplicate rows" if spec.net.has_exact
+           else "a larger tol (the series' truncation or the Hermite coefficients' accuracy "
+           "sets a floor), or drop near-duplicate rows")
     warnings.warn(
         f"fastntk: this tile's certified bound {bound:.3g} exceeds tol Theta(1) = "
         f"{limit:.3g}: its series does not reach tol at its largest |rho| (near-duplicate "
-        "or antipodal rows, a kinked activation, a large input scale); its values hold to "
-        "the bound only.  Use method='exact' (closed forms), a larger tol, or drop "
-        "near-duplicate rows (docs/math.md section 5)", RuntimeWarning, stacklevel=3)
+        "or antipodal rows, a kinked activation, a large input scale, or a tol below what "
+        f"the series can certify); its values hold to the bound only.  Use {fix} "
+        "(docs/math.md section 5)", RuntimeWarning, stacklevel=3)
 
 
 def theta_tile_matvec(net, Xi, Xj, V, method: str = "auto", tol: float = TILE_TOL,

@@ -24,6 +24,7 @@ mu_k(q), nu_k(q) the Hermite coefficients of z -> phi(sqrt(q) z) and phi'(sqrt(q
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 
@@ -393,13 +394,20 @@ def certified_radial(spec: TileSpec, xi: np.ndarray, xj: np.ndarray, symmetric: 
         f"no certified value of {which} for rows {i} (norm {ni[i]:.6g}) and {j} (norm "
         f"{nj[j]:.6g}{_near(xi[i], xj[j], ni[i], nj[j])}) of this tile within tol = "
         f"{spec.tol:g} sqrt(Theta(x, x) Theta(y, y)): the best bound is {worst:.2e} "
-        + (f"sqrt(Theta(x, x) Theta(y, y)), so a tol of about {worst:.0e} or more would be "
-           "met " if worst < 0.1 else "sqrt(Theta(x, x) Theta(y, y)), no useful tol ")
+        + (f"sqrt(Theta(x, x) Theta(y, y)), so a tol of about {_round_up(worst):.0e} or more "
+           "would be met " if worst < 0.1 else "sqrt(Theta(x, x) Theta(y, y)), no useful tol ")
         + f"(degree {max(Ti[i], Tj[j])} radial series of {net.activation.name} at "
         f"input variances up to {fi[rk.F_Q, :L].max():.3g} converge too slowly, or the "
         "Hermite quadrature is not accurate enough there). Use normalize=True (rows projected "
         "onto the unit sphere), a larger tol, smaller gamma_w, gamma_b, or an activation with "
         f"a closed form{_closed_form_hint(net.activation.name)} (docs/math.md section 11.1)")
+
+
+def _round_up(x: float) -> float:
+    """x rounded up to one significant digit (1.01e-7 -> 2e-7): a tol the bound meets."""
+    p = 10.0 ** math.floor(math.log10(x))
+    m = math.ceil(x / p * (1.0 - 1e-12))
+    return float(f"{m * p:.0e}") if float(f"{m * p:.0e}") >= x else float(f"{(m + 1) * p:.0e}")
 
 
 def _near(x: np.ndarray, y: np.ndarray, nx: float, ny: float) -> str:
