@@ -355,6 +355,13 @@ def table_layout(nl):
 
 
 @njit(cache=True, inline="always")
+def layer_rows(t):
+    """m = L + 1, the offset between the kinds of per-layer rows of a row table ``t``
+    (``table_layout``: height 9 L + 9); row m is 1 / s_1 of every row."""
+    return t.shape[0] // 9
+
+
+@njit(cache=True, inline="always")
 def second_moments(code, param, q):
     """(E[phi(u)^2], E[phi'(u)^2], aux) for u ~ N(0, q) (closed forms; no overflow for any
     finite q).  ``aux`` is the per-row factor of the two-variance duals: 1 / sqrt(1 + 2q) for
@@ -553,8 +560,8 @@ def first_layer_pair(omr, opr, ix, tx, jy, ty, gw2, gb2):
     table entries): (Sigma_1, delta_1, dbar_1).  For the pairs with |c_1| > 1 - NEAR (near
     duplicates, the diagonal, pairs of zero rows), which ``first_layer_gram`` leaves to it;
     scalar (per pair: those are few)."""
-    nl = tx.shape[0] // 9 - 1  # table_layout: height 9 L + 9
-    m = nl + 1
+    m = layer_rows(tx)
+    nl = m - 1
     base = 4 * m + 5 * nl
     gap = sine_gap(tx[2 * m, ix], tx[3 * m, ix], ty[2 * m, jy], ty[3 * m, jy])
     return first_layer2(omr, opr, tx[base + 2, ix] * ty[base + 2, jy],

@@ -19,7 +19,7 @@ import numpy as np
 from numba import get_thread_id as numba_thread_id
 from numba import njit, prange
 
-from .exact_cpu import first_layer_gram, first_layer_pair, offsphere_layers
+from .exact_cpu import first_layer_gram, first_layer_pair, layer_rows, offsphere_layers
 from .tiles_cpu import (
     BLOCK,
     NEAR,
@@ -65,7 +65,7 @@ def first_block(g, i, j0, nb, xi, xj, ui, uj, diag, ti, tj, gw2, gb2, om, kp, al
     symmetric tile.  Returns the number of the latter; when it is not 0, ``om`` holds
     1 - rho for them and 1 for the others (the output loop's duplicate test).  Which way a
     pair goes depends on the pair alone, so every tiling gives it the same bits."""
-    m = ti.shape[0] // 9  # the rows' 1 / s_1 (table_layout "is" of layer 1; height 9 L + 9)
+    m = layer_rows(ti)  # the rows' 1 / s_1 (table_layout "is" of layer 1)
     nrm = ti.shape[0] - 3  # the rows' norms in the tables (1 for rows within ROW_RTOL of 1)
     isx = ti[m, i]
     vx = ui[i] * ti[nrm, i]

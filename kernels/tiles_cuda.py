@@ -93,8 +93,9 @@ def device_functions():
     gap = _device(e.sine_gap)
     layers = _device(e.offsphere_layers, sine_gap=gap, leaky_dual=leaky, erf_dual2=erf2,
                      gaussian_dual2=gauss2, dual_moments2=dual2)
+    rows = _device(e.layer_rows)
     first_pair = _device(e.first_layer_pair, first_layer2=_device(e.first_layer2),
-                         sine_gap=gap)
+                         sine_gap=gap, layer_rows=rows)
     t = tiles_cpu
     comp = _device(t.complements, one_minus_cos=_device(t.one_minus_cos),
                    one_plus_cos=_device(t.one_plus_cos))
@@ -103,7 +104,7 @@ def device_functions():
                      _horner_top=_device(radial_cpu._horner_top))
     return types.SimpleNamespace(exact_block=block, offsphere_layers=layers,
                                  first_layer_gram=_device(e.first_layer_gram),
-                                 first_layer_pair=first_pair,
+                                 first_layer_pair=first_pair, layer_rows=rows,
                                  half_distance=_device(offsphere_cpu.half_distance),
                                  complements=comp, correlation=corr,
                                  horner_block=_device(t.horner_block), radial_chunk=radial)
@@ -119,6 +120,7 @@ def kernels(tpb: int):
     offsphere_layers = dev.offsphere_layers
     first_layer_gram = dev.first_layer_gram
     first_layer_pair = dev.first_layer_pair
+    layer_rows = dev.layer_rows
     half_distance = dev.half_distance
     near = tiles_cpu.NEAR
     complements = dev.complements
@@ -145,7 +147,7 @@ def kernels(tpb: int):
         diagonal from its table (whose last rows are the norm, Theta(x, x) and the NNGP's:
         ``exact_cpu.table_layout``)."""
         top = ti.shape[0]
-        m = top // 9  # the rows' 1 / s_1 (table_layout "is" of layer 1)
+        m = layer_rows(ti)  # the rows' 1 / s_1 (table_layout "is" of layer 1)
         nrm = top - 3  # table norms: rows within ROW_RTOL of 1 count as their projections
         gs = acc * ((ui[row] * ti[nrm, row]) * (uj[col] * tj[nrm, col]))
         sig, delta, dbar, c = first_layer_gram(gs, ti[m, row] * tj[m, col], gw2, gb2)

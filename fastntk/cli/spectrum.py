@@ -193,9 +193,9 @@ def _print(s: dict) -> None:
               "which need unit rows, are n/a; the certified lower bound takes per-norm tables "
               "(docs/math.md section 11.2)")
     tiles = s.get("tiles") or {}
-    closed = NTK.from_dict(s["network"]).has_exact
-    if (not s.get("rows_on_sphere", True) and closed and tiles
-            and (tiles["method"] == "series" or tiles["tile_tol"] != TILE_TOL)):
+    if (not s.get("rows_on_sphere", True) and tiles
+            and (tiles["method"] == "series" or tiles["tile_tol"] != TILE_TOL)
+            and NTK.from_dict(s["network"]).has_exact):
         print("# rows off the sphere with a closed-form activation: every tile is the exact "
               "recursion of docs/math.md section 11, so --method series and --tile-tol do not "
               "apply")
@@ -308,13 +308,18 @@ def _tol_hint(run: dict) -> str:
     return "a smaller --tile-tol"
 
 
+def _tiles_dominate(run: dict, err: float) -> bool:
+    """The tiles' share (``tile_error``) is at least half of the error estimate ``err``."""
+    return run.get("tile_error", 0.0) >= 0.5 * err
+
+
 def _flags(run: dict, tol: float, prefix: str) -> list[str]:
     """Row flags: unresolved values (error estimate >= 10 % of the value: rounding noise at
     the solver's accuracy) and values whose error is at the rounding floor above tol."""
     out = []
     for lam, err, ok, met in zip(run["eigenvalues"], run["error_estimates"], run["resolved"],
                                  run["tol_met"], strict=True):
-        tiles = run.get("tile_error", 0.0) >= 0.5 * err  # the tiles' share dominates
+        tiles = _tiles_dominate(run, err)
         if not ok:
             out.append(f"  {prefix}unresolved (error est. >= 10 % of the value"
                        + ("; the tiles' error)" if tiles else ")"))
@@ -344,7 +349,7 @@ def _print_flag_notes(run: dict, tol: float, name: str) -> None:
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
               "solver's rounding level (about eps sqrt(n) lambda_1); flagged, never plotted "
               "or fitted")
-    tiles = sum(ok and not met and run.get("tile_error", 0.0) >= 0.5 * err
+    tiles = sum(ok and not met and _tiles_dominate(run, err)
                 for ok, met, err in zip(run["resolved"], run["tol_met"],
                                         run["error_estimates"], strict=True))
     if tiles:
@@ -400,7 +405,7 @@ def _print_smallest(low: dict, sphere: bool = True) -> None:
     kind = ("dense eigh + its error estimate" if dense else
             "Rayleigh quotient (an upper bound)")
     if dense and not low["exact"]:
-        tiles = low.get("tile_error", 0.0) >= 0.5 * low["error_estimates"][0]
+        tiles = _tiles_dominate(low, low["error_estimates"][0])
         kind += ("; lambda_min is below the tiles' certified error (" + _tol_hint(low)
                  + " lowers it): zero within its error" if tiles else
                  "; lambda_min is below the rounding level: zero within its error")

@@ -164,9 +164,7 @@ def tile_entry_error(net, X, method: str, tile_tol: float, which: str,
     spec = tile_spec(net, method, tile_tol, which)
     one = diagonal_scale(net, X, which=which)
     err = spec.entry_error(one, on_sphere(X))
-    if seen > spec.tol * abs(one) * (1.0 + 1e-9):
-        err = max(err, seen)
-    return err
+    return max(err, seen) if spec.beyond_tol(seen, one) else err
 
 
 def stored_entry_error(meta: dict) -> float:
@@ -252,9 +250,10 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
     with contextlib.nullcontext() if checkpoint is None else checkpoint:
         t0 = time.perf_counter()
         seen = 0.0  # the largest certified bound of the tiles (beyond tol: they warned)
+        kscale = 1.0 / n if scale is None else scale  # K = kscale Theta
         if assembled:
             theta, one, seen = assemble_kernel_bound(net, X, method, tile_tol, which, device)
-            op = AssembledOperator(theta, one, 1.0 / n if scale is None else scale,
+            op = AssembledOperator(theta, one, kscale,
                                    None if on_sphere(X) else math.fsum(net.diagonal(X, which)))
             del theta
             if centered:
@@ -274,7 +273,7 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
             res.timings = {"assembly": t_assembly, "eigh": res.seconds - t_assembly}
             res.method = "dense eigh (subset) on K assembled through the tiles"
             return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen),
-                                      1.0 / n if scale is None else scale)
+                                      kscale)
         try:
             res = top_eigenvalues_operator(op, k, tol=tol, eigenvectors=eigenvectors,
                                            progress=progress, seed=seed, block=block,
@@ -290,7 +289,7 @@ def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = 
             res.method = ("block-krylov, " + ("dask" if client is not None else "in-process")
                           + " tiles")
         return res.add_tile_error(tile_entry_error(net, X, method, tile_tol, which, seen),
-                                  1.0 / n if scale is None else scale)
+                                  kscale)
 
 
 def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None = None,

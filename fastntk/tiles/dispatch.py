@@ -114,8 +114,7 @@ def _warn_beyond_tol(spec: TileSpec, bound: float, Xi: np.ndarray, Xj) -> None:
     its series cannot reach tol at its largest |rho| (near-duplicate or antipodal rows, a
     kinked callable, a large input scale), so its values hold to the bound, not to tol.
     (Rows off the sphere are refused instead: ``fastntk.tiles.radial.certified_radial``.)"""
-    limit = spec.tol * abs(spec.at_one)
-    if not bound > limit * (1.0 + 1e-9):
+    if not spec.beyond_tol(bound, spec.at_one):
         return
     if not (on_sphere(Xi) and (Xj is None or on_sphere(Xj))):
         return
@@ -124,9 +123,10 @@ def _warn_beyond_tol(spec: TileSpec, bound: float, Xi: np.ndarray, Xj) -> None:
            "sets a floor), or drop near-duplicate rows")
     warnings.warn(
         f"fastntk: this tile's certified bound {bound:.3g} exceeds tol Theta(1) = "
-        f"{limit:.3g}: its series does not reach tol at its largest |rho| (near-duplicate "
-        "or antipodal rows, a kinked activation, a large input scale, or a tol below what "
-        f"the series can certify); its values hold to the bound only.  Use {fix} "
+        f"{spec.tol * abs(spec.at_one):.3g}: its series does not reach tol at its largest "
+        "|rho| (near-duplicate or antipodal rows, a kinked activation, a large input scale, "
+        "or a tol below what the series can certify); its values hold to the bound only.  "
+        f"Use {fix} "
         "(docs/math.md section 5)", RuntimeWarning, stacklevel=3)
 
 

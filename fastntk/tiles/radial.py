@@ -406,8 +406,9 @@ def certified_radial(spec: TileSpec, xi: np.ndarray, xj: np.ndarray, symmetric: 
 def _round_up(x: float) -> float:
     """x rounded up to one significant digit (1.01e-7 -> 2e-7): a tol the bound meets."""
     p = 10.0 ** math.floor(math.log10(x))
-    m = math.ceil(x / p * (1.0 - 1e-12))
-    return float(f"{m * p:.0e}") if float(f"{m * p:.0e}") >= x else float(f"{(m + 1) * p:.0e}")
+    m = math.ceil(x / p * (1.0 - 1e-12))  # 1e-7 stays 1e-7 (x / p may be 1 + 2 eps)
+    v = float(f"{m * p:.0e}")
+    return v if v >= x else float(f"{(m + 1) * p:.0e}")
 
 
 def _near(x: np.ndarray, y: np.ndarray, nx: float, ny: float) -> str:

@@ -131,6 +131,11 @@ class TileSpec:
         series = self.method == "series" and (unit or not self.net.has_exact)
         return self.tol * abs(one) if series else 0.0
 
+    def beyond_tol(self, bound: float, one: float) -> bool:
+        """True where a tile's certified ``bound`` exceeds ``tol * one`` (``one``: Theta(1),
+        or the rows' largest Theta(x, x)): a series that could not reach tol there."""
+        return bound > self.tol * abs(one) * (1.0 + 1e-9)
+
     def allowance(self, t) -> np.ndarray:
         """The a-priori rounding allowance of the degree-t truncation (absolute), plus the
         table's estimated quadrature error ``error``."""
