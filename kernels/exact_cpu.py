@@ -49,6 +49,12 @@ _Q = (
 _INV_PI = 1.0 / math.pi
 _FOURTH_ROOT_2 = 2.0**0.25
 _HALF_PI = 0.5 * math.pi
+# The Gaussian's complement R_x R_y - E (docs/math.md section 11): by subtraction where it
+# is at least (1 - CAREFUL) R_x R_y, else cancellation-free (``gaussian_dual2``); in the
+# pair recursion, by subtraction (an absolute error of a few eps in delta) wherever the
+# later layers amplify such an error at most AMPLIFY-fold (``gaussian_amplification``)
+CAREFUL = 0.5
+AMPLIFY = 4.0
 # Certified relative error of ``asin_ratio`` and of the angles built on it (docs/math.md)
 ASIN_RATIO_ERROR = 3.1 * 2.0**-53
 ARCCOS_ERROR = 5.6 * 2.0**-53
@@ -341,13 +347,14 @@ def table_layout(nl):
     """Row offsets of a per-row table for ``nl`` = L hidden layers, as a dict: per layer
     l = 1..L+1 (row ``off + l - 1``) ``s`` = sqrt(q_l), ``is`` = 1/s_l, ``sp``, ``cp`` =
     2^(1/4) sin psi_l, 2^(1/4) cos psi_l; per layer l = 1..L ``q`` = q_l, ``r`` = R_l =
-    sqrt(E[phi^2]), ``aux`` (the two-variance duals' per-row factor), ``rat`` =
-    sigma_w s_l / s_{l+1}, ``ws`` = sigma_w s_l; single rows ``k1``
+    sqrt(E[phi^2]), ``aux`` (the two-variance duals' per-row factor), ``fa``, ``fb``
+    (activation factors: the ReLU family's sigma_w s_l / s_{l+1} and sigma_w s_l, the
+    Gaussian's g = sqrt(l) aux and b = l aux^2, l = q_l / width^2; else 0); single rows ``k1``
     = cos phi_1, ``sn1`` = sin phi_1, ``norm`` = |x|, ``ntk`` = Theta(x, x), ``nngp`` =
     NNGP(x, x); ``height``."""
     m = nl + 1
     lay = {"s": 0, "is": m, "sp": 2 * m, "cp": 3 * m, "q": 4 * m, "r": 4 * m + nl,
-           "aux": 4 * m + 2 * nl, "rat": 4 * m + 3 * nl, "ws": 4 * m + 4 * nl}
+           "aux": 4 * m + 2 * nl, "fa": 4 * m + 3 * nl, "fb": 4 * m + 4 * nl}
     base = 4 * m + 5 * nl
     lay.update(k1=base, sn1=base + 1, norm=base + 2, ntk=base + 3, nngp=base + 4,
                height=base + 5)
@@ -430,8 +437,15 @@ def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
             q = sw2 * mm + sb2[layer]
             theta = q + theta * (sw2 * d)
             s_next = _input_angle(out, layer + 1, m, i, sw * r, math.sqrt(sb2[layer]))
-            out[t0 + layer, i] = sw * s / s_next
-            out[w0 + layer, i] = sw * s
+            if code == LEAKY_RELU:
+                out[t0 + layer, i] = sw * s / s_next
+                out[w0 + layer, i] = sw * s
+            elif code == GAUSSIAN:
+                out[t0 + layer, i] = s / param * aux  # s = sqrt(q_l)
+                out[w0 + layer, i] = out[q0 + layer, i] / (param * param) * (aux * aux)
+            else:
+                out[t0 + layer, i] = 0.0
+                out[w0 + layer, i] = 0.0
             s = s_next
         out[base + 2, i] = nx
         out[base + 3, i] = theta
@@ -476,38 +490,86 @@ def erf_dual2(qx, qy, ihx, ihy, p, rr, delta, dbar):
 
 
 @njit(cache=True, inline="always")
-def gaussian_dual2(s, qx, qy, ihx, ihy, p, rr, delta, dbar):
-    """Gaussian bump with two variances (ihx = 1 / sqrt(1 + q_x / s^2), ihy likewise: the
-    rows' ``aux``; l = q / s^2): with Delta(c) = (1 + l_x)(1 + l_y) - l_x l_y c^2 =
-    (hx hy)^2 W, W = W1 + g^2 (1 - c^2), W1 = (1 + l_x + l_y) / (hx hy)^2, g = P / (s^2 hx hy):
-    E = Delta^(-1/2) / (2 pi s^2), E' = E c g / (s^2 hx hy W) (the Gaussian tilt).  The
-    complement R_x R_y - E, cancellation-free (a narrow bump amplifies its rounding l-fold
+def gaussian_pair(s, qx, qy, ihx, ihy, p):
+    """(ih, g, W1) of the Gaussian bump with two variances (``gaussian_moments2``) from the
+    rows' variances q_x, q_y, their ``aux`` ihx, ihy and P = sqrt(q_x q_y)."""
+    is2 = 1.0 / (s * s)
+    ih = ihx * ihy
+    return ih, p * ih * is2, ((1.0 + (qx + qy) * is2) * ih) * ih
+
+
+@njit(cache=True, inline="always")
+def gaussian_moments2(s, ih, gg, w1, delta, dbar):
+    """Gaussian bump with two variances (l = q / s^2, hx = sqrt(1 + l_x), hy likewise: the
+    rows' ``aux`` is 1 / h): with Delta(c) = (1 + l_x)(1 + l_y) - l_x l_y c^2 = (hx hy)^2 W,
+    W = W1 + g^2 (1 - c^2), W1 = (1 + l_x + l_y) / (hx hy)^2, g = P / (s^2 hx hy),
+    ih = 1 / (hx hy): E = Delta^(-1/2) / (2 pi s^2), E' = E c g / (s^2 hx hy W) (the Gaussian
+    tilt).  Returns (E, E', (1 - c^2) as delta dbar): one square root and one division per
+    pair; the complement is ``gaussian_complement2``'s or R_x R_y - E (``gaussian_dual2``).
+    (ih, g, W1) come per pair from the rows' tables (``offsphere_layers``: W1 = 1 / hx^2 +
+    (l_x / hx^2) / hy^2, positive terms) or from their variances (``gaussian_pair``)."""
+    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
+    is2 = 1.0 / (s * s)  # loop invariants
+    dd = delta * dbar
+    rs = 1.0 / math.sqrt(w1 + gg * gg * dd)
+    e = is2 / (2.0 * math.pi) * ih * rs
+    return e, e * c * gg * (ih * is2) * (rs * rs), dd
+
+
+@njit(cache=True, inline="always")
+def gaussian_complement2(s, qx, qy, ihx, ihy, p, rr, dd):
+    """R_x R_y - E for the Gaussian bump with two variances (``gaussian_moments2``'s
+    notation, dd = 1 - c^2), cancellation-free (a narrow bump amplifies its rounding l-fold
     per layer): R_x R_y - E(1) + E(1) - E(c), with E(1) - E(c) = N ih g^2 (1 - c^2) /
-    (sqrt(W1) sqrt(W) (sqrt(W1) + sqrt(W))) (N = 1 / (2 pi s^2), ih = 1 / (hx hy)) and
+    (sqrt(W1) sqrt(W) (sqrt(W1) + sqrt(W))) (N = 1 / (2 pi s^2)) and
     R_x R_y - E(1) = N ih^2 u^2 v^4 / (sqrt(W1) (W1 v^2 + ih^2) (sqrt(W1) v + ih)), u =
     (l_x - l_y) ih, v = rr / N <= 1 (from Delta(1)^2 - (1 + 2 l_x)(1 + 2 l_y) =
     (l_x - l_y)^2): positive terms only, N factored out (no overflow for any width).  Two
-    square roots and two divisions per pair."""
-    c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
-    is2 = 1.0 / (s * s)  # loop invariants
+    square roots and two divisions: taken only for the pairs near c = +-1, where
+    R_x R_y - E would cancel, and only where later layers amplify that (``gaussian_dual2``,
+    ``offsphere_layers``)."""
+    is2 = 1.0 / (s * s)
     norm2 = is2 / (2.0 * math.pi)
-    ih = ihx * ihy
-    gg = p * ih * is2
-    dd = delta * dbar
-    w1 = ((1.0 + (qx + qy) * is2) * ih) * ih
+    ih, gg, w1 = gaussian_pair(s, qx, qy, ihx, ihy, p)
     m = gg * gg * dd  # W - W1
     s1 = math.sqrt(w1)
     sw = math.sqrt(w1 + m)
-    rs = 1.0 / sw
-    e = norm2 * ih * rs
     u = (qx - qy) * is2 * ih
     v = rr * (2.0 * math.pi * (s * s))
     v2 = v * v
     a = w1 * v2 + ih * ih
     b = s1 * v + ih
     num = ((ih * ih) * (u * u)) * (v2 * v2) * (sw * (s1 + sw)) + (ih * m) * (a * b)
-    comp = norm2 * (num / ((s1 * sw * (s1 + sw)) * (a * b)))
-    return e, comp, e * c * gg * (ih * is2) * (rs * rs)
+    return norm2 * (num / ((s1 * sw * (s1 + sw)) * (a * b)))
+
+
+@njit(cache=True)
+def gaussian_amplification(s, sw2, sb2, layer):
+    """A bound on how much layers layer + 1 .. L + 1 of a Gaussian-bump network (width s)
+    amplify an absolute error in the complement delta that iteration ``layer`` of
+    ``offsphere_layers`` forms: prod_j max(1, l_j), l_j = q_j / s^2 the largest scaled
+    variance entering iteration j, with q_j <= sw2 max phi^2 + sb2[j - 1] = sw2 / (2 pi s^2)
+    + sb2[j - 1] whatever the rows (|d ln E / d delta| = l_x l_y c / Delta <= min(l_x, l_y)).
+    A network constant: the choice it makes depends on no row."""
+    is2 = 1.0 / (s * s)
+    amp = 1.0
+    for j in range(layer + 1, sb2.shape[0]):
+        amp *= max(1.0, (sw2 * is2 / (2.0 * math.pi) + sb2[j - 1]) * is2)
+    return amp
+
+
+@njit(cache=True, inline="always")
+def gaussian_dual2(s, qx, qy, ihx, ihy, p, rr, delta, dbar):
+    """(E, R_x R_y - E, E') of the Gaussian bump with two variances (``gaussian_moments2``):
+    the complement by subtraction where E <= R_x R_y / 2 (then it is at least half of
+    R_x R_y: a few eps relative), else ``gaussian_complement2``.  The choice depends on the
+    pair alone; ``offsphere_layers`` makes it the same way, the careful pairs in a second,
+    scalar pass."""
+    ih, gg, w1 = gaussian_pair(s, qx, qy, ihx, ihy, p)
+    e, ed, dd = gaussian_moments2(s, ih, gg, w1, delta, dbar)
+    if e > CAREFUL * rr:
+        return e, gaussian_complement2(s, qx, qy, ihx, ihy, p, rr, dd), ed
+    return e, rr - e, ed
 
 
 @njit(cache=True, inline="always")
@@ -570,14 +632,15 @@ def first_layer_pair(omr, opr, ix, tx, jy, ty, gw2, gb2):
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def offsphere_layers(nb, ix, tx, j0, ty, code, param, sw2, sb2, kp, al, dl, db):
+def offsphere_layers(nb, ix, tx, j0, ty, code, param, sw2, sb2, kp, al, dl, db, sc):
     """Layers 2 .. L + 1 of the pair recursion (docs/math.md section 11) of ``nb`` pairs
     (row ``ix`` of table ``tx``, row ``j0 + jj`` of table ``ty``), from layer 1 in kp, al
     (Sigma_1) and dl, db (delta_1, dbar_1): NTK into ``kp``, NNGP into ``al``.  Tables from
     ``row_tables`` (layout ``table_layout``); the layer loop is outside, one branch-free
     entry loop per activation inside, as in ``exact_block``.  Per layer: Sigma = sw2 E + sb2,
     Theta <- Sigma + Theta sw2 E', delta' = sw2 (R_x R_y - E) / P' + 2 sin^2(psi'_x -
-    psi'_y) with P' = sqrt(q'_x q'_y) (no division, no extra square root)."""
+    psi'_y) with P' = sqrt(q'_x q'_y) (no division, no extra square root).  ``sc``: scratch
+    of nb entries (the Gaussian's careful pairs, ``gaussian_dual2``)."""
     nl = sb2.shape[0]
     m = nl + 1
     i_is, i_sp, i_cp = m, 2 * m, 3 * m
@@ -634,18 +697,39 @@ def offsphere_layers(nb, ix, tx, j0, ty, code, param, sw2, sb2, kp, al, dl, db):
                 dn = ((isx * isy[jj]) * sw2) * ec + gap * gap
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
-        elif code == GAUSSIAN:
+        elif code == GAUSSIAN:  # gaussian_dual2 in two passes: the careful pairs after,
+            # only where later layers would amplify the subtraction's rounding
+            thr = (CAREFUL if gaussian_amplification(param, sw2, sb2, layer) > AMPLIFY
+                   else math.inf)
+            careful = 0
+            ax2, gx, bx = ax * ax, tx[i_t + layer, ix], tx[i_w + layer, ix]
+            gy = ty[i_t + layer, j0:je]
             for jj in range(nb):
-                ev, ec, ed = gaussian_dual2(param, qx, qy[jj], ax, ay[jj], sx * sy[jj],
-                                            rx * ry[jj], min(max(dl[jj], 0.0), 2.0),
-                                            min(max(db[jj], 0.0), 2.0))
+                ayj = ay[jj]
+                ev, ed, dd = gaussian_moments2(param, ax * ayj, gx * gy[jj],
+                                               ax2 + (ayj * ayj) * bx,
+                                               min(max(dl[jj], 0.0), 2.0),
+                                               min(max(db[jj], 0.0), 2.0))
+                rr = rx * ry[jj]
+                hard = ev > thr * rr
+                careful += hard
+                sc[jj] = dd if hard else -1.0
                 alpha = sw2 * ev + sbl
                 kp[jj] = alpha + kp[jj] * (sw2 * ed)
                 al[jj] = alpha
                 gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
-                dn = ((isx * isy[jj]) * sw2) * ec + gap * gap
+                dn = ((isx * isy[jj]) * sw2) * (rr - ev) + gap * gap
                 dl[jj] = dn
                 db[jj] = 2.0 - dn
+            if careful:
+                for jj in range(nb):
+                    if sc[jj] >= 0.0:
+                        ec = gaussian_complement2(param, qx, qy[jj], ax, ay[jj],
+                                                  sx * sy[jj], rx * ry[jj], sc[jj])
+                        gap = sine_gap(spx, cpx, spy[jj], cpy[jj])
+                        dn = ((isx * isy[jj]) * sw2) * ec + gap * gap
+                        dl[jj] = dn
+                        db[jj] = 2.0 - dn
         else:
             for jj in range(nb):
                 ev, ec, ed = dual_moments2(code, param, qx, qy[jj], ax, ay[jj], sx, sy[jj],

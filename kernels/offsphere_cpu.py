@@ -112,13 +112,13 @@ def first_block(g, i, j0, nb, xi, xj, ui, uj, diag, ti, tj, gw2, gb2, om, kp, al
 
 @njit(cache=True, error_model="numpy")
 def _chunk(g, i, j0, nb, xi, xj, ui, uj, diag, mirror, want_nngp, ti, tj,
-           code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al):
+           code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al, sc):
     """g[i, j0:j0+nb] <- Theta (or the NNGP); ``mirror``: also g[j0:j0+nb, i].  Pairs with
     1 - rho = 0 and equal norms (the diagonal, duplicates, two zero rows) get row i's
     diagonal."""
     near = first_block(g, i, j0, nb, xi, xj, ui, uj, diag, ti, tj, gw2, gb2, om, kp, al, dl,
                        db)
-    offsphere_layers(nb, i, ti, j0, tj, code, param, sw2, sb2, kp, al, dl, db)
+    offsphere_layers(nb, i, ti, j0, tj, code, param, sw2, sb2, kp, al, dl, db, sc)
     val = al if want_nngp else kp
     seg = g[i, j0:j0 + nb]
     if near:
@@ -140,20 +140,20 @@ def _chunk(g, i, j0, nb, xi, xj, ui, uj, diag, mirror, want_nngp, ti, tj,
 
 @njit(cache=True)
 def _rows(g, a, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2,
-          sb2, om, dl, db, kp, al):
+          sb2, om, dl, db, kp, al, sc):
     """Row block ``a``, as ``tiles_cpu._exact_rows``."""
     if not tri:
         m = g.shape[1]
         for j0 in range(0, m, BLOCK):
             _chunk(g, a, j0, min(BLOCK, m - j0), xi, xj, ui, uj, False, False,
-                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al)
+                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al, sc)
         return
     r0 = a * TRI
     r1 = min(r0 + TRI, g.shape[0])
     for c0 in range(0, r1, TRI):
         for i in range(max(r0, c0), r1):
             _chunk(g, i, c0, min(TRI, i + 1 - c0), xi, xj, ui, uj, True, True,
-                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al)
+                   want_nngp, ti, tj, code, param, gw2, gb2, sw2, sb2, om, dl, db, kp, al, sc)
 
 
 @njit(cache=True, parallel=True)
@@ -169,13 +169,13 @@ def offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2, sw2
     uj = ui if tri else inverse_norms(row_norms(xj))
     nrb = -(-n1 // TRI) if tri else n1
     for k in prange((nrb + 1) // 2):  # row blocks paired k <-> nrb - 1 - k: balanced
-        om, _, dl, db, kp, al = recursion_buffers()
+        om, sc, dl, db, kp, al = recursion_buffers()
         _rows(g, k, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
-              sw2, sb2, om, dl, db, kp, al)
+              sw2, sb2, om, dl, db, kp, al, sc)
         k2 = nrb - 1 - k
         if k2 != k:
             _rows(g, k2, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2,
-                  gb2, sw2, sb2, om, dl, db, kp, al)
+                  gb2, sw2, sb2, om, dl, db, kp, al, sc)
     return g
 
 
@@ -193,9 +193,9 @@ def gram_offsphere_tile(g, xi, xj, tri, want_nngp, ti, tj, code, param, gw2, gb2
     for t in prange(nrb):
         a = block_order(t, nrb)
         gram_rows(g, a, xi, xj, tri, work[numba_thread_id()])
-        om, _, dl, db, kp, al = recursion_buffers()
+        om, sc, dl, db, kp, al = recursion_buffers()
         r0 = a * TRI
         for b in range(a if tri else r0, a + 1 if tri else min(r0 + TRI, n1)):
             _rows(g, b, xi, xj, ui, uj, tri, want_nngp, ti, tj, code, param, gw2, gb2,
-                  sw2, sb2, om, dl, db, kp, al)
+                  sw2, sb2, om, dl, db, kp, al, sc)
     return g

@@ -87,12 +87,16 @@ def device_functions():
                     layer_update=_device(e.layer_update), leaky_dual=leaky, erf_dual=erf,
                     gaussian_dual=gauss, dual_moments=dual)
     erf2 = _device(e.erf_dual2, asin_with_root=asin_root)
-    gauss2 = _device(e.gaussian_dual2)
+    gmom2 = _device(e.gaussian_moments2)
+    gcomp2 = _device(e.gaussian_complement2)
+    gauss2 = _device(e.gaussian_dual2, gaussian_moments2=gmom2, gaussian_complement2=gcomp2)
     dual2 = _device(e.dual_moments2, leaky_dual=leaky, erf_dual2=erf2, gaussian_dual2=gauss2,
                     trig_dual2=_device(e.trig_dual2, exp_sinh_cosh=esc))
     gap = _device(e.sine_gap)
     layers = _device(e.offsphere_layers, sine_gap=gap, leaky_dual=leaky, erf_dual2=erf2,
-                     gaussian_dual2=gauss2, dual_moments2=dual2)
+                     gaussian_moments2=gmom2, gaussian_complement2=gcomp2,
+                     gaussian_amplification=_device(e.gaussian_amplification),
+                     dual_moments2=dual2)
     rows = _device(e.layer_rows)
     first_pair = _device(e.first_layer_pair, first_layer2=_device(e.first_layer2),
                          sine_gap=gap, layer_rows=rows)
@@ -173,11 +177,12 @@ def kernels(tpb: int):
         al = cuda.local.array(1, float64)
         dl = cuda.local.array(1, float64)
         db = cuda.local.array(1, float64)
+        sc = cuda.local.array(1, float64)
         kp[0] = sig
         al[0] = sig
         dl[0] = delta
         db[0] = dbar
-        offsphere_layers(1, row, ti, col, tj, code, param, sw2, sb2, kp, al, dl, db)
+        offsphere_layers(1, row, ti, col, tj, code, param, sw2, sb2, kp, al, dl, db, sc)
         return al[0] if want_nngp else kp[0]
 
     @cuda.jit(device=True)

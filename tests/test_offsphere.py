@@ -198,6 +198,28 @@ def test_narrow_gaussian_deep_near_duplicates():
         assert abs(K[0, j] - want) <= 1e-13 * want, (j, K[0, j], want)
 
 
+@pytest.mark.parametrize("width", [0.3, 0.45, 0.6])
+@pytest.mark.parametrize("L", [3, 5])
+def test_gaussian_subtracts_only_where_later_layers_do_not_amplify(width, L):
+    """The pair recursion forms R_x R_y - E by subtraction (cheap, a few eps absolute in
+    delta) where the later layers amplify that at most AMPLIFY-fold
+    (``exact_cpu.gaussian_amplification``), else cancellation-free.  Widths around the
+    switch, near-duplicates 1e-6 to 1e-12 apart at norm 3: the mpmath value to 1e-14 (with
+    subtraction everywhere, width 0.3 and L = 5 is 3.5e-14 off)."""
+    rng = np.random.default_rng(9)
+    w, e = rng.standard_normal((2, 6))
+    w /= np.linalg.norm(w)
+    e -= (e @ w) * w
+    e /= np.linalg.norm(e)
+    X = np.array([3 * w, 3 * (w + 1e-9 * e), 3 * (w + 1e-12 * e) * (1 + 1e-13),
+                  3 * w + 1e-6 * e, 0.01 * w[::-1]])
+    name = f"gaussian:{width}"
+    K = NTK(name, L, gamma_b=0.5, sigma_b=0.3).kernel(X)
+    for j in (1, 2, 3):
+        want = float(naive.mp_theta_rows(name, X[0], X[j], L, 1.0, 0.5, 1.0, 0.3, dps=40))
+        assert abs(K[0, j] - want) <= 1e-14 * want, (j, K[0, j], want)
+
+
 def test_unit_rows_take_the_unit_kernels_bit_for_bit():
     X = uniform_sphere(70, 6, 2)
     X[5] *= 1.0 + 1e-8  # within ROW_RTOL: still on the sphere

@@ -47,6 +47,7 @@ NETS = [("relu", dict(gamma_b=0.0, sigma_b=0.0, output_bias=False)),
         ("abs", dict(gamma_b=0.5)),
         ("erf", dict(gamma_b=0.5, sigma_b=0.2)),
         ("gaussian:2", dict(gamma_b=0.5)),
+        ("gaussian:0.3", dict(gamma_b=0.5, sigma_b=0.3)),  # the careful complement's pass
         ("sin", dict(gamma_b=0.5, sigma_b=0.3)),
         ("cos", dict(gamma_b=0.5, sigma_b=0.3))]
 IDS = [f"{a}{'-b' if k.get('gamma_b') else ''}" for a, k in NETS]

@@ -13,7 +13,7 @@ import zarr
 from fastntk import NTK, load_data, top_eigenvalues
 from fastntk.cli.app import main
 from fastntk.data import uniform_sphere
-from fastntk.scale.store import ARRAY, ATTR, DONE, LOCKS, StoreError, open_matrix
+from fastntk.scale.store import ARRAY, ATTR, BOUND, DONE, LOCKS, StoreError, open_matrix
 
 DATA = "sphere:n=600,d=8,seed=3"
 NET = ["-a", "relu", "-L", "2", "--gamma-b", "0.5", "--gamma-w", "0.8660254037844386"]
@@ -90,7 +90,7 @@ def test_store_layout_is_as_documented(store):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no foreign files in the zarr hierarchy
         group = zarr.open_group(store, mode="r")
-        assert set(group.array_keys()) == {ARRAY, DONE}
+        assert set(group.array_keys()) == {ARRAY, DONE, BOUND}
         assert set(group.group_keys()) == {LOCKS}
     meta = dict(group.attrs)[ATTR]
     assert meta["complete"] is True and meta["network"]["activation"] == "relu"
@@ -99,6 +99,8 @@ def test_store_layout_is_as_documented(store):
     net = NTK("relu", 2, gamma_b=0.5, gamma_w=0.8660254037844386)
     assert np.array_equal(K, net.kernel(load_data(DATA)))
     assert group[DONE].shape == (5, 5) and group[DONE][:].sum() == 15  # upper triangle
+    done = group[DONE][:].astype(bool)  # each written block's certified bound: exact tiles
+    assert np.all(group[BOUND][:][done] == 0.0) and np.all(np.isnan(group[BOUND][:][~done]))
 
 
 def test_one_loader_for_every_command(tmp_path, capsys):

@@ -140,6 +140,38 @@ def test_stored_results_count_the_store_tol(tmp_path):
     assert top_eigenvalues_stored(relu, 4).tile_error == 0.0
 
 
+def test_stores_record_their_tiles_bound_beyond_tol(tmp_path):
+    """A store whose series tiles could not reach tol (near-duplicate rows, a kinked
+    activation) records each block's own bound; the stored results count it, as the same
+    computation from the data does, and a store of an earlier fastntk (no ``bound`` array)
+    falls back to its tol."""
+    import shutil
+
+    import zarr
+
+    U = uniform_sphere(180, 5, 1)
+    X = np.vstack([U, U[:20] + 1e-7 * uniform_sphere(20, 5, 2)])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    net = NTK("abs", 3, gamma_b=0.5, sigma_b=0.1)
+    path = str(tmp_path / "K.zarr")
+    with pytest.warns(RuntimeWarning, match="exceeds tol"):
+        to_zarr(net, X, path, chunks=64, method="series", tol=1e-6)
+    bounds = zarr.open_group(path, mode="r")["bound"][:]
+    done = zarr.open_group(path, mode="r")["done"][:].astype(bool)
+    assert np.all(np.isfinite(bounds[done])) and np.all(np.isnan(bounds[~done]))
+    w = np.linalg.eigvalsh(theta_tile(net, X, method="exact") / len(X))
+    top = top_eigenvalues_stored(path, 8)
+    low = smallest_eigenvalues_stored(path, 2)
+    one = net.at_one()
+    for r, ref in ((top, w[::-1][:8]), (low, w[:2])):
+        assert r.tile_error == pytest.approx(bounds[done].max(), rel=1e-12)
+        assert r.tile_error > 10 * 1e-6 * one
+        assert np.all(np.abs(r.eigenvalues - ref) <= r.error_estimates)
+    assert np.any(np.abs(top.eigenvalues - w[::-1][:8]) > 1e-6 * one)  # tol would not do
+    shutil.rmtree(tmp_path / "K.zarr" / "bound")  # as written by an earlier fastntk
+    assert top_eigenvalues_stored(path, 8).tile_error == pytest.approx(1e-6 * one, rel=1e-12)
+
+
 def test_cli_names_the_tiles_as_the_limit(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "fastntk", "spectrum", "--activation", "relu",
@@ -195,7 +227,9 @@ def test_cli_stored_smallest_prints_the_estimate(tmp_path):
     out = _cli("spectrum", "--matrix", path, "-k", "6", "--smallest", "2", "--no-labels",
                "--no-progress", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
-    low = json.loads(out.stdout)["smallest"]
+    summary = json.loads(out.stdout)
+    low = summary["smallest"]
+    assert summary["tiles"] == {"method": "series", "tile_tol": 1e-3}  # the store's own
     text = _cli("spectrum", "--matrix", path, "-k", "6", "--smallest", "2", "--no-labels",
                 "--no-progress").stdout
     assert f"lambda_min(K) = {low['estimate']:.8e} (error est." in text

@@ -505,5 +505,7 @@ def _stored_study(net, path, k, tol, centered, compare_gram, empirical_width, se
         low = smallest_eigenvalues_stored(path, smallest)
     return SpectrumStudy(path, stored, n, int(meta["d"]), runs[False].result.k, tol, seed,
                          runs[False], runs.get(True), None, None, time.perf_counter() - t0,
-                         smallest=low, on_sphere=sphere)
+                         smallest=low, on_sphere=sphere,
+                         extra={"tiles": {"method": meta.get("method", "auto"),
+                                          "tile_tol": float(meta.get("tol") or TILE_TOL)}})
 

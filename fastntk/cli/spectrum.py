@@ -193,7 +193,7 @@ def _print(s: dict) -> None:
               "which need unit rows, are n/a; the certified lower bound takes per-norm tables "
               "(docs/math.md section 11.2)")
     tiles = s.get("tiles") or {}
-    if (not s.get("rows_on_sphere", True) and tiles
+    if (not s.get("rows_on_sphere", True) and tiles and not _stored(s)
             and (tiles["method"] == "series" or tiles["tile_tol"] != TILE_TOL)
             and NTK.from_dict(s["network"]).has_exact):
         print("# rows off the sphere with a closed-form activation: every tile is the exact "
@@ -298,6 +298,12 @@ def _print_labels(lab: dict) -> None:
         print(f"{b['times'][i]:>12.4g} {b['lower'][i]:>14.6e} {b['upper'][i]:>14.6e}")
     for note in lab["notes"]:
         print(f"# {note}")
+
+
+def _stored(s: dict) -> bool:
+    """True for the study of a stored matrix (``--matrix``): its tiles were chosen by the
+    ``fastntk matrix`` run that wrote it."""
+    return "stored matrix" in s["ntk"].get("method", "")
 
 
 def _tol_hint(run: dict) -> str:

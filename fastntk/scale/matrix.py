@@ -184,9 +184,11 @@ def make_spec(net, X, Y=None, chunks: int = MATRIX_CHUNK, device: str = "cpu",
 
 
 # --------------------------------------------------------------------- the tasks
-def _tile(spec: TileSpec, device: str, xi, xj):
-    """One block: Theta(x_i, x_j) (``xj is None``: a diagonal block)."""
-    return theta_tile(spec, xi, xj, device=device, threads=task_threads())
+def _tile(spec: TileSpec, device: str, xi, xj, return_bound: bool = False):
+    """One block: Theta(x_i, x_j) (``xj is None``: a diagonal block), with its certified
+    entry bound when ``return_bound``."""
+    return theta_tile(spec, xi, xj, device=device, threads=task_threads(),
+                      return_bound=return_bound)
 
 
 def _write_block(spec: TileSpec, device: str, xi, xj, path, i, j, ri, rj, mirror,
@@ -197,7 +199,8 @@ def _write_block(spec: TileSpec, device: str, xi, xj, path, i, j, ri, rj, mirror
     store.check_id(path, store_id)  # before the work: a worker that sees another store
     xi = _own_rows(xi, hashes[0], i, source)
     xj = None if xj is None else _own_rows(xj, hashes[1], j, source)
-    store.write_block(path, i, j, ri, rj, _tile(spec, device, xi, xj), mirror, store_id)
+    theta, bound = _tile(spec, device, xi, xj, return_bound=True)
+    store.write_block(path, i, j, ri, rj, theta, mirror, store_id, bound=bound)
     return (i, j)
 
 

@@ -10,6 +10,9 @@ A store is a directory (conventionally ``K.zarr``) holding a zarr (v3) group::
       done/                uint8 array (row blocks, column blocks): 1 where block (i, j) has
                            been written (the upper triangle i <= j for a symmetric matrix,
                            whose block (j, i) is written with it, transposed)
+      bound/               float64 array, the shape of done: the certified absolute error of
+                           every entry of block (i, j), written just before its done marker
+                           (NaN: not recorded, as in stores of fastntk before this array)
       locks/               a zarr group holding one file per running writer (part k of K)
                            and per registered reader: host, pid, start time, lease, SLURM job
 
@@ -76,6 +79,7 @@ FORMAT = 2
 MARKER = "zarr.json"
 ARRAY = "kernel"
 DONE = "done"
+BOUND = "bound"
 ATTR = "fastntk"
 LOCKS = "locks"
 
@@ -187,6 +191,8 @@ def create(path, meta: dict, shape: tuple[int, int], chunk: int,
     for name, kw in ((ARRAY, dict(shape=shape, chunks=(chunk, chunk), dtype="f8",
                                   fill_value=np.nan, compressors=compressors)),
                      (DONE, dict(shape=block_grid, chunks=(1, 1), dtype="u1", fill_value=0)),
+                     (BOUND, dict(shape=block_grid, chunks=(1, 1), dtype="f8",
+                                  fill_value=np.nan)),
                      (LOCKS, None)):
         if name in group:
             continue
@@ -326,9 +332,11 @@ def check_id(path, expected: str | None) -> None:
 
 
 def write_block(path, i: int, j: int, rows: tuple[int, int], cols: tuple[int, int],
-                block: np.ndarray, mirror: bool, expected_id: str | None = None) -> None:
-    """Write block (i, j) (and its transpose at (j, i) when ``mirror``), then its marker,
-    after checking that ``path`` is the store with id ``expected_id`` (:func:`check_id`).
+                block: np.ndarray, mirror: bool, expected_id: str | None = None,
+                bound: float | None = None) -> None:
+    """Write block (i, j) (and its transpose at (j, i) when ``mirror``), then its certified
+    entry ``bound`` (when given), then its marker, after checking that ``path`` is the store
+    with id ``expected_id`` (:func:`check_id`).
 
     Raises StoreError (another store, or none, at ``path``) and StoreWriteError (a full disk,
     an I/O error: the block's marker is not set, so a rerun writes it again)."""
@@ -341,6 +349,8 @@ def write_block(path, i: int, j: int, rows: tuple[int, int], cols: tuple[int, in
         arr[rows[0]:rows[1], cols[0]:cols[1]] = block
         if mirror:
             arr[cols[0]:cols[1], rows[0]:rows[1]] = block.T
+        if bound is not None:
+            zarr.open_array(store=path, path=BOUND, mode="r+")[i, j] = float(bound)
         done = zarr.open_array(store=path, path=DONE, mode="r+")
         done[i, j] = 1
     except OSError as exc:
@@ -370,6 +380,22 @@ def open_matrix(path, require_complete: bool = True):
             "missing (an interrupted run?); rerun the same fastntk matrix command to finish "
             "it")
     return da.from_zarr(path, component=ARRAY)
+
+
+def largest_block_bound(path) -> float | None:
+    """The largest certified entry bound recorded by the store's written blocks
+    (:func:`write_block`), or None when a written block recorded none (a store of an earlier
+    fastntk, which has no ``bound`` array)."""
+    import zarr
+
+    group = zarr.open_group(store=os.fspath(path), mode="r")
+    if BOUND not in group:
+        return None
+    done = np.asarray(group[DONE][:]).astype(bool)
+    if not done.any():
+        return 0.0
+    seen = np.asarray(group[BOUND][:])[done]
+    return None if np.isnan(seen).any() else float(seen.max())
 
 
 # ----------------------------------------------------------------- writers and readers

@@ -24,7 +24,7 @@ from ..common.defaults import EIG_TOL, TILE_TOL
 from ..common.threads import blas_limits
 from ..data.rows import on_sphere
 from ..network.ntk import NTK
-from ..tiles.spec import tile_spec
+from ..tiles.spec import beyond_tol, tile_spec
 from .operators import (
     ArrayOperator,
     CenteredOperator,
@@ -167,15 +167,18 @@ def tile_entry_error(net, X, method: str, tile_tol: float, which: str,
     return max(err, seen) if spec.beyond_tol(seen, one) else err
 
 
-def stored_entry_error(meta: dict) -> float:
+def stored_entry_error(meta: dict, seen: float | None = None) -> float:
     """The same bound for a fastntk store, from its metadata: its certified ``tol`` times its
     largest diagonal value where its tiles were series ones (the method it records), else
-    0."""
+    0; or ``seen``, the largest entry bound its blocks recorded
+    (``fastntk.scale.store.largest_block_bound``), where that exceeds tol (a series tile
+    that could not reach tol)."""
     from ..scale.store import value_bound
 
-    if meta.get("method") != "series":
-        return 0.0
-    return float(meta.get("tol") or 0.0) * value_bound(meta)[0]
+    one = value_bound(meta)[0]
+    tol = float(meta.get("tol") or 0.0)
+    err = tol * one if meta.get("method") == "series" else 0.0
+    return max(err, seen) if seen is not None and beyond_tol(seen, tol, one) else err
 
 
 def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = None,
@@ -342,4 +345,4 @@ def top_eigenvalues_stored(A, k: int, tol: float = EIG_TOL, scale: float | None 
     base = op.base if isinstance(op, CenteredOperator) else op
     if base.metadata is None:
         return res
-    return res.add_tile_error(stored_entry_error(base.metadata), base.scale)
+    return res.add_tile_error(stored_entry_error(base.metadata, base.block_bound), base.scale)

@@ -185,6 +185,7 @@ class ArrayOperator(KernelOperator):
         self.progress = progress
         self.exact_trace: float | None = None  # Tr(M) when known exactly (stores)
         self.metadata: dict | None = None
+        self.block_bound: float | None = None  # a store's largest recorded tile bound
         self.check = None  # fastntk.scale.store.BlockCheck of a store
         self._reading = None  # this reader's registration in the store
         self._mirror_checked = False
@@ -217,6 +218,7 @@ class ArrayOperator(KernelOperator):
             op.exact_trace = (float(off["trace"]) if off.get("trace") is not None else
                               n * NTK.from_dict(meta["network"]).at_one(meta["which"]))
             op.metadata = meta
+            op.block_bound = store.largest_block_bound(path)  # the tiles' own, when beyond tol
             op.check = store.BlockCheck(path, meta)
         except BaseException:
             reading.release()

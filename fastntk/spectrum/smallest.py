@@ -276,5 +276,5 @@ def smallest_eigenvalues_stored(path, k: int = 1, scale: float | None = None,
     res.method = "dense eigh (subset) on the stored matrix"
     res.bound = {"lower_bound": None, "message": "n/a: a stored matrix carries no data "
                  "(the bound needs the rows)"}
-    res.add_tile_error(stored_entry_error(meta))
+    res.add_tile_error(stored_entry_error(meta, store.largest_block_bound(path)))
     return _finish(res, None, t0)

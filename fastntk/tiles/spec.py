@@ -87,6 +87,12 @@ def resolve_method(net: NTK, method: str) -> str:
     return method
 
 
+def beyond_tol(bound: float, tol: float, one: float) -> bool:
+    """True where a certified entry ``bound`` exceeds ``tol * one`` (``one``: Theta(1), or
+    the rows' largest Theta(x, x)): a series tile that could not reach its tol."""
+    return bound > tol * abs(one) * (1.0 + 1e-9)
+
+
 @dataclass(frozen=True)
 class TileSpec:
     """How every tile of one kernel is evaluated (see the module docstring).
@@ -134,7 +140,7 @@ class TileSpec:
     def beyond_tol(self, bound: float, one: float) -> bool:
         """True where a tile's certified ``bound`` exceeds ``tol * one`` (``one``: Theta(1),
         or the rows' largest Theta(x, x)): a series that could not reach tol there."""
-        return bound > self.tol * abs(one) * (1.0 + 1e-9)
+        return beyond_tol(bound, self.tol, one)
 
     def allowance(self, t) -> np.ndarray:
         """The a-priori rounding allowance of the degree-t truncation (absolute), plus the
