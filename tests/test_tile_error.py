@@ -239,9 +239,11 @@ def test_cli_stored_smallest_prints_the_estimate(tmp_path):
 def test_cli_warnings_are_one_line():
     out = _cli("spectrum", "--activation", "abs", "--hidden-layers", "2", "--data",
                "sphere:n=300,d=5", "-k", "5", "--method", "series", "--no-labels",
-               "--no-progress")
+               "--no-progress", "--smallest", "2")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fastntk spectrum: warning: this tile's certified bound" in out.stderr
+    # the top-k and the smallest runs meet the same tiles: one warning, not one per stage
+    assert out.stderr.count("warning: this tile's certified bound") == 1, out.stderr
     assert "RuntimeWarning" not in out.stderr and "--method exact" in out.stderr
     assert "tile-tol-limited" in out.stdout  # the tiles' own bound, counted
 

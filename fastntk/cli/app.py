@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -168,10 +169,17 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage and the error
         return int(exc.code or 0)
+    shown: set[str] = set()
+
     def one_line(message, category, filename, lineno, file=None, line=None):
-        # a warning is one line naming the command, as errors are (no source line)
+        # a warning is one line naming the command, as errors are (no source line); the same
+        # warning from another tile or stage of the run (other figures) is printed once
         text = str(message).removeprefix("fastntk: ").replace("method='exact'",
                                                                "--method exact")
+        kind = re.sub(r"[-+.\d]+(e[-+]?\d+)?", "#", text)
+        if kind in shown:
+            return
+        shown.add(kind)
         print(f"fastntk {args.command}: warning: {cli_message(text, args)}", file=sys.stderr)
 
     try:
