@@ -349,7 +349,7 @@ def table_layout(nl):
     2^(1/4) sin psi_l, 2^(1/4) cos psi_l; per layer l = 1..L ``q`` = q_l, ``r`` = R_l =
     sqrt(E[phi^2]), ``aux`` (the two-variance duals' per-row factor), ``fa``, ``fb``
     (activation factors: the ReLU family's sigma_w s_l / s_{l+1} and sigma_w s_l, the
-    Gaussian's g = sqrt(l) aux and b = l aux^2, l = q_l / width^2; else 0); single rows ``k1``
+    Gaussian's g = sqrt(l) aux and l = q_l / width^2; else 0); single rows ``k1``
     = cos phi_1, ``sn1`` = sin phi_1, ``norm`` = |x|, ``ntk`` = Theta(x, x), ``nngp`` =
     NNGP(x, x); ``height``."""
     m = nl + 1
@@ -442,7 +442,7 @@ def row_tables(norms, code, param, gw2, gb2, sw2, sb2, out):
                 out[w0 + layer, i] = sw * s
             elif code == GAUSSIAN:
                 out[t0 + layer, i] = s / param * aux  # s = sqrt(q_l)
-                out[w0 + layer, i] = out[q0 + layer, i] / (param * param) * (aux * aux)
+                out[w0 + layer, i] = out[q0 + layer, i] / (param * param)
             else:
                 out[t0 + layer, i] = 0.0
                 out[w0 + layer, i] = 0.0
@@ -506,8 +506,8 @@ def gaussian_moments2(s, ih, gg, w1, delta, dbar):
     ih = 1 / (hx hy): E = Delta^(-1/2) / (2 pi s^2), E' = E c g / (s^2 hx hy W) (the Gaussian
     tilt).  Returns (E, E', (1 - c^2) as delta dbar): one square root and one division per
     pair; the complement is ``gaussian_complement2``'s or R_x R_y - E (``gaussian_dual2``).
-    (ih, g, W1) come per pair from the rows' tables (``offsphere_layers``: W1 = 1 / hx^2 +
-    (l_x / hx^2) / hy^2, positive terms) or from their variances (``gaussian_pair``)."""
+    (ih, g, W1) come per pair from the rows' tables (``offsphere_layers``: g = g_x g_y,
+    W1 = (1 + (l_x + l_y)) ih^2) or from their variances (``gaussian_pair``)."""
     c = 1.0 - delta if delta <= 1.0 else dbar - 1.0
     is2 = 1.0 / (s * s)  # loop invariants
     dd = delta * dbar
@@ -702,12 +702,12 @@ def offsphere_layers(nb, ix, tx, j0, ty, code, param, sw2, sb2, kp, al, dl, db, 
             thr = (CAREFUL if gaussian_amplification(param, sw2, sb2, layer) > AMPLIFY
                    else math.inf)
             careful = 0
-            ax2, gx, bx = ax * ax, tx[i_t + layer, ix], tx[i_w + layer, ix]
-            gy = ty[i_t + layer, j0:je]
-            for jj in range(nb):
-                ayj = ay[jj]
-                ev, ed, dd = gaussian_moments2(param, ax * ayj, gx * gy[jj],
-                                               ax2 + (ayj * ayj) * bx,
+            gx, lx = tx[i_t + layer, ix], tx[i_w + layer, ix]
+            gy, ly = ty[i_t + layer, j0:je], ty[i_w + layer, j0:je]
+            for jj in range(nb):  # every expression symmetric in x, y: (x, y) and (y, x)
+                ih = ax * ay[jj]  # do not depend on which side of the tile a row is on
+                ev, ed, dd = gaussian_moments2(param, ih, gx * gy[jj],
+                                               ((1.0 + (lx + ly[jj])) * ih) * ih,
                                                min(max(dl[jj], 0.0), 2.0),
                                                min(max(db[jj], 0.0), 2.0))
                 rr = rx * ry[jj]

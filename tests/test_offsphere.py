@@ -220,6 +220,18 @@ def test_gaussian_subtracts_only_where_later_layers_do_not_amplify(width, L):
         assert abs(K[0, j] - want) <= 1e-14 * want, (j, K[0, j], want)
 
 
+@pytest.mark.parametrize("L", [1, 3])
+def test_gaussian_pair_does_not_depend_on_its_side_of_the_tile(L):
+    """The Gaussian's per-pair expressions are symmetric in x and y (g = g_x g_y, W1 from
+    l_x + l_y): Theta(A, B) is Theta(B, A)^T bit for bit (a first version's W1 = 1 / h_x^2 +
+    b_x / h_y^2 differed in the last bits of a third of the entries)."""
+    rng = np.random.default_rng(0)
+    A = uniform_sphere(35, 6, 1) * rng.uniform(0.2, 5.0, (35, 1))
+    B = uniform_sphere(25, 6, 2) * rng.uniform(0.2, 5.0, (25, 1))
+    net = NTK("gaussian", L, gamma_b=0.5, sigma_b=0.1)
+    assert np.array_equal(net.kernel(A, B), net.kernel(B, A).T)
+
+
 def test_unit_rows_take_the_unit_kernels_bit_for_bit():
     X = uniform_sphere(70, 6, 2)
     X[5] *= 1.0 + 1e-8  # within ROW_RTOL: still on the sphere

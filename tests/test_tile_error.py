@@ -26,6 +26,7 @@ from fastntk import (
     uniform_sphere,
 )
 from fastntk.scale.matrix import to_zarr
+from fastntk.scale.store import StoreError
 from fastntk.spectrum.smallest import smallest_eigenvalues_stored
 from fastntk.tiles.dispatch import theta_tile
 from fastntk.tiles.spec import tile_spec
@@ -168,8 +169,20 @@ def test_stores_record_their_tiles_bound_beyond_tol(tmp_path):
         assert r.tile_error > 10 * 1e-6 * one
         assert np.all(np.abs(r.eigenvalues - ref) <= r.error_estimates)
     assert np.any(np.abs(top.eigenvalues - w[::-1][:8]) > 1e-6 * one)  # tol would not do
+    assert top.tile_beyond_tol and top.summary()["tile_beyond_tol"]
+    # begun by an earlier fastntk, finished by this one: the bounds recorded still count
+    group = zarr.open_group(path, mode="r+")
+    first = tuple(np.argwhere(done)[0])
+    group["bound"][first] = np.nan
+    assert top_eigenvalues_stored(path, 8).tile_error == pytest.approx(
+        np.nanmax(group["bound"][:][done]), rel=1e-12)
+    for edited in (np.inf, -1.0):  # an edited bound is an error naming the block
+        group["bound"][first] = edited
+        with pytest.raises(StoreError, match=rf"block \({first[0]}, {first[1]}\)"):
+            top_eigenvalues_stored(path, 8)
     shutil.rmtree(tmp_path / "K.zarr" / "bound")  # as written by an earlier fastntk
-    assert top_eigenvalues_stored(path, 8).tile_error == pytest.approx(1e-6 * one, rel=1e-12)
+    old = top_eigenvalues_stored(path, 8)
+    assert old.tile_error == pytest.approx(1e-6 * one, rel=1e-12) and not old.tile_beyond_tol
 
 
 def test_cli_names_the_tiles_as_the_limit(tmp_path):
@@ -234,6 +247,23 @@ def test_cli_stored_smallest_prints_the_estimate(tmp_path):
                 "--no-progress").stdout
     assert f"lambda_min(K) = {low['estimate']:.8e} (error est." in text
     assert "fastntk matrix --tol" in text and "--tile-tol" not in text
+
+
+def test_cli_stored_tiles_beyond_tol_name_the_remedy(tmp_path):
+    """Where a store's tiles could not reach its tol, the notes say what helps (exact tiles,
+    no near-duplicates), not a smaller tol."""
+    U = uniform_sphere(150, 5, 1)
+    X = np.vstack([U, U[:10] + 1e-7 * uniform_sphere(10, 5, 2)])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    path = str(tmp_path / "K.zarr")
+    with pytest.warns(RuntimeWarning, match="exceeds tol"):
+        to_zarr(NTK("abs", 3, gamma_b=0.5, sigma_b=0.1), X, path, method="series", tol=1e-6)
+    out = _cli("spectrum", "--matrix", path, "-k", "6", "--no-labels", "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "unresolved: below the tiles' certified error" in out.stdout
+    assert "beyond their tol" in out.stdout and "fastntk matrix --method exact" in out.stdout
+    assert "{" not in out.stdout.replace("{'activation'", "")  # no unformatted field
+    assert "smaller `fastntk matrix --tol`" not in out.stdout
 
 
 def test_cli_warnings_are_one_line():

@@ -308,10 +308,24 @@ def _stored(s: dict) -> bool:
 
 def _tol_hint(run: dict) -> str:
     """What lowers the tiles' error: --tile-tol, or for a stored matrix a store written with
-    a smaller ``fastntk matrix --tol``."""
-    if "stored matrix" in run.get("method", ""):
+    a smaller ``fastntk matrix --tol``; where the tiles could not reach their tol (their own
+    bound counted), a smaller tol does not help."""
+    stored = "stored matrix" in run.get("method", "")
+    if run.get("tile_beyond_tol"):
+        how = ("a store written by `fastntk matrix --method exact` (closed-form activations) "
+               "or without the near-duplicate rows" if stored else
+               "--method exact (closed-form activations) or dropping near-duplicate rows")
+        return how + " (the tiles' series could not reach their tol: a smaller tol does not)"
+    if stored:
         return "a store written with a smaller `fastntk matrix --tol`"
     return "a smaller --tile-tol"
+
+
+def _tile_share(run: dict) -> str:
+    """How the tiles' share of an error estimate was formed."""
+    if run.get("tile_beyond_tol"):
+        return "n scale times the tiles' own certified bound, beyond their tol"
+    return "n scale tile-tol max Theta(x, x)"
 
 
 def _tiles_dominate(run: dict, err: float) -> bool:
@@ -348,8 +362,8 @@ def _print_flag_notes(run: dict, tol: float, name: str) -> None:
               "may resolve them); flagged, never plotted or fitted")
     elif bad and run.get("tile_error", 0.0) >= 0.05 * min(map(abs, run["eigenvalues"])):
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
-              f"tiles' certified error {run['tile_error']:.2g} (n scale tile-tol max "
-              f"Theta(x, x), Weyl); flagged, never plotted or fitted; {_tol_hint(run)} "
+              f"tiles' certified error {run['tile_error']:.2g} ({_tile_share(run)}, "
+              f"Weyl); flagged, never plotted or fitted; {_tol_hint(run)} "
               "resolves them")
     elif bad:
         print(f"# {bad} eigenvalue{'s' if bad > 1 else ''} of {name} unresolved: below the "
@@ -361,7 +375,8 @@ def _print_flag_notes(run: dict, tol: float, name: str) -> None:
     if tiles:
         print(f"# {tiles} eigenvalue{'s' if tiles > 1 else ''} of {name} with a relative error "
               f"above tol {tol:g} from the tiles' certified truncation ({run['tile_error']:.2g}"
-              f" each, Weyl): read them to their error estimate, or use {_tol_hint(run)}")
+              f" each: {_tile_share(run)}, Weyl): read them to their error estimate, or use "
+              f"{_tol_hint(run)}")
     if limited - tiles and run["converged"]:
         print(f"# {limited - tiles} eigenvalue{'s' if limited - tiles > 1 else ''} of {name} "
               f"at the rounding floor with a relative error above tol {tol:g} (no pass can do "

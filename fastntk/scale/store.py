@@ -384,18 +384,28 @@ def open_matrix(path, require_complete: bool = True):
 
 def largest_block_bound(path) -> float | None:
     """The largest certified entry bound recorded by the store's written blocks
-    (:func:`write_block`), or None when a written block recorded none (a store of an earlier
-    fastntk, which has no ``bound`` array)."""
+    (:func:`write_block`), or None when none recorded one (a store of an earlier fastntk,
+    which has no ``bound`` array).  A store begun by an earlier fastntk and finished by
+    this one has bounds for some blocks only: the largest of those (the others count at the
+    store's tol, as a store of an earlier fastntk does).  Raises StoreError for a recorded
+    bound that is negative or not finite (an edited or damaged store)."""
     import zarr
 
     group = zarr.open_group(store=os.fspath(path), mode="r")
     if BOUND not in group:
         return None
     done = np.asarray(group[DONE][:]).astype(bool)
-    if not done.any():
-        return 0.0
-    seen = np.asarray(group[BOUND][:])[done]
-    return None if np.isnan(seen).any() else float(seen.max())
+    bounds = np.asarray(group[BOUND][:], dtype=np.float64)
+    recorded = done & ~np.isnan(bounds)
+    bad = np.argwhere(recorded & ~((bounds >= 0.0) & np.isfinite(bounds)))
+    if len(bad):
+        i, j = (int(v) for v in bad[0])
+        raise StoreError(f"{os.fspath(path)} is damaged or was edited: block ({i}, {j}) "
+                         f"records the error bound {bounds[i, j]!r} (a certified bound is "
+                         "finite and >= 0); rebuild the store (fastntk matrix --overwrite)")
+    if not recorded.any():
+        return None if done.any() else 0.0
+    return float(bounds[recorded].max())
 
 
 # ----------------------------------------------------------------- writers and readers

@@ -32,7 +32,7 @@ from .operators import (
     check_centered,
     kernel_operator,
 )
-from .solver import EigenResult, check_k, top_eigenvalues_operator
+from .solver import EigenResult, TileError, check_k, top_eigenvalues_operator
 from .theorems import diagonal_scale
 
 __all__ = ["ASSEMBLE_BYTES", "ASSEMBLE_MIN_K", "AssembledOperator", "all_eigenvalues_possible",
@@ -156,7 +156,7 @@ def warm_start_block(X, block: int, seed: int | None = 0) -> np.ndarray:
 
 
 def tile_entry_error(net, X, method: str, tile_tol: float, which: str,
-                     seen: float = 0.0) -> float:
+                     seen: float = 0.0) -> TileError:
     """The tiles' bound on the truncation of every entry of Theta(X, X) for these options
     (``TileSpec.entry_error`` at the rows' largest Theta(x, x)), or ``seen``, the largest
     certified bound of the tiles computed, where that exceeds tol (a unit-row series tile
@@ -164,10 +164,12 @@ def tile_entry_error(net, X, method: str, tile_tol: float, which: str,
     spec = tile_spec(net, method, tile_tol, which)
     one = diagonal_scale(net, X, which=which)
     err = spec.entry_error(one, on_sphere(X))
-    return max(err, seen) if spec.beyond_tol(seen, one) else err
+    if spec.beyond_tol(seen, one):
+        return TileError(max(err, seen), True)
+    return TileError(err)
 
 
-def stored_entry_error(meta: dict, seen: float | None = None) -> float:
+def stored_entry_error(meta: dict, seen: float | None = None) -> TileError:
     """The same bound for a fastntk store, from its metadata: its certified ``tol`` times its
     largest diagonal value where its tiles were series ones (the method it records), else
     0; or ``seen``, the largest entry bound its blocks recorded
@@ -178,7 +180,9 @@ def stored_entry_error(meta: dict, seen: float | None = None) -> float:
     one = value_bound(meta)[0]
     tol = float(meta.get("tol") or 0.0)
     err = tol * one if meta.get("method") == "series" else 0.0
-    return max(err, seen) if seen is not None and beyond_tol(seen, tol, one) else err
+    if seen is not None and beyond_tol(seen, tol, one):
+        return TileError(max(err, seen), True)
+    return TileError(err)
 
 
 def top_eigenvalues(net, X, k: int, tol: float = EIG_TOL, scale: float | None = None,

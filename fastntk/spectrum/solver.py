@@ -55,6 +55,7 @@ import math
 import numbers
 import time
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg as sla
@@ -72,6 +73,15 @@ SEMI_ORTHOGONAL = True
 
 
 # --------------------------------------------------------------------------- results
+class TileError(NamedTuple):
+    """The tiles' bound on every entry's error (``entry``, absolute, of Theta) and whether it
+    is their own certified bound beyond the tol they were asked for (``beyond_tol``: a
+    series that could not reach tol, where a smaller tol does not help)."""
+
+    entry: float
+    beyond_tol: bool = False
+
+
 @dataclass
 class EigenResult:
     """Eigenvalues with per-eigenvalue error estimates.
@@ -112,13 +122,19 @@ class EigenResult:
     bound: dict | None = None
     timings: dict = field(default_factory=dict)
     tile_error: float = 0.0  # the tiles' share of error_estimates (Weyl: n scale entry bound)
+    tile_beyond_tol: bool = False  # that share is the tiles' own bound, beyond their tol
 
-    def add_tile_error(self, entry_error: float, scale: float | None = None) -> EigenResult:
+    def add_tile_error(self, entry_error: TileError | float,
+                       scale: float | None = None) -> EigenResult:
         """Add the tiles' share to every error estimate: n * scale * ``entry_error`` (a
-        bound on |Theta_computed - Theta| entrywise, ``TileSpec.entry_error``), by Weyl's
-        inequality (docs/math.md section 6); ``scale``: that of K = scale * Theta (default
-        ``self.scale``; a centered operator's own scale is 1).  Returns self."""
+        bound on |Theta_computed - Theta| entrywise, ``TileSpec.entry_error``; a
+        :class:`TileError` also says whether it is the tiles' own bound beyond their tol),
+        by Weyl's inequality (docs/math.md section 6); ``scale``: that of K = scale * Theta
+        (default ``self.scale``; a centered operator's own scale is 1).  Returns self."""
         scale = self.scale if scale is None else scale
+        if isinstance(entry_error, TileError):
+            self.tile_beyond_tol = entry_error.beyond_tol
+            entry_error = entry_error.entry
         self.tile_error = float(self.n * scale * entry_error)
         self.error_estimates = np.asarray(self.error_estimates) + self.tile_error
         return self
@@ -157,7 +173,7 @@ class EigenResult:
             "scale": self.scale, "block": self.block, "history": self.history,
             "passes_resumed": self.passes_resumed,
             "passes_run": self.passes - self.passes_resumed, "timings": self.timings,
-            "tile_error": self.tile_error,
+            "tile_error": self.tile_error, "tile_beyond_tol": self.tile_beyond_tol,
         }
         if self.order == "descending":
             out["effective_rank"] = self.effective_rank

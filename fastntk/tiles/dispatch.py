@@ -121,9 +121,11 @@ def _warn_beyond_tol(spec: TileSpec, bound: float, Xi: np.ndarray, Xj) -> None:
     fix = ("method='exact', a larger tol, or drop near-duplicate rows" if spec.net.has_exact
            else "a larger tol (the series' truncation or the Hermite coefficients' accuracy "
            "sets a floor), or drop near-duplicate rows")
+    limit = spec.tol * abs(spec.at_one)
+    digits = next(k for k in (3, 6, 9, 17) if f"{bound:.{k}g}" != f"{limit:.{k}g}" or k == 17)
     warnings.warn(
-        f"fastntk: this tile's certified bound {bound:.3g} exceeds tol Theta(1) = "
-        f"{spec.tol * abs(spec.at_one):.3g}: its series does not reach tol at its largest "
+        f"fastntk: this tile's certified bound {bound:.{digits}g} exceeds tol Theta(1) = "
+        f"{limit:.{digits}g}: its series does not reach tol at its largest "
         "|rho| (near-duplicate or antipodal rows, a kinked activation, a large input scale, "
         "or a tol below what the series can certify); its values hold to the bound only.  "
         f"Use {fix} "
