@@ -232,6 +232,23 @@ def test_gaussian_pair_does_not_depend_on_its_side_of_the_tile(L):
     assert np.array_equal(net.kernel(A, B), net.kernel(B, A).T)
 
 
+def test_narrow_gaussian_with_biases_off_the_sphere_warns():
+    """The known limitation (README, accuracy): tiny rows of nearly equal norm, a narrow bump
+    with biases, L = 8, are 1e-5 off where one rounding unit moves Theta by 5e-8; the call
+    says so.  No warning without biases, for wide bumps, or for unit rows."""
+    import warnings
+
+    X = np.array([[1e-3, 0.0], [1e-3 * (1 + 1e-8), 0.0]])
+    net = NTK("gaussian:0.05", 8, gamma_w=2.0, gamma_b=0.5, sigma_w=1.5, sigma_b=0.3)
+    with pytest.warns(RuntimeWarning, match="narrow Gaussian bump"):
+        net.kernel(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NTK("gaussian:0.05", 8, gamma_b=0.0, sigma_b=0.0).kernel(X)
+        NTK("gaussian", 8, gamma_b=0.5).kernel(X)
+        net.kernel(X / np.linalg.norm(X, axis=1, keepdims=True))
+
+
 def test_unit_rows_take_the_unit_kernels_bit_for_bit():
     X = uniform_sphere(70, 6, 2)
     X[5] *= 1.0 + 1e-8  # within ROW_RTOL: still on the sphere
