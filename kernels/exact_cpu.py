@@ -563,8 +563,9 @@ def gaussian_dual2(s, qx, qy, ihx, ihy, p, rr, delta, dbar):
     """(E, R_x R_y - E, E') of the Gaussian bump with two variances (``gaussian_moments2``):
     the complement by subtraction where E <= R_x R_y / 2 (then it is at least half of
     R_x R_y: a few eps relative), else ``gaussian_complement2``.  The choice depends on the
-    pair alone; ``offsphere_layers`` makes it the same way, the careful pairs in a second,
-    scalar pass."""
+    pair alone.  ``offsphere_layers`` makes it the same way at the layers whose error later
+    layers amplify (``gaussian_amplification`` > AMPLIFY), the careful pairs in a second,
+    scalar pass, and subtracts at the others."""
     ih, gg, w1 = gaussian_pair(s, qx, qy, ihx, ihy, p)
     e, ed, dd = gaussian_moments2(s, ih, gg, w1, delta, dbar)
     if e > CAREFUL * rr:
