@@ -242,6 +242,10 @@ def test_narrow_gaussian_with_biases_off_the_sphere_warns():
     net = NTK("gaussian:0.05", 8, gamma_w=2.0, gamma_b=0.5, sigma_w=1.5, sigma_b=0.3)
     with pytest.warns(RuntimeWarning, match="narrow Gaussian bump"):
         net.kernel(X)
+    from fastntk.tiles.dispatch import theta_tile_matvec
+
+    with pytest.warns(RuntimeWarning, match="narrow Gaussian bump"):  # matrix-free passes
+        theta_tile_matvec(net, X, X, np.ones(2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         NTK("gaussian:0.05", 8, gamma_b=0.0, sigma_b=0.0).kernel(X)

@@ -193,7 +193,7 @@ def _print(s: dict) -> None:
               "which need unit rows, are n/a; the certified lower bound takes per-norm tables "
               "(docs/math.md section 11.2)")
     tiles = s.get("tiles") or {}
-    if (not s.get("rows_on_sphere", True) and tiles and not _stored(s)
+    if (not s.get("rows_on_sphere", True) and tiles and not _stored(s["ntk"])
             and (tiles["method"] == "series" or tiles["tile_tol"] != TILE_TOL)
             and NTK.from_dict(s["network"]).has_exact):
         print("# rows off the sphere with a closed-form activation: every tile is the exact "
@@ -300,17 +300,17 @@ def _print_labels(lab: dict) -> None:
         print(f"# {note}")
 
 
-def _stored(s: dict) -> bool:
-    """True for the study of a stored matrix (``--matrix``): its tiles were chosen by the
+def _stored(run: dict) -> bool:
+    """True for a run on a stored matrix (``--matrix``): its tiles were chosen by the
     ``fastntk matrix`` run that wrote it."""
-    return "stored matrix" in s["ntk"].get("method", "")
+    return "stored matrix" in run.get("method", "")
 
 
 def _tol_hint(run: dict) -> str:
     """What lowers the tiles' error: --tile-tol, or for a stored matrix a store written with
     a smaller ``fastntk matrix --tol``; where the tiles could not reach their tol (their own
     bound counted), a smaller tol does not help."""
-    stored = "stored matrix" in run.get("method", "")
+    stored = _stored(run)
     if run.get("tile_beyond_tol"):
         how = ("a store written by `fastntk matrix --method exact` (closed-form activations) "
                "or without the near-duplicate rows" if stored else

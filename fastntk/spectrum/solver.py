@@ -124,18 +124,16 @@ class EigenResult:
     tile_error: float = 0.0  # the tiles' share of error_estimates (Weyl: n scale entry bound)
     tile_beyond_tol: bool = False  # that share is the tiles' own bound, beyond their tol
 
-    def add_tile_error(self, entry_error: TileError | float,
+    def add_tile_error(self, entry_error: TileError,
                        scale: float | None = None) -> EigenResult:
-        """Add the tiles' share to every error estimate: n * scale * ``entry_error`` (a
-        bound on |Theta_computed - Theta| entrywise, ``TileSpec.entry_error``; a
-        :class:`TileError` also says whether it is the tiles' own bound beyond their tol),
-        by Weyl's inequality (docs/math.md section 6); ``scale``: that of K = scale * Theta
-        (default ``self.scale``; a centered operator's own scale is 1).  Returns self."""
+        """Add the tiles' share to every error estimate: n * scale * ``entry_error.entry`` (a
+        bound on |Theta_computed - Theta| entrywise, ``TileSpec.entry_error``, or the tiles'
+        own bound where ``entry_error.beyond_tol``), by Weyl's inequality (docs/math.md
+        section 6); ``scale``: that of K = scale * Theta (default ``self.scale``; a centered
+        operator's own scale is 1).  Returns self."""
         scale = self.scale if scale is None else scale
-        if isinstance(entry_error, TileError):
-            self.tile_beyond_tol = entry_error.beyond_tol
-            entry_error = entry_error.entry
-        self.tile_error = float(self.n * scale * entry_error)
+        self.tile_beyond_tol = entry_error.beyond_tol
+        self.tile_error = float(self.n * scale * entry_error.entry)
         self.error_estimates = np.asarray(self.error_estimates) + self.tile_error
         return self
 

@@ -180,6 +180,7 @@ def theta_tile_matvec(net, Xi, Xj, V, method: str = "auto", tol: float = TILE_TO
     be = backend(device)
     with numba_threads(threads):
         out, bound = be.tile_matvec(spec, Xi, Xj, np.ascontiguousarray(V))
+    _warn_narrow_gaussian(spec, Xi, Xj)
     out = out[:, 0] if vector else out
     return (out, bound) if return_bound else out
 
